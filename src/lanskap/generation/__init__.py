@@ -1,0 +1,1 @@
+"""Text-to-image generation: parameters, samplers, LoRAs, the engine, output files."""

@@ -1,0 +1,343 @@
+"""The generation engine: one loaded pipeline, shared by the CLI, API and web app.
+
+Why an object rather than a function: loading SD 2.1 takes seconds to minutes,
+so the engine keeps the pipeline in memory, switches and rescales LoRAs without
+reloading the base, and serialises GPU work with a lock so that several
+threads (API workers, UI sessions) can share it safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from PIL import Image
+
+from lanskap import __version__
+from lanskap.config import Settings, load_settings
+from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
+from lanskap.generation.infotext import build_infotext, format_number
+from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, resolve_lora
+from lanskap.generation.params import GenerationRequest, LoraSpec
+from lanskap.generation.schedulers import build_scheduler, get_sampler
+from lanskap.models.device import Placement, resolve_placement
+from lanskap.models.loader import LoadedModel, load_model
+from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
+
+MAX_CACHED_ADAPTERS = 8
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after every denoising step."""
+
+    step: int  # step within the current batch, 1-based
+    steps: int
+    batch: int  # 1-based
+    batches: int
+    done: int  # steps finished over the whole job
+    total: int
+    elapsed: float
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def eta(self) -> float:
+        return self.elapsed / self.done * (self.total - self.done) if self.done else 0.0
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    name: str
+    scale: float
+    hash: str
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    infotexts: list[str]
+    request: GenerationRequest  # with seed, width and height filled in
+    model_name: str
+    model_hash: str
+    loras: list[AppliedLora]
+    device: str
+    dtype: str
+    seconds: float
+    notices: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate")
+    )
+
+
+class Engine:
+    """Text-to-image with SD 2.1 (or any SD 1.x/2.x diffusers model) and LoRAs.
+
+    >>> engine = Engine("path/to/model")          # doctest: +SKIP
+    >>> result = engine.generate(GenerationRequest("a castle in the mist", seed=42))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        prediction_type: str | None = None,
+        settings: Settings | None = None,
+        allow_lora_paths: bool = True,
+        **setting_overrides: Any,
+    ) -> None:
+        self.settings = settings or load_settings(model=model, device=device, dtype=dtype, **setting_overrides)
+        if settings is not None and model is not None:
+            self.settings = replace(self.settings, model=model)
+        self.model_spec = self.settings.model
+        self.prediction_type = prediction_type
+        self.allow_lora_paths = allow_lora_paths
+        self._placement: Placement | None = None
+        self._model: LoadedModel | None = None
+        self._lock = threading.RLock()
+        self._adapters: OrderedDict[str, LoraInfo] = OrderedDict()
+        self._base_scheduler_config: Any = None
+
+    # -- loading -------------------------------------------------------------------------------
+    @property
+    def placement(self) -> Placement:
+        if self._placement is None:
+            self._placement = resolve_placement(self.settings.device, self.settings.dtype)
+        return self._placement
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> LoadedModel:
+        """Load the base model once; later calls return the same pipeline."""
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(
+                    self.model_spec, self.placement, self.settings, prediction_type=self.prediction_type
+                )
+                self._base_scheduler_config = self._model.pipe.scheduler.config
+            return self._model
+
+    @property
+    def model(self) -> LoadedModel:
+        return self.load()
+
+    def info(self) -> dict[str, Any]:
+        m = self._model
+        return {
+            "model": m.name if m else self.model_spec,
+            "model_hash": m.hash if m else None,
+            "loaded": m is not None,
+            "prediction_type": m.prediction_type if m else None,
+            "native_size": m.native_size if m else None,
+            "tiny": m.tiny if m else None,
+            "device": str(self.placement.device),
+            "dtype": self.placement.dtype_name,
+            "loras_cached": [i.name for i in self._adapters.values()],
+        }
+
+    # -- LoRA ----------------------------------------------------------------------------------
+    def _load_lora_state(self, info: LoraInfo) -> dict[str, torch.Tensor]:
+        if info.path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(info.path))
+        # Only reachable with allow_pickle (resolve_lora refuses pickles otherwise).
+        return torch.load(str(info.path), map_location="cpu", weights_only=True)
+
+    def _apply_loras(self, specs: list[LoraSpec]) -> list[AppliedLora]:
+        """Make exactly ``specs`` active, loading new adapters and rescaling cached ones."""
+        m = self.load()
+        merged: OrderedDict[str, tuple[LoraInfo, float]] = OrderedDict()
+        for spec in specs:
+            info = inspect_lora(
+                resolve_lora(spec.name, self.settings, allow_paths=self.allow_lora_paths), self.settings
+            )
+            check_compatible(info, m.cross_attention_dim, m.name)
+            adapter = f"lora_{info.hash}"
+            prev = merged.get(adapter)
+            merged[adapter] = (info, spec.scale + (prev[1] if prev else 0.0))
+        for adapter, (info, _) in merged.items():
+            if adapter in self._adapters:
+                self._adapters.move_to_end(adapter)
+                continue
+            try:
+                m.pipe.load_lora_weights(self._load_lora_state(info), adapter_name=adapter)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                with contextlib.suppress(Exception):
+                    m.pipe.delete_adapters(adapter)
+                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                if "size mismatch" in str(exc) or "shape" in str(exc):
+                    raise LoraError(
+                        f"LoRA {info.name!r} does not fit model {m.name!r} (made for another base?): {first}"
+                    ) from None
+                raise LoraError(f"cannot apply LoRA {info.name!r}: {first}") from None
+            self._adapters[adapter] = info
+        self._evict(keep=set(merged))
+        if merged:
+            m.pipe.enable_lora()
+            m.pipe.set_adapters(list(merged), adapter_weights=[scale for _, scale in merged.values()])
+        elif self._adapters:
+            m.pipe.disable_lora()
+        return [AppliedLora(info.name, scale, info.hash) for info, scale in merged.values()]
+
+    def _evict(self, keep: set[str]) -> None:
+        while len(self._adapters) > MAX_CACHED_ADAPTERS:
+            victim = next((a for a in self._adapters if a not in keep), None)
+            if victim is None:
+                return
+            self._model.pipe.delete_adapters(victim)  # type: ignore[union-attr]
+            del self._adapters[victim]
+
+    # -- generation ----------------------------------------------------------------------------
+    def _initial_latents(self, seeds: list[int], height: int, width: int) -> tuple[torch.Tensor, list]:
+        """Per-image CPU generators: the same seed gives the same noise in any batch, on any device."""
+        m = self.model
+        channels = m.pipe.unet.config.in_channels if not m.inpainting else 4
+        shape = (1, channels, height // m.pipe.vae_scale_factor, width // m.pipe.vae_scale_factor)
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
+        return latents.to(m.placement.device, m.placement.dtype), gens
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Run one job: ``num_images`` images in batches of ``batch_size``, seeds seed, seed+1, …"""
+        request.validate()
+        with self._lock:
+            start = time.perf_counter()
+            m = self.load()
+            native = m.native_size
+            req = replace(request.with_seed(), width=request.width or native, height=request.height or native)
+            assert req.width is not None and req.height is not None and req.seed is not None
+            prompt, tag_loras = extract_lora_tags(req.prompt)
+            applied = self._apply_loras([*tag_loras, *req.loras])
+            sampler = get_sampler(req.scheduler)
+            seeds = req.seeds
+            size = 1 if sampler.batch_noise else req.batch_size
+            batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
+            total = len(batches) * req.steps
+            done = 0
+            images: list[Image.Image] = []
+            for b, batch_seeds in enumerate(batches, 1):
+                m.pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
+                latents, gens = self._initial_latents(batch_seeds, req.height, req.width)
+
+                def on_step(pipe: Any, i: int, t: Any, kwargs: dict, b: int = b) -> dict:
+                    nonlocal done
+                    done += 1
+                    if progress:
+                        progress(Progress(i + 1, req.steps, b, len(batches), done, total, time.perf_counter() - start))
+                    if cancel is not None and cancel.is_set():
+                        pipe._interrupt = True
+                    return kwargs
+
+                n = len(batch_seeds)
+                try:
+                    out = m.pipe(
+                        prompt=[prompt] * n,
+                        negative_prompt=[req.negative_prompt] * n,
+                        num_inference_steps=req.steps,
+                        guidance_scale=req.guidance,
+                        width=req.width,
+                        height=req.height,
+                        latents=latents,
+                        generator=gens,
+                        callback_on_step_end=on_step,
+                        output_type="pil",
+                    )
+                except Exception as exc:
+                    if _is_oom(exc):
+                        if torch.cuda.is_available():
+                            torch.cuda.empty_cache()
+                        raise OutOfMemoryError(
+                            f"out of memory generating {n} image(s) at {req.width}x{req.height} on "
+                            f"{m.placement.device}; lower the size or --batch-size, or use --dtype fp16/bf16"
+                        ) from None
+                    raise
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("generation interrupted")
+                images.extend(out.images)
+            infotexts = [self._infotext(req, sampler, m, applied, s) for s in seeds]
+            for img, text in zip(images, infotexts, strict=True):
+                img.info["parameters"] = text
+            return GenerationResult(
+                images=images,
+                seeds=seeds,
+                infotexts=infotexts,
+                request=req,
+                model_name=m.name,
+                model_hash=m.hash,
+                loras=applied,
+                device=str(m.placement.device),
+                dtype=m.placement.dtype_name,
+                seconds=time.perf_counter() - start,
+                notices=list(m.notices),
+            )
+
+    def _infotext(
+        self, req: GenerationRequest, sampler: Any, m: LoadedModel, loras: list[AppliedLora], seed: int
+    ) -> str:
+        prompt = req.prompt
+        # LoRAs given outside the prompt are written as tags, A1111's record of them.
+        _, in_prompt = extract_lora_tags(prompt)
+        named = {s.name for s in in_prompt}
+        extra = [
+            lora_tag(spec.name if "/" not in spec.name and "\\" not in spec.name else _stem(spec.name), spec.scale)
+            for spec in req.loras
+            if spec.name not in named
+        ]
+        if extra:
+            prompt = f"{prompt} {' '.join(extra)}".strip()
+        params: dict[str, Any] = {
+            "Steps": req.steps,
+            "Sampler": sampler.name,
+            "Schedule type": sampler.schedule,
+            "CFG scale": format_number(req.guidance),
+            "Seed": seed,
+            "Size": f"{req.width}x{req.height}",
+            "Model hash": m.hash,
+            "Model": m.name,
+            "Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in loras) or None,
+            "Version": f"lanskap {__version__}",
+        }
+        return build_infotext(prompt, req.negative_prompt, params)
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem
+
+
+def check_request(request: GenerationRequest) -> GenerationRequest:
+    """Validate without loading anything (used by shells before they start work)."""
+    try:
+        return request.validate()
+    except LanskapError:
+        raise

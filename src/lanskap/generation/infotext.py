@@ -1,0 +1,99 @@
+"""AUTOMATIC1111's "infotext": the parameters text stored in every image.
+
+Format (A1111 ``create_infotext``)::
+
+    <prompt>
+    Negative prompt: <negative>
+    Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 1, Size: 768x512, ...
+
+Values containing ``,``, ``:`` or a newline are JSON-quoted, as A1111's
+``quote()`` does, and parsed back with the same regular expression A1111 uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# A1111's parameter regex (infotext_utils.re_param_code).
+_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+KEY_ORDER = (
+    "Steps",
+    "Sampler",
+    "Schedule type",
+    "CFG scale",
+    "Seed",
+    "Size",
+    "Model hash",
+    "Model",
+    "Lora hashes",
+    "Version",
+)
+
+
+def quote(value: Any) -> str:
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            return str(json.loads(text))
+        except ValueError:
+            return text
+    return text
+
+
+def format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def build_infotext(prompt: str, negative_prompt: str, params: dict[str, Any]) -> str:
+    """Join prompt, negative prompt and ``params`` (None values dropped) in A1111's layout."""
+    ordered = [k for k in KEY_ORDER if k in params] + [k for k in params if k not in KEY_ORDER]
+    line = ", ".join(f"{k}: {quote(params[k])}" for k in ordered if params[k] is not None)
+    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}".strip()
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """Parse an infotext into ``{"Prompt", "Negative prompt", key: value...}`` like A1111's PNG Info."""
+    result: dict[str, str] = {}
+    prompt, negative = "", ""
+    done_with_prompt = False
+    *lines, last = text.strip().split("\n")
+    if len(_RE_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    for i, line in enumerate(lines):
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt = True
+            line = line[len("Negative prompt:") :].strip()
+        if done_with_prompt:
+            negative += ("" if negative == "" else "\n") + line
+        else:
+            prompt += ("" if i == 0 else "\n") + line
+    result["Prompt"] = prompt
+    result["Negative prompt"] = negative
+    for key, value in _RE_PARAM.findall(last):
+        result[key.strip()] = unquote(value.strip())
+    if "Schedule type" not in result and result.get("Sampler", "").endswith(" Karras"):
+        result["Sampler"] = result["Sampler"][: -len(" Karras")]
+        result["Schedule type"] = "Karras"
+    return result
+
+
+def parse_lora_hashes(value: str) -> dict[str, str]:
+    """``"name: hash, name2: hash2"`` → ``{name: hash}``."""
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        name, sep, digest = part.strip().rpartition(":")
+        if sep and name:
+            out[name.strip()] = digest.strip()
+    return out

@@ -1,0 +1,123 @@
+"""Save images with their infotext, and read it back.
+
+PNG gets a ``parameters`` text chunk; JPEG and WebP get an EXIF UserComment in
+the "UNICODE" (UTF-16BE) encoding that A1111 writes through piexif, so A1111's
+PNG Info and other infotext readers show the parameters.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from lanskap.errors import LanskapError
+from lanskap.io import atomic_write_bytes
+
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_UNICODE = b"UNICODE\x00"
+_ASCII = b"ASCII\x00\x00\x00"
+
+
+def check_format(fmt: str) -> str:
+    fmt = fmt.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise LanskapError(f"unknown image format {fmt!r}; choose png, jpg or webp")
+    return "jpg" if fmt == "jpeg" else fmt
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create ``folder`` and prove it is writable, before any work is done."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".lanskap-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise LanskapError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
+    return folder
+
+
+def encode_image(image: Image.Image, fmt: str, infotext: str | None, quality: int = 95) -> bytes:
+    fmt = check_format(fmt)
+    buf = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        if infotext:
+            info.add_text("parameters", infotext)
+        image.save(buf, "PNG", pnginfo=info)
+    else:
+        exif = Image.Exif()
+        if infotext:
+            exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE + infotext.encode("utf-16-be")
+        kwargs = {"quality": quality, "exif": exif.tobytes()}
+        image.convert("RGB").save(buf, FORMATS[fmt], **kwargs)
+    return buf.getvalue()
+
+
+_NAME = re.compile(r"^(\d{5,})-")
+
+
+def _next_index(folder: Path) -> int:
+    best = 0
+    for p in folder.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            best = max(best, int(m.group(1)))
+    return best + 1
+
+
+def save_image(image: Image.Image, folder: Path, seed: int, infotext: str | None, fmt: str = "png") -> Path:
+    """Save as ``NNNNN-SEED.ext`` (A1111's naming) without ever overwriting a file."""
+    fmt = check_format(fmt)
+    data = encode_image(image, fmt, infotext)
+    index = _next_index(folder)
+    while True:
+        path = folder / f"{index:05d}-{seed}.{fmt}"
+        try:
+            return atomic_write_bytes(path, data, replace=False)
+        except FileExistsError:
+            index += 1
+
+
+def _decode_user_comment(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw
+    prefix, body = raw[:8], raw[8:]
+    if prefix == _UNICODE:
+        # piexif/A1111 write UTF-16BE; some tools write LE. Pick the one that decodes to text.
+        for enc in ("utf-16-be", "utf-16-le"):
+            try:
+                text = body.decode(enc)
+            except UnicodeDecodeError:
+                continue
+            if text and all(ch.isprintable() or ch in "\n\r\t" for ch in text):
+                return text
+        return body.decode("utf-16-be", errors="replace")
+    if prefix in (_ASCII, b"\x00" * 8):
+        return body.decode("utf-8", errors="replace").rstrip("\x00")
+    return raw.decode("utf-8", errors="replace")
+
+
+def read_infotext(path: Path) -> str | None:
+    """The infotext stored in an image file, or None when it has none."""
+    try:
+        with Image.open(path) as img:
+            text = img.info.get("parameters")
+            if isinstance(text, str) and text:
+                return text
+            comment = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except FileNotFoundError:
+        raise LanskapError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError):
+        raise LanskapError(f"{path} is not a readable image") from None
+    if comment:
+        text = _decode_user_comment(comment)
+        return text or None
+    return None

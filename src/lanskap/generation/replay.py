@@ -1,0 +1,42 @@
+"""Rebuild generation parameters from an image's infotext.
+
+Shared by ``lanskap generate --from``, the API's png-info and the web app's
+"use these settings", so every shell reads infotexts the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lanskap.errors import LanskapError
+from lanskap.generation.infotext import parse_infotext
+from lanskap.generation.schedulers import get_sampler
+
+
+@dataclass(frozen=True)
+class Replay:
+    fields: dict[str, Any]  # GenerationRequest keyword arguments
+    model: str | None
+    model_hash: str | None
+
+
+def replay_from_infotext(text: str) -> Replay:
+    """Parameters that regenerate the image this infotext describes."""
+    p = parse_infotext(text)
+    fields: dict[str, Any] = {"prompt": p["Prompt"], "negative_prompt": p["Negative prompt"]}
+    try:
+        if "Steps" in p:
+            fields["steps"] = int(p["Steps"])
+        if "CFG scale" in p:
+            fields["guidance"] = float(p["CFG scale"])
+        if "Seed" in p:
+            fields["seed"] = int(p["Seed"])
+        if "Size" in p:
+            w, h = p["Size"].lower().split("x")
+            fields["width"], fields["height"] = int(w), int(h)
+    except ValueError:
+        raise LanskapError("the image's parameters are malformed (Steps, CFG scale, Seed or Size)") from None
+    if "Sampler" in p:
+        fields["scheduler"] = get_sampler(p["Sampler"], p.get("Schedule type")).label
+    return Replay(fields, p.get("Model"), p.get("Model hash"))

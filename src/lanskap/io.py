@@ -1,0 +1,44 @@
+"""Crash-safe file writes: write a temp file in the same folder, then rename.
+
+A reader (or a crash) never sees a half-written file, and an existing file is
+only replaced once its successor is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, replace: bool = True) -> Path:
+    """Write ``path`` via ``write(fh)``; with ``replace=False`` fail if it exists (FileExistsError)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic create-if-absent; raises FileExistsError
+            os.unlink(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data), replace=replace)
+
+
+def atomic_write_text(path: Path, text: str, *, replace: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), replace=replace)

@@ -1,0 +1,61 @@
+"""Pick the device and dtype a pipeline runs in.
+
+``auto`` means: CUDA in fp16 (SD 2.1 then needs upcast attention, set by the
+loader), Apple MPS in fp16, and on CPU bf16 only where the CPU does bf16 natively
+(AVX512-BF16 or AMX), otherwise fp32, because emulated bf16 is slower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from lanskap.errors import LanskapError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return {v: k for k, v in DTYPES.items()}[self.dtype]
+
+
+@cache
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
+    """Turn user choices into a concrete device and dtype, or raise a LanskapError."""
+    device = (device or "auto").lower()
+    dtype = (dtype or "auto").lower()
+    if device not in DEVICES:
+        raise LanskapError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if dtype not in ("auto", *DTYPES):
+        raise LanskapError(f"unknown dtype {dtype!r}; choose auto, fp32, fp16 or bf16")
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise LanskapError("--device cuda was asked for, but no CUDA GPU is available to torch")
+    elif device == "mps" and not mps_ok:
+        raise LanskapError("--device mps was asked for, but Apple MPS is not available")
+    if dtype == "auto":
+        dtype = "fp16" if device in ("cuda", "mps") else "bf16" if cpu_has_native_bf16() else "fp32"
+    if device == "cpu" and dtype == "fp16":
+        raise LanskapError("fp16 is not supported on CPU; use --dtype fp32 or bf16")
+    return Placement(torch.device(device), DTYPES[dtype])

@@ -1,0 +1,269 @@
+"""Load a Stable Diffusion pipeline from a resolved reference.
+
+This is the one code path for real and tiny models alike. It validates weight
+files, keeps the model's prediction type (SD 2.1 768 is v-prediction), turns on
+upcast attention for fp16, and reports in ``notices`` what it decided and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lanskap.config import DEFAULT_MODEL, Settings
+from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.models.device import Placement
+from lanskap.models.hashing import model_hash
+from lanskap.models.resolve import ModelRef, fetch_hub_model, resolve_model_ref
+from lanskap.models.safety import read_safetensors_header, safetensors_metadata, validate_weights_dir
+from lanskap.models.tiny import is_tiny
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A ready pipeline plus the facts the engine and infotext need."""
+
+    pipe: Any
+    ref: ModelRef
+    source: Path
+    hash: str
+    prediction_type: str
+    placement: Placement
+    tiny: bool = False
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def native_size(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+    @property
+    def cross_attention_dim(self) -> int:
+        dim = self.pipe.unet.config.cross_attention_dim
+        return int(dim[0] if isinstance(dim, list | tuple) else dim)
+
+    @property
+    def inpainting(self) -> bool:
+        return int(self.pipe.unet.config.in_channels) == 9
+
+
+def normalize_prediction_type(value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = value.strip().lower()
+    aliases = {
+        "v": "v_prediction",
+        "v-prediction": "v_prediction",
+        "v_prediction": "v_prediction",
+        "eps": "epsilon",
+        "epsilon": "epsilon",
+    }
+    if v not in aliases:
+        raise LanskapError(f"unknown prediction type {value!r}; use v_prediction or epsilon")
+    return aliases[v]
+
+
+def _yaml_prediction(path: Path) -> str | None:
+    """A1111 convention: ``model.yaml`` beside ``model.safetensors`` with ``parameterization: v``."""
+    sidecar = path.with_suffix(".yaml")
+    if not sidecar.is_file():
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
+        param = cfg.get("model", {}).get("params", {}).get("parameterization")
+    except (OSError, yaml.YAMLError, AttributeError):
+        raise LanskapError(f"cannot read {sidecar.name}") from None
+    return "v_prediction" if param == "v" else "epsilon"
+
+
+def _metadata_prediction(meta: dict[str, str]) -> str | None:
+    pred = meta.get("modelspec.prediction_type", "").lower()
+    if pred in ("v", "v_prediction", "v-prediction"):
+        return "v_prediction"
+    if pred in ("epsilon", "eps"):
+        return "epsilon"
+    arch = meta.get("modelspec.architecture", "")
+    if "-v/" in arch or arch.endswith("768-v"):
+        return "v_prediction"
+    if meta.get("ss_v_parameterization", "").lower() == "true":
+        return "v_prediction"
+    return None
+
+
+def probe_v_prediction(unet: Any) -> bool:
+    """A1111's test: at t=999 a v-model's output sits far below its input.
+
+    Only meaningful for trained SD 2.x weights, so it runs last, after any
+    explicit declaration.
+    """
+    dim = unet.config.cross_attention_dim
+    p = next(unet.parameters())
+    with torch.no_grad():
+        x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, dtype=p.dtype, device=p.device)
+        cond = torch.full((1, 2, int(dim)), 0.5, dtype=p.dtype, device=p.device)
+        out = unet(x, torch.tensor([999], device=p.device), encoder_hidden_states=cond).sample
+    return float((out[:, :4].float() - x[:, :4].float()).mean()) < -1
+
+
+def _load_folder(folder: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.schedulers import KarrasDiffusionSchedulers  # noqa: F401  (ensures registry import)
+
+    validate_weights_dir(folder, settings.allow_pickle)
+    use_st = None if settings.allow_pickle else True
+    unet_kwargs: dict[str, Any] = {}
+    if placement.dtype == torch.float16:
+        unet_kwargs["upcast_attention"] = True  # SD 2.1 in fp16 gives black images without it
+    unet = UNet2DConditionModel.from_pretrained(
+        str(folder), subfolder="unet", dtype=placement.dtype, use_safetensors=use_st, **unet_kwargs
+    )
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder),
+        unet=unet,
+        dtype=placement.dtype,
+        use_safetensors=use_st,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    config_pred = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if pred and pred != config_pred:
+        notices.append(f"prediction type {pred} declared; the model's scheduler config says {config_pred}")
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=pred)
+    return pipe, pred or config_pred
+
+
+def _config_source(settings: Settings) -> str:
+    """Configs (and tokenizer) for single-file checkpoints; they carry weights only."""
+    spec = settings.model_config or DEFAULT_MODEL
+    ref = resolve_model_ref(spec, settings)
+    if ref.kind == "single_file":
+        raise LanskapError("--model-config must be a diffusers folder or hub id, not a single file")
+    if ref.kind == "hub":
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(
+                ref.location,
+                allow_patterns=["model_index.json", "*/*.json", "*/*.txt"],
+            )
+        except Exception:
+            raise ModelUnavailableError(
+                f"a single-file checkpoint needs the model's configs and tokenizer, and {spec!r} can't be "
+                "fetched; pass --model-config with a local diffusers folder of the same architecture"
+            ) from None
+    return ref.location
+
+
+def _load_single_file(path: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
+    from diffusers import StableDiffusionPipeline
+
+    how = "declared"
+    meta: dict[str, str] = {}
+    if path.suffix == ".safetensors":
+        read_safetensors_header(path)
+        meta = safetensors_metadata(path)
+    if pred is None:
+        pred, how = _yaml_prediction(path), "from the .yaml beside it"
+    if pred is None:
+        pred, how = _metadata_prediction(meta), "from its metadata"
+    config = _config_source(settings)
+    scheduler_cfg = json.loads((Path(config) / "scheduler" / "scheduler_config.json").read_text())
+    from diffusers import DDIMScheduler
+
+    kwargs: dict[str, Any] = {}
+    if placement.dtype == torch.float16:
+        kwargs["upcast_attention"] = True
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path),
+            config=config,
+            dtype=placement.dtype,
+            local_files_only=True,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            scheduler=DDIMScheduler.from_config(scheduler_cfg),
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise LanskapError(f"cannot load checkpoint {path.name}: {str(exc).splitlines()[0][:200]}") from None
+    if kwargs:
+        pipe.unet.register_to_config(upcast_attention=True)
+        pipe.unet.set_attn_processor(pipe.unet.attn_processors)  # re-read upcast flag
+    if pred is None:
+        if pipe.unet.config.cross_attention_dim == 768:
+            pred, how = "epsilon", "SD 1.x architecture"
+        else:
+            pred = "v_prediction" if probe_v_prediction(pipe.unet) else "epsilon"
+            how = "detected by probing the UNet; pass --prediction-type to override"
+    notices.append(f"{path.name}: prediction type {pred} ({how})")
+    pipe.scheduler = DDIMScheduler.from_config(scheduler_cfg, prediction_type=pred)
+    return pipe, pred
+
+
+def load_model(
+    spec: str | None,
+    placement: Placement,
+    settings: Settings,
+    *,
+    prediction_type: str | None = None,
+) -> LoadedModel:
+    """Resolve and load a base model; fall back to a tiny one if settings allow it."""
+    spec = spec or settings.model
+    pred = normalize_prediction_type(prediction_type)
+    notices: list[str] = []
+    try:
+        ref = resolve_model_ref(spec, settings)
+        source = fetch_hub_model(ref.location, settings) if ref.kind == "hub" else ref.path
+    except ModelUnavailableError as exc:
+        if settings.fallback != "tiny":
+            raise
+        from lanskap.models.tiny import make_tiny
+
+        tiny_dir = settings.models_dir / "lanskap-tiny-sd"
+        if not is_tiny(tiny_dir):
+            make_tiny(tiny_dir, "sd", overwrite=True)
+        notices.append(f"{str(exc).split(':')[0]}: not available here.")
+        notices.append(
+            "FALLBACK: using the tiny RANDOM-WEIGHT model 'lanskap-tiny-sd'. Its images are noise: they "
+            "show the whole flow (parameters, seeds, metadata, files), not real landscapes."
+        )
+        ref = ModelRef("folder", str(tiny_dir.resolve()), "lanskap-tiny-sd")
+        source = tiny_dir
+    try:
+        if ref.kind == "single_file":
+            pipe, pred = _load_single_file(source, placement, settings, pred, notices)
+        else:
+            pipe, pred = _load_folder(source, placement, settings, pred, notices)
+    except LanskapError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise LanskapError(f"cannot load model {ref.name!r}: {str(exc).splitlines()[0][:200]}") from None
+    pipe.to(placement.device)
+    pipe.set_progress_bar_config(disable=True)
+    tiny = source.is_dir() and is_tiny(source)
+    if tiny and not any("RANDOM-WEIGHT" in n for n in notices):
+        notices.append(f"model {ref.name!r} is a tiny RANDOM-WEIGHT test model: its images are noise.")
+    return LoadedModel(
+        pipe=pipe,
+        ref=ref,
+        source=source,
+        hash=model_hash(source, settings.cache_dir),
+        prediction_type=pred,
+        placement=placement,
+        tiny=tiny,
+        notices=notices,
+    )

@@ -1,0 +1,104 @@
+"""Turn what the user typed after ``--model`` into something loadable.
+
+A model reference is, in order of checking: a local diffusers folder, a local
+single-file checkpoint, a name under ``LANSKAP_HOME/models``, or a hub repo id.
+Names from users are validated before they become paths.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lanskap.config import Settings
+from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.models.safety import PICKLE_SUFFIXES, check_allowed
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][\w.\- ]*$")
+CHECKPOINT_SUFFIXES = (".safetensors", *sorted(PICKLE_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved reference; ``location`` is a hub id or an absolute path."""
+
+    kind: Literal["hub", "folder", "single_file"]
+    location: str
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Accept a plain file name only: no separators, no '..', no leading dot."""
+    if not name or not SAFE_NAME.match(name) or ".." in name or "/" in name or "\\" in name:
+        raise LanskapError(f"invalid {what} {name!r}: use a plain name without path separators or '..'")
+    return name
+
+
+def _local(path: Path, allow_pickle: bool) -> ModelRef | None:
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise LanskapError(f"{path} is not a diffusers model folder (it has no model_index.json)")
+        return ModelRef("folder", str(path.resolve()), path.resolve().name)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix not in CHECKPOINT_SUFFIXES:
+            raise LanskapError(f"{path.name} is not a model checkpoint (.safetensors expected)")
+        check_allowed(path, allow_pickle)
+        return ModelRef("single_file", str(path.resolve()), path.stem)
+    return None
+
+
+def resolve_model_ref(spec: str, settings: Settings) -> ModelRef:
+    """Resolve ``spec`` or raise a one-line error saying what was tried."""
+    spec = spec.strip()
+    if not spec:
+        raise LanskapError("no model given")
+    found = _local(Path(spec).expanduser(), settings.allow_pickle)
+    if found:
+        return found
+    if SAFE_NAME.match(spec) and ".." not in spec:
+        names = [spec, *(f"{spec}{suffix}" for suffix in CHECKPOINT_SUFFIXES)]
+        for candidate in (settings.models_dir / n for n in names):
+            found = _local(candidate, settings.allow_pickle)
+            if found:
+                return found
+    if HUB_ID.match(spec):
+        return ModelRef("hub", spec, spec)
+    raise ModelUnavailableError(
+        f"model {spec!r} not found: it is not a diffusers folder, a .safetensors file, a name under "
+        f"{settings.models_dir}, or a hub id like owner/name"
+    )
+
+
+def unavailable_message(repo: str, settings: Settings) -> str:
+    return (
+        f"base model {repo!r} is not available: it is not in the local cache and the hub can't be reached. "
+        f"On a connected machine run `hf download {repo}`, or copy a diffusers folder or a .safetensors "
+        f"checkpoint here and pass --model PATH (or set LANSKAP_MODEL, or put it in {settings.models_dir}); "
+        "add --fallback tiny to try the whole flow on a tiny random-weight model"
+    )
+
+
+def fetch_hub_model(repo: str, settings: Settings) -> Path:
+    """Download (or find in the HF cache) a diffusers repo; return its local folder."""
+    import logging
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as dlogging
+
+    previous = dlogging.get_verbosity()
+    dlogging.set_verbosity(logging.ERROR)  # its "couldn't connect" chatter is replaced by our message
+    try:
+        folder = StableDiffusionPipeline.download(repo, use_safetensors=not settings.allow_pickle)
+    except (OSError, ValueError):
+        raise ModelUnavailableError(unavailable_message(repo, settings)) from None
+    finally:
+        dlogging.set_verbosity(previous)
+    return Path(folder)

@@ -1,0 +1,41 @@
+"""``<lora:NAME:WEIGHT>`` tags, A1111's way of asking for a LoRA inside the prompt.
+
+Tags are removed from the text that is encoded; the infotext keeps them, which is
+how A1111 (and ``lanskap generate --from``) records which LoRAs made an image.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lanskap.generation.params import LoraSpec
+
+# A1111's extra-network regex: <name:arg1:arg2...>
+_TAG = re.compile(r"<(\w+):([^>]+)>")
+
+
+def extract_lora_tags(prompt: str) -> tuple[str, list[LoraSpec]]:
+    """Return the prompt without ``<lora:...>`` tags, and the LoRAs they name."""
+    specs: list[LoraSpec] = []
+
+    def take(match: re.Match[str]) -> str:
+        if match.group(1).lower() not in ("lora", "lyco"):
+            return match.group(0)
+        args = match.group(2).split(":")
+        name = args[0].strip()
+        try:
+            scale = float(args[1]) if len(args) > 1 and args[1].strip() else 1.0
+        except ValueError:
+            scale = 1.0
+        if name:
+            specs.append(LoraSpec(name, scale))
+        return ""
+
+    cleaned = _TAG.sub(take, prompt)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    cleaned = re.sub(r"\s+,", ",", cleaned)
+    return cleaned, specs
+
+
+def lora_tag(name: str, scale: float) -> str:
+    return f"<lora:{name}:{scale:g}>"
