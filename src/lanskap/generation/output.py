@@ -53,10 +53,15 @@ def encode_image(image: Image.Image, fmt: str, infotext: str | None, quality: in
             info.add_text("parameters", infotext)
         image.save(buf, "PNG", pnginfo=info)
     else:
-        exif = Image.Exif()
+        # piexif, not Pillow's Exif, because Pillow tags UserComment as BYTE, which A1111's
+        # piexif-based reader can't decode; it must be UNDEFINED with an encoding prefix.
+        import piexif
+        import piexif.helper
+
+        kwargs: dict = {"quality": quality}
         if infotext:
-            exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE + infotext.encode("utf-16-be")
-        kwargs = {"quality": quality, "exif": exif.tobytes()}
+            comment = piexif.helper.UserComment.dump(infotext, encoding="unicode")
+            kwargs["exif"] = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}})
         image.convert("RGB").save(buf, FORMATS[fmt], **kwargs)
     return buf.getvalue()
 
@@ -89,6 +94,8 @@ def save_image(image: Image.Image, folder: Path, seed: int, infotext: str | None
 def _decode_user_comment(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
+    if isinstance(raw, tuple):  # written with the BYTE type by some tools
+        raw = bytes(raw)
     prefix, body = raw[:8], raw[8:]
     if prefix == _UNICODE:
         # piexif/A1111 write UTF-16BE; some tools write LE. Pick the one that decodes to text.

