@@ -203,3 +203,61 @@ def test_fallback_tiny_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     m = load_model(None, resolve_placement("cpu", "fp32"), load_settings(fallback="tiny"))
     assert m.tiny and m.name == "lanskap-tiny-sd"
     assert any("FALLBACK" in n and "RANDOM-WEIGHT" in n for n in m.notices)
+
+
+def test_tiny_blip_captions_an_image(models_dir: Path) -> None:
+    from PIL import Image
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    from lanskap.models.tiny import make_tiny
+
+    path = make_tiny(models_dir / "tiny-blip", "blip")
+    processor = BlipProcessor.from_pretrained(str(path))
+    model = BlipForConditionalGeneration.from_pretrained(str(path))
+    ids = model.generate(
+        **processor(images=Image.new("RGB", (90, 70), (30, 90, 160)), return_tensors="pt"), max_new_tokens=6
+    )
+    assert isinstance(processor.decode(ids[0], skip_special_tokens=True), str)
+    assert ids.shape[1] >= 2
+
+
+def test_tiny_clip_embeds_images_and_text(models_dir: Path) -> None:
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    from lanskap.models.tiny import make_tiny
+
+    path = make_tiny(models_dir / "tiny-clip", "clip")
+    processor = CLIPProcessor.from_pretrained(str(path))
+    model = CLIPModel.from_pretrained(str(path))
+    out = model(
+        **processor(
+            text=["a castle", "the sea"], images=[Image.new("RGB", (50, 40))], return_tensors="pt", padding=True
+        )
+    )
+    assert out.image_embeds.shape == (1, 16) and out.text_embeds.shape == (2, 16)
+
+
+def test_fid_inception_full_and_tiny(models_dir: Path) -> None:
+    import torch
+
+    from lanskap.evaluation.inception import FIDInceptionV3, load_inception
+    from lanskap.models.tiny import make_tiny
+
+    full = FIDInceptionV3()
+    assert full.features == 2048 and tuple(full.fc.weight.shape) == (1008, 2048)
+    keys = full.state_dict().keys()
+    for key in (
+        "Conv2d_1a_3x3.conv.weight",
+        "Mixed_6e.branch7x7dbl_5.bn.running_var",
+        "Mixed_7c.branch3x3dbl_3b.conv.weight",
+    ):
+        assert key in keys  # torchvision's names, so pytorch-fid's weights load unchanged
+    path = make_tiny(models_dir / "tiny-inception", "inception")
+    model = load_inception(path)
+    feats = model(torch.rand(3, 3, 64, 64))
+    assert feats.shape == (3, model.features) and torch.isfinite(feats).all()
+    with pytest.raises(UnsafeFileError):
+        pth = models_dir / "pt_inception-2015-12-05.pth"
+        pth.write_bytes(b"\x80\x04junk")
+        load_inception(pth)

@@ -1,0 +1,1 @@
+"""Evaluation metrics (CMMD, FID, KID, CLIP score) land with issue #6."""
