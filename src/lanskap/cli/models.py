@@ -41,6 +41,25 @@ def make_tiny_lora_cmd(
     typer.echo(str(make_tiny_lora(base, out, rank=rank, seed=seed)))
 
 
+@app.command("to-single-file")
+def to_single_file_cmd(
+    model: Path = typer.Argument(..., help="A diffusers SD 1.x/2.x folder."),
+    out: Path = typer.Argument(..., help="The .safetensors checkpoint to write (A1111/ComfyUI layout)."),
+    prediction_type: str = typer.Option(None, "--prediction-type", help="Recorded in the file's metadata."),
+) -> None:
+    """Export a diffusers model as one original-layout .safetensors checkpoint."""
+    import json
+
+    from lanskap.models.convert import export_single_file
+    from lanskap.models.loader import normalize_prediction_type
+
+    pred = normalize_prediction_type(prediction_type)
+    if pred is None:
+        sched = model / "scheduler" / "scheduler_config.json"
+        pred = json.loads(sched.read_text()).get("prediction_type") if sched.is_file() else None
+    typer.echo(str(export_single_file(model, out, prediction_type=pred)))
+
+
 @app.command("samplers")
 def samplers_cmd() -> None:
     """List the sampler names --scheduler accepts."""

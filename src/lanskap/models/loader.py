@@ -200,9 +200,13 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise LanskapError(f"cannot load checkpoint {path.name}: {str(exc).splitlines()[0][:200]}") from None
-    if kwargs:
+    if kwargs:  # fp16: upcast attention, set on the built modules (the config flag is read only at build)
+        from diffusers.models.attention_processor import Attention
+
         pipe.unet.register_to_config(upcast_attention=True)
-        pipe.unet.set_attn_processor(pipe.unet.attn_processors)  # re-read upcast flag
+        for module in pipe.unet.modules():
+            if isinstance(module, Attention):
+                module.upcast_attention = True
     if pred is None:
         if pipe.unet.config.cross_attention_dim == 768:
             pred, how = "epsilon", "SD 1.x architecture"
