@@ -98,3 +98,12 @@ def test_lora_spec_parsing() -> None:
     assert LoraSpec.parse("style:0.6") == LoraSpec("style", 0.6)
     assert LoraSpec.parse("C:\\loras\\style.safetensors:0.5") == LoraSpec("C:\\loras\\style.safetensors", 0.5)
     assert LoraSpec.parse("/a/b.safetensors") == LoraSpec("/a/b.safetensors", 1.0)
+
+
+def test_infotext_names_loras_as_a1111_does() -> None:
+    from lanskap.generation.lora import lora_display_name
+
+    assert lora_display_name("mist-style") == "mist-style"
+    assert lora_display_name("/loras/mist-style.safetensors") == "mist-style"
+    assert lora_display_name("mist-style.safetensors") == "mist-style"
+    assert lora_display_name("C:\\loras\\mist-style.safetensors") == "mist-style"

@@ -21,9 +21,9 @@ from PIL import Image
 
 from lanskap import __version__
 from lanskap.config import Settings, load_settings
-from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
+from lanskap.errors import CancelledError, LoraError, OutOfMemoryError
 from lanskap.generation.infotext import build_infotext, format_number
-from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, resolve_lora
+from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
 from lanskap.generation.params import GenerationRequest, LoraSpec
 from lanskap.generation.schedulers import build_scheduler, get_sampler
 from lanskap.models.device import Placement, resolve_placement
@@ -307,11 +307,7 @@ class Engine:
         # LoRAs given outside the prompt are written as tags, A1111's record of them.
         _, in_prompt = extract_lora_tags(prompt)
         named = {s.name for s in in_prompt}
-        extra = [
-            lora_tag(spec.name if "/" not in spec.name and "\\" not in spec.name else _stem(spec.name), spec.scale)
-            for spec in req.loras
-            if spec.name not in named
-        ]
+        extra = [lora_tag(lora_display_name(spec.name), spec.scale) for spec in req.loras if spec.name not in named]
         if extra:
             prompt = f"{prompt} {' '.join(extra)}".strip()
         params: dict[str, Any] = {
@@ -327,17 +323,3 @@ class Engine:
             "Version": f"lanskap {__version__}",
         }
         return build_infotext(prompt, req.negative_prompt, params)
-
-
-def _stem(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).stem
-
-
-def check_request(request: GenerationRequest) -> GenerationRequest:
-    """Validate without loading anything (used by shells before they start work)."""
-    try:
-        return request.validate()
-    except LanskapError:
-        raise

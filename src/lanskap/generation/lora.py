@@ -40,11 +40,19 @@ def list_loras(settings: Settings) -> list[Path]:
     return list(found.values())
 
 
+def _looks_like_path(name: str) -> bool:
+    return any(sep in name for sep in ("/", "\\")) or Path(name).suffix.lower() in LORA_SUFFIXES
+
+
+def lora_display_name(name: str) -> str:
+    """The name A1111 tags and hashes use: the file stem for paths, the name itself otherwise."""
+    return Path(name.replace("\\", "/")).stem if _looks_like_path(name) else name
+
+
 def resolve_lora(name: str, settings: Settings, *, allow_paths: bool = True) -> Path:
     """A LoRA path from a name in the LoRA folders, or (CLI only) a file path."""
     candidate = Path(name).expanduser()
-    looks_like_path = any(sep in name for sep in ("/", "\\")) or candidate.suffix.lower() in LORA_SUFFIXES
-    if looks_like_path:
+    if _looks_like_path(name):
         if not allow_paths:
             raise LoraError(f"invalid LoRA name {name!r}: give a name from the LoRA folder, not a path")
         if candidate.is_file():

@@ -120,7 +120,6 @@ def probe_v_prediction(unet: Any) -> bool:
 
 def _load_folder(folder: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.schedulers import KarrasDiffusionSchedulers  # noqa: F401  (ensures registry import)
 
     validate_weights_dir(folder, settings.allow_pickle)
     use_st = None if settings.allow_pickle else True
@@ -184,9 +183,6 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
     scheduler_cfg = json.loads((Path(config) / "scheduler" / "scheduler_config.json").read_text())
     from diffusers import DDIMScheduler
 
-    kwargs: dict[str, Any] = {}
-    if placement.dtype == torch.float16:
-        kwargs["upcast_attention"] = True
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(path),
@@ -200,7 +196,9 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise LanskapError(f"cannot load checkpoint {path.name}: {str(exc).splitlines()[0][:200]}") from None
-    if kwargs:  # fp16: upcast attention, set on the built modules (the config flag is read only at build)
+    if (
+        placement.dtype == torch.float16
+    ):  # upcast attention, set on the built modules (the config flag is read only at build)
         from diffusers.models.attention_processor import Attention
 
         pipe.unet.register_to_config(upcast_attention=True)
@@ -252,8 +250,6 @@ def load_model(
             pipe, pred = _load_single_file(source, placement, settings, pred, notices)
         else:
             pipe, pred = _load_folder(source, placement, settings, pred, notices)
-    except LanskapError:
-        raise
     except (OSError, ValueError) as exc:
         raise LanskapError(f"cannot load model {ref.name!r}: {str(exc).splitlines()[0][:200]}") from None
     pipe.to(placement.device)

@@ -132,7 +132,8 @@ def make_tiny(
     if kind not in KINDS:
         raise LanskapError(f"unknown tiny model kind {kind!r}; choose one of {', '.join(KINDS)}")
     out = Path(out)
-    if (out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()) and not overwrite:
+    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
+    if occupied and not overwrite:
         raise LanskapError(f"{out} already exists and is not empty; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
