@@ -49,6 +49,14 @@ def tiny_sd(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_inpaint(models_dir: Path) -> Path:
+    """A 9-channel inpainting UNet, like stabilityai's SD 2 inpainting checkpoint."""
+    from lanskap.models.tiny import make_tiny
+
+    return make_tiny(models_dir / "tiny-sd-inpaint", "sd-inpaint")
+
+
+@pytest.fixture(scope="session")
 def tiny_lora(tiny_sd: Path, models_dir: Path) -> Path:
     from lanskap.models.tiny import make_tiny_lora
 

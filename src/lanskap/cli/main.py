@@ -33,11 +33,13 @@ def _root(
 
 
 def _register() -> None:
-    from lanskap.cli import generate, info, models
+    from lanskap.cli import edit, generate, info, models, watermark
 
     generate.register(app)
+    edit.register(app)
     info.register(app)
     app.add_typer(models.app, name="models")
+    app.add_typer(watermark.app, name="watermark")
 
 
 _register()
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print ``error: ...`` on stderr and exit nonzero."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit codes
+        if isinstance(rc, int):
+            return rc
     except LanskapError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         return exc.exit_code

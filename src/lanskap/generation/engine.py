@@ -25,9 +25,12 @@ from lanskap.errors import CancelledError, LoraError, OutOfMemoryError
 from lanskap.generation.infotext import build_infotext, format_number
 from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
 from lanskap.generation.params import GenerationRequest, LoraSpec
+from lanskap.generation.prepare import Prepared, prepare
 from lanskap.generation.schedulers import build_scheduler, get_sampler
+from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
+from lanskap.prompts.encode import PromptPair, encode_prompt_pair
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
 MAX_CACHED_ADAPTERS = 8
@@ -117,6 +120,7 @@ class Engine:
         self._lock = threading.RLock()
         self._adapters: OrderedDict[str, LoraInfo] = OrderedDict()
         self._base_scheduler_config: Any = None
+        self._pipes: dict[str, Any] = {}
 
     # -- loading -------------------------------------------------------------------------------
     @property
@@ -220,6 +224,30 @@ class Engine:
         latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
         return latents.to(m.placement.device, m.placement.dtype), gens
 
+    def _pipeline(self, kind: str) -> Any:
+        """The diffusers pipeline for ``kind``, sharing the loaded components (no second copy in memory)."""
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+        m = self.model
+        if m.inpainting:
+            kind = "inpaint"  # a 9-channel UNet runs every mode through the inpainting pipeline
+        cls = {
+            "txt2img": StableDiffusionPipeline,
+            "img2img": StableDiffusionImg2ImgPipeline,
+            "inpaint": StableDiffusionInpaintPipeline,
+        }[kind]
+        if type(m.pipe) is cls:
+            return m.pipe
+        if kind not in self._pipes:
+            self._pipes[kind] = cls.from_pipe(m.pipe)
+            self._pipes[kind].set_progress_bar_config(disable=True)
+        return self._pipes[kind]
+
+    def encode_prompts(self, prompt: str, negative_prompt: str) -> PromptPair:
+        """A1111-style embeddings for a prompt pair, any length, with weights (LoRAs must be applied first)."""
+        m = self.load()
+        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt)
+
     def generate(
         self,
         request: GenerationRequest,
@@ -227,63 +255,81 @@ class Engine:
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        """Run one job: ``num_images`` images in batches of ``batch_size``, seeds seed, seed+1, …"""
+        """Run one job: ``num_images`` images in batches of ``batch_size``, seeds seed, seed+1, …
+
+        txt2img, img2img and inpainting (``request.mode``) share everything here:
+        seeds, LoRAs, prompt encoding, progress, cancel, watermark and infotext.
+        """
         request.validate()
         with self._lock:
             start = time.perf_counter()
             m = self.load()
-            native = m.native_size
-            req = replace(request.with_seed(), width=request.width or native, height=request.height or native)
+            prep = prepare(request.with_seed(), m.native_size)
+            req = replace(request.with_seed(), width=prep.width, height=prep.height)
             assert req.width is not None and req.height is not None and req.seed is not None
             prompt, tag_loras = extract_lora_tags(req.prompt)
             applied = self._apply_loras([*tag_loras, *req.loras])
+            embeds = self.encode_prompts(prompt, req.negative_prompt)
+            notices = list(m.notices)
+            if embeds.chunks > 1:
+                notices.append(
+                    f"long prompt: {embeds.prompt_tokens} + {embeds.negative_tokens} tokens encoded "
+                    f"in {embeds.chunks} chunks of 75"
+                )
             sampler = get_sampler(req.scheduler)
             seeds = req.seeds
             size = 1 if sampler.batch_noise else req.batch_size
             batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
-            total = len(batches) * req.steps
+            effective = req.steps if req.mode == "txt2img" else min(int(req.steps * prep.strength), req.steps)
+            pipe = self._pipeline(req.mode)
             done = 0
             images: list[Image.Image] = []
             for b, batch_seeds in enumerate(batches, 1):
-                m.pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
-                latents, gens = self._initial_latents(batch_seeds, req.height, req.width)
+                if effective < 1:
+                    notices.append("strength too low for any denoising step: the input is returned unchanged")
+                    images.extend(req.init.image.convert("RGB") if req.mask else prep.start(s) for s in batch_seeds)
+                    continue
+                pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
 
-                def on_step(pipe: Any, i: int, t: Any, kwargs: dict, b: int = b) -> dict:
+                def on_step(p: Any, i: int, t: Any, kwargs: dict, b: int = b) -> dict:
                     nonlocal done
                     done += 1
+                    steps = int(getattr(p, "num_timesteps", 0) or effective)
                     if progress:
-                        progress(Progress(i + 1, req.steps, b, len(batches), done, total, time.perf_counter() - start))
+                        elapsed = time.perf_counter() - start
+                        progress(Progress(i + 1, steps, b, len(batches), done, steps * len(batches), elapsed))
                     if cancel is not None and cancel.is_set():
-                        pipe._interrupt = True
+                        p._interrupt = True
                     return kwargs
 
-                n = len(batch_seeds)
                 try:
-                    out = m.pipe(
-                        prompt=[prompt] * n,
-                        negative_prompt=[req.negative_prompt] * n,
-                        num_inference_steps=req.steps,
-                        guidance_scale=req.guidance,
-                        width=req.width,
-                        height=req.height,
-                        latents=latents,
-                        generator=gens,
-                        callback_on_step_end=on_step,
-                        output_type="pil",
-                    )
+                    out = pipe(**self._call_args(req, prep, embeds, batch_seeds), callback_on_step_end=on_step)
                 except Exception as exc:
                     if _is_oom(exc):
                         if torch.cuda.is_available():
                             torch.cuda.empty_cache()
                         raise OutOfMemoryError(
-                            f"out of memory generating {n} image(s) at {req.width}x{req.height} on "
-                            f"{m.placement.device}; lower the size or --batch-size, or use --dtype fp16/bf16"
+                            f"out of memory generating {len(batch_seeds)} image(s) at {req.width}x{req.height} "
+                            f"on {m.placement.device}; lower the size or --batch-size, or use --dtype fp16/bf16"
                         ) from None
                     raise
                 if cancel is not None and cancel.is_set():
                     raise CancelledError("generation interrupted")
-                images.extend(out.images)
-            infotexts = [self._infotext(req, sampler, m, applied, s) for s in seeds]
+                images.extend(prep.finish(im) for im in out.images)
+            marked = [False] * len(images)
+            if req.watermark:
+                for i, im in enumerate(images):
+                    done_im = apply_watermark(im)
+                    if done_im is not None:
+                        images[i], marked[i] = done_im, True
+                if not all(marked):
+                    notices.append(
+                        "watermark skipped on images under 256x256 or too busy to carry it; "
+                        "their infotext does not claim it"
+                    )
+            infotexts = [
+                self._infotext(req, sampler, m, applied, s, prep, wm) for s, wm in zip(seeds, marked, strict=True)
+            ]
             for img, text in zip(images, infotexts, strict=True):
                 img.info["parameters"] = text
             return GenerationResult(
@@ -297,11 +343,52 @@ class Engine:
                 device=str(m.placement.device),
                 dtype=m.placement.dtype_name,
                 seconds=time.perf_counter() - start,
-                notices=list(m.notices),
+                notices=notices,
             )
 
+    def _call_args(
+        self, req: GenerationRequest, prep: Prepared, embeds: PromptPair, seeds: list[int]
+    ) -> dict[str, Any]:
+        """Keyword arguments for the diffusers pipeline of ``req.mode`` (on this model)."""
+        m = self.model
+        n = len(seeds)
+        assert req.width is not None and req.height is not None
+        args: dict[str, Any] = {
+            "prompt_embeds": embeds.cond.expand(n, -1, -1),
+            "negative_prompt_embeds": embeds.uncond.expand(n, -1, -1),
+            "num_inference_steps": req.steps,
+            "guidance_scale": req.guidance,
+            "width": req.width,
+            "height": req.height,
+            "output_type": "pil",
+        }
+        if req.mode == "txt2img":
+            # The generators continue past the initial noise, for ancestral samplers' per-step noise.
+            args["latents"], args["generator"] = self._initial_latents(seeds, req.height, req.width)
+            if m.inpainting:  # nothing known: grey picture, everything masked
+                args["image"] = [Image.new("RGB", (req.width, req.height), (127, 127, 127))] * n
+                args["mask_image"] = [Image.new("L", (req.width, req.height), 255)] * n
+                args["strength"] = 1.0
+            return args
+        assert prep.start is not None
+        args["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        args["image"] = [prep.start(s) for s in seeds]
+        args["strength"] = prep.strength
+        if req.mode == "inpaint":
+            args["mask_image"] = [prep.mask] * n
+        elif m.inpainting:  # img2img on an inpainting model: repaint everything, starting from the picture
+            args["mask_image"] = [Image.new("L", (req.width, req.height), 255)] * n
+        return args
+
     def _infotext(
-        self, req: GenerationRequest, sampler: Any, m: LoadedModel, loras: list[AppliedLora], seed: int
+        self,
+        req: GenerationRequest,
+        sampler: Any,
+        m: LoadedModel,
+        loras: list[AppliedLora],
+        seed: int,
+        prep: Prepared,
+        watermarked: bool,
     ) -> str:
         prompt = req.prompt
         # LoRAs given outside the prompt are written as tags, A1111's record of them.
@@ -320,6 +407,18 @@ class Engine:
             "Model hash": m.hash,
             "Model": m.name,
             "Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in loras) or None,
-            "Version": f"lanskap {__version__}",
         }
+        if req.init is not None:
+            params["Denoising strength"] = format_number(req.init.strength)
+            if req.mask is None:
+                params["Resize mode"] = req.init.resize_mode
+        if req.mask is not None:
+            params["Mask blur"] = format_number(req.mask.blur)
+            params["Masked content"] = req.mask.fill
+            if req.mask.only_masked:
+                params["Inpaint area"] = "Only masked"
+                params["Masked area padding"] = req.mask.padding
+        if watermarked:
+            params["Watermark"] = MESSAGE.decode()
+        params["Version"] = f"lanskap {__version__}"
         return build_infotext(prompt, req.negative_prompt, params)

@@ -28,7 +28,14 @@ KEY_ORDER = (
     "Size",
     "Model hash",
     "Model",
+    "Denoising strength",
+    "Resize mode",
+    "Mask blur",
+    "Masked content",
+    "Inpaint area",
+    "Masked area padding",
     "Lora hashes",
+    "Watermark",
     "Version",
 )
 

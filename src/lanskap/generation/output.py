@@ -58,7 +58,9 @@ def encode_image(image: Image.Image, fmt: str, infotext: str | None, quality: in
         import piexif
         import piexif.helper
 
-        kwargs: dict = {"quality": quality}
+        # Full-resolution chroma (JPEG 4:4:4) and lossless WebP: the invisible watermark lives in the
+        # U channel, which 4:2:0 subsampling would wipe out, and concept art deserves the detail anyway.
+        kwargs: dict = {"quality": quality, "subsampling": 0} if fmt in ("jpg", "jpeg") else {"lossless": True}
         if infotext:
             comment = piexif.helper.UserComment.dump(infotext, encoding="unicode")
             kwargs["exif"] = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}})

@@ -7,10 +7,13 @@ the bounds and their messages are identical everywhere.
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from PIL import Image
+
 from lanskap.errors import LanskapError
+from lanskap.generation.imageops import FILL_MODES, RESIZE_MODES
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
 
 MIN_SIDE, MAX_SIDE = 64, 2048
@@ -45,6 +48,26 @@ class LoraSpec:
 
 
 @dataclass(frozen=True)
+class InitImage:
+    """img2img: start from this picture; ``strength`` 0 keeps it, 1 ignores it."""
+
+    image: Image.Image
+    strength: float = 0.75
+    resize_mode: str = "just-resize"
+
+
+@dataclass(frozen=True)
+class InpaintMask:
+    """Inpainting: repaint where the mask is white, keep the rest."""
+
+    mask: Image.Image
+    blur: float = 4  # pixels of feathering at the mask edge
+    fill: str = "original"  # what the masked area starts from: fill, original or noise
+    only_masked: bool = False  # work on the mask's bounding box at full resolution
+    padding: int = 32  # context around that box, in pixels
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything that determines the pixels (with the model, device and dtype)."""
 
@@ -59,6 +82,16 @@ class GenerationRequest:
     batch_size: int = 1
     scheduler: str = DEFAULT_SAMPLER
     loras: tuple[LoraSpec, ...] = field(default_factory=tuple)
+    init: InitImage | None = None
+    mask: InpaintMask | None = None
+    watermark: bool = True
+
+    @property
+    def mode(self) -> str:
+        """txt2img, img2img or inpaint: which pipeline the engine runs."""
+        if self.mask is not None:
+            return "inpaint"
+        return "img2img" if self.init is not None else "txt2img"
 
     def validate(self) -> GenerationRequest:
         """Raise a LanskapError naming the first bad parameter; return self."""
@@ -83,7 +116,35 @@ class GenerationRequest:
         for lora in self.loras:
             if lora.scale != lora.scale or abs(lora.scale) > 10:
                 raise LanskapError(f"LoRA scale for {lora.name!r} must be between -10 and 10")
+        if self.init is not None:
+            self._validate_init(self.init)
+        if self.mask is not None:
+            self._validate_mask(self.mask)
         return self
+
+    def _validate_init(self, init: InitImage) -> None:
+        if not 0.0 <= init.strength <= 1.0:
+            raise LanskapError(f"strength must be between 0.0 and 1.0, got {init.strength:g}")
+        if init.resize_mode not in RESIZE_MODES:
+            raise LanskapError(f"unknown resize mode {init.resize_mode!r}; use one of {', '.join(RESIZE_MODES)}")
+        if not isinstance(init.image, Image.Image):
+            raise LanskapError("the init image must be a picture")
+
+    def _validate_mask(self, mask: InpaintMask) -> None:
+        if self.init is None:
+            raise LanskapError("a mask needs an image to inpaint")
+        if mask.mask.size != self.init.image.size:
+            w, h = self.init.image.size
+            mw, mh = mask.mask.size
+            raise LanskapError(f"mask is {mw}x{mh} but the image is {w}x{h}; they must be the same size")
+        if mask.fill not in FILL_MODES:
+            raise LanskapError(f"unknown masked content {mask.fill!r}; use one of {', '.join(FILL_MODES)}")
+        if not 0 <= mask.blur <= 64:
+            raise LanskapError(f"mask blur must be between 0 and 64 pixels, got {mask.blur:g}")
+        if not 0 <= mask.padding <= 512:
+            raise LanskapError(f"padding must be between 0 and 512 pixels, got {mask.padding}")
+        if mask.mask.convert("L").getbbox() is None:
+            raise LanskapError("the mask is empty (all black): nothing to repaint")
 
     def with_seed(self) -> GenerationRequest:
         """A copy with a concrete seed: random when none (or -1) was given."""
@@ -99,6 +160,16 @@ class GenerationRequest:
         return [self.seed + i for i in range(self.num_images)]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """JSON-friendly parameters; pictures are described by their size, not copied."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init", "mask", "loras")}
         d["loras"] = [str(lora) for lora in self.loras]
+        d["mode"] = self.mode
+        if self.init is not None:
+            d["init"] = {**_plain(self.init, "image"), "image_size": list(self.init.image.size)}
+        if self.mask is not None:
+            d["mask"] = _plain(self.mask, "mask")
         return d
+
+
+def _plain(obj: Any, skip: str) -> dict[str, Any]:
+    return {k: v for k, v in asdict(replace(obj, **{skip: None})).items() if k != skip}

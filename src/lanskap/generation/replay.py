@@ -37,6 +37,10 @@ def replay_from_infotext(text: str) -> Replay:
             fields["width"], fields["height"] = int(w), int(h)
     except ValueError:
         raise LanskapError("the image's parameters are malformed (Steps, CFG scale, Seed or Size)") from None
+    # A lanskap image made without the watermark is remade without it, so --from gives the same pixels;
+    # images from other programs get lanskap's default.
+    if "Watermark" in p or p.get("Version", "").startswith("lanskap"):
+        fields["watermark"] = "Watermark" in p
     if "Sampler" in p:
         fields["scheduler"] = get_sampler(p["Sampler"], p.get("Schedule type")).label
     return Replay(fields, p.get("Model"), p.get("Model hash"))

@@ -1,0 +1,131 @@
+"""Run one generation job for the CLI: settings, request, engine, progress, files, summary.
+
+Every generating command (generate, img2img, inpaint, outpaint) ends here, so
+they share validation, LoRA checks, progress bars, file naming and output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lanskap.errors import LanskapError
+
+
+@dataclass
+class JobOptions:
+    """The flags every generating command has, as typed by the user (None = not given)."""
+
+    model: str | None = None
+    model_config: str | None = None
+    prediction_type: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    out: Path | None = None
+    fmt: str = "png"
+    lora: list[str] = field(default_factory=list)
+    lora_dir: list[Path] = field(default_factory=list)
+    allow_pickle: bool | None = None
+    fallback: str | None = None
+    no_watermark: bool = False
+    quiet: bool = False
+    as_json: bool = False
+
+    def settings(self) -> Any:
+        from lanskap.config import load_settings
+
+        return load_settings(
+            model=self.model,
+            model_config=self.model_config,
+            device=self.device,
+            dtype=self.dtype,
+            output_dir=self.out,
+            allow_pickle=self.allow_pickle,
+            fallback=self.fallback,
+            lora_dirs=self.lora_dir or None,
+        )
+
+
+def build_request(fields: dict[str, Any], opts: JobOptions) -> Any:
+    """A validated GenerationRequest from the given fields (None = default) and the LoRA flags."""
+    from lanskap.generation.params import GenerationRequest, LoraSpec
+
+    clean = {k: v for k, v in fields.items() if v is not None}
+    clean["loras"] = tuple(LoraSpec.parse(s) for s in opts.lora or [])
+    if opts.no_watermark:
+        clean["watermark"] = False
+    return GenerationRequest(**clean).validate()
+
+
+def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = None, replay: Any = None) -> None:
+    """Load the model, generate ``request`` with a progress bar, save and report the images."""
+    from lanskap.generation.lora import resolve_lora
+    from lanskap.generation.output import check_format, ensure_writable_dir, save_image
+    from lanskap.prompts.lora_tags import extract_lora_tags
+
+    fmt = check_format(opts.fmt)
+    settings = settings or opts.settings()
+    # Fail on missing LoRAs before spending time loading the base model.
+    for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
+        resolve_lora(spec.name, settings)
+    folder = ensure_writable_dir(opts.out or settings.outputs / mode_folder / date.today().isoformat())
+
+    from lanskap.cli.common import quiet_libraries, step_bar
+    from lanskap.generation.engine import Engine
+
+    quiet_libraries(opts.quiet)
+    engine = Engine(settings=settings, prediction_type=opts.prediction_type)
+    loaded = engine.load()
+    for notice in loaded.notices:
+        typer.secho(notice, err=True, fg=typer.colors.YELLOW)
+    if replay is not None and replay.model_hash and replay.model_hash != loaded.hash:
+        typer.secho(
+            f"note: the image was made with model hash {replay.model_hash}; {loaded.name} is "
+            f"{loaded.hash}, so pixels will differ",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    with step_bar(opts.quiet, "generating") as update:
+        result = engine.generate(request, progress=update)
+    for notice in result.notices[len(loaded.notices) :]:
+        if not opts.quiet:
+            typer.secho(notice, err=True, fg=typer.colors.YELLOW)
+    paths = [
+        save_image(img, folder, s, text, fmt)
+        for img, s, text in zip(result.images, result.seeds, result.infotexts, strict=True)
+    ]
+    if opts.as_json:
+        summary = {
+            "images": [str(p) for p in paths],
+            "seeds": result.seeds,
+            "mode": result.request.mode,
+            "size": list(result.images[0].size),
+            "model": result.model_name,
+            "model_hash": result.model_hash,
+            "seconds": round(result.seconds, 3),
+            "device": result.device,
+            "dtype": result.dtype,
+            "loras": [lo.__dict__ for lo in result.loras],
+            "infotexts": result.infotexts,
+            "notices": result.notices,
+        }
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for p in paths:
+        typer.echo(str(p))
+    if not opts.quiet:
+        typer.secho(
+            f"{len(paths)} image(s), seed {result.seeds[0]}, {result.seconds:.1f}s on {result.device}/{result.dtype}",
+            err=True,
+        )
+
+
+def require_prompt(prompt: str | None) -> str:
+    if not prompt or not prompt.strip():
+        raise LanskapError("give a PROMPT")
+    return prompt

@@ -1,0 +1,78 @@
+"""Opening user images safely: one place that turns odd files into RGB or clear errors.
+
+Used by img2img/inpainting now and by dataset preparation, so every command
+treats EXIF rotation, palette, CMYK and alpha images the same way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lanskap.errors import LanskapError
+
+# A decompression bomb is a user error here, not a warning to ignore.
+MAX_PIXELS = 16384 * 16384
+
+
+def open_image(path: str | Path, what: str = "image") -> Image.Image:
+    """Decode ``path`` fully, apply its EXIF orientation and return it (mode unchanged)."""
+    p = Path(path)
+    if not p.exists():
+        raise LanskapError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise LanskapError(f"{what} is a folder, not an image file: {p}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise LanskapError(f"{what} {p.name} is too large ({im.width}x{im.height})")
+                im.load()
+                return ImageOps.exif_transpose(im) or im
+    except LanskapError:
+        raise
+    except UnidentifiedImageError:
+        raise LanskapError(f"{what} {p.name} is not an image (PNG, JPEG, WebP or BMP expected)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LanskapError(f"{what} {p.name} is corrupt or truncated: {first}") from None
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB from any mode; transparency is flattened onto ``background``."""
+    if im.mode == "RGB":
+        return im
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, background)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return im.point(lambda v: v / 256).convert("L").convert("RGB")
+    return im.convert("RGB")
+
+
+def load_rgb(path: str | Path, what: str = "image") -> Image.Image:
+    return to_rgb(open_image(path, what))
+
+
+def load_mask(path: str | Path) -> Image.Image:
+    """A mask as 8-bit grey, white = repaint.
+
+    A mask painted on a transparent layer (colour constant, alpha varying) is
+    read from its alpha channel, since that is where the painting is.
+    """
+    im = open_image(path, "mask")
+    grey = im.convert("L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        alpha = im.convert("RGBA").getchannel("A")
+        lo, hi = grey.getextrema()
+        alo, ahi = alpha.getextrema()
+        if lo == hi and alo != ahi:
+            return alpha
+    return grey

@@ -1,0 +1,168 @@
+"""Prompts of any length, encoded the way AUTOMATIC1111 does.
+
+CLIP sees 77 tokens; diffusers silently drops the rest. A1111 instead splits
+the prompt into chunks of 75 tokens, wraps each in BOS/EOS, encodes them one
+by one and concatenates the embeddings, so every word counts. Attention weights
+scale each token's embedding, after which the mean is restored (A1111's
+"Original" emphasis). A chunk that would split a phrase moves the words after
+the last comma (within 20 tokens) into the next chunk, as A1111's
+``comma_padding_backtrack`` does.
+
+For a prompt of up to 75 tokens with no weights the result is exactly what
+diffusers' own ``encode_prompt`` produces, so short prompts give the stock
+pipeline's pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lanskap.prompts.attention import BREAK, parse_attention
+
+CHUNK = 75
+COMMA_BACKTRACK = 20
+
+
+@dataclass
+class Chunk:
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """The 77-token rows the text encoder sees, with one weight per token."""
+
+    ids: list[list[int]]
+    weights: list[list[float]]
+    token_count: int  # prompt tokens, without BOS/EOS/padding
+
+    @property
+    def chunks(self) -> int:
+        return len(self.ids)
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int, int, int | None]:
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    if comma is None or comma == tokenizer.unk_token_id:
+        comma = None
+    return bos, eos, pad, comma
+
+
+def tokenize_prompt(tokenizer: Any, prompt: str) -> TokenizedPrompt:
+    """Split ``prompt`` into weighted 75-token chunks (A1111's ``tokenize_line``)."""
+    bos, eos, pad, comma = _special_ids(tokenizer)
+    parsed = parse_attention(prompt)
+    texts = [t for t, _ in parsed]
+    token_lists = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+    chunks: list[Chunk] = []
+    chunk = Chunk()
+    last_comma = -1
+    count = 0
+
+    def close() -> None:
+        nonlocal chunk, last_comma
+        chunks.append(chunk)
+        chunk = Chunk()
+        last_comma = -1
+
+    for tokens, (text, weight) in zip(token_lists, parsed, strict=True):
+        if text == BREAK and weight == -1:
+            close()
+            continue
+        for token in tokens:
+            if comma is not None and token == comma:
+                last_comma = len(chunk.tokens)
+            elif len(chunk.tokens) == CHUNK and last_comma != -1 and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK:
+                cut = last_comma + 1
+                moved = Chunk(chunk.tokens[cut:], chunk.weights[cut:])
+                chunk.tokens, chunk.weights = chunk.tokens[:cut], chunk.weights[:cut]
+                close()
+                chunk = moved
+            if len(chunk.tokens) == CHUNK:
+                close()
+            chunk.tokens.append(token)
+            chunk.weights.append(weight)
+            count += 1
+    if chunk.tokens or not chunks:
+        close()
+
+    ids: list[list[int]] = []
+    weights: list[list[float]] = []
+    for c in chunks:
+        fill = CHUNK - len(c.tokens)
+        # [BOS] tokens [EOS] pad…: SD 2.x pads with "!" (id 0), SD 1.x with EOS; the tokenizer knows which.
+        ids.append([bos, *c.tokens, eos] + [pad] * fill)
+        weights.append([1.0, *c.weights, 1.0] + [1.0] * fill)
+    return TokenizedPrompt(ids, weights, count)
+
+
+def count_tokens(tokenizer: Any, prompt: str) -> int:
+    """How many CLIP tokens a prompt uses (weights and BREAKs not counted), for the 77-token check."""
+    return tokenize_prompt(tokenizer, prompt).token_count
+
+
+def _encode_rows(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
+    # Same call as diffusers' encode_prompt with clip_skip=None; SD 2.x text encoders never use the mask.
+    mask = None
+    if getattr(text_encoder.config, "use_attention_mask", False):
+        mask = torch.ones_like(ids)
+    return text_encoder(ids, attention_mask=mask)[0]
+
+
+def encode_tokenized(text_encoder: Any, tok: TokenizedPrompt) -> torch.Tensor:
+    """Embeddings of shape (1, 77 * chunks, dim), with emphasis applied and the mean restored."""
+    device = text_encoder.device
+    dtype = text_encoder.dtype
+    ids = torch.tensor(tok.ids, device=device)
+    with torch.no_grad():
+        z = _encode_rows(text_encoder, ids)  # (chunks, 77, dim)
+        w = torch.tensor(tok.weights, device=device, dtype=z.dtype).unsqueeze(-1)
+        if bool((w != 1.0).any()):
+            # A1111 works per chunk: scale, then restore the chunk's mean so that weights
+            # change the emphasis, not the overall magnitude.
+            out = []
+            for row, row_w in zip(z, w, strict=True):
+                before = row.float().mean()
+                scaled = row * row_w
+                after = scaled.float().mean()
+                out.append((scaled.float() * (before / after)).to(z.dtype) if after != 0 else scaled)
+            z = torch.stack(out)
+    return z.reshape(1, -1, z.shape[-1]).to(dtype)
+
+
+def pad_embeddings(z: torch.Tensor, chunks: int, empty: torch.Tensor) -> torch.Tensor:
+    """Append encodings of the empty prompt until ``z`` has ``chunks`` chunks (A1111's ``pad_cond``)."""
+    have = z.shape[1] // empty.shape[1]
+    if have >= chunks:
+        return z
+    return torch.cat([z, empty.repeat(1, chunks - have, 1)], dim=1)
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    cond: torch.Tensor  # (1, 77 * chunks, dim)
+    uncond: torch.Tensor  # same shape
+    chunks: int
+    prompt_tokens: int
+    negative_tokens: int
+
+
+def encode_prompt_pair(tokenizer: Any, text_encoder: Any, prompt: str, negative: str) -> PromptPair:
+    """Encode a prompt and a negative prompt of any length to embeddings of the same shape."""
+    pos = tokenize_prompt(tokenizer, prompt)
+    neg = tokenize_prompt(tokenizer, negative)
+    cond = encode_tokenized(text_encoder, pos)
+    uncond = encode_tokenized(text_encoder, neg)
+    chunks = max(pos.chunks, neg.chunks)
+    if pos.chunks != neg.chunks:
+        empty = encode_tokenized(text_encoder, tokenize_prompt(tokenizer, ""))
+        cond = pad_embeddings(cond, chunks, empty)
+        uncond = pad_embeddings(uncond, chunks, empty)
+    return PromptPair(cond, uncond, chunks, pos.token_count, neg.token_count)
