@@ -58,6 +58,13 @@ def generate(
         if not text:
             raise LanskapError(f"{from_image} holds no generation parameters")
         replay = replay_from_infotext(text)
+        if replay.source_mode != "txt2img":
+            typer.secho(
+                f"note: {from_image.name} was made by {replay.source_mode}; this remakes it as text-to-image "
+                f"with the same prompt, seed and settings",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
         fields.update(replay.fields)
         fields["num_images"] = 1
         if model is None and replay.model:

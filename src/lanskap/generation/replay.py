@@ -19,6 +19,7 @@ class Replay:
     fields: dict[str, Any]  # GenerationRequest keyword arguments
     model: str | None
     model_hash: str | None
+    source_mode: str = "txt2img"  # img2img/inpaint images need their input picture, which infotext lacks
 
 
 def replay_from_infotext(text: str) -> Replay:
@@ -43,4 +44,5 @@ def replay_from_infotext(text: str) -> Replay:
         fields["watermark"] = "Watermark" in p
     if "Sampler" in p:
         fields["scheduler"] = get_sampler(p["Sampler"], p.get("Schedule type")).label
-    return Replay(fields, p.get("Model"), p.get("Model hash"))
+    mode = "inpaint" if "Mask blur" in p else "img2img" if "Denoising strength" in p else "txt2img"
+    return Replay(fields, p.get("Model"), p.get("Model hash"), mode)
