@@ -1,0 +1,1 @@
+"""Dataset preparation: ingest, caption, enrich, split, preview and edit captions."""
