@@ -33,7 +33,7 @@ def landscape(seed: int, size: tuple[int, int] = (576, 520)) -> Image.Image:
 def tiny_blip(models_dir: Path) -> Path:
     from lanskap.models.tiny import make_tiny
 
-    return make_tiny(models_dir / "tiny-blip", "blip")
+    return make_tiny(models_dir / "tiny-blip-captioner", "blip")
 
 
 @pytest.fixture()

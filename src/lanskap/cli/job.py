@@ -68,7 +68,7 @@ def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = No
     from lanskap.generation.output import check_format, ensure_writable_dir, save_image
     from lanskap.prompts.lora_tags import extract_lora_tags
 
-    fmt = check_format(opts.fmt)
+    fmt = check_format(opts.fmt)  # before anything slow
     settings = settings or opts.settings()
     # Fail on missing LoRAs before spending time loading the base model.
     for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:

@@ -1,37 +1,81 @@
-"""Typer options shared by every generating command, declared once so their names and help agree."""
+"""The flags every generating command shares, declared once and added to each command.
+
+Typer has no option groups, so ``job_command`` appends these parameters to a
+command's signature and hands them to it as one ``JobOptions`` plus a dict of
+request fields. Names, defaults and help text therefore cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
-NEGATIVE = typer.Option(None, "--negative-prompt", "-n", help="What to avoid.")
-SEED = typer.Option(None, "--seed", "-s", help="Seed; random (and recorded) when not given.")
-STEPS = typer.Option(None, "--steps", help="Denoising steps, 1-150 [25].")
-GUIDANCE = typer.Option(None, "--guidance", "--cfg", help="Classifier-free guidance scale [7.5].")
-WIDTH = typer.Option(None, "--width", "-W", help="Multiple of 8, 64-2048.")
-HEIGHT = typer.Option(None, "--height", "-H", help="Multiple of 8, 64-2048.")
-NUM_IMAGES = typer.Option(None, "--num-images", "-N", help="How many images [1].")
-BATCH_SIZE = typer.Option(None, "--batch-size", "-b", help="Images per forward pass [1].")
-SCHEDULER = typer.Option(None, "--scheduler", "--sampler", help="e.g. 'DPM++ 2M Karras', 'Euler a'.")
-LORA = typer.Option(None, "--lora", help="PATH_OR_NAME[:SCALE]; repeatable. <lora:NAME:W> in the prompt works too.")
-MODEL = typer.Option(None, "--model", "-m", help="Hub id, diffusers folder or .safetensors file.")
-MODEL_CONFIG = typer.Option(None, "--model-config", help="Configs for a single-file checkpoint.")
-PREDICTION = typer.Option(None, "--prediction-type", help="v_prediction or epsilon.")
-DEVICE = typer.Option(None, "--device", help="auto, cuda, mps or cpu.")
-DTYPE = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")
-OUT = typer.Option(None, "--out", "-o", help="Output folder.")
-FORMAT = typer.Option("png", "--format", "-f", help="png, jpg or webp.")
-LORA_DIR = typer.Option(None, "--lora-dir", help="Extra folder to look up LoRA names in.")
-ALLOW_PICKLE = typer.Option(None, "--allow-pickle", help="Allow pickled .ckpt/.bin/.pt weights.")
-FALLBACK = typer.Option(None, "--fallback", help="none, or tiny: use a tiny random model if needed.")
-NO_WATERMARK = typer.Option(False, "--no-watermark", help="Do not embed the invisible SD watermark.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-JSON = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
+from lanskap.cli.job import JobOptions
+
+# (name, type, typer option): fields of GenerationRequest
+REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
+    ("negative_prompt", str, typer.Option(None, "--negative-prompt", "-n", help="What to avoid.")),
+    ("seed", int, typer.Option(None, "--seed", "-s", help="Seed; random (and recorded) when not given.")),
+    ("steps", int, typer.Option(None, "--steps", help="Denoising steps, 1-150 [25].")),
+    ("guidance", float, typer.Option(None, "--guidance", "--cfg", help="Classifier-free guidance scale [7.5].")),
+    ("num_images", int, typer.Option(None, "--num-images", "-N", help="How many images [1].")),
+    ("batch_size", int, typer.Option(None, "--batch-size", "-b", help="Images per forward pass [1].")),
+    ("scheduler", str, typer.Option(None, "--scheduler", "--sampler", help="e.g. 'DPM++ 2M Karras', 'Euler a'.")),
+]
+SIZE_FLAGS: list[tuple[str, Any, Any]] = [
+    ("width", int, typer.Option(None, "--width", "-W", help="Multiple of 8, 64-2048.")),
+    ("height", int, typer.Option(None, "--height", "-H", help="Multiple of 8, 64-2048.")),
+]
+# fields of JobOptions
+JOB_FLAGS: list[tuple[str, Any, Any]] = [
+    (
+        "lora",
+        list[str],
+        typer.Option(None, "--lora", help="PATH_OR_NAME[:SCALE]; repeatable. <lora:NAME:W> works too."),
+    ),
+    ("model", str, typer.Option(None, "--model", "-m", help="Hub id, diffusers folder or .safetensors file.")),
+    ("model_config", str, typer.Option(None, "--model-config", help="Configs for a single-file checkpoint.")),
+    ("prediction_type", str, typer.Option(None, "--prediction-type", help="v_prediction or epsilon.")),
+    ("device", str, typer.Option(None, "--device", help="auto, cuda, mps or cpu.")),
+    ("dtype", str, typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")),
+    ("out", Path, typer.Option(None, "--out", "-o", help="Output folder.")),
+    ("fmt", str, typer.Option("png", "--format", "-f", help="png, jpg or webp.")),
+    ("lora_dir", list[Path], typer.Option(None, "--lora-dir", help="Extra folder to look up LoRA names in.")),
+    ("allow_pickle", bool, typer.Option(None, "--allow-pickle", help="Allow pickled .ckpt/.bin/.pt weights.")),
+    ("fallback", str, typer.Option(None, "--fallback", help="none, or tiny: use a tiny random model if needed.")),
+    ("no_watermark", bool, typer.Option(False, "--no-watermark", help="Do not embed the invisible SD watermark.")),
+    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
+    ("as_json", bool, typer.Option(False, "--json", help="Print a JSON summary on stdout.")),
+]
 
 STRENGTH = typer.Option(None, "--strength", "--denoising-strength", help="0.0 keeps the image, 1.0 ignores it.")
-MASK_BLUR = typer.Option(None, "--mask-blur", help="Feather the mask edge by this many pixels [4].")
+MASK_BLUR = typer.Option(None, "--mask-blur", help="Feather the mask edge by this many pixels.")
 FILL = typer.Option(None, "--fill", "--masked-content", help="Masked area starts from: fill, original, noise.")
 
-__all__ = [name for name in dir() if name.isupper()] + ["Path"]
+
+def job_command(sizes: bool = True) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the shared flags; it receives ``job: JobOptions`` and ``fields: dict``."""
+    flags = [*REQUEST_FLAGS, *(SIZE_FLAGS if sizes else []), *JOB_FLAGS]
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(func).parameters.values() if p.name not in ("job", "fields")]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=t) for n, t, opt in flags]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> None:
+            shared = {n: kwargs.pop(n) for n, _, _ in flags}
+            job = JobOptions(**{n: shared.pop(n) for n, _, _ in JOB_FLAGS})
+            job.lora, job.lora_dir = job.lora or [], job.lora_dir or []
+            return func(**kwargs, job=job, fields=shared)
+
+        command.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
+        own_hints = {k: v for k, v in func.__annotations__.items() if k not in ("job", "fields")}
+        command.__annotations__ = {**own_hints, **{n: t for n, t, _ in flags}}
+        return command
+
+    return decorate
