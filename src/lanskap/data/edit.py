@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lanskap.data.layout import read_manifest, write_captions
+from lanskap.data.layout import caption_source_counts, read_manifest, write_captions
 from lanskap.errors import LanskapError
 from lanskap.io import atomic_write_text
 
@@ -45,10 +45,7 @@ def _edit(it: dict[str, Any], text: str) -> bool:
 
 
 def _save(out: Path, manifest: dict[str, Any]) -> None:
-    by_source: dict[str, int] = {}
-    for it in manifest["items"]:
-        by_source[it["caption_source"]] = by_source.get(it["caption_source"], 0) + 1
-    manifest["counts"]["caption_sources"] = dict(sorted(by_source.items()))
+    manifest["counts"]["caption_sources"] = caption_source_counts(manifest["items"])
     write_captions(out, manifest)
 
 

@@ -30,6 +30,14 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise LanskapError(f"{path} is damaged: {exc.msg}") from None
 
 
+def caption_source_counts(items: list[dict[str, Any]]) -> dict[str, int]:
+    """How many captions came from each source (sidecar, blip, edited, ...), for the manifest."""
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it["caption_source"]] = counts.get(it["caption_source"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def write_captions(out: Path, manifest: dict[str, Any]) -> None:
     """metadata.jsonl per split, the thesis CSV, then the manifest (last: it is the commit point)."""
     items = manifest["items"]

@@ -21,7 +21,7 @@ from typing import Any
 from lanskap import __version__
 from lanskap.data.captions import DEFAULT_CAPTIONER, BlipCaptioner, lookup, metadata_captions, sidecar_caption
 from lanskap.data.enrich import enrich, load_rules
-from lanskap.data.layout import MANIFEST, read_manifest, write_captions
+from lanskap.data.layout import MANIFEST, caption_source_counts, read_manifest, write_captions
 from lanskap.data.scan import Picture, Rejected, dedupe, scan
 from lanskap.errors import LanskapError
 
@@ -174,9 +174,6 @@ def prepare_dataset(src: Path, out: Path, opts: PrepareOptions, progress: Progre
             }
         )
     items.sort(key=lambda it: it["file"])
-    by_source: dict[str, int] = {}
-    for it in items:
-        by_source[it["caption_source"]] = by_source.get(it["caption_source"], 0) + 1
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items() if k != "update"}
     manifest = {
         "format": "lanskap-dataset/1",
@@ -187,7 +184,7 @@ def prepare_dataset(src: Path, out: Path, opts: PrepareOptions, progress: Progre
             "train": sum(it["split"] == "train" for it in items),
             "test": sum(it["split"] == "test" for it in items),
             "rejected": len(rejected),
-            "caption_sources": dict(sorted(by_source.items())),
+            "caption_sources": caption_source_counts(items),
             "enriched": sum(it["enriched"] for it in items),
             "over_token_window": sum(bool(it["over_token_window"]) for it in items),
         },

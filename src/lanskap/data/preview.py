@@ -45,8 +45,9 @@ def contact_sheet(out: Path, dest: Path, columns: int = 5, limit: int = 100) -> 
         sheet.paste(thumb, (x, y))
         colour = (30, 110, 60) if it["split"] == "train" else (160, 60, 30)
         draw.text((x, y + THUMB + 2), f"[{it['split']}] {Path(it['file']).name[:28]}", fill=colour, font=font)
-        lines = textwrap.wrap(it["caption"], width=32)[:6]
-        if len(textwrap.wrap(it["caption"], width=32)) > 6:
+        wrapped = textwrap.wrap(it["caption"], width=32)
+        lines = wrapped[:6]
+        if len(wrapped) > 6:
             lines[-1] = lines[-1][:29] + "..."
         for j, line in enumerate(lines):
             draw.text((x, y + THUMB + 18 + 15 * j), line, fill=(20, 20, 20), font=font)

@@ -264,8 +264,9 @@ class Engine:
         with self._lock:
             start = time.perf_counter()
             m = self.load()
-            prep = prepare(request.with_seed(), m.native_size)
-            req = replace(request.with_seed(), width=prep.width, height=prep.height)
+            seeded = request.with_seed()  # once: a random seed must be the same one everywhere below
+            prep = prepare(seeded, m.native_size)
+            req = replace(seeded, width=prep.width, height=prep.height)
             assert req.width is not None and req.height is not None and req.seed is not None
             prompt, tag_loras = extract_lora_tags(req.prompt)
             applied = self._apply_loras([*tag_loras, *req.loras])
@@ -282,11 +283,12 @@ class Engine:
             batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
             effective = req.steps if req.mode == "txt2img" else min(int(req.steps * prep.strength), req.steps)
             pipe = self._pipeline(req.mode)
+            if effective < 1:
+                notices.append("strength too low for any denoising step: the input is returned unchanged")
             done = 0
             images: list[Image.Image] = []
             for b, batch_seeds in enumerate(batches, 1):
                 if effective < 1:
-                    notices.append("strength too low for any denoising step: the input is returned unchanged")
                     images.extend(req.init.image.convert("RGB") if req.mask else prep.start(s) for s in batch_seeds)
                     continue
                 pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
