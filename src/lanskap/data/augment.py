@@ -1,4 +1,4 @@
-"""Training-time augmentation (thesis: resize to 768, random resized crop, flip, colour jitter).
+"""Training-time augmentation (thesis: resize to 768, random crop, flip, colour jitter).
 
 Plain Pillow + numpy instead of torchvision, which this project must not install.
 The trainer and ``lanskap dataset preview`` call the same functions, so the preview
@@ -19,9 +19,10 @@ _RESAMPLE = Image.Resampling.BICUBIC
 @dataclass(frozen=True)
 class Augment:
     resolution: int = 768
-    random_crop: bool = True  # random resized crop; False = centre crop
-    crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the picture kept
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    random_crop: bool = True  # a window at a random place; False = centre crop
+    # Area of the crop window as a fraction of the largest window of the target's shape;
+    # (1, 1) is the diffusers example's RandomCrop, below 1 zooms in (a random resized crop).
+    crop_scale: tuple[float, float] = (1.0, 1.0)
     flip: bool = True  # horizontal, p = 0.5
     jitter: float = 0.0  # colour jitter strength: brightness/contrast/saturation ± jitter, hue ± jitter/4
 
@@ -36,9 +37,17 @@ def resize_short(im: Image.Image, size: int) -> Image.Image:
     return im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), _RESAMPLE)
 
 
-def center_crop(im: Image.Image, size: int) -> Image.Image:
-    left, top = (im.width - size) // 2, (im.height - size) // 2
-    return im.crop((left, top, left + size, top + size))
+def resize_cover(im: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale so the picture covers ``width`` x ``height``, keeping its aspect ratio."""
+    scale = max(width / im.width, height / im.height)
+    size = (max(width, round(im.width * scale)), max(height, round(im.height * scale)))
+    return im if size == im.size else im.resize(size, _RESAMPLE)
+
+
+def center_crop(im: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    w, h = (size, size) if isinstance(size, int) else size
+    left, top = (im.width - w) // 2, (im.height - h) // 2
+    return im.crop((left, top, left + w, top + h))
 
 
 def random_resized_crop(
@@ -81,13 +90,29 @@ def color_jitter(im: Image.Image, strength: float, rng: random.Random) -> Image.
     return im
 
 
-def augment(im: Image.Image, aug: Augment, rng: random.Random) -> tuple[Image.Image, bool]:
-    """One training view of ``im``; also returns whether it was flipped (for latent caching)."""
+def random_crop(
+    im: Image.Image, width: int, height: int, rng: random.Random, scale: tuple[float, float]
+) -> Image.Image:
+    """A ``width`` x ``height``-shaped window of area fraction U(scale) at a random place, resized to size."""
+    s = math.sqrt(rng.uniform(*scale))
+    cw, ch = max(1, round(width * s)), max(1, round(height * s))
+    x, y = rng.randint(0, im.width - cw), rng.randint(0, im.height - ch)
+    out = im.crop((x, y, x + cw, y + ch))
+    return out if out.size == (width, height) else out.resize((width, height), _RESAMPLE)
+
+
+def augment(
+    im: Image.Image, aug: Augment, rng: random.Random, size: tuple[int, int] | None = None
+) -> tuple[Image.Image, bool]:
+    """One training view of ``im`` at ``size`` (a bucket; default square); also whether it was flipped.
+
+    Resize to cover, crop (random or centre), flip, jitter: the trainer and the preview
+    both call this, and the flag lets a latent cache keep both orientations.
+    """
     im = im.convert("RGB")
-    if aug.random_crop:
-        out = random_resized_crop(resize_short(im, aug.resolution), aug.resolution, rng, aug.crop_scale, aug.crop_ratio)
-    else:
-        out = center_crop(resize_short(im, aug.resolution), aug.resolution)
+    w, h = size or (aug.resolution, aug.resolution)
+    covered = resize_cover(im, w, h)
+    out = random_crop(covered, w, h, rng, aug.crop_scale) if aug.random_crop else center_crop(covered, (w, h))
     flipped = aug.flip and rng.random() < 0.5
     if flipped:
         out = hflip(out)

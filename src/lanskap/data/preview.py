@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lanskap.data.augment import Augment, augment, center_crop, color_jitter, hflip, random_resized_crop, resize_short
+from lanskap.data.augment import Augment, augment, center_crop, color_jitter, hflip, random_crop, resize_short
 from lanskap.data.layout import read_manifest
 from lanskap.io import atomic_write_bytes
 
@@ -55,11 +55,11 @@ def contact_sheet(out: Path, dest: Path, columns: int = 5, limit: int = 100) -> 
 
 
 def augmentation_grid(out: Path, dest: Path, aug: Augment, samples: int = 4, seed: int = 0) -> Path:
-    """Rows of images; columns: original, resize+centre crop, random resized crop, flip, colour jitter, all."""
+    """Rows of images; columns: original, resize+centre crop, random crop, flip, colour jitter, all."""
     items = read_manifest(out)["items"][:samples]
     rng = random.Random(seed)
     size = 160
-    labels = ["original", f"resize {aug.resolution}", "random crop", "flip", "colour jitter", "training view"]
+    labels = ["original", f"resize {aug.resolution}", "random crop (zoom)", "flip", "colour jitter", "training view"]
     font = _font(12)
     grid = Image.new("RGB", (len(labels) * (size + 8) + 8, len(items) * (size + 8) + 30), (250, 250, 248))
     draw = ImageDraw.Draw(grid)
@@ -73,7 +73,7 @@ def augmentation_grid(out: Path, dest: Path, aug: Augment, samples: int = 4, see
         views = [
             im,
             resized,
-            random_resized_crop(resize_short(im, aug.resolution), aug.resolution, rng, aug.crop_scale, aug.crop_ratio),
+            random_crop(resize_short(im, aug.resolution), aug.resolution, aug.resolution, rng, (0.5, 1.0)),
             hflip(resized),
             color_jitter(resized, jitter, rng),
             augment(im, aug, rng)[0],

@@ -123,6 +123,19 @@ class Engine:
         self._pipes: dict[str, Any] = {}
 
     # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def from_loaded(cls, model: LoadedModel, settings: Settings) -> Engine:
+        """An engine around a model that is already in memory (the trainer's, with its LoRA attached).
+
+        Validation during training then renders exactly as ``lanskap generate`` would.
+        """
+        engine = cls(settings=settings)
+        engine.model_spec = model.ref.name
+        engine._placement = model.placement
+        engine._model = model
+        engine._base_scheduler_config = model.pipe.scheduler.config
+        return engine
+
     @property
     def placement(self) -> Placement:
         if self._placement is None:
@@ -163,10 +176,6 @@ class Engine:
 
     # -- LoRA ----------------------------------------------------------------------------------
     def _load_lora_state(self, info: LoraInfo) -> dict[str, torch.Tensor]:
-        if info.path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(info.path))
         # Only reachable with allow_pickle (resolve_lora refuses pickles otherwise).
         return torch.load(str(info.path), map_location="cpu", weights_only=True)
 
@@ -187,7 +196,14 @@ class Engine:
                 self._adapters.move_to_end(adapter)
                 continue
             try:
-                m.pipe.load_lora_weights(self._load_lora_state(info), adapter_name=adapter)
+                if info.path.suffix == ".safetensors":
+                    # By path, not as a dict: diffusers then also reads the adapter metadata in the
+                    # header (lora_alpha when it differs from the rank), which a bare dict loses.
+                    m.pipe.load_lora_weights(
+                        str(info.path.parent), weight_name=info.path.name, adapter_name=adapter, local_files_only=True
+                    )
+                else:
+                    m.pipe.load_lora_weights(self._load_lora_state(info), adapter_name=adapter)
             except (ValueError, RuntimeError, KeyError, TypeError) as exc:
                 with contextlib.suppress(Exception):
                     m.pipe.delete_adapters(adapter)

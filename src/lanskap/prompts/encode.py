@@ -108,7 +108,8 @@ def count_tokens(tokenizer: Any, prompt: str) -> int:
     return tokenize_prompt(tokenizer, prompt).token_count
 
 
-def _encode_rows(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
+def encode_rows(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
+    """(rows, 77) token ids → (rows, 77, dim) hidden states; shared by generation and training."""
     # Same call as diffusers' encode_prompt with clip_skip=None; SD 2.x text encoders never use the mask.
     mask = None
     if getattr(text_encoder.config, "use_attention_mask", False):
@@ -122,7 +123,7 @@ def encode_tokenized(text_encoder: Any, tok: TokenizedPrompt) -> torch.Tensor:
     dtype = text_encoder.dtype
     ids = torch.tensor(tok.ids, device=device)
     with torch.no_grad():
-        z = _encode_rows(text_encoder, ids)  # (chunks, 77, dim)
+        z = encode_rows(text_encoder, ids)  # (chunks, 77, dim)
         w = torch.tensor(tok.weights, device=device, dtype=z.dtype).unsqueeze(-1)
         if bool((w != 1.0).any()):
             # A1111 works per chunk: scale, then restore the chunk's mean so that weights

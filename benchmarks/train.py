@@ -1,0 +1,216 @@
+"""Training throughput and memory: lanskap's trainer against the diffusers LoRA example's approach.
+
+Both run in one invocation on the full SD 2.1 architecture (the real weights with
+--model, otherwise random weights of the same shapes: speed doesn't depend on the
+values), with the thesis's settings: rank 16 on the attention projections, batch 1,
+gradient accumulation 4, fp16 mixed precision on CUDA (fp32 on CPU).
+
+    python benchmarks/train.py                                   # CUDA: 768 px
+    python benchmarks/train.py --device cpu --resolution 256 --accum 1 --steps 2 --warmup 1
+
+Variants, each in its own process so peak memory is its own:
+  example          the loop of diffusers' train_text_to_image_lora.py: VAE and text encoder
+                   every step, no gradient checkpointing (the thesis passed none)
+  lanskap          lanskap's trainer, thesis preset, cached latents and text embeddings,
+                   gradient checkpointing (the low-memory default)
+  lanskap-fast     the same without gradient checkpointing
+It prints seconds per optimizer step, steps per second, peak memory and the ratio to the example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+VARIANTS = ("example", "lanskap", "lanskap-fast")
+
+
+def make_images(folder: Path, n: int, size: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC).save(folder / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"a fantasy landscape with a castle, view {i}"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def peak_memory_gib(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (process peak RSS)
+
+
+def run_example(args: argparse.Namespace, data: Path) -> list[float]:
+    """diffusers' train_text_to_image_lora.py, reduced to its training step, with the thesis's flags."""
+    from accelerate import Accelerator
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from lanskap.data.augment import Augment, augment
+    from lanskap.training.batches import to_tensor
+
+    mp = "fp16" if args.device == "cuda" else "no"
+    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=args.accum, cpu=args.device == "cpu")
+    dtype = torch.float16 if mp == "fp16" else torch.float32
+    m = args.model
+    noise_scheduler = DDPMScheduler.from_pretrained(m, subfolder="scheduler")
+    tokenizer = CLIPTokenizer.from_pretrained(m, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(m, subfolder="text_encoder")
+    vae = AutoencoderKL.from_pretrained(m, subfolder="vae")
+    unet = UNet2DConditionModel.from_pretrained(m, subfolder="unet")
+    for mod in (unet, vae, text_encoder):
+        mod.requires_grad_(False)
+        mod.to(accelerator.device, dtype=dtype)
+    targets = ["to_k", "to_q", "to_v", "to_out.0"]
+    unet.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian", target_modules=targets))
+    if mp == "fp16":
+        cast_training_params(unet, dtype=torch.float32)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    import random
+
+    files = sorted(data.glob("*.png"))
+    aug = Augment(args.resolution, random_crop=True, flip=True)
+    rng = random.Random(0)
+    times, tick, micro = [], None, 0
+    total = (args.warmup + args.steps) * args.accum
+    unet.train()
+    while micro < total:
+        with accelerator.accumulate(unet):
+            view, _ = augment(Image.open(files[micro % len(files)]), aug, rng)
+            pixels = to_tensor(view)[None].to(accelerator.device, dtype)
+            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), device=latents.device).long()
+            noisy = noise_scheduler.add_noise(latents, noise, t)
+            ids = tokenizer(
+                "a fantasy landscape", max_length=77, padding="max_length", truncation=True, return_tensors="pt"
+            ).input_ids.to(accelerator.device)
+            hidden = text_encoder(ids, return_dict=False)[0]
+            target = noise_scheduler.get_velocity(latents, noise, t)
+            pred = unet(noisy, t, hidden, return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+        micro += 1
+        if accelerator.sync_gradients:
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if tick is not None:
+                times.append(now - tick)
+            tick = now
+    return times[args.warmup - 1 :] if args.warmup else times
+
+
+def run_lanskap(args: argparse.Namespace, data: Path, fast: bool) -> list[float]:
+    from lanskap.config import Settings
+    from lanskap.training import build_config, train
+
+    out = Path(tempfile.mkdtemp(prefix="lanskap-bench-"))
+    cfg = build_config(
+        "thesis",
+        None,
+        {
+            "data": str(data),
+            "out": str(out / "run"),
+            "model": args.model,
+            "resolution": args.resolution,
+            "gradient_accumulation_steps": args.accum,
+            "max_train_steps": args.warmup + args.steps,
+            "checkpointing_steps": 10_000,
+            "validation_prompt": [],
+            "validation_loss": False,
+            "report_to": "none",
+            "center_crop": True,
+            "cache_latents": True,
+            "cache_text_embeddings": True,
+            "gradient_checkpointing": not fast,
+            "dataloader_num_workers": 0,
+            "mixed_precision": "fp16" if args.device == "cuda" else "no",
+        },
+    )
+    train(cfg, Settings(home=out / "home", device=args.device))
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [r["seconds"] for r in rows if "seconds" in r][args.warmup :]
+
+
+def child(args: argparse.Namespace) -> None:
+    data = make_images(Path(tempfile.mkdtemp(prefix="lanskap-bench-data-")), 8, args.resolution)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if args.variant == "example":
+        times = run_example(args, data)
+    else:
+        times = run_lanskap(args, data, fast=args.variant == "lanskap-fast")
+    print(json.dumps({"variant": args.variant, "times": times, "peak_gib": peak_memory_gib(args.device)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="a diffusers SD 2.1 folder; default: random weights, SD 2.1 shapes")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--resolution", type=int, default=768)
+    ap.add_argument("--accum", type=int, default=4, help="gradient accumulation steps (thesis: 4)")
+    ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.variant:
+        child(args)
+        return
+    if not args.model:
+        from lanskap.models.reference import build_random_sd21
+
+        cache = Path(os.environ.get("LANSKAP_BENCH_CACHE", Path(tempfile.gettempdir()) / "lanskap-sd21-random"))
+        print(f"building SD 2.1-shaped random model in {cache} (first run only) …", flush=True)
+        args.model = str(build_random_sd21(cache))
+    results = {}
+    for variant in args.variants.split(","):
+        cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--device", args.device,
+               "--resolution", str(args.resolution), "--accum", str(args.accum), "--steps", str(args.steps),
+               "--warmup", str(args.warmup)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+        if proc.returncode or line is None:
+            print(f"{variant}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        results[variant] = json.loads(line)
+    if "example" not in results:
+        sys.exit("the example variant failed; no ratio to report")
+    base = float(np.median(results["example"]["times"]))
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {os.cpu_count()} threads"
+    print(f"\n{gpu}; torch {torch.__version__}; {args.resolution} px, batch 1, accumulation {args.accum}, rank 16")
+    print(f"{'variant':<14}{'s/step':>9}{'steps/s':>9}{'peak GiB':>10}{'time vs example':>17}")
+    for name, r in results.items():
+        t = float(np.median(r["times"]))
+        print(f"{name:<14}{t:>9.3f}{1 / t:>9.3f}{r['peak_gib']:>10.2f}{t / base:>16.2f}x")
+    if args.json:
+        record = {"device": gpu, "args": {k: str(v) for k, v in vars(args).items()}, **results}
+        args.json.write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
