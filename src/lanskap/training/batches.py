@@ -81,9 +81,7 @@ class CaptionTokens:
         ids = ids[: 75 * self.chunks]
         out = []
         for c in range(self.chunks):
-            part = ids[75 * c : 75 * (c + 1)]
-            if c and not part:
-                part = []
+            part = ids[75 * c : 75 * (c + 1)]  # empty past the caption's end: BOS, EOS, padding
             row = [self.bos, *part, self.eos]
             out.append(row + [self.pad] * (77 - len(row)))
         return out

@@ -365,6 +365,11 @@ def train(
     started = time.time()
     validation_dir = out / "validation"
 
+    def lora_states() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        return peft_state(raw_unet), (peft_state(raw_te) if cfg.train_text_encoder else None)
+
+    engines: list[Any] = []  # one engine around the in-memory model, made at the first validation
+
     def validate(at: int) -> None:
         if not main or not cfg.validation_prompt:
             return
@@ -373,7 +378,9 @@ def train(
 
         if cfg.cache_latents and on_cuda:
             vae.to(device)
-        engine = Engine.from_loaded(model, settings)
+        if not engines:
+            engines.append(Engine.from_loaded(model, settings))
+        engine = engines[0]
         folder = validation_dir / f"step-{at}"
         folder.mkdir(parents=True, exist_ok=True)
         was_training = raw_unet.training
@@ -459,8 +466,7 @@ def train(
         if main:
             from safetensors.torch import save_file
 
-            unet_state = peft_state(raw_unet)
-            te_state = peft_state(raw_te) if cfg.train_text_encoder else None
+            unet_state, te_state = lora_states()
             save_file(unet_state, str(tmp / "unet_lora.safetensors"))
             if te_state is not None:
                 save_file(te_state, str(tmp / "text_encoder_lora.safetensors"))
@@ -601,8 +607,7 @@ def train(
     lora_path = kohya_path = None
     if main:
         if not interrupted:
-            unet_state = peft_state(raw_unet)
-            te_state = peft_state(raw_te) if cfg.train_text_encoder else None
+            unet_state, te_state = lora_states()
             lora_path = save_diffusers(out, unet_state, te_state, eff)
             meta = kohya_metadata(
                 eff,
