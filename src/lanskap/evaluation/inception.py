@@ -11,8 +11,10 @@ pool in the last block). ``width`` < 1 builds the tiny test variant.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -218,12 +220,34 @@ def save_inception(model: FIDInceptionV3, folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
 
 
-def load_inception(path: Path, *, allow_pickle: bool = False) -> FIDInceptionV3:
+def _from_hub(ref: Path | str) -> Path:
+    """A local path as is; ``owner/name`` that isn't a local path is looked up in the HF cache/hub."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    from lanskap.models.resolve import HUB_ID
+
+    if HUB_ID.match(str(ref)):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(str(ref)))
+        except Exception:  # offline, missing repo: one message below
+            raise LanskapError(
+                f"Inception model {ref!r} is not available offline: run `hf download {ref}` on a connected "
+                "machine, or give a local file with --inception-model PATH"
+            ) from None
+    return path
+
+
+def load_inception(path: Path | str, *, allow_pickle: bool = False) -> FIDInceptionV3:
     """Load from a lanskap folder (config + safetensors) or pytorch-fid's ``.pth`` (pickle opt-in)."""
     from lanskap.models.safety import check_allowed, read_safetensors_header
 
-    path = Path(path)
+    path = _from_hub(path)
     if path.is_dir():
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise LanskapError(f"{path} is not an Inception model folder (config.json + model.safetensors)")
         cfg = json.loads((path / "config.json").read_text())
         weights = path / "model.safetensors"
         read_safetensors_header(weights)
@@ -240,10 +264,63 @@ def load_inception(path: Path, *, allow_pickle: bool = False) -> FIDInceptionV3:
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if "fc.weight" not in state:
+            raise LanskapError(f"{path.name} is not FID Inception-v3 weights (no fc.weight tensor)")
         model = FIDInceptionV3(width=1.0, num_classes=int(state["fc.weight"].shape[0]))
     else:
-        raise LanskapError(f"Inception weights not found: {path}")
+        raise LanskapError(
+            f"Inception weights not found: {path}; give the FID weights (pytorch-fid's "
+            "pt_inception-2015-12-05-6726825d.pth, with --allow-pickle, or a converted .safetensors) "
+            "with --inception-model"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or [k for k in unexpected if not k.endswith("num_batches_tracked")]:
         raise LanskapError(f"{path.name} is not FID Inception-v3 weights ({len(missing)} missing tensors)")
     return model.eval()
+
+
+def inception_features(
+    model: FIDInceptionV3,
+    paths: list[Path],
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Pool3 features of every file, as pytorch-fid reads them: RGB, [0, 1], no resize before the net.
+
+    Consecutive pictures of one size share a batch (the net resizes to 299 itself), so
+    mixed sizes work and no image is dropped.
+    """
+    from lanskap.images import load_rgb
+
+    model = model.to(device)
+    out: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            with torch.no_grad():
+                x = torch.from_numpy(np.stack(batch)).to(device)
+                out.append(model(x).double().cpu().numpy())
+            batch.clear()
+
+    for i, p in enumerate(paths):
+        arr = np.asarray(load_rgb(p), np.float32).transpose(2, 0, 1) / 255.0
+        if batch and (arr.shape != batch[0].shape or len(batch) >= batch_size):
+            flush()
+        batch.append(arr)
+        if progress and (i + 1) % batch_size == 0:
+            progress(i + 1, len(paths))
+    flush()
+    if progress:
+        progress(len(paths), len(paths))
+    return np.concatenate(out)
+
+
+def weights_hash(path: Path) -> str:
+    """Short SHA-256 of the weights file, for the report."""
+    from lanskap.models.hashing import sha256_file
+
+    path = Path(path)
+    return sha256_file(path / "model.safetensors" if path.is_dir() else path)[:10]

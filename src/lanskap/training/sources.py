@@ -90,10 +90,14 @@ def _locate(name: str, base: Path) -> Path | None:
     return None
 
 
-def _from_table(table: Path, image_column: str, caption_column: str | None) -> list[tuple[Path, str]]:
+def _from_table(
+    table: Path, image_column: str, caption_column: str | None, split: str | None = None
+) -> list[tuple[Path, str]]:
     columns, rows = _rows_from_table(table)
+    if split and "split" in columns:  # the thesis-style CSV lanskap writes names each row's split
+        rows = [r for r in rows if r.get("split", "").strip() == split]
     if not rows:
-        raise LanskapError(f"{table} lists no images: the training set is empty")
+        raise LanskapError(f"{table} lists no images: the {split or 'training'} set is empty")
     image_col = "file_name" if table.name.startswith("metadata.") and "file_name" in columns else image_column
     if image_col not in columns:
         raise LanskapError(f"{table.name} has no image column {image_col!r} (columns: {', '.join(columns)})")
@@ -129,34 +133,40 @@ def _from_folder(folder: Path) -> list[tuple[Path, str]]:
     return pairs
 
 
-def load_training_set(data: str | Path, image_column: str = "image", caption_column: str | None = None) -> TrainingSet:
-    """Records from ``data``: a prepared dataset (train split), an imagefolder or a thesis CSV."""
+def load_training_set(
+    data: str | Path, image_column: str = "image", caption_column: str | None = None, split: str = "train"
+) -> TrainingSet:
+    """Records from ``data``: a prepared dataset (its ``split``), an imagefolder or a thesis CSV.
+
+    Evaluation reads the ``test`` split through the same function, so both agree on the layout.
+    """
     src = Path(data).expanduser()
+    what = "training" if split == "train" else split
     if not src.exists():
-        raise LanskapError(f"training data not found: {src}")
+        raise LanskapError(f"{what} data not found: {src}")
     if src.is_file():
         if src.suffix.lower() not in (".csv", ".jsonl"):
-            raise LanskapError(f"{src.name}: training data must be a folder, a .csv or a .jsonl file")
-        kind, pairs = "csv", _from_table(src, image_column, caption_column)
+            raise LanskapError(f"{src.name}: {what} data must be a folder, a .csv or a .jsonl file")
+        kind, pairs = "csv", _from_table(src, image_column, caption_column, split)
     elif (src / MANIFEST).is_file():
-        items = [it for it in read_manifest(src)["items"] if it["split"] == "train"]
+        items = [it for it in read_manifest(src)["items"] if it["split"] == split]
         missing = [it["file"] for it in items if not (src / it["file"]).is_file()]
         if missing:
             raise _missing(missing, src / MANIFEST)
         kind, pairs = "lanskap dataset", [(src / it["file"], it["caption"]) for it in items]
     else:
-        root = src / "train" if (src / "train").is_dir() and not _tables(src) else src
+        root = src / split if (src / split).is_dir() and not _tables(src) else src
         tables = _tables(root)
         kind = "imagefolder"
         pairs = [pair for t in tables for pair in _from_table(t, image_column, caption_column)] if tables else []
         if not tables:
             pairs = _from_folder(root)
     if not pairs:
-        raise LanskapError(f"no training images in {src}: the training set is empty")
+        raise LanskapError(f"no {what} images in {src}: the {split} split is empty")
     records, digest = [], hashlib.sha256()
     for path, caption in pairs:
         if not caption:
-            raise LanskapError(f"{path.name} has an empty caption; every training image needs one")
+            raise LanskapError(f"{path.name} has an empty caption; every {what} image needs one")
         try:
             with Image.open(path) as im:
                 size = im.size
