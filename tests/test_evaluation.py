@@ -404,3 +404,23 @@ def test_config_refuses_contradictions() -> None:
         EvalConfig(out=Path("x"), data=Path("d"), clip_model=None).check()
     with pytest.raises(LanskapError, match="unknown metric"):
         EvalConfig(out=Path("x"), data=Path("d"), metrics=("fidd",)).check()
+
+
+def test_pytorch_fid_pth_is_refused_then_imported_once(tiny_inception: Path, tmp_path: Path) -> None:
+    """The FID weights ship as a pickle (.pth): refused by default, converted once with opt-in."""
+    from safetensors.torch import load_file
+
+    from lanskap.evaluation.inception import inception_features, load_inception
+
+    pth = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(load_file(str(tiny_inception / "model.safetensors")), pth)
+    assert_one_line_error(run_cli("models", "import-inception", str(pth), str(tmp_path / "inc")), "--allow-pickle")
+    proc = run_cli("models", "import-inception", str(pth), str(tmp_path / "inc"), "--allow-pickle")
+    assert proc.returncode == 0, proc.stderr
+    pic = tmp_path / "a.png"
+    _picture(3).save(pic)
+    np.testing.assert_allclose(
+        inception_features(load_inception(tmp_path / "inc"), [pic]),
+        inception_features(load_inception(tiny_inception), [pic]),
+        rtol=1e-6,
+    )

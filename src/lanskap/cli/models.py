@@ -60,6 +60,19 @@ def to_single_file_cmd(
     typer.echo(str(export_single_file(model, out, prediction_type=pred)))
 
 
+@app.command("import-inception")
+def import_inception_cmd(
+    src: Path = typer.Argument(..., help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a .safetensors)."),
+    out: Path = typer.Argument(..., help="New folder for the safetensors copy."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Needed to read a .pth (tensors only)."),
+) -> None:
+    """Convert the FID Inception weights to safetensors once, for --inception-model."""
+    from lanskap.evaluation.inception import import_inception
+
+    path = import_inception(src, out, allow_pickle=allow_pickle)
+    typer.echo(f"{path} (FID Inception-v3; use --inception-model {path})")
+
+
 @app.command("samplers")
 def samplers_cmd() -> None:
     """List the sampler names --scheduler accepts."""

@@ -264,9 +264,10 @@ def load_inception(path: Path | str, *, allow_pickle: bool = False) -> FIDIncept
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if "fc.weight" not in state:
-            raise LanskapError(f"{path.name} is not FID Inception-v3 weights (no fc.weight tensor)")
-        model = FIDInceptionV3(width=1.0, num_classes=int(state["fc.weight"].shape[0]))
+        if "fc.weight" not in state or "Conv2d_1a_3x3.conv.weight" not in state:
+            raise LanskapError(f"{path.name} is not FID Inception-v3 weights (no fc/Conv2d_1a_3x3 tensors)")
+        width = state["Conv2d_1a_3x3.conv.weight"].shape[0] / 32  # 1.0 for the real weights
+        model = FIDInceptionV3(width=width, num_classes=int(state["fc.weight"].shape[0]))
     else:
         raise LanskapError(
             f"Inception weights not found: {path}; give the FID weights (pytorch-fid's "
@@ -324,3 +325,23 @@ def weights_hash(path: Path) -> str:
 
     path = Path(path)
     return sha256_file(path / "model.safetensors" if path.is_dir() else path)[:10]
+
+
+def import_inception(src: Path, out: Path, *, allow_pickle: bool = False) -> Path:
+    """Convert pytorch-fid's ``.pth`` once into a safetensors folder, so later runs need no pickle.
+
+    The file is read with ``weights_only=True`` (tensors only, no code) and checked by loading
+    it into the network; the folder appears only when complete.
+    """
+    import os
+    import shutil
+
+    out = Path(out)
+    if out.exists():
+        raise LanskapError(f"{out} already exists; choose a new folder")
+    model = load_inception(src, allow_pickle=allow_pickle)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_inception(model, tmp)
+    os.replace(tmp, out)
+    return out
