@@ -78,6 +78,11 @@ class ClipEvaluator:
                     f"{local} holds no loadable CLIP model ({str(exc).splitlines()[0][:160]}); pickled weights "
                     "need --allow-pickle"
                 ) from None
+            if "safetensors" in str(exc).lower() and not allow_pickle:
+                raise LanskapError(
+                    f"CLIP model {ref!r} has no .safetensors weights; add --allow-pickle to read its "
+                    "pytorch_model.bin (as tensors only)"
+                ) from None
             raise ModelUnavailableError(
                 f"CLIP model {ref!r} is not available offline: run `hf download {ref}` on a connected machine, "
                 "or give a local folder with --clip-model PATH"
