@@ -215,7 +215,9 @@ def test_buckets_keep_wide_pictures_wide_and_epochs_are_seeded() -> None:
 
 # -- training end to end ---------------------------------------------------------------------------
 @pytest.mark.e2e
-def test_train_cli_writes_loras_logs_and_pictures(tiny_sd: Path, images: Path, tmp_path: Path) -> None:
+def test_train_cli_writes_loras_logs_and_pictures(
+    tiny_sd: Path, images: Path, tmp_path: Path, isolated_home: Path
+) -> None:
     out = tmp_path / "run"
     proc = run_cli(
         "train", "--data", str(images), "--out", str(out), "--model", str(tiny_sd),
@@ -231,6 +233,10 @@ def test_train_cli_writes_loras_logs_and_pictures(tiny_sd: Path, images: Path, t
                  "validation_grid.png", "train_config.yaml", "checkpoint-2", "checkpoint-4"):  # fmt: skip
         assert (out / name).exists(), name
     assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-0", "step-2", "step-4"]
+    # The run's JSON-lines log: parameters, duration, peak memory.
+    (run_log,) = [json.loads(line) for line in (isolated_home / "logs" / "training.jsonl").read_text().splitlines()]
+    assert run_log["steps"] == 4 and run_log["config"]["rank"] == 4 and run_log["seconds"] > 0
+    assert run_log["peak_rss_mb"] > 100 and run_log["out"] == str(out)
     with Image.open(out / "loss.png") as im:
         assert im.width > 400
     # TensorBoard: loss, learning rate and gradient norm, and the validation images

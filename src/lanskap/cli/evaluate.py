@@ -11,7 +11,6 @@ import typer
 
 from lanskap.cli.job import JobOptions
 from lanskap.cli.options import job_command
-from lanskap.errors import LanskapError
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +67,14 @@ def _summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-@job_command()
+@job_command(  # renders are cached for scoring, not gallery pictures
+    exclude=("batch_size", "fmt", "no_gallery"),
+    helps={
+        "seed": "First seed; caption i, image j uses seed + i*N + j [42].",
+        "num_images": "Images per caption [1].",
+        "out": "Report folder [$LANSKAP_HOME/evaluations/TIME].",
+    },
+)
 def evaluate_cmd(
     data: Path = typer.Argument(None, help="Prepared dataset, imagefolder or thesis CSV: its --split is rendered."),
     split: str = typer.Option("test", "--split", help="Which split's captions and images to use [test]."),
@@ -99,10 +105,6 @@ def evaluate_cmd(
     from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
     from lanskap.generation.params import LoraSpec
 
-    if fields.pop("batch_size", None) is not None:
-        raise LanskapError("--batch-size does not apply to evaluate; use --metric-batch-size for CLIP/Inception")
-    if job.fmt != "png":
-        raise LanskapError("evaluate keeps its images as PNG; --format does not apply")
     settings = job.settings()
     per_prompt = fields.pop("num_images", None) or 1
     seed = fields.pop("seed", None)

@@ -33,6 +33,7 @@ class JobOptions:
     allow_pickle: bool | None = None
     fallback: str | None = None
     no_watermark: bool = False
+    no_gallery: bool = False
     quiet: bool = False
     as_json: bool = False
 
@@ -64,8 +65,10 @@ def build_request(fields: dict[str, Any], opts: JobOptions) -> Any:
 
 def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = None, replay: Any = None) -> None:
     """Load the model, generate ``request`` with a progress bar, save and report the images."""
+    from lanskap.gallery import Gallery
+    from lanskap.gallery.record import save_result
     from lanskap.generation.lora import resolve_lora
-    from lanskap.generation.output import check_format, ensure_writable_dir, save_image
+    from lanskap.generation.output import check_format, ensure_writable_dir
     from lanskap.prompts.lora_tags import extract_lora_tags
 
     fmt = check_format(opts.fmt)  # before anything slow
@@ -74,6 +77,7 @@ def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = No
     for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
         resolve_lora(spec.name, settings)
     folder = ensure_writable_dir(opts.out or settings.outputs / mode_folder / date.today().isoformat())
+    gallery = None if opts.no_gallery else Gallery(settings.home)
 
     from lanskap.cli.common import quiet_libraries, step_bar
     from lanskap.generation.engine import Engine
@@ -95,13 +99,12 @@ def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = No
     for notice in result.notices[len(loaded.notices) :]:
         if not opts.quiet:
             typer.secho(notice, err=True, fg=typer.colors.YELLOW)
-    paths = [
-        save_image(img, folder, s, text, fmt)
-        for img, s, text in zip(result.images, result.seeds, result.infotexts, strict=True)
-    ]
+    saved = save_result(result, folder, fmt, gallery, source="cli")
+    paths = [path for path, _ in saved]
     if opts.as_json:
         summary = {
             "images": [str(p) for p in paths],
+            "gallery_ids": [e.id for _, e in saved if e is not None],
             "seeds": result.seeds,
             "mode": result.request.mode,
             "size": list(result.images[0].size),

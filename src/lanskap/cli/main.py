@@ -33,7 +33,7 @@ def _root(
 
 
 def _register() -> None:
-    from lanskap.cli import dataset, edit, evaluate, generate, info, models, train, watermark
+    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, models, train, watermark
 
     generate.register(app)
     edit.register(app)
@@ -43,6 +43,7 @@ def _register() -> None:
     app.add_typer(models.app, name="models")
     app.add_typer(watermark.app, name="watermark")
     app.add_typer(dataset.app, name="dataset")
+    app.add_typer(gallery.app, name="gallery")
 
 
 _register()

@@ -7,6 +7,7 @@ request fields. Names, defaults and help text therefore cannot drift apart.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable
@@ -49,6 +50,7 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ("allow_pickle", bool, typer.Option(None, "--allow-pickle", help="Allow pickled .ckpt/.bin/.pt weights.")),
     ("fallback", str, typer.Option(None, "--fallback", help="none, or tiny: use a tiny random model if needed.")),
     ("no_watermark", bool, typer.Option(False, "--no-watermark", help="Do not embed the invisible SD watermark.")),
+    ("no_gallery", bool, typer.Option(False, "--no-gallery", help="Do not record the images in the gallery.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
     ("as_json", bool, typer.Option(False, "--json", help="Print a JSON summary on stdout.")),
 ]
@@ -58,9 +60,20 @@ MASK_BLUR = typer.Option(None, "--mask-blur", help="Feather the mask edge by thi
 FILL = typer.Option(None, "--fill", "--masked-content", help="Masked area starts from: fill, original, noise.")
 
 
-def job_command(sizes: bool = True) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the shared flags; it receives ``job: JobOptions`` and ``fields: dict``."""
-    flags = [*REQUEST_FLAGS, *(SIZE_FLAGS if sizes else []), *JOB_FLAGS]
+def job_command(
+    sizes: bool = True, exclude: tuple[str, ...] = (), helps: dict[str, str] | None = None
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the shared flags (less ``exclude``, with ``helps`` reworded for it).
+
+    The command receives ``job: JobOptions`` and ``fields: dict``.
+    """
+    flags = [f for f in (*REQUEST_FLAGS, *(SIZE_FLAGS if sizes else []), *JOB_FLAGS) if f[0] not in exclude]
+    for i, (name, typ, opt) in enumerate(flags):
+        if helps and name in helps:
+            opt = copy.copy(opt)
+            opt.help = helps[name]
+            flags[i] = (name, typ, opt)
+    job_names = [n for n, _, _ in JOB_FLAGS if n not in exclude]
 
     def decorate(func: Callable[..., None]) -> Callable[..., None]:
         own = [p for p in inspect.signature(func).parameters.values() if p.name not in ("job", "fields")]
@@ -69,7 +82,7 @@ def job_command(sizes: bool = True) -> Callable[[Callable[..., None]], Callable[
         @functools.wraps(func)
         def command(**kwargs: Any) -> None:
             shared = {n: kwargs.pop(n) for n, _, _ in flags}
-            job = JobOptions(**{n: shared.pop(n) for n, _, _ in JOB_FLAGS})
+            job = JobOptions(**{n: shared.pop(n) for n in job_names})
             job.lora, job.lora_dir = job.lora or [], job.lora_dir or []
             return func(**kwargs, job=job, fields=shared)
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from lanskap import __version__
+from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.errors import CancelledError, LoraError, OutOfMemoryError
 from lanskap.generation.infotext import build_infotext, format_number
@@ -77,6 +77,7 @@ class GenerationResult:
     dtype: str
     seconds: float
     notices: list[str] = field(default_factory=list)
+    memory: dict[str, float] = field(default_factory=dict)  # peak_gpu_mb (CUDA), peak_rss_mb
 
 
 ProgressFn = Callable[[Progress], None]
@@ -280,6 +281,7 @@ class Engine:
         with self._lock:
             start = time.perf_counter()
             m = self.load()
+            joblog.reset_peak(m.placement.device)
             seeded = request.with_seed()  # once: a random seed must be the same one everywhere below
             prep = prepare(seeded, m.native_size)
             req = replace(seeded, width=prep.width, height=prep.height)
@@ -350,7 +352,7 @@ class Engine:
             ]
             for img, text in zip(images, infotexts, strict=True):
                 img.info["parameters"] = text
-            return GenerationResult(
+            result = GenerationResult(
                 images=images,
                 seeds=seeds,
                 infotexts=infotexts,
@@ -362,7 +364,25 @@ class Engine:
                 dtype=m.placement.dtype_name,
                 seconds=time.perf_counter() - start,
                 notices=notices,
+                memory=joblog.peak_memory(m.placement.device),
             )
+            joblog.append(
+                self.settings.home,
+                "generations",
+                {
+                    "mode": req.mode,
+                    "params": req.to_dict(),
+                    "seeds": seeds,
+                    "model": m.name,
+                    "model_hash": m.hash,
+                    "loras": [lo.__dict__ for lo in applied],
+                    "device": result.device,
+                    "dtype": result.dtype,
+                    "seconds": round(result.seconds, 4),
+                    **result.memory,
+                },
+            )
+            return result
 
     def _call_args(
         self, req: GenerationRequest, prep: Prepared, embeds: PromptPair, seeds: list[int]

@@ -71,7 +71,8 @@ def encode_image(image: Image.Image, fmt: str, infotext: str | None, quality: in
 _NAME = re.compile(r"^(\d{5,})-")
 
 
-def _next_index(folder: Path) -> int:
+def next_index(folder: Path) -> int:
+    """One more than the highest ``NNNNN-`` number in ``folder``."""
     best = 0
     for p in folder.iterdir():
         m = _NAME.match(p.name)
@@ -83,8 +84,12 @@ def _next_index(folder: Path) -> int:
 def save_image(image: Image.Image, folder: Path, seed: int, infotext: str | None, fmt: str = "png") -> Path:
     """Save as ``NNNNN-SEED.ext`` (A1111's naming) without ever overwriting a file."""
     fmt = check_format(fmt)
-    data = encode_image(image, fmt, infotext)
-    index = _next_index(folder)
+    return save_bytes(encode_image(image, fmt, infotext), folder, seed, fmt)
+
+
+def save_bytes(data: bytes, folder: Path, seed: int, fmt: str) -> Path:
+    """Write encoded image bytes under the next free ``NNNNN-SEED.ext`` name."""
+    index = next_index(folder)
     while True:
         path = folder / f"{index:05d}-{seed}.{fmt}"
         try:

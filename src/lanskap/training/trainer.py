@@ -17,12 +17,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lanskap import joblog
 from lanskap.config import Settings, load_settings
 from lanskap.data.augment import Augment, center_crop, hflip, resize_cover
 from lanskap.errors import LanskapError
@@ -363,6 +364,7 @@ def train(
         tracker = accelerator.get_tracker("tensorboard", unwrap=True) if main else None
 
     started = time.time()
+    joblog.reset_peak(accelerator.device)
     validation_dir = out / "validation"
 
     def lora_states() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
@@ -626,6 +628,21 @@ def train(
             kohya_path = save_kohya(out / f"{cfg.output_name}.safetensors", tensors, meta)
         curve = plot_loss(metrics.read(), out / LOSS_PNG, title=f"{cfg.output_name}: loss")
         grid = validation_grid(validation_dir, out / GRID_PNG)
+        joblog.append(
+            settings.home,
+            "training",
+            {
+                "out": str(out),
+                "steps": step,
+                "interrupted": interrupted,
+                "final_loss": last_loss,
+                "seconds": round(time.time() - started, 2),
+                "device": str(accelerator.device),
+                "num_processes": accelerator.num_processes,
+                "config": asdict(eff),
+                **joblog.peak_memory(accelerator.device),
+            },
+        )
     else:
         curve = grid = None
     accelerator.wait_for_everyone()

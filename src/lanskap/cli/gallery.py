@@ -1,0 +1,97 @@
+"""``lanskap gallery ...``: list, show, delete and export what has been generated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from lanskap.errors import LanskapError
+
+app = typer.Typer(no_args_is_help=True, help="The gallery of every generated image.")
+
+
+def _gallery():  # type: ignore[no-untyped-def]
+    from lanskap.config import load_settings
+    from lanskap.gallery import Gallery
+
+    return Gallery(load_settings().home)
+
+
+@app.command("list")
+def list_cmd(
+    search: str = typer.Option(None, "--search", "-s", help="Words that must all appear in the prompt."),
+    lora: str = typer.Option(None, "--lora", help="Only images made with this LoRA."),
+    size: str = typer.Option(None, "--size", help="Only this size, e.g. 768x768."),
+    since: str = typer.Option(None, "--since", help="Made on or after this date (YYYY-MM-DD)."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many to show [20]."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many (paging)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Newest first."""
+    width = height = None
+    if size:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise LanskapError(f"size must look like 768x768, not {size!r}") from None
+    entries, total = _gallery().query(
+        search, lora=lora, width=width, height=height, since=since, limit=limit, offset=offset
+    )
+    if as_json:
+        typer.echo(json.dumps({"total": total, "images": [e.to_dict() for e in entries]}, indent=2))
+        return
+    if not entries:
+        typer.echo("no images yet: make some with 'lanskap generate \"a castle in the mist\"'" if total == 0 and
+                   not search else "no images match")  # fmt: skip
+        return
+    for e in entries:
+        loras = " ".join(f"<{lo['name']}:{lo['scale']:g}>" for lo in e.loras)
+        prompt = e.prompt if len(e.prompt) <= 70 else e.prompt[:67] + "..."
+        typer.echo(
+            f"{e.id:>6}  {e.created[:19].replace('T', ' ')}  {e.width}x{e.height}  {e.seed:<10}  {prompt} {loras}"
+        )
+    typer.echo(f"{len(entries)} of {total}", err=True)
+
+
+@app.command("show")
+def show_cmd(
+    image_id: int = typer.Argument(..., help="Gallery id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every recorded parameter of one image."""
+    e = _gallery().get(image_id)
+    if as_json:
+        typer.echo(json.dumps(e.to_dict(), indent=2))
+        return
+    typer.echo(f"id {e.id}  {e.path}")
+    typer.echo(f"made {e.created} by {e.source} in {e.seconds or 0:.2f}s on {e.device}/{e.dtype}")
+    typer.echo(e.infotext)
+
+
+@app.command("delete")
+def delete_cmd(
+    ids: list[int] = typer.Argument(..., help="Gallery ids."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Delete images: the file and the row."""
+    gallery = _gallery()
+    entries = [gallery.get(i) for i in ids]
+    if not yes:
+        typer.confirm(f"delete {len(entries)} image(s) and their files?", abort=True)
+    n = gallery.delete([e.id for e in entries])
+    typer.echo(f"deleted {n} image(s)")
+
+
+@app.command("export")
+def export_cmd(
+    ids: list[int] = typer.Argument(..., help="Gallery ids."),
+    zip_path: Path = typer.Option(..., "--zip", help="The ZIP file to write."),
+    fmt: str = typer.Option(None, "--format", "-f", help="Convert to png, jpg or webp [as stored]."),
+) -> None:
+    """Write images (with their parameters) and gallery.json into a ZIP."""
+    from lanskap.gallery.export import export_zip
+
+    path = export_zip(_gallery(), ids, zip_path, fmt)
+    typer.echo(str(path))

@@ -1,0 +1,316 @@
+"""The gallery: every generated image as a file plus a row in one SQLite database.
+
+Several processes (the CLI, the API server, the web app) write at once, so the
+database runs in WAL mode with a busy timeout, and each call uses its own short
+connection. A crash must never leave a row without its file or a file without
+its row, so every change is journalled in the row's ``state``:
+
+* add: the row is committed as ``pending`` with its final path first; the file
+  then appears atomically (written to a temp file, then linked into place), and
+  the row becomes ``ok``. A file therefore never exists without its row.
+* delete: the row becomes ``deleting``, the file is removed, the row is removed.
+
+:meth:`Gallery.repair` finishes whatever a dead process left half-done (a
+pending row whose file exists is kept, one without a file is dropped; deleting
+rows are completed). It runs whenever a gallery is opened. Rows of processes
+that are still alive are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lanskap.errors import LanskapError
+from lanskap.io import atomic_write_bytes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending',
+    owner_pid INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    negative_prompt TEXT NOT NULL DEFAULT '',
+    seed INTEGER NOT NULL,
+    steps INTEGER,
+    guidance REAL,
+    sampler TEXT,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'txt2img',
+    model TEXT,
+    model_hash TEXT,
+    loras TEXT NOT NULL DEFAULT '[]',
+    params TEXT NOT NULL DEFAULT '{}',
+    infotext TEXT NOT NULL DEFAULT '',
+    seconds REAL,
+    device TEXT,
+    dtype TEXT,
+    source TEXT NOT NULL DEFAULT 'cli'
+);
+CREATE INDEX IF NOT EXISTS images_created ON images(created);
+CREATE INDEX IF NOT EXISTS images_state ON images(state);
+"""
+COLUMNS = (
+    "id", "path", "created", "prompt", "negative_prompt", "seed", "steps", "guidance", "sampler", "width",
+    "height", "mode", "model", "model_hash", "loras", "params", "infotext", "seconds", "device", "dtype", "source",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One gallery image as the shells show it."""
+
+    id: int
+    path: Path
+    created: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int | None
+    guidance: float | None
+    sampler: str | None
+    width: int
+    height: int
+    mode: str
+    model: str | None
+    model_hash: str | None
+    loras: list[dict[str, Any]]
+    params: dict[str, Any]
+    infotext: str
+    seconds: float | None
+    device: str | None
+    dtype: str | None
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["path"] = str(self.path)
+        return d
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    d = {k: row[k] for k in COLUMNS}
+    d["path"] = Path(d["path"])
+    d["loras"] = json.loads(d["loras"])
+    d["params"] = json.loads(d["params"])
+    return Entry(**d)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+class Gallery:
+    """The gallery database at ``home/gallery.sqlite3``; image files live wherever they were saved."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.db = self.home / "gallery.sqlite3"
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                con.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise LanskapError(f"gallery database {self.db} can't be opened: {exc}") from None
+        self.repair()
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            yield con
+        finally:
+            con.close()
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(self, data: bytes, folder: Path, fmt: str, record: dict[str, Any]) -> Entry:
+        """Store ``data`` as ``folder/NNNNN-SEED.fmt`` (A1111's naming, next free number) with its row."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        created = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        fields = {
+            "created": created,
+            "prompt": record.get("prompt", ""),
+            "negative_prompt": record.get("negative_prompt", ""),
+            "seed": int(record["seed"]),
+            "steps": record.get("steps"),
+            "guidance": record.get("guidance"),
+            "sampler": record.get("sampler"),
+            "width": int(record["width"]),
+            "height": int(record["height"]),
+            "mode": record.get("mode", "txt2img"),
+            "model": record.get("model"),
+            "model_hash": record.get("model_hash"),
+            "loras": json.dumps(record.get("loras", [])),
+            "params": json.dumps(record.get("params", {}), default=str),
+            "infotext": record.get("infotext", ""),
+            "seconds": record.get("seconds"),
+            "device": record.get("device"),
+            "dtype": record.get("dtype"),
+            "source": record.get("source", "cli"),
+        }
+        from lanskap.generation.output import next_index
+
+        index = 0
+        while True:
+            index = max(index + 1, next_index(folder))
+            path = (folder / f"{index:05d}-{fields['seed']}.{fmt}").resolve()
+            with self._connect() as con:
+                try:
+                    cur = con.execute(
+                        f"INSERT INTO images (path, state, owner_pid, {', '.join(fields)}) "
+                        f"VALUES (?, 'pending', ?, {', '.join('?' * len(fields))})",
+                        (str(path), os.getpid(), *fields.values()),
+                    )
+                except sqlite3.IntegrityError:  # another process reserved this name first
+                    continue
+                row_id = cur.lastrowid
+            try:
+                atomic_write_bytes(path, data, replace=False)
+            except FileExistsError:  # a file not in the gallery holds the name: take the next one
+                self._drop(row_id)
+                continue
+            except BaseException:
+                self._drop(row_id)
+                raise
+            with self._connect() as con:
+                con.execute("UPDATE images SET state='ok' WHERE id=?", (row_id,))
+            return self.get(row_id)
+
+    def _drop(self, row_id: int | None) -> None:
+        with self._connect() as con:
+            con.execute("DELETE FROM images WHERE id=?", (row_id,))
+
+    def delete(self, ids: list[int]) -> int:
+        """Remove each image's file and row; return how many existed."""
+        done = 0
+        for row_id in ids:
+            with self._connect() as con:
+                row = con.execute("SELECT path FROM images WHERE id=? AND state='ok'", (row_id,)).fetchone()
+                if row is None:
+                    continue
+                con.execute("UPDATE images SET state='deleting', owner_pid=? WHERE id=?", (os.getpid(), row_id))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(row["path"])
+            self._drop(row_id)
+            done += 1
+        return done
+
+    def repair(self) -> dict[str, int]:
+        """Finish the adds and deletes of processes that died half-way (see the module docstring)."""
+        fixed = {"kept": 0, "dropped": 0, "deleted": 0}
+        with self._connect() as con:
+            rows = con.execute("SELECT id, path, state, owner_pid FROM images WHERE state != 'ok'").fetchall()
+        for row in rows:
+            if _alive(row["owner_pid"]):
+                continue
+            path = Path(row["path"])
+            with self._connect() as con:
+                if row["state"] == "pending" and path.is_file():
+                    con.execute("UPDATE images SET state='ok' WHERE id=? AND state='pending'", (row["id"],))
+                    fixed["kept"] += 1
+                    continue
+                if row["state"] == "deleting":
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                    fixed["deleted"] += 1
+                else:
+                    for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # the dead writer's partial file
+                        with contextlib.suppress(OSError):
+                            tmp.unlink()
+                    fixed["dropped"] += 1
+                con.execute("DELETE FROM images WHERE id=? AND state=?", (row["id"], row["state"]))
+        return fixed
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, row_id: int) -> Entry:
+        with self._connect() as con:
+            row = con.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM images WHERE id=? AND state='ok'", (row_id,)
+            ).fetchone()
+        if row is None:
+            raise LanskapError(f"no image {row_id} in the gallery")
+        return _entry(row)
+
+    def query(
+        self,
+        search: str | None = None,
+        *,
+        lora: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Entry], int]:
+        """Newest first, filtered; returns one page and the total number of matches."""
+        where, args = ["state='ok'"], []
+        for word in (search or "").split():
+            where.append("(prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\')")
+            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern, pattern]
+        if lora:
+            where.append("EXISTS (SELECT 1 FROM json_each(images.loras) WHERE json_extract(value, '$.name') = ?)")
+            args.append(lora)
+        if width:
+            where.append("width = ?")
+            args.append(width)
+        if height:
+            where.append("height = ?")
+            args.append(height)
+        if since:
+            where.append("created >= ?")
+            args.append(since)
+        if until:
+            where.append("created < ?")
+            args.append(until)
+        clause = " AND ".join(where)
+        with self._connect() as con:
+            total = con.execute(f"SELECT COUNT(*) FROM images WHERE {clause}", args).fetchone()[0]
+            rows = con.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM images WHERE {clause} "
+                "ORDER BY created DESC, id DESC LIMIT ? OFFSET ?",
+                [*args, max(0, limit), max(0, offset)],
+            ).fetchall()
+        return [_entry(r) for r in rows], total
+
+    def loras(self) -> list[str]:
+        """Every LoRA name used in the gallery, for the filter."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT DISTINCT json_extract(value, '$.name') FROM images, json_each(images.loras) "
+                "WHERE state='ok' ORDER BY 1"
+            ).fetchall()
+        return [r[0] for r in rows if r[0]]
+
+    def check(self) -> dict[str, list]:
+        """Consistency report: ok rows whose file is gone (deleted by hand) and unfinished rows."""
+        with self._connect() as con:
+            rows = con.execute("SELECT id, path, state FROM images").fetchall()
+        return {
+            "missing_files": [r["id"] for r in rows if r["state"] == "ok" and not Path(r["path"]).is_file()],
+            "unfinished": [r["id"] for r in rows if r["state"] != "ok"],
+        }

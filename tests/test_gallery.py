@@ -1,0 +1,231 @@
+"""The gallery (issue #7, part 1): a real SQLite file in WAL mode shared by processes, the
+generate → gallery path, search and filters, delete, export, and crash consistency."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lanskap.gallery import Gallery
+from lanskap.gallery.export import image_bytes, zip_bytes
+from lanskap.generation.output import read_infotext
+
+
+def png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed % 256, 40, 90)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def record(seed: int, prompt: str = "a castle", **kw) -> dict:  # type: ignore[no-untyped-def]
+    return {"prompt": prompt, "seed": seed, "width": 8, "height": 8, "infotext": f"{prompt}\nSeed: {seed}", **kw}
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import contextlib
+
+    from lanskap.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_generate_records_every_image_and_no_gallery_opts_out(
+    tiny_sd: Path, tiny_lora: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lanskap.cli.main import main
+
+    common = ["--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "2", "-q"]
+    assert main(["generate", "a castle in the mist", "-N", "2", "--seed", "5", *common, "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert len(made["gallery_ids"]) == 2
+    assert main(["generate", "a misty lake", "--lora", f"{tiny_lora}:0.7", *common]) == 0
+    assert main(["generate", "not recorded", "--no-gallery", *common]) == 0
+    capsys.readouterr()
+
+    # Every generation job leaves one JSON line: parameters, duration, peak memory.
+    logs = [json.loads(x) for x in (isolated_home / "logs" / "generations.jsonl").read_text().splitlines()]
+    assert len(logs) == 3 and logs[0]["seeds"] == [5, 6] and logs[0]["params"]["prompt"] == "a castle in the mist"
+    assert logs[1]["loras"][0]["scale"] == 0.7 and all(x["seconds"] > 0 and x["peak_rss_mb"] > 100 for x in logs)
+
+    db = isolated_home / "gallery.sqlite3"
+    with sqlite3.connect(db) as con:  # a real SQLite file, in WAL mode
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 3
+
+    gallery = Gallery(isolated_home)
+    entries, total = gallery.query()
+    assert total == 3 and entries[0].prompt == "a misty lake"  # newest first
+    castle = gallery.get(made["gallery_ids"][0])
+    assert castle.seed == 5 and castle.steps == 2 and castle.width == 64 and castle.model_hash
+    assert castle.path == Path(made["images"][0]).resolve() and castle.path.is_file()
+    assert castle.params["seed"] == 5 and castle.params["num_images"] == 1
+    assert castle.seconds is not None and castle.seconds > 0 and castle.device == "cpu"
+    assert read_infotext(castle.path) == castle.infotext and "Seed: 5" in castle.infotext
+    lake = entries[0]
+    assert lake.loras[0]["name"] == Path(tiny_lora).stem and lake.loras[0]["scale"] == 0.7 and lake.loras[0]["hash"]
+    assert gallery.loras() == [Path(tiny_lora).stem]
+
+    # The command line: list, search, filter, show, export, delete.
+    rc, out, _ = _cli("gallery", "list", "--search", "castle", "--json")
+    assert rc == 0 and [i["id"] for i in json.loads(out)["images"]] == sorted(made["gallery_ids"], reverse=True)
+    rc, out, _ = _cli("gallery", "list", "--lora", Path(tiny_lora).stem, "--json")
+    assert [i["prompt"] for i in json.loads(out)["images"]] == ["a misty lake"]
+    rc, out, _ = _cli("gallery", "show", str(castle.id))
+    assert rc == 0 and "Seed: 5" in out and str(castle.path) in out
+    rc, out, _ = _cli("gallery", "export", str(castle.id), str(lake.id), "--zip", "sel.zip", "--format", "jpg")
+    assert rc == 0
+    with zipfile.ZipFile("sel.zip") as zf:
+        names = zf.namelist()
+        assert len(names) == 3 and "gallery.json" in names
+        rows = json.loads(zf.read("gallery.json"))
+        assert {r["id"] for r in rows} == {castle.id, lake.id}
+        jpg = Image.open(io.BytesIO(zf.read(rows[0]["file"])))
+        assert jpg.format == "JPEG" and jpg.size == (64, 64)
+    rc, out, _ = _cli("gallery", "delete", str(castle.id), "--yes")
+    assert rc == 0 and not castle.path.exists()
+    assert gallery.query()[1] == 2
+    rc, _, err = _cli("gallery", "show", str(castle.id))
+    assert rc != 0 and f"no image {castle.id}" in err and "Traceback" not in err
+
+
+def test_search_filters_and_pages(tmp_path: Path) -> None:
+    g = Gallery(tmp_path / "home")
+    folder = tmp_path / "out"
+    for i in range(7):
+        g.add(png(i), folder, "png", record(i, "a castle at dusk" if i % 2 else "a quiet lake, 100% calm"))
+    g.add(png(99), folder, "png", record(99, "a castle", width=16, height=8, loras=[{"name": "mist", "scale": 1}]))
+    assert g.query("castle")[1] == 4
+    assert g.query("castle dusk")[1] == 3  # every word must appear
+    assert g.query("100%")[1] == 4 and g.query("_")[1] == 0  # LIKE wildcards are literal
+    assert g.query(width=16)[1] == 1 and g.query(lora="mist")[0][0].seed == 99
+    page1, total = g.query(limit=3)
+    page3, _ = g.query(limit=3, offset=6)
+    assert total == 8 and [e.seed for e in page1] == [99, 6, 5] and [e.seed for e in page3] == [1, 0]
+    assert g.query(since="2999-01-01")[1] == 0
+    # Names are A1111's NNNNN-SEED and never collide with files already there.
+    (folder / "00009-0.png").write_bytes(b"not ours")
+    e = g.add(png(1), folder, "png", record(1))
+    assert e.path.name == "00010-1.png"
+
+
+def test_download_as_png_and_jpg_keeps_the_parameters(tmp_path: Path) -> None:
+    g = Gallery(tmp_path / "home")
+    from lanskap.generation.output import encode_image
+
+    data = encode_image(Image.new("RGB", (32, 24), (10, 120, 200)), "png", "a castle\nSteps: 2, Seed: 3")
+    e = g.add(data, tmp_path / "out", "png", record(3, infotext="a castle\nSteps: 2, Seed: 3"))
+    same, name = image_bytes(e, "png")
+    assert same == e.path.read_bytes() and name.endswith(".png")
+    jpg, name = image_bytes(e, "jpg")
+    assert name.endswith(".jpg") and Image.open(io.BytesIO(jpg)).format == "JPEG"
+    (tmp_path / "x.jpg").write_bytes(jpg)
+    assert read_infotext(tmp_path / "x.jpg") == "a castle\nSteps: 2, Seed: 3"
+    with zipfile.ZipFile(io.BytesIO(zip_bytes([e]))) as zf:
+        assert len(zf.namelist()) == 2
+
+
+def _writer(home: str, folder: str, start: int, n: int) -> None:
+    g = Gallery(Path(home))
+    for i in range(n):
+        g.add(png(start + i), Path(folder), "png", record(start + i, f"process {start}"))
+
+
+def test_several_processes_write_at_once(tmp_path: Path) -> None:
+    home, folder = tmp_path / "home", tmp_path / "shared"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(home), str(folder), k * 100, 8)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    g = Gallery(home)
+    entries, total = g.query(limit=100)
+    assert total == 32 and len({e.path for e in entries}) == 32
+    assert sorted(p.name for p in folder.iterdir()) == sorted(e.path.name for e in entries)
+    assert g.check() == {"missing_files": [], "unfinished": []}
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_repair_finishes_what_a_dead_process_left(tmp_path: Path) -> None:
+    g = Gallery(tmp_path / "home")
+    folder = tmp_path / "out"
+    kept = g.add(png(1), folder, "png", record(1))
+    doomed = g.add(png(2), folder, "png", record(2))
+    dead = _dead_pid()
+    with sqlite3.connect(g.db) as con:
+        # crashed after the file appeared, before the row was marked ok: keep it
+        con.execute("UPDATE images SET state='pending', owner_pid=? WHERE id=?", (dead, kept.id))
+        # crashed half-way through a delete: finish it
+        con.execute("UPDATE images SET state='deleting', owner_pid=? WHERE id=?", (dead, doomed.id))
+        # crashed before the file was written: drop the row
+        con.execute(
+            "INSERT INTO images (path, state, owner_pid, created, prompt, seed, width, height) "
+            "VALUES (?, 'pending', ?, '2026-01-01', 'x', 3, 8, 8)",
+            (str(folder / "00009-3.png"), dead),
+        )
+        # a live process's pending row is left alone
+        con.execute(
+            "INSERT INTO images (path, state, owner_pid, created, prompt, seed, width, height) "
+            "VALUES (?, 'pending', ?, '2026-01-01', 'x', 4, 8, 8)",
+            (str(folder / "00010-4.png"), os.getpid()),
+        )
+    assert g.repair() == {"kept": 1, "dropped": 1, "deleted": 1}
+    assert g.get(kept.id).path.is_file()
+    assert not doomed.path.exists()
+    assert g.check()["unfinished"] != []  # only the live one
+    assert [e.id for e in g.query()[0]] == [kept.id]
+
+
+KILL_LOOP = """
+import io, sys, random
+from pathlib import Path
+from PIL import Image
+from lanskap.gallery import Gallery
+g = Gallery(Path(sys.argv[1]))
+print("ready", flush=True)
+i = 0
+while True:
+    buf = io.BytesIO(); Image.new("RGB", (64, 64), (i % 256, 0, 0)).save(buf, "PNG")
+    e = g.add(buf.getvalue(), Path(sys.argv[2]), "png", {"prompt": "p", "seed": i, "width": 64, "height": 64})
+    if random.random() < 0.4:
+        g.delete([e.id])
+    i += 1
+"""
+
+
+def test_sigkill_never_leaves_a_row_without_a_file_or_a_file_without_a_row(tmp_path: Path) -> None:
+    home, folder = tmp_path / "home", tmp_path / "out"
+    for delay in (0.3, 0.45, 0.6, 0.75):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_LOOP, str(home), str(folder)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        g = Gallery(home)  # opening repairs what the dead process left
+        entries, total = g.query(limit=100000)
+        assert g.check() == {"missing_files": [], "unfinished": []}
+        files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        assert files == sorted(e.path.name for e in entries)
+    assert total > 0
