@@ -24,7 +24,14 @@ from lanskap.config import Settings
 from lanskap.errors import CancelledError, LanskapError
 from lanskap.evaluation import distances as D
 from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
-from lanskap.evaluation.imagesets import ImageItem, ImageSet, attach_prompts, load_folder, read_prompts
+from lanskap.evaluation.imagesets import (
+    ImageItem,
+    ImageSet,
+    attach_prompts,
+    check_readable,
+    load_folder,
+    read_prompts,
+)
 
 METRICS = ("cmmd", "fid", "kid", "clip")
 
@@ -116,8 +123,6 @@ def _model_mode_sets(cfg: EvalConfig) -> tuple[ImageSet, list[str]]:
 
     data = load_training_set(cfg.data, cfg.image_column, cfg.caption_column, split=cfg.split)  # type: ignore[arg-type]
     records = data.records[: cfg.limit] if cfg.limit else data.records
-    from lanskap.evaluation.imagesets import check_readable
-
     check_readable([r.path for r in records], f"the {cfg.split} split of {cfg.data}")
     items = [ImageItem(r.path, r.caption, key=f"{i:04d}-0") for i, r in enumerate(records)]
     real = ImageSet("real", f"real ({cfg.split} split)", items, source=str(cfg.data))
@@ -291,13 +296,12 @@ def _generate(
 ) -> tuple[list[ImageSet], dict[str, Any]]:
     from lanskap.evaluation.samples import SamplePlan, generate_set
     from lanskap.generation.engine import Engine
-    from lanskap.generation.lora import resolve_lora
+    from lanskap.generation.lora import inspect_lora, lora_display_name, resolve_lora
     from lanskap.generation.params import GenerationRequest
 
-    # Validate the shared settings and LoRA names before the model loads.
+    # Validate the shared settings and LoRA files before the model loads.
     GenerationRequest(prompt="x", seed=cfg.seed, loras=tuple(cfg.loras), **cfg.request_fields).validate()
-    for spec in cfg.loras:
-        resolve_lora(spec.name, settings)
+    infos = [inspect_lora(resolve_lora(spec.name, settings), settings) for spec in cfg.loras]
     emit(EvalEvent("loading", message=f"model {settings.model}"))
     engine = Engine(settings=settings)
     loaded = engine.load()
@@ -306,8 +310,6 @@ def _generate(
     plan = SamplePlan(prompts, cfg.per_prompt, cfg.seed, dict(cfg.request_fields))
     variants: list[tuple[str, str, tuple]] = [("base", "base model", ())]
     if cfg.loras:
-        from lanskap.generation.lora import lora_display_name
-
         names = " + ".join(f"{lora_display_name(s.name)} ×{s.scale:g}" for s in cfg.loras)
         variants.append(("lora", f"LoRA {names}", tuple(cfg.loras)))
     gens = []
@@ -318,6 +320,7 @@ def _generate(
             name=name,
             label=label,
             loras=loras,
+            lora_hashes=tuple(info.hash for info in infos) if loras else (),
             out_dir=out / "images",
             cache_dir=settings.cache_dir / "evaluation",
             progress=lambda done, total, fresh, label=label: emit(
@@ -327,12 +330,10 @@ def _generate(
             cancel=cancel,
         )
         gens.append(s)
-    from lanskap.generation.lora import inspect_lora
-
-    lora_info = []
-    for spec in cfg.loras:
-        info = inspect_lora(resolve_lora(spec.name, settings), settings)
-        lora_info.append({"name": info.name, "hash": info.hash, "scale": spec.scale, "path": str(info.path)})
+    lora_info = [
+        {"name": info.name, "hash": info.hash, "scale": spec.scale, "path": str(info.path)}
+        for info, spec in zip(infos, cfg.loras, strict=True)
+    ]
     models["base"] = {"name": loaded.name, "hash": loaded.hash, "prediction_type": loaded.prediction_type}
     models["loras"] = lora_info
     size = cfg.request_fields.get("width") or loaded.native_size, cfg.request_fields.get("height") or loaded.native_size

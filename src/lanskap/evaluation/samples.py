@@ -71,22 +71,21 @@ def generate_set(
     name: str,
     label: str,
     loras: tuple = (),
+    lora_hashes: tuple[str, ...] = (),
     out_dir: Path,
     cache_dir: Path,
     progress: Callable[[int, int, bool], None] | None = None,
     step_progress: Callable[[Any], None] | None = None,
     cancel: Any = None,
 ) -> tuple[ImageSet, SampleStats]:
-    """Make (or find) every image of ``plan`` with ``loras``; return them as an ImageSet."""
-    from lanskap.generation.lora import resolve_lora
+    """Make (or find) every image of ``plan`` with ``loras`` (whose file hashes are ``lora_hashes``)."""
     from lanskap.generation.params import GenerationRequest
-    from lanskap.models.hashing import lora_hash
 
     loaded = engine.load()
     identity = {
         "v": CACHE_VERSION,
         "model": loaded.hash,
-        "loras": [[lora_hash(resolve_lora(s.name, engine.settings)), s.scale] for s in loras],
+        "loras": [[h, s.scale] for h, s in zip(lora_hashes, loras, strict=True)],
         "dtype": engine.placement.dtype_name,
         **{k: plan.fields[k] for k in sorted(plan.fields)},
     }

@@ -275,18 +275,15 @@ class Gallery:
         if lora:
             where.append("EXISTS (SELECT 1 FROM json_each(images.loras) WHERE json_extract(value, '$.name') = ?)")
             args.append(lora)
-        if width:
-            where.append("width = ?")
-            args.append(width)
-        if height:
-            where.append("height = ?")
-            args.append(height)
-        if since:
-            where.append("created >= ?")
-            args.append(since)
-        if until:
-            where.append("created < ?")
-            args.append(until)
+        for value, test in (
+            (width, "width = ?"),
+            (height, "height = ?"),
+            (since, "created >= ?"),
+            (until, "created < ?"),
+        ):
+            if value:
+                where.append(test)
+                args.append(value)
         clause = " AND ".join(where)
         with self._connect() as con:
             total = con.execute(f"SELECT COUNT(*) FROM images WHERE {clause}", args).fetchone()[0]
