@@ -229,3 +229,11 @@ def test_sigkill_never_leaves_a_row_without_a_file_or_a_file_without_a_row(tmp_p
         files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         assert files == sorted(e.path.name for e in entries)
     assert total > 0
+
+
+def test_empty_gallery_says_so_and_a_filter_miss_says_no_match(isolated_home: Path) -> None:
+    rc, out, _ = _cli("gallery", "list")
+    assert rc == 0 and "no images yet" in out and "lanskap generate" in out
+    Gallery(isolated_home).add(png(1), isolated_home / "out", "png", record(1))
+    rc, out, _ = _cli("gallery", "list", "--lora", "nope")
+    assert rc == 0 and "no images match" in out

@@ -43,8 +43,8 @@ def list_cmd(
         typer.echo(json.dumps({"total": total, "images": [e.to_dict() for e in entries]}, indent=2))
         return
     if not entries:
-        typer.echo("no images yet: make some with 'lanskap generate \"a castle in the mist\"'" if total == 0 and
-                   not search else "no images match")  # fmt: skip
+        filtered = any(v for v in (search, lora, size, since)) or offset
+        typer.echo("no images match" if filtered else "no images yet: make some with 'lanskap generate \"a castle\"'")
         return
     for e in entries:
         loras = " ".join(f"<{lo['name']}:{lo['scale']:g}>" for lo in e.loras)
