@@ -85,6 +85,20 @@ class Settings:
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Where the web app looks for prepared datasets (any path works from the CLI)."""
+        return self.home / "datasets"
+
+    @property
+    def training_dir(self) -> Path:
+        """One folder per training run started from the web app or the API."""
+        return self.home / "training"
+
+    @property
+    def evaluations_dir(self) -> Path:
+        return self.home / "evaluations"
+
 
 _ENV = {
     "model": "LANSKAP_MODEL",

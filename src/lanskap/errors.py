@@ -39,3 +39,9 @@ class CancelledError(LanskapError):
     """The job was interrupted by the user."""
 
     exit_code = 130
+
+
+class QueueFullError(LanskapError):
+    """The job queue is full; the caller should try again later (HTTP 503)."""
+
+    exit_code = 75  # EX_TEMPFAIL

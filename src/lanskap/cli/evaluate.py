@@ -114,7 +114,7 @@ def evaluate_cmd(
     clip = clip_model or DEFAULT_CLIP_MODEL
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = EvalConfig(
-        out=job.out or settings.home / "evaluations" / stamp,
+        out=job.out or settings.evaluations_dir / stamp,
         data=data,
         split=split,
         image_column=image_column,

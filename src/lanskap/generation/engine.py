@@ -157,6 +157,25 @@ class Engine:
                 self._base_scheduler_config = self._model.pipe.scheduler.config
             return self._model
 
+    def unload(self) -> bool:
+        """Drop the pipeline so a training or evaluation run in this process gets the memory.
+
+        Waits for a running generation (the lock); the next ``generate`` loads again.
+        """
+        with self._lock:
+            if self._model is None:
+                return False
+            self._model = None
+            self._pipes.clear()
+            self._adapters.clear()
+            self._base_scheduler_config = None
+            import gc
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return True
+
     @property
     def model(self) -> LoadedModel:
         return self.load()
