@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -17,17 +18,22 @@ from lanskap.errors import LanskapError
 MAX_PIXELS = 16384 * 16384
 
 
-def open_image(path: str | Path, what: str = "image") -> Image.Image:
-    """Decode ``path`` fully, apply its EXIF orientation and return it (mode unchanged)."""
-    p = Path(path)
-    if not p.exists():
-        raise LanskapError(f"{what} not found: {p}")
-    if p.is_dir():
-        raise LanskapError(f"{what} is a folder, not an image file: {p}")
+def open_image(path: str | Path | IO[bytes], what: str = "image") -> Image.Image:
+    """Decode a file or an upload fully, apply its EXIF orientation and return it (mode unchanged)."""
+    if isinstance(path, str | Path):
+        p = Path(path)
+        if not p.exists():
+            raise LanskapError(f"{what} not found: {p}")
+        if p.is_dir():
+            raise LanskapError(f"{what} is a folder, not an image file: {p}")
+        source: Path | IO[bytes] = p
+    else:  # an upload (web app, API): a binary file object, named when the browser gave a name
+        p = Path(str(getattr(path, "name", "") or "upload"))
+        source = path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(source) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise LanskapError(f"{what} {p.name} is too large ({im.width}x{im.height})")
                 im.load()
@@ -57,11 +63,11 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) 
     return im.convert("RGB")
 
 
-def load_rgb(path: str | Path, what: str = "image") -> Image.Image:
+def load_rgb(path: str | Path | IO[bytes], what: str = "image") -> Image.Image:
     return to_rgb(open_image(path, what))
 
 
-def load_mask(path: str | Path) -> Image.Image:
+def load_mask(path: str | Path | IO[bytes]) -> Image.Image:
     """A mask as 8-bit grey, white = repaint.
 
     A mask painted on a transparent layer (colour constant, alpha varying) is

@@ -33,13 +33,14 @@ def _root(
 
 
 def _register() -> None:
-    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, models, train, watermark
+    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, models, train, ui, watermark
 
     generate.register(app)
     edit.register(app)
     info.register(app)
     train.register(app)
     evaluate.register(app)
+    ui.register(app)
     app.add_typer(models.app, name="models")
     app.add_typer(watermark.app, name="watermark")
     app.add_typer(dataset.app, name="dataset")

@@ -303,6 +303,14 @@ class Gallery:
             ).fetchall()
         return [r[0] for r in rows if r[0]]
 
+    def sizes(self) -> list[tuple[int, int]]:
+        """Every image size in the gallery, largest first, for the filter."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT DISTINCT width, height FROM images WHERE state='ok' ORDER BY width * height DESC, width DESC"
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def check(self) -> dict[str, list]:
         """Consistency report: ok rows whose file is gone (deleted by hand) and unfinished rows."""
         with self._connect() as con:

@@ -1,0 +1,101 @@
+"""``lanskap ui``: start the Streamlit web app on 127.0.0.1 (thin shell: settings go in the environment)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from lanskap.errors import LanskapError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ui")(ui)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; only this machine by default."),
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    model: str = typer.Option(None, "--model", "-m", help="Base model: hub id, folder or .safetensors."),
+    device: str = typer.Option(None, "--device", help="auto, cuda, mps or cpu."),
+    dtype: str = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16."),
+    lora_dir: list[Path] = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable."),
+    fallback: str = typer.Option(None, "--fallback", help="none, or tiny: a tiny random model if SD 2.1 is absent."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait for the GPU before new ones are refused."),
+    allow_remote: bool = typer.Option(
+        False, "--allow-remote", help="Allow a non-loopback --host (the web app has no login)."
+    ),
+    no_preload: bool = typer.Option(False, "--no-preload", help="Load the model with the first job, not at start."),
+) -> None:
+    """Start the web app: generate, gallery, training and evaluation pages."""
+    from lanskap.config import load_settings
+
+    if not is_loopback(host) and not allow_remote:
+        raise LanskapError(
+            f"refusing to serve the web app on {host}: it has no login, so anyone who can reach it could use "
+            "your GPU and delete your images; pass --allow-remote if that network is trusted"
+        )
+    if not 1 <= port <= 65535:
+        raise LanskapError(f"--port must be between 1 and 65535, got {port}")
+    if max_queue < 1:
+        raise LanskapError("--max-queue must be 1 or more")
+    settings = load_settings(model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None)
+    env = {
+        **os.environ,
+        "LANSKAP_HOME": str(settings.home),
+        "LANSKAP_MODEL": settings.model,
+        "LANSKAP_DEVICE": settings.device,
+        "LANSKAP_DTYPE": settings.dtype,
+        "LANSKAP_FALLBACK": settings.fallback,
+        "LANSKAP_UI_MAX_QUEUE": str(max_queue),
+        "LANSKAP_UI_PRELOAD": "0" if no_preload else "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if settings.lora_dirs:
+        env["LANSKAP_LORA_DIRS"] = os.pathsep.join(str(p) for p in settings.lora_dirs)
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--server.maxUploadSize",
+        "64",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.showErrorDetails",
+        "none",
+        "--client.toolbarMode",
+        "viewer",
+        "--theme.primaryColor",
+        "#2f6f5e",
+    ]
+    typer.secho(f"lanskap web app on http://{host}:{port} (model {settings.model}); Ctrl-C stops it", err=True)
+    try:
+        rc = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        rc = 0
+    if rc not in (0, -2, 130):
+        raise typer.Exit(rc)

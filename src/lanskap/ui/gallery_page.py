@@ -1,0 +1,183 @@
+"""Gallery page: every saved image, newest first, with search, filters, details, downloads and delete.
+
+Reads and deletes through :class:`lanskap.gallery.Gallery`, the same store the
+CLI's ``lanskap gallery`` uses, so both always show the same images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+from typing import Any
+
+import streamlit as st
+
+from lanskap.errors import LanskapError
+from lanskap.ui.common import download_buttons, service, thumb_of, try_action
+
+PAGE_SIZE = 12
+ALL = "All"
+
+
+def _selected() -> list[int]:
+    return sorted(
+        int(k[4:]) for k, v in st.session_state.items() if isinstance(k, str) and k.startswith("sel-") and v is True
+    )
+
+
+def _clear_selection(ids: list[int]) -> None:
+    for i in ids:
+        st.session_state.pop(f"sel-{i}", None)
+
+
+def _filters(g: Any) -> dict[str, Any]:
+    c = st.columns([4, 2, 2, 2, 2])
+    search = c[0].text_input("Search prompts", key="gl_search", placeholder="castle mist", persist_state="session")
+    lora = c[1].selectbox("LoRA", [ALL, *g.loras()], key="gl_lora", persist_state="session")
+    sizes = [f"{w}×{h}" for w, h in g.sizes()]
+    size = c[2].selectbox("Size", [ALL, *sizes], key="gl_size", persist_state="session")
+    since = c[3].date_input("From", value=None, key="gl_since", persist_state="session")
+    until = c[4].date_input("To", value=None, key="gl_until", persist_state="session")
+    width = height = None
+    if size != ALL:
+        width, height = (int(x) for x in size.split("×"))
+    return {
+        "search": search or None,
+        "lora": None if lora == ALL else lora,
+        "width": width,
+        "height": height,
+        "since": since.isoformat() if since else None,
+        "until": (until + dt.timedelta(days=1)).isoformat() if until else None,
+    }
+
+
+def _use_settings(entry: Any) -> None:
+    from lanskap.ui import nav
+    from lanskap.ui.generate_page import prefill
+
+    prefill({**entry.params, "width": entry.width, "height": entry.height, "seed": entry.seed})
+    st.switch_page(nav.page("generate"))
+
+
+def _confirm_delete(g: Any) -> None:
+    ids = st.session_state.get("gl_confirm") or []
+    if not ids:
+        return
+    what = f"image #{ids[0]}" if len(ids) == 1 else f"{len(ids)} images"
+    with st.container(border=True):
+        st.warning(f"Delete {what}? The file and its gallery record are removed; this can't be undone.", icon=":material/delete:")
+        c = st.columns([1, 1, 4])
+        if c[0].button("Yes, delete", type="primary", key="gl-yes"):
+            removed = try_action(lambda: g.delete(ids))
+            st.session_state["gl_confirm"] = []
+            if st.session_state.get("gl_open") in ids:
+                st.session_state["gl_open"] = None
+            _clear_selection(ids)
+            st.toast(f"Deleted {removed or 0} image(s).", icon=":material/delete:")
+            st.rerun()
+        if c[1].button("Keep", key="gl-no"):
+            st.session_state["gl_confirm"] = []
+            st.rerun()
+
+
+def _detail(g: Any, entry_id: int) -> None:
+    try:
+        e = g.get(entry_id)
+    except LanskapError:
+        st.session_state["gl_open"] = None
+        return
+    with st.container(border=True):
+        left, right = st.columns([3, 2], gap="large")
+        left.image(str(e.path), caption=f"#{e.id} · {e.width}×{e.height} · seed {e.seed}", width="stretch")
+        with right:
+            st.markdown(f"**Prompt:** {e.prompt}")
+            if e.negative_prompt:
+                st.markdown(f"**Negative prompt:** {e.negative_prompt}")
+            loras = ", ".join(f"{lo['name']} × {lo['scale']:g}" for lo in e.loras) or "none"
+            rows = {
+                "Seed": e.seed,
+                "Steps": e.steps,
+                "Guidance": e.guidance,
+                "Sampler": e.sampler,
+                "Size": f"{e.width}×{e.height}",
+                "Mode": e.mode,
+                "LoRA": loras,
+                "Model": f"{e.model} [{e.model_hash}]",
+                "Time": f"{e.seconds:.2f}s on {e.device}/{e.dtype}" if e.seconds is not None else "-",
+                "Created": e.created,
+                "Made by": e.source,
+            }
+            st.table({"": list(rows), "value": [str(v) for v in rows.values()]}, hide_index=True)
+            with st.expander("A1111 parameters (infotext)"):
+                st.code(e.infotext or "", language=None, wrap_lines=True)
+            if st.button(":material/tune: Use these settings", key="gl-use", type="primary", width="stretch"):
+                _use_settings(e)
+            download_buttons(e, key=f"gl-dl-{e.id}")
+            c = st.columns(2)
+            if c[0].button(":material/delete: Delete…", key="gl-del", width="stretch"):
+                st.session_state["gl_confirm"] = [e.id]
+                st.rerun()
+            if c[1].button("Close", key="gl-close", width="stretch"):
+                st.session_state["gl_open"] = None
+                st.rerun()
+
+
+def _open(entry_id: int) -> None:
+    st.session_state["gl_open"] = entry_id
+
+
+def _grid(entries: list[Any]) -> None:
+    cols = st.columns(4)
+    for i, e in enumerate(entries):
+        with cols[i % 4], st.container(border=True):
+            thumb = thumb_of(e.path)
+            if thumb is not None:
+                st.image(thumb, width="stretch")
+            else:
+                st.caption("file missing")
+            prompt = e.prompt if len(e.prompt) <= 70 else e.prompt[:69] + "…"
+            st.caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed}\n\n{prompt}")
+            c = st.columns(2, vertical_alignment="center")
+            c[0].checkbox("Select", key=f"sel-{e.id}", persist_state="session")
+            c[1].button("Open", key=f"open-{e.id}", on_click=_open, args=(e.id,), width="stretch")
+
+
+def page() -> None:
+    from lanskap.gallery.export import zip_bytes
+    from lanskap.ui import nav
+
+    g = service().gallery
+    if g.query(limit=0)[1] == 0:
+        st.info("No images yet. Generate your first landscape and it will be kept here.", icon=":material/photo_library:")
+        if st.button("Go and generate", type="primary", key="gl-go"):
+            st.switch_page(nav.page("generate"))
+        return
+    filters = _filters(g)
+    _confirm_delete(g)
+    if st.session_state.get("gl_open"):
+        _detail(g, st.session_state["gl_open"])
+    total = g.query(**filters, limit=0)[1]
+    if total == 0:
+        st.info("No images match these filters.", icon=":material/search_off:")
+        return
+    pages = math.ceil(total / PAGE_SIZE)
+    number = st.pagination(pages, key="gl_page") if pages > 1 else 1
+    entries, _ = g.query(**filters, limit=PAGE_SIZE, offset=(min(number, pages) - 1) * PAGE_SIZE)
+    selected = _selected()
+    c = st.columns([3, 2, 2], vertical_alignment="center")
+    c[0].caption(f"{total} image(s), newest first · {len(selected)} selected")
+    c[1].download_button(
+        f":material/folder_zip: ZIP of {len(selected)} selected",
+        data=functools.partial(lambda ids: zip_bytes([g.get(i) for i in ids]), selected),
+        file_name="lanskap-images.zip",
+        mime="application/zip",
+        disabled=not selected,
+        on_click="ignore",
+        key="gl-zip",
+        width="stretch",
+    )
+    if c[2].button(":material/delete: Delete selected…", disabled=not selected, key="gl-del-sel", width="stretch"):
+        st.session_state["gl_confirm"] = selected
+        st.rerun()
+    _grid(entries)

@@ -1,0 +1,249 @@
+"""Generate page: the thesis's input form (figure 4.8) plus LoRA, sampler, seed tools and picture-based modes.
+
+Every button builds a GenerationRequest and hands it to the shared Service, so
+the checks, the queue, the gallery rows and the files are the CLI's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from lanskap.config import THESIS_NEGATIVE_PROMPT
+from lanskap.generation.params import MAX_SEED, MAX_SIDE, MIN_SIDE, GenerationRequest, InitImage, InpaintMask, LoraSpec
+from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
+from lanskap.ui.common import download_buttons, job_panel, service, try_action
+
+NO_LORA = "(none)"
+#: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
+DEFAULTS: dict[str, Any] = {
+    "g_prompt": "",
+    "g_negative": THESIS_NEGATIVE_PROMPT,
+    "g_lora": NO_LORA,
+    "g_lora_scale": 1.0,
+    "g_num": 1,
+    "g_seed": 777,
+    "g_steps": 25,
+    "g_guidance": 7.5,
+    "g_width": 768,
+    "g_height": 512,
+    "g_sampler": DEFAULT_SAMPLER,
+}
+FORM_KEYS = tuple(DEFAULTS)
+
+
+def prefill(params: dict[str, Any]) -> None:
+    """Put a gallery image's settings into the form ("use these settings")."""
+    lora = (params.get("loras") or [None])[0]
+    spec = LoraSpec.parse(lora) if lora else None
+    values = {
+        "g_prompt": params.get("prompt", ""),
+        "g_negative": params.get("negative_prompt", ""),
+        "g_lora": spec.name if spec else NO_LORA,
+        "g_lora_scale": float(spec.scale) if spec else 1.0,
+        "g_num": 1,
+        "g_seed": int(params.get("seed", -1)),
+        "g_steps": int(params.get("steps", 25)),
+        "g_guidance": float(params.get("guidance", 7.5)),
+        "g_width": int(params.get("width") or 768),
+        "g_height": int(params.get("height") or 512),
+        "g_sampler": params.get("scheduler") or DEFAULT_SAMPLER,
+    }
+    for key, value in values.items():
+        st.session_state[key] = value
+
+
+def _set_seed(value: int) -> None:
+    st.session_state["g_seed"] = value
+
+
+def _request(**extra: Any) -> GenerationRequest:
+    s = st.session_state
+    loras = (LoraSpec(s["g_lora"], float(s["g_lora_scale"])),) if s["g_lora"] != NO_LORA else ()
+    return GenerationRequest(
+        prompt=s["g_prompt"],
+        negative_prompt=s["g_negative"],
+        seed=int(s["g_seed"]),
+        steps=int(s["g_steps"]),
+        guidance=float(s["g_guidance"]),
+        width=extra.pop("width", int(s["g_width"])),
+        height=extra.pop("height", int(s["g_height"])),
+        num_images=int(s["g_num"]),
+        scheduler=s["g_sampler"],
+        loras=loras,
+        **extra,
+    )
+
+
+def _submit(folder: str | None = None, **extra: Any) -> None:
+    if not st.session_state["g_prompt"].strip():
+        st.warning("Write a prompt first: what should the landscape show?", icon=":material/edit:")
+        return
+    job = try_action(lambda: service().submit_generation(_request(**extra), source="ui", folder=folder))
+    if job is not None:
+        st.session_state["g_job"] = job.id
+
+
+def _upload(label: str, key: str) -> Any:
+    from lanskap.images import load_rgb
+
+    f = st.file_uploader(label, type=["png", "jpg", "jpeg", "webp", "bmp"], key=key)
+    return try_action(lambda: load_rgb(f, "picture")) if f is not None else None
+
+
+def _inputs(svc: Any) -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    loras = [NO_LORA, *svc.lora_names()]
+    if st.session_state["g_lora"] not in loras:
+        st.session_state["g_lora"] = NO_LORA
+    keep = {"persist_state": "session"}
+    st.text_area(
+        "Prompt",
+        key="g_prompt",
+        height=110,
+        placeholder="a majestic castle on a misty mountain at sunset, fantasy landscape, concept art",
+        help="Any length; A1111 syntax: (word:1.3), [word], BREAK, <lora:NAME:0.8>.",
+        **keep,
+    )
+    st.text_area("Negative prompt", key="g_negative", height=80, help="What to avoid.", **keep)
+    c = st.columns([3, 2])
+    c[0].selectbox("LoRA", loras, key="g_lora", help="LoRA files in the LoRA folder.", **keep)
+    c[1].slider("LoRA scale", 0.0, 2.0, step=0.05, key="g_lora_scale", **keep)
+    c = st.columns(3)
+    c[0].number_input("Number of images", 1, 16, key="g_num", **keep)
+    c[1].slider("Steps", 1, 150, key="g_steps", **keep)
+    c[2].slider("Guidance scale", 0.0, 20.0, step=0.5, key="g_guidance", **keep)
+    c = st.columns(3)
+    c[0].number_input("Width", MIN_SIDE, MAX_SIDE, step=8, key="g_width", **keep)
+    c[1].number_input("Height", MIN_SIDE, MAX_SIDE, step=8, key="g_height", **keep)
+    c[2].selectbox("Scheduler", sampler_names(), key="g_sampler", **keep)
+    c = st.columns([3, 1, 1], vertical_alignment="bottom")
+    c[0].number_input("Seed", -1, MAX_SEED, key="g_seed", help="-1 picks a random seed (it is recorded).", **keep)
+    c[1].button(":material/casino: Random", on_click=_set_seed, args=(-1,), width="stretch", help="A new random seed each time.")
+    last = st.session_state.get("g_last_seed")
+    c[2].button(
+        ":material/replay: Reuse",
+        on_click=_set_seed,
+        args=(last if last is not None else -1,),
+        disabled=last is None,
+        width="stretch",
+        help=f"The last image's seed ({last})." if last is not None else "Generate once first.",
+    )
+
+
+def _modes() -> None:
+    t2i, i2i, inpaint, outpaint = st.tabs(["Text to image", "Image to image", "Inpaint", "Outpaint"])
+    with t2i:
+        if st.button("Generate", type="primary", key="go-txt2img", width="stretch"):
+            _submit("txt2img")
+    with i2i:
+        image = _upload("Start from this picture", "i2i-image")
+        c = st.columns(2)
+        strength = c[0].slider("Denoising strength", 0.0, 1.0, 0.6, 0.05, key="i2i-strength")
+        resize = c[1].selectbox("Resize mode", ["just-resize", "crop-and-resize", "resize-and-fill"], key="i2i-rm")
+        if image is not None:
+            st.image(image, caption=f"{image.width}×{image.height}", width=320)
+        if st.button("Generate from picture", type="primary", key="go-img2img", disabled=image is None):
+            _submit("img2img", init=InitImage(image, strength, resize))
+    with inpaint:
+        _inpaint_tab()
+    with outpaint:
+        _outpaint_tab()
+
+
+def _inpaint_tab() -> None:
+    from lanskap.images import load_mask
+
+    image = _upload("Picture to repaint", "inp-image")
+    how = st.radio("Mask", ["Draw", "Upload"], horizontal=True, key="inp-how")
+    mask = None
+    if image is not None and how == "Draw":
+        from lanskap.ui.mask_canvas import draw_mask
+
+        mask = draw_mask(image, key="inp-canvas")
+    elif how == "Upload":
+        f = st.file_uploader("Mask (white = repaint)", type=["png", "jpg", "jpeg", "webp", "bmp"], key="inp-mask")
+        mask = try_action(lambda: load_mask(f)) if f is not None else None
+    c = st.columns(4)
+    strength = c[0].slider("Denoising strength", 0.0, 1.0, 0.75, 0.05, key="inp-strength")
+    blur = c[1].slider("Mask blur", 0, 64, 4, key="inp-blur")
+    fill = c[2].selectbox("Masked content", ["original", "fill", "noise"], key="inp-fill")
+    only = c[3].checkbox("Only masked", key="inp-only", help="Work on the masked area at full resolution.")
+    ready = image is not None and mask is not None
+    if st.button("Inpaint", type="primary", key="go-inpaint", disabled=not ready):
+        size = {"width": image.width // 8 * 8, "height": image.height // 8 * 8}
+        _submit(
+            "inpaint",
+            init=InitImage(image, strength),
+            mask=InpaintMask(mask, blur, fill, only),
+            **size,
+        )
+
+
+def _outpaint_tab() -> None:
+    from lanskap.generation.prepare import outpaint_inputs
+
+    image = _upload("Picture to extend", "out-image")
+    c = st.columns(5)
+    margins = {
+        side: c[i].number_input(f"{side.title()} px", 0, 1024, 128 if i < 2 else 0, 8, key=f"o-{side}")
+        for i, side in enumerate(("left", "right", "up", "down"))
+    }
+    overlap = c[4].number_input("Overlap px", 0, 64, 8, key="o-overlap")
+    if st.button("Outpaint", type="primary", key="go-outpaint", disabled=image is None):
+        made = try_action(lambda: outpaint_inputs(image, **margins, overlap=overlap))
+        if made is not None:
+            init, mask = made
+            w, h = init.image.size
+            _submit("outpaint", init=init, mask=mask, width=w // 8 * 8, height=h // 8 * 8)
+
+
+def _results(out: Any) -> None:
+    svc = service()
+    result = out.result
+    st.session_state["g_last_seed"] = result.seeds[0]
+    for notice in result.notices:
+        st.caption(f":material/info: {notice}")
+    st.success(
+        f"{len(out.paths)} image(s) in {result.seconds:.1f}s on {result.device}/{result.dtype}, "
+        f"seed {result.seeds[0]} · saved to the gallery",
+        icon=":material/check_circle:",
+    )
+    cols = st.columns(min(2, len(out.paths)))
+    for i, (path, entry) in enumerate(zip(out.paths, out.entries, strict=True)):
+        with cols[i % len(cols)]:
+            st.image(str(path), caption=f"#{entry.id if entry else '-'} · seed {result.seeds[i]}", width="stretch")
+            if entry is not None and _exists(svc, entry.id):  # it may have been deleted in the gallery since
+                download_buttons(entry, key=f"res-{entry.id}")
+
+
+def _exists(svc: Any, entry_id: int) -> bool:
+    from lanskap.errors import LanskapError
+
+    try:
+        svc.gallery.get(entry_id)
+    except LanskapError:
+        return False
+    return True
+
+
+def page() -> None:
+    svc = service()
+    info = svc.engine.info()
+    state = "loaded" if info["loaded"] else "loads with the first job"
+    lines = f"**Base model:** `{info['model']}` ({state}) · {info['device']}/{info['dtype']}"
+    if info.get("tiny"):
+        lines += " · :material/warning: tiny random-weight model: images are noise that prove the flow"
+    st.markdown(lines)
+    left, right = st.columns([5, 4], gap="large")
+    with left:
+        _inputs(svc)
+        _modes()
+    with right:
+        st.subheader("Result")
+        job_id = st.session_state.get("g_job")
+        if not job_id:
+            st.caption("Your images appear here, and in the gallery.")
+        job_panel(job_id, "gen", _results)

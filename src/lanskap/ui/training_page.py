@@ -1,0 +1,178 @@
+"""Training page: start a LoRA run from a prepared dataset with a preset, watch it live, stop or resume it.
+
+The run itself is ``lanskap.training.train`` in the Service's queue; this page
+only reads what the trainer writes (``metrics.jsonl``, validation images,
+checkpoints), so it also shows runs started from the CLI into the same folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lanskap.ui.common import job_panel, service, try_action
+
+
+def _active_training(svc: Any, name: str) -> Any:
+    for job in [svc.queue.current, *svc.queue.pending()]:
+        if job is not None and job.kind == "train" and job.label == f"train {name}":
+            return job
+    return None
+
+
+def _start_form(svc: Any) -> None:
+    from lanskap.training import build_config
+    from lanskap.training.config import PRESETS
+
+    datasets = svc.datasets()
+    with st.form("train-start", border=True):
+        st.markdown("**Start a LoRA training run**")
+        choices = [str(p) for p in datasets]
+        c = st.columns([3, 2])
+        picked = c[0].selectbox(
+            "Prepared dataset",
+            choices or ["(none found)"],
+            help=f"Folders made by 'lanskap dataset prepare' under {svc.settings.datasets_dir}.",
+        )
+        path = c[1].text_input("…or a dataset path", placeholder="/data/my-set")
+        c = st.columns(4)
+        name = c[0].text_input("Run name", value="my-landscape-lora", help="Also the LoRA's name in Generate.")
+        preset = c[1].selectbox("Preset", list(PRESETS), help="default: ~50 images; thesis: the thesis's run.")
+        steps = c[2].number_input("Steps", 1, 100_000, 1500)
+        rank = c[3].number_input("LoRA rank", 1, 256, 16)
+        c = st.columns(4)
+        lr = c[0].number_input("Learning rate", 1e-6, 1e-2, 1e-4, step=1e-5, format="%.0e")
+        resolution = c[1].number_input("Resolution (0 = model's)", 0, 2048, 0, step=64)
+        every = c[2].number_input("Checkpoint every", 1, 100_000, 500, help="Also when validation images render.")
+        val_steps = c[3].number_input("Validation steps", 1, 150, 25)
+        prompt = st.text_input("Validation prompt (empty = the thesis prompt)")
+        go = st.form_submit_button("Start training", type="primary")
+    if not go:
+        return
+    data = path.strip() or (picked if choices else "")
+    overrides = {
+        "data": data,
+        "max_train_steps": int(steps),
+        "rank": int(rank),
+        "learning_rate": float(lr),
+        "resolution": int(resolution) or None,
+        "checkpointing_steps": int(every),
+        "validation_inference_steps": int(val_steps),
+        "validation_prompt": [prompt] if prompt.strip() else None,
+        "output_name": name,
+    }
+
+    def submit() -> Any:
+        if not data:
+            from lanskap.errors import LanskapError
+
+            raise LanskapError("choose a prepared dataset or type its path")
+        return svc.submit_training(build_config(preset, None, overrides), name)
+
+    job = try_action(submit)
+    if job is not None:
+        st.session_state["tr_run"] = name
+        st.toast(f"Training {name} queued.", icon=":material/model_training:")
+
+
+def _resume(svc: Any, run: Any) -> None:
+    from lanskap.training import build_config
+    from lanskap.training.trainer import CONFIG_FILE
+
+    def submit() -> Any:
+        cfg = build_config(None, run.path / CONFIG_FILE, {})
+        return svc.submit_training(cfg, run.name, resume=True)
+
+    if try_action(submit) is not None:
+        st.toast(f"Resuming {run.name}.", icon=":material/play_arrow:")
+
+
+def _show_run(svc: Any, run: Any) -> None:
+    from lanskap.training.monitor import MetricsLog
+
+    job = _active_training(svc, run.name)
+    total = run.max_steps or 0
+    state = "running" if job and job.state == "running" else "waiting in the queue" if job else None
+    if state is None:
+        state = "finished" if run.finished else f"stopped at step {run.steps_done}" if run.steps_done else "not started"
+    st.markdown(f"**{run.name}** · {state} · step {run.steps_done} of {total or '?'} · `{run.path}`")
+    if total:
+        st.progress(min(1.0, run.steps_done / total))
+    c = st.columns(4)
+    if job is not None:
+        if c[0].button(":material/stop: Stop", key="tr-stop", help="Saves a checkpoint at the next step; resume later."):
+            svc.queue.cancel(job.id)
+            st.toast("Stopping after this step; a checkpoint is saved.", icon=":material/stop_circle:")
+    elif (
+        not run.finished
+        and run.checkpoints
+        and c[0].button(":material/play_arrow: Resume", key="tr-resume", type="primary", help="From the latest checkpoint.")
+    ):
+        _resume(svc, run)
+        st.rerun()
+    rows = MetricsLog(run.path).read()
+    losses = [r for r in rows if "loss" in r]
+    if losses:
+        ema, smooth = None, []
+        for r in losses:
+            ema = r["loss"] if ema is None else 0.9 * ema + 0.1 * r["loss"]
+            smooth.append(ema)
+        st.line_chart(
+            {"loss": [r["loss"] for r in losses], "loss (EMA 0.9)": smooth},
+            x_label="step",
+            y_label="loss",
+            height=260,
+        )
+        last = losses[-1]
+        st.caption(f"step {last['step']}: loss {last['loss']:.4f}, learning rate {last.get('lr', 0):.2e}")
+    folders = sorted(
+        (p for p in (run.path / "validation").glob("step-*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:])
+    )
+    if folders:
+        latest = folders[-1]
+        shots = sorted(latest.glob("*.png"))
+        label = "the base model" if latest.name == "step-0" else latest.name.replace("-", " ")
+        st.markdown(f"**Validation images** ({label})")
+        cols = st.columns(max(1, min(4, len(shots))))
+        for i, shot in enumerate(shots):
+            cols[i % len(cols)].image(str(shot), caption=shot.stem, width="stretch")
+    for picture, caption in (("loss.png", "Loss curve"), ("validation_grid.png", "Validation images over the run")):
+        if (run.path / picture).is_file() and run.finished:
+            st.image(str(run.path / picture), caption=caption)
+
+
+def page() -> None:
+    svc = service()
+    _start_form(svc)
+    runs = svc.training_runs()
+    if not runs:
+        st.info("No training runs yet. Prepare a dataset with 'lanskap dataset prepare', then start one above.")
+        return
+    names = [r.name for r in runs]
+    current = st.session_state.get("tr_run")
+    index = names.index(current) if current in names else 0
+    name = st.selectbox("Run", names, index=index, key="tr_pick")
+    st.session_state["tr_run"] = name
+    run = next(r for r in runs if r.name == name)
+    live = _active_training(svc, name) is not None
+
+    @st.fragment(run_every=2 if live else None)
+    def watch() -> None:
+        fresh = next((r for r in svc.training_runs() if r.name == name), run)
+        if live and _active_training(svc, name) is None:
+            st.rerun()  # finished: redraw the whole page without polling
+        _show_run(svc, fresh)
+
+    watch()
+    finished = [j for j in svc.queue.recent(20) if j.kind == "train" and j.label == f"train {name}"]
+    if finished:
+        job_panel(finished[0].id, "tr-job", lambda out: _published(out))
+
+
+def _published(out: Any) -> None:
+    if getattr(out, "published", None):
+        st.success(f"LoRA ready: {Path(out.published).stem} is now in the Generate page's LoRA list.", icon=":material/celebration:")
+    elif out.result.interrupted:
+        st.info("Stopped; the latest checkpoint is saved, so Resume continues from it.", icon=":material/pause_circle:")
