@@ -86,7 +86,8 @@ def job_panel(job_id: str | None, key: str, show_result: Callable[[Any], None], 
                 st.rerun()  # the whole page, so the result replaces the progress
             if j.state == "queued":
                 pos = svc.queue.position(j)
-                st.info(f"Waiting in the queue: number {pos} in line. Only one model job runs at a time.", icon=":material/hourglass_top:")
+                wait = f"Waiting in the queue: number {pos} in line. Only one model job runs at a time."
+                st.info(wait, icon=":material/hourglass_top:")
             else:
                 frac = min(1.0, j.step / j.total) if j.total else 0.0
                 text = j.message or "starting…"

@@ -97,7 +97,10 @@ def _show(folder: Path) -> None:
     if html.is_file():
         c = st.columns([1, 3])
         c[0].download_button(
-            ":material/download: report.html", data=html.read_bytes(), file_name=f"{folder.name}-report.html", mime="text/html"
+            ":material/download: report.html",
+            data=html.read_bytes(),
+            file_name=f"{folder.name}-report.html",
+            mime="text/html",
         )
         with st.expander("Full report (side by side images, details)"):
             st.components.v1.html(html.read_text(encoding="utf-8"), height=900, scrolling=True)

@@ -66,7 +66,8 @@ def _confirm_delete(g: Any) -> None:
         return
     what = f"image #{ids[0]}" if len(ids) == 1 else f"{len(ids)} images"
     with st.container(border=True):
-        st.warning(f"Delete {what}? The file and its gallery record are removed; this can't be undone.", icon=":material/delete:")
+        question = f"Delete {what}? The file and its gallery record are removed; this can't be undone."
+        st.warning(question, icon=":material/delete:")
         c = st.columns([1, 1, 4])
         if c[0].button("Yes, delete", type="primary", key="gl-yes"):
             removed = try_action(lambda: g.delete(ids))
@@ -91,9 +92,9 @@ def _detail(g: Any, entry_id: int) -> None:
         left, right = st.columns([3, 2], gap="large")
         left.image(str(e.path), caption=f"#{e.id} · {e.width}×{e.height} · seed {e.seed}", width="stretch")
         with right:
-            st.markdown(f"**Prompt:** {e.prompt}")
+            st.markdown(f"**Prompt:** {_cell(e.prompt)}")
             if e.negative_prompt:
-                st.markdown(f"**Negative prompt:** {e.negative_prompt}")
+                st.markdown(f"**Negative prompt:** {_cell(e.negative_prompt)}")
             loras = ", ".join(f"{lo['name']} × {lo['scale']:g}" for lo in e.loras) or "none"
             rows = {
                 "Seed": e.seed,
@@ -108,7 +109,8 @@ def _detail(g: Any, entry_id: int) -> None:
                 "Created": e.created,
                 "Made by": e.source,
             }
-            st.table({"": list(rows), "value": [str(v) for v in rows.values()]}, hide_index=True)
+            table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows.items())
+            st.markdown("| | |\n|---|---|\n" + table)
             with st.expander("A1111 parameters (infotext)"):
                 st.code(e.infotext or "", language=None, wrap_lines=True)
             if st.button(":material/tune: Use these settings", key="gl-use", type="primary", width="stretch"):
@@ -121,6 +123,14 @@ def _detail(g: Any, entry_id: int) -> None:
             if c[1].button("Close", key="gl-close", width="stretch"):
                 st.session_state["gl_open"] = None
                 st.rerun()
+
+
+def _cell(value: object) -> str:
+    """A value for a markdown table cell: no pipes or newlines, markdown characters escaped."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    for ch in "*_`[]<>":
+        text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def _open(entry_id: int) -> None:
@@ -140,7 +150,7 @@ def _grid(entries: list[Any]) -> None:
             st.caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed}\n\n{prompt}")
             c = st.columns(2, vertical_alignment="center")
             c[0].checkbox("Select", key=f"sel-{e.id}", persist_state="session")
-            c[1].button("Open", key=f"open-{e.id}", on_click=_open, args=(e.id,), width="stretch")
+            c[1].button("Details", key=f"open-{e.id}", on_click=_open, args=(e.id,), width="stretch")
 
 
 def page() -> None:
@@ -149,7 +159,8 @@ def page() -> None:
 
     g = service().gallery
     if g.query(limit=0)[1] == 0:
-        st.info("No images yet. Generate your first landscape and it will be kept here.", icon=":material/photo_library:")
+        empty = "No images yet. Generate your first landscape and it will be kept here."
+        st.info(empty, icon=":material/photo_library:")
         if st.button("Go and generate", type="primary", key="gl-go"):
             st.switch_page(nav.page("generate"))
         return

@@ -119,9 +119,9 @@ def _inputs(svc: Any) -> None:
     c[0].number_input("Width", MIN_SIDE, MAX_SIDE, step=8, key="g_width", **keep)
     c[1].number_input("Height", MIN_SIDE, MAX_SIDE, step=8, key="g_height", **keep)
     c[2].selectbox("Scheduler", sampler_names(), key="g_sampler", **keep)
-    c = st.columns([3, 1, 1], vertical_alignment="bottom")
+    c = st.columns([2, 1, 1], vertical_alignment="bottom")
     c[0].number_input("Seed", -1, MAX_SEED, key="g_seed", help="-1 picks a random seed (it is recorded).", **keep)
-    c[1].button(":material/casino: Random", on_click=_set_seed, args=(-1,), width="stretch", help="A new random seed each time.")
+    c[1].button(":material/casino: Random", on_click=_set_seed, args=(-1,), width="stretch", help="New seed each time.")
     last = st.session_state.get("g_last_seed")
     c[2].button(
         ":material/replay: Reuse",
@@ -203,7 +203,6 @@ def _outpaint_tab() -> None:
 def _results(out: Any) -> None:
     svc = service()
     result = out.result
-    st.session_state["g_last_seed"] = result.seeds[0]
     for notice in result.notices:
         st.caption(f":material/info: {notice}")
     st.success(
@@ -237,13 +236,17 @@ def page() -> None:
     if info.get("tiny"):
         lines += " · :material/warning: tiny random-weight model: images are noise that prove the flow"
     st.markdown(lines)
+    shown = st.session_state.get("g_job")
+    finished = next((j for j in svc.queue.recent(50) if j.id == shown and j.result is not None), None)
+    if finished is not None:  # before the inputs, so "Reuse" offers this job's seed
+        st.session_state["g_last_seed"] = finished.result.result.seeds[0]
     left, right = st.columns([5, 4], gap="large")
     with left:
         _inputs(svc)
         _modes()
     with right:
         st.subheader("Result")
-        job_id = st.session_state.get("g_job")
+        job_id = st.session_state.get("g_job")  # read after the buttons: a click just now sets it
         if not job_id:
             st.caption("Your images appear here, and in the gallery.")
         job_panel(job_id, "gen", _results)

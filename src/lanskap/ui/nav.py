@@ -1,39 +1,31 @@
-"""The app's pages in one place, so any page can switch to another (``st.switch_page(nav.page(...))``)."""
+"""The app's pages in one place, so any page can switch to another (``st.switch_page(nav.page(...))``).
+
+Each page is a small script in ``pages/`` that runs its module's ``page()``;
+files rather than callables so that ``st.switch_page`` and AppTest can name them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 
 import streamlit as st
 
-from lanskap.ui.common import guarded
-
-#: name -> (title, icon); the name is also the URL path.
+#: name -> (title, icon); the name is also the URL path and the script's name.
 PAGES: dict[str, tuple[str, str]] = {
     "generate": ("Generate", ":material/brush:"),
     "gallery": ("Gallery", ":material/photo_library:"),
     "training": ("Training", ":material/model_training:"),
     "evaluation": ("Evaluation", ":material/analytics:"),
 }
-
-
-def _body(name: str) -> Callable[[], None]:
-    from lanskap.ui import evaluation_page, gallery_page, generate_page, training_page
-
-    module = {
-        "generate": generate_page,
-        "gallery": gallery_page,
-        "training": training_page,
-        "evaluation": evaluation_page,
-    }[name]
-    return guarded(module.page)
+HERE = Path(__file__).resolve().parent
 
 
 def page(name: str) -> st.Page:
     title, icon = PAGES[name]
+    script = HERE / "pages" / f"{name}.py"
     if name == "generate":  # the default page lives at "/"
-        return st.Page(_body(name), title=title, icon=icon, default=True)
-    return st.Page(_body(name), title=title, icon=icon, url_path=name)
+        return st.Page(script, title=title, icon=icon, default=True)
+    return st.Page(script, title=title, icon=icon, url_path=name)
 
 
 def all_pages() -> list[st.Page]:

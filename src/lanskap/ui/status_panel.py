@@ -22,7 +22,8 @@ def status_panel() -> None:
         device += f" · {mem['gpu_name']}"
     st.caption(f":material/developer_board: {device}")
     st.caption(
-        f":material/memory: process {_mb(mem['process_rss_mb'])} · system {_mb(mem['system_used_mb'])} / {_mb(mem['system_total_mb'])}"
+        f":material/memory: process {_mb(mem['process_rss_mb'])} · "
+        f"system {_mb(mem['system_used_mb'])} / {_mb(mem['system_total_mb'])}"
     )
     if "gpu_used_mb" in mem:
         st.caption(f":material/memory_alt: GPU {_mb(mem['gpu_used_mb'])} / {_mb(mem['gpu_total_mb'])}")

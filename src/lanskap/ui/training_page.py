@@ -102,13 +102,13 @@ def _show_run(svc: Any, run: Any) -> None:
         st.progress(min(1.0, run.steps_done / total))
     c = st.columns(4)
     if job is not None:
-        if c[0].button(":material/stop: Stop", key="tr-stop", help="Saves a checkpoint at the next step; resume later."):
+        if c[0].button(":material/stop: Stop", key="tr-stop", help="Saves a checkpoint at the next step."):
             svc.queue.cancel(job.id)
             st.toast("Stopping after this step; a checkpoint is saved.", icon=":material/stop_circle:")
     elif (
         not run.finished
         and run.checkpoints
-        and c[0].button(":material/play_arrow: Resume", key="tr-resume", type="primary", help="From the latest checkpoint.")
+        and c[0].button(":material/play_arrow: Resume", key="tr-resume", type="primary", help="From the checkpoint.")
     ):
         _resume(svc, run)
         st.rerun()
@@ -173,6 +173,7 @@ def page() -> None:
 
 def _published(out: Any) -> None:
     if getattr(out, "published", None):
-        st.success(f"LoRA ready: {Path(out.published).stem} is now in the Generate page's LoRA list.", icon=":material/celebration:")
+        ready = f"LoRA ready: {Path(out.published).stem} is now in the Generate page's LoRA list."
+        st.success(ready, icon=":material/celebration:")
     elif out.result.interrupted:
         st.info("Stopped; the latest checkpoint is saved, so Resume continues from it.", icon=":material/pause_circle:")

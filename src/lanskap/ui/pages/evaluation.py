@@ -1,0 +1,6 @@
+"""The Evaluation page's script (a file, so st.switch_page and AppTest can address it)."""
+
+from lanskap.ui.common import guarded
+from lanskap.ui.evaluation_page import page
+
+guarded(page)()

@@ -1,0 +1,191 @@
+"""Web-app paths the browser test doesn't take, through Streamlit's AppTest (real pages, real Service, tiny model)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+
+APP = str(REPO / "src" / "lanskap" / "ui" / "app.py")
+
+
+@pytest.fixture
+def app_env(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings as ``lanskap ui`` passes them, and a fresh Service for this test's LANSKAP_HOME."""
+    from lanskap.ui.common import service
+
+    monkeypatch.setenv("LANSKAP_MODEL", str(tiny_sd))
+    monkeypatch.setenv("LANSKAP_LORA_DIRS", str(tiny_lora.parent))
+    monkeypatch.setenv("LANSKAP_UI_PRELOAD", "0")
+    service.clear()
+    yield isolated_home
+    service().queue.shutdown()
+    service.clear()
+
+
+def _app(page: str | None = None) -> AppTest:
+    """A fresh browser session, on ``page`` (generate, gallery, training, evaluation)."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _wait_idle(timeout: float = 120) -> None:
+    from lanskap.ui.common import service
+
+    q = service().queue
+    end = time.time() + timeout
+    while (q.current is not None or q.pending()) and time.time() < end:
+        time.sleep(0.05)
+    assert q.current is None and not q.pending(), "the queue did not drain"
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "warning", "error") for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _small(at: AppTest) -> None:
+    at.number_input(key="g_width").set_value(64)
+    at.number_input(key="g_height").set_value(64)
+    at.slider(key="g_steps").set_value(2)
+
+
+def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_env: Path) -> None:
+    from lanskap.gallery import Gallery
+
+    at = _app()
+    at.button(key="go-txt2img").click().run()
+    assert "Write a prompt first" in _texts(at)  # nothing is queued without a prompt
+    assert Gallery(app_env).query()[1] == 0
+
+    assert at.selectbox(key="g_lora").options == ["(none)", "mist-style"]
+    at.text_area(key="g_prompt").input("ruins in a (misty:1.2) valley")
+    at.selectbox(key="g_lora").set_value("mist-style")
+    at.slider(key="g_lora_scale").set_value(0.7)
+    at.number_input(key="g_seed").set_value(-1)  # random, and recorded
+    _small(at)
+    at.button(key="go-txt2img").click().run()
+    _wait_idle()
+    at.run()
+    assert "saved to the gallery" in _texts(at)
+    (entry,), total = Gallery(app_env).query()
+    assert total == 1 and entry.loras[0]["name"] == "mist-style" and entry.loras[0]["scale"] == 0.7
+    assert entry.prompt == "ruins in a (misty:1.2) valley" and entry.source == "ui"
+    # "Reuse" puts the random seed that was used back in the seed box.
+    at.button[[b.label for b in at.button].index(":material/replay: Reuse")].click().run()
+    assert at.number_input(key="g_seed").value == entry.seed
+
+    # Gallery: open it, "use these settings" fills the Generate page.
+    at.switch_page("pages/gallery.py").run()
+    at.button(key=f"open-{entry.id}").click().run()
+    at.button(key="gl-use").click().run()
+    assert at.text_area(key="g_prompt").value == entry.prompt
+    assert at.selectbox(key="g_lora").value == "mist-style"
+    assert at.slider(key="g_lora_scale").value == pytest.approx(0.7)
+    assert at.number_input(key="g_seed").value == entry.seed
+    assert (at.number_input(key="g_width").value, at.number_input(key="g_height").value) == (64, 64)
+
+
+def _add_images(home: Path, prompts: list[str], size: int = 64) -> list[int]:
+    """Real generations through the core, as the CLI would record them."""
+    from lanskap.config import load_settings
+    from lanskap.gallery import Gallery
+    from lanskap.gallery.record import save_result
+    from lanskap.generation.engine import Engine
+    from lanskap.generation.params import GenerationRequest
+
+    settings = load_settings()
+    engine = Engine(settings=settings)
+    ids = []
+    for i, prompt in enumerate(prompts):
+        side = size if i % 2 == 0 else size + 32
+        result = engine.generate(GenerationRequest(prompt, seed=i, steps=1, width=side, height=size, watermark=False))
+        ids += [e.id for _, e in save_result(result, home / "outputs", "png", Gallery(home), source="cli")]
+    return ids
+
+
+def test_gallery_filters_pages_zip_and_delete_selected(app_env: Path) -> None:
+    import io
+    import json
+    import zipfile
+
+    from lanskap.gallery import Gallery
+
+    prompts = [f"castle number {i}" if i % 3 else f"misty lake number {i}" for i in range(14)]
+    ids = _add_images(app_env, prompts)
+    at = _app("gallery")
+    assert "14 image(s), newest first" in _texts(at)
+    shown = {int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open-")}
+    assert shown == set(sorted(ids, reverse=True)[:12])  # the newest 12 on page 1
+    at.text_input(key="gl_search").input("misty").run()
+    lake_ids = [i for i, p in zip(ids, prompts, strict=True) if "misty" in p]
+    assert f"{len(lake_ids)} image(s)" in _texts(at)
+    assert sorted(int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open-")) == sorted(lake_ids)
+    at.selectbox(key="gl_size").set_value("96×64").run()
+    wide_lakes = [i for i in lake_ids if ids.index(i) % 2 == 1]
+    assert sorted(int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open-")) == sorted(wide_lakes)
+    at.text_input(key="gl_search").input("dragon").run()
+    assert "No images match these filters." in _texts(at)
+    at.text_input(key="gl_search").input("").run()
+    at.selectbox(key="gl_size").set_value("All").run()
+
+    # Select two, download them as a ZIP, then delete them after confirming.
+    pick = sorted(ids, reverse=True)[:2]
+    for i in pick:
+        at.checkbox(key=f"sel-{i}").check().run()
+    assert "2 selected" in _texts(at)
+    zip_button = next(b for b in at.get("download_button") if b.proto.label.startswith(":material/folder_zip:"))
+    assert "ZIP of 2 selected" in zip_button.proto.label
+    from lanskap.gallery.export import zip_bytes
+
+    data = zip_bytes([Gallery(app_env).get(i) for i in pick])
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        rows = json.loads(zf.read("gallery.json"))
+    assert sorted(r["id"] for r in rows) == sorted(pick)
+    at.button(key="gl-del-sel").click().run()
+    assert "Delete 2 images?" in _texts(at)
+    assert Gallery(app_env).query()[1] == 14  # not before the confirmation
+    at.button(key="gl-no").click().run()
+    assert Gallery(app_env).query()[1] == 14
+    at.button(key="gl-del-sel").click().run()
+    at.button(key="gl-yes").click().run()
+    remaining = {e.id for e in Gallery(app_env).query(limit=100)[0]}
+    assert remaining == set(ids) - set(pick)
+    assert Gallery(app_env).check() == {"missing_files": [], "unfinished": []}
+
+
+def test_queue_is_visible_and_a_full_queue_is_a_friendly_message(app_env: Path, monkeypatch) -> None:
+    import threading
+
+    from lanskap.ui.common import service
+
+    monkeypatch.setenv("LANSKAP_UI_MAX_QUEUE", "1")
+    service.clear()
+    svc = service()
+    release = threading.Event()
+    svc.queue.submit("train", "train someone-else", lambda job: release.wait(60))
+    at = _app()
+    at.text_area(key="g_prompt").input("a quiet harbour")
+    _small(at)
+    at.button(key="go-txt2img").click().run()
+    assert "Waiting in the queue: number 1 in line" in _texts(at)
+    other = _app()  # another browser tab: its status panel lists both jobs
+    sidebar = "\n".join(str(c.value) for c in other.sidebar.get("caption"))
+    assert other.sidebar.get("progress")[0].proto.text == "running: train someone-else"
+    assert ":material/deployed_code:" in sidebar and "not loaded" in sidebar
+    assert "1. :material/hourglass_top: txt2img: a quiet harbour" in sidebar
+    at.button(key="go-txt2img").click().run()  # a second one doesn't fit: one place in the queue
+    errors = [e.value for e in at.error]
+    assert any("the queue is full" in e for e in errors), errors
+    release.set()
+    _wait_idle()
+    at.run()
+    assert "saved to the gallery" in _texts(at)

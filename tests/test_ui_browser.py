@@ -1,0 +1,215 @@
+"""The web app end to end: ``lanskap ui`` on 127.0.0.1 with the tiny model, driven in Debian's headless Chromium.
+
+Screenshots of every page go to ``artifacts/ui-screenshots/`` (or ``$LANSKAP_SCREENSHOTS``).
+Without chromium or playwright the test is skipped, unless ``LANSKAP_REQUIRE_BROWSER=1``
+(CI sets it), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+PROMPT = "a castle in the mist above a glowing lake, fantasy landscape"
+
+
+def _need(what: str) -> None:
+    if os.environ.get("LANSKAP_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{what} is required for the web-app test (LANSKAP_REQUIRE_BROWSER=1)")
+    pytest.skip(f"{what} not available")
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    _need("Debian's chromium")
+    raise AssertionError  # unreachable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    folder = Path(os.environ.get("LANSKAP_SCREENSHOTS", REPO / "artifacts" / "ui-screenshots"))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture
+def ui_server(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, tmp_path: Path):
+    """The real ``lanskap ui`` command in a subprocess, with a LoRA in the LoRA folder."""
+    loras = isolated_home / "loras"
+    loras.mkdir(parents=True)
+    shutil.copy(tiny_lora, loras / tiny_lora.name)
+    port = _free_port()
+    log = (tmp_path / "ui.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lanskap.cli.main", "ui", "--port", str(port), "--model", str(tiny_sd)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "LANSKAP_HOME": str(isolated_home)},
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "ui.log").read_text())
+            time.sleep(0.5)
+        else:
+            raise AssertionError("lanskap ui did not start:\n" + (tmp_path / "ui.log").read_text())
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+        log.close()
+
+
+def test_generate_find_download_delete_in_a_real_browser(ui_server: str, isolated_home: Path, screenshots: Path):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("the playwright package")
+    chromium = _chromium()
+    from lanskap.gallery import Gallery
+    from lanskap.generation.output import read_infotext
+
+    downloads = screenshots.parent / "ui-downloads"
+    shutil.rmtree(downloads, ignore_errors=True)
+    downloads.mkdir()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+        page.set_default_timeout(60_000)
+
+        def shot(name: str) -> None:
+            time.sleep(0.5)  # let Streamlit finish painting
+            page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+
+        try:
+            # 1. Generate page: the base model is shown, and the LoRA folder feeds the dropdown.
+            page.goto(ui_server)
+            page.get_by_label("Prompt", exact=True).wait_for()
+            assert page.get_by_text("Base model:").is_visible()
+            page.get_by_text("tiny-sd").first.wait_for()
+            shot("01-generate")
+            page.get_by_label("Prompt", exact=True).fill(PROMPT)
+            for side in ("Width", "Height"):
+                box = page.get_by_role("spinbutton", name=side)
+                box.fill("64")
+                box.press("Enter")
+            steps = page.get_by_role("slider", name="Steps")
+            steps.focus()
+            steps.press("Home")
+            steps.press("ArrowRight")
+            seed = page.get_by_role("spinbutton", name="Seed")
+            seed.fill("4242")
+            seed.press("Enter")
+            page.get_by_text("tiny-sd · loaded").wait_for()  # the background load job is done
+            page.get_by_role("button", name="Generate", exact=True).click()
+            page.get_by_text("saved to the gallery").wait_for(timeout=180_000)
+            assert page.get_by_text("seed 4242").first.is_visible()
+            shot("02-generated")
+
+            entries, total = Gallery(isolated_home).query()
+            assert total == 1
+            entry = entries[0]
+            assert (entry.prompt, entry.seed, entry.width, entry.height, entry.steps, entry.source) == (
+                PROMPT,
+                4242,
+                64,
+                64,
+                2,
+                "ui",
+            )
+            assert entry.path.is_file()
+
+            # 2. Gallery: the image is there; open it.
+            page.get_by_role("link", name="Gallery").click()
+            page.get_by_text(f"#{entry.id} · 64×64 · seed 4242").wait_for()
+            shot("03-gallery")
+            page.get_by_role("button", name="Details", exact=True).click()
+            page.get_by_role("button", name=re.compile("Use these settings")).wait_for()
+            assert page.get_by_text(PROMPT).first.is_visible()
+            shot("04-gallery-detail")
+
+            # 3. Download as PNG and as JPG, and check both files.
+            files = {}
+            detail_buttons = page.locator("[data-testid=stDownloadButton] button")
+            for fmt in ("PNG", "JPG"):
+                with page.expect_download() as info:
+                    detail_buttons.filter(has_text=re.compile(rf"{fmt}$")).first.click()
+                files[fmt] = downloads / info.value.suggested_filename
+                info.value.save_as(files[fmt])
+            assert files["PNG"].suffix == ".png" and files["JPG"].suffix == ".jpg"
+            assert files["PNG"].read_bytes() == entry.path.read_bytes()
+            with Image.open(files["PNG"]) as im:
+                assert (im.format, im.size) == ("PNG", (64, 64))
+            with Image.open(files["JPG"]) as im:
+                assert (im.format, im.size, im.mode) == ("JPEG", (64, 64), "RGB")
+            for f in files.values():
+                text = read_infotext(f)
+                assert text is not None and text.startswith(PROMPT) and "Seed: 4242" in text
+
+            # 4. Delete, with a confirmation step; the gallery then offers to go and generate.
+            page.get_by_role("button", name=re.compile("Delete…")).click()
+            page.get_by_text("can't be undone").wait_for()
+            shot("05-confirm-delete")
+            assert entry.path.is_file()  # nothing is deleted before the confirmation
+            page.get_by_role("button", name="Yes, delete").click()
+            page.get_by_text("No images yet").wait_for()
+            assert page.get_by_role("button", name="Go and generate").is_visible()
+            shot("06-gallery-empty")
+            assert not entry.path.exists()
+            assert Gallery(isolated_home).query()[1] == 0
+            assert Gallery(isolated_home).check() == {"missing_files": [], "unfinished": []}
+
+            # 5. The other pages render, with their empty states.
+            page.get_by_role("link", name="Training").click()
+            page.get_by_role("button", name="Start training").wait_for()
+            shot("07-training")
+            page.get_by_role("link", name="Evaluation").click()
+            page.get_by_text("No evaluation reports yet").wait_for()
+            shot("08-evaluation")
+        except Exception:
+            shot("zz-failure")  # what the browser showed when it went wrong
+            raise
+        browser.close()
+    names = sorted(p.name for p in screenshots.glob("*.png"))
+    assert names == [n for n in names if not n.startswith("zz")] and len(names) == 8, names
