@@ -189,3 +189,87 @@ def test_queue_is_visible_and_a_full_queue_is_a_friendly_message(app_env: Path, 
     _wait_idle()
     at.run()
     assert "saved to the gallery" in _texts(at)
+
+
+def _wait(predicate, timeout: float = 120, what: str = "condition") -> None:
+    end = time.time() + timeout
+    while not predicate():
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path, tmp_path: Path) -> None:
+    from test_training import write_imagefolder
+
+    from lanskap.ui.common import service
+
+    data = write_imagefolder(tmp_path / "set", n=6)
+    at = _app("training")
+    assert "No training runs yet" in _texts(at)
+    at.text_input(key="tr-path").input(str(data))
+    at.text_input(key="tr-name").input("striped-valley")
+    at.number_input(key="tr-steps").set_value(40)
+    at.number_input(key="tr-rank").set_value(4)
+    at.number_input(key="tr-res").set_value(64)
+    at.number_input(key="tr-every").set_value(5)
+    at.number_input(key="tr-vsteps").set_value(1)
+    at.text_input(key="tr-vprompt").input("a magenta striped landscape")
+    at.button(key="tr-go").click().run()
+    q = service().queue
+    _wait(lambda: q.current is not None and q.current.kind == "train" and q.current.step >= 3, what="3 steps")
+    at.run()
+    assert "striped-valley" in _texts(at) and "running" in _texts(at)
+    at.button(key="tr-stop").click().run()
+    _wait(lambda: q.current is None, what="the stop")
+    at.run()
+    run_dir = app_env / "training" / "striped-valley"
+    stopped = [j for j in q.recent() if j.kind == "train"][0]
+    assert stopped.state == "cancelled" and stopped.result.result.interrupted
+    assert "Stopped; the latest checkpoint is saved" in _texts(at)
+    assert not (app_env / "loras" / "striped-valley.safetensors").exists()
+    steps_at_stop = stopped.result.result.steps
+    assert 3 <= steps_at_stop < 40 and (run_dir / f"checkpoint-{steps_at_stop}").is_dir()
+
+    at.button(key="tr-resume").click().run()
+    _wait(lambda: q.current is None and not q.pending(), timeout=300, what="the resumed run")
+    at.run()
+    done = [j for j in q.recent() if j.kind == "train"][0]
+    assert done.state == "done", done.error
+    assert done.result.result.steps == 40
+    assert "finished" in _texts(at) and "LoRA ready: striped-valley" in _texts(at)
+    assert (app_env / "loras" / "striped-valley.safetensors").is_file()
+    import json
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 41))  # the resume redid no step
+    assert sorted((run_dir / "validation").glob("step-*")), "validation images were rendered"
+    # The new LoRA is offered on the Generate page.
+    gen = _app()
+    assert "striped-valley" in gen.selectbox(key="g_lora").options
+
+
+def test_evaluation_page_lists_and_shows_reports(app_env: Path, tmp_path: Path, models_dir: Path) -> None:
+    from lanskap.config import load_settings
+    from lanskap.evaluation import EvalConfig, evaluate
+    from lanskap.models.tiny_aux import build_clip
+
+    clip = models_dir / "tiny-clip-ui"
+    if not clip.exists():
+        build_clip(clip)
+    real, gen = tmp_path / "real", tmp_path / "gen"
+    from test_training import striped
+
+    for folder, offset in ((real, 0), (gen, 2)):
+        folder.mkdir()
+        for i in range(4):
+            striped(i + offset).save(folder / f"{i}.png")
+    at = _app("evaluation")
+    assert "No evaluation reports yet" in _texts(at)
+    out = app_env / "evaluations" / "20261121-folders"
+    evaluate(EvalConfig(out=out, real=real, generated=[gen], clip_model=str(clip)), load_settings())
+    at = _app("evaluation")
+    assert at.selectbox(key="ev_pick").options == ["20261121-folders"]
+    text = _texts(at)
+    assert "CMMD" in text and "lanskap evaluation" in text
+    table = at.dataframe[0].value
+    assert "CMMD ↓" in table.columns and list(table["N"]) == [4]  # one row per set compared with the real one

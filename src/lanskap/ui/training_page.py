@@ -34,21 +34,22 @@ def _start_form(svc: Any) -> None:
         picked = c[0].selectbox(
             "Prepared dataset",
             choices or ["(none found)"],
+            key="tr-dataset",
             help=f"Folders made by 'lanskap dataset prepare' under {svc.settings.datasets_dir}.",
         )
-        path = c[1].text_input("…or a dataset path", placeholder="/data/my-set")
+        path = c[1].text_input("…or a dataset path", placeholder="/data/my-set", key="tr-path")
         c = st.columns(4)
-        name = c[0].text_input("Run name", value="my-landscape-lora", help="Also the LoRA's name in Generate.")
-        preset = c[1].selectbox("Preset", list(PRESETS), help="default: ~50 images; thesis: the thesis's run.")
-        steps = c[2].number_input("Steps", 1, 100_000, 1500)
-        rank = c[3].number_input("LoRA rank", 1, 256, 16)
+        name = c[0].text_input("Run name", "my-landscape-lora", key="tr-name", help="Also the LoRA's name in Generate.")
+        preset = c[1].selectbox("Preset", list(PRESETS), key="tr-preset", help="default: ~50 images; thesis: its run.")
+        steps = c[2].number_input("Steps", 1, 100_000, 1500, key="tr-steps")
+        rank = c[3].number_input("LoRA rank", 1, 256, 16, key="tr-rank")
         c = st.columns(4)
-        lr = c[0].number_input("Learning rate", 1e-6, 1e-2, 1e-4, step=1e-5, format="%.0e")
-        resolution = c[1].number_input("Resolution (0 = model's)", 0, 2048, 0, step=64)
-        every = c[2].number_input("Checkpoint every", 1, 100_000, 500, help="Also when validation images render.")
-        val_steps = c[3].number_input("Validation steps", 1, 150, 25)
-        prompt = st.text_input("Validation prompt (empty = the thesis prompt)")
-        go = st.form_submit_button("Start training", type="primary")
+        lr = c[0].number_input("Learning rate", 1e-6, 1e-2, 1e-4, step=1e-5, format="%.0e", key="tr-lr")
+        resolution = c[1].number_input("Resolution (0 = model's)", 0, 2048, 0, step=64, key="tr-res")
+        every = c[2].number_input("Checkpoint every", 1, 100_000, 500, key="tr-every", help="And validation images.")
+        val_steps = c[3].number_input("Validation steps", 1, 150, 25, key="tr-vsteps")
+        prompt = st.text_input("Validation prompt (empty = the thesis prompt)", key="tr-vprompt")
+        go = st.form_submit_button("Start training", type="primary", key="tr-go")
     if not go:
         return
     data = path.strip() or (picked if choices else "")
