@@ -273,3 +273,37 @@ def test_evaluation_page_lists_and_shows_reports(app_env: Path, tmp_path: Path, 
     assert "CMMD" in text and "lanskap evaluation" in text
     table = at.dataframe[0].value
     assert "CMMD ↓" in table.columns and list(table["N"]) == [4]  # one row per set compared with the real one
+
+
+def test_ui_refuses_a_public_address_without_allow_remote() -> None:
+    from conftest import assert_one_line_error, run_cli
+
+    proc = run_cli("ui", "--host", "0.0.0.0", "--port", "8599")
+    assert_one_line_error(proc, "refusing to serve the web app on 0.0.0.0", "--allow-remote")
+
+
+def test_a_painted_mask_comes_back_full_size_and_binary() -> None:
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from lanskap.errors import LanskapError
+    from lanskap.ui.mask_canvas import decode_mask, image_data_url
+
+    painted = Image.new("RGB", (100, 60), "black")
+    ImageDraw.Draw(painted).ellipse((20, 10, 60, 50), fill=(200, 200, 200))
+    buf = io.BytesIO()
+    painted.save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    mask = decode_mask(url, (200, 120))  # the browser canvas may be the displayed size; the mask is the picture's
+    assert mask is not None and mask.size == (200, 120) and mask.mode == "L"
+    assert set(mask.getdata()) == {0, 255}
+    assert mask.getpixel((80, 60)) == 255 and mask.getpixel((5, 5)) == 0
+    blank = io.BytesIO()
+    Image.new("L", (10, 10), 0).save(blank, format="PNG")
+    assert decode_mask("data:image/png;base64," + base64.b64encode(blank.getvalue()).decode(), (10, 10)) is None
+    assert decode_mask(None, (10, 10)) is None
+    with pytest.raises(LanskapError, match="PNG"):
+        decode_mask("data:text/html;base64,PGI+", (10, 10))
+    assert image_data_url(Image.new("RGB", (3000, 1000))).startswith("data:image/png;base64,")

@@ -157,6 +157,7 @@ def _inpaint_tab() -> None:
     from lanskap.images import load_mask
 
     image = _upload("Picture to repaint", "inp-image")
+    st.caption("Works at the picture's own size (rounded down to a multiple of 8); Width and Height don't apply.")
     how = st.radio("Mask", ["Draw", "Upload"], horizontal=True, key="inp-how")
     mask = None
     if image is not None and how == "Draw":
