@@ -199,9 +199,8 @@ def _wait(predicate, timeout: float = 120, what: str = "condition") -> None:
 
 
 def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path, tmp_path: Path) -> None:
-    from test_training import write_imagefolder
-
     from lanskap.ui.common import service
+    from test_training import write_imagefolder
 
     data = write_imagefolder(tmp_path / "set", n=6)
     at = _app("training")
@@ -223,7 +222,7 @@ def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path
     _wait(lambda: q.current is None, what="the stop")
     at.run()
     run_dir = app_env / "training" / "striped-valley"
-    stopped = [j for j in q.recent() if j.kind == "train"][0]
+    stopped = next(j for j in q.recent() if j.kind == "train")
     assert stopped.state == "cancelled" and stopped.result.result.interrupted
     assert "Stopped; the latest checkpoint is saved" in _texts(at)
     assert not (app_env / "loras" / "striped-valley.safetensors").exists()
@@ -233,7 +232,7 @@ def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path
     at.button(key="tr-resume").click().run()
     _wait(lambda: q.current is None and not q.pending(), timeout=300, what="the resumed run")
     at.run()
-    done = [j for j in q.recent() if j.kind == "train"][0]
+    done = next(j for j in q.recent() if j.kind == "train")
     assert done.state == "done", done.error
     assert done.result.result.steps == 40
     assert "finished" in _texts(at) and "LoRA ready: striped-valley" in _texts(at)
