@@ -151,3 +151,36 @@ def test_service_refuses_bad_requests_before_queueing(service) -> None:
         from lanskap.training import build_config
 
         service.submit_training(build_config(None, None, {"data": "x"}), "../escape")
+
+
+def test_jobs_wait_for_another_process_holding_the_gpu_lock(service) -> None:
+    """The web app, the API and CLI runs share $LANSKAP_HOME/gpu.lock (flock: released if a process dies)."""
+    import subprocess
+    import sys
+
+    from lanskap.generation.params import GenerationRequest
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from lanskap.gpulock import gpu_lock\n"
+            "with gpu_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+            str(service.settings.home),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        job = service.submit_generation(GenerationRequest("x", seed=1, steps=1, width=64, height=64), source="api")
+        deadline = time.time() + 20
+        while "another lanskap process" not in job.message and time.time() < deadline:
+            time.sleep(0.05)
+        assert job.state == "running" and "waiting for another lanskap process" in job.message
+        time.sleep(0.5)
+        assert not job.wait(0)  # still waiting while the other process holds the GPU
+    finally:
+        holder.kill()  # a dead holder releases the lock
+        holder.wait()
+    assert job.wait(60) and job.state == "done", job.error

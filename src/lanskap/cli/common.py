@@ -40,3 +40,10 @@ def step_bar(quiet: bool, desc: str) -> Iterator:
         yield update
     finally:
         bar.close()
+
+
+def wait_notice() -> None:
+    """Said once when another lanskap process holds the GPU lock (see lanskap.gpulock)."""
+    import typer
+
+    typer.echo("waiting for another lanskap job (web app, API or CLI) to finish with the GPU…", err=True)

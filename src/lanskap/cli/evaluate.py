@@ -138,7 +138,11 @@ def evaluate_cmd(
     quiet_libraries(job.quiet)
     bars = _Bars(job.quiet)
     try:
-        result = evaluate(cfg, settings, events=bars)
+        from lanskap.cli.common import wait_notice
+        from lanskap.gpulock import gpu_lock
+
+        with gpu_lock(settings.home, on_wait=wait_notice):
+            result = evaluate(cfg, settings, events=bars)
     finally:
         bars.close()
     report = result.report

@@ -79,26 +79,13 @@ def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = No
     folder = ensure_writable_dir(opts.out or settings.outputs / mode_folder / date.today().isoformat())
     gallery = None if opts.no_gallery else Gallery(settings.home)
 
-    from lanskap.cli.common import quiet_libraries, step_bar
-    from lanskap.generation.engine import Engine
+    from lanskap.cli.common import quiet_libraries, wait_notice
+    from lanskap.gpulock import gpu_lock
 
     quiet_libraries(opts.quiet)
-    engine = Engine(settings=settings, prediction_type=opts.prediction_type)
-    loaded = engine.load()
-    for notice in loaded.notices:
-        typer.secho(notice, err=True, fg=typer.colors.YELLOW)
-    if replay is not None and replay.model_hash and replay.model_hash != loaded.hash:
-        typer.secho(
-            f"note: the image was made with model hash {replay.model_hash}; {loaded.name} is "
-            f"{loaded.hash}, so pixels will differ",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
-    with step_bar(opts.quiet, "generating") as update:
-        result = engine.generate(request, progress=update)
-    for notice in result.notices[len(loaded.notices) :]:
-        if not opts.quiet:
-            typer.secho(notice, err=True, fg=typer.colors.YELLOW)
+    # One model job at a time, also across processes (the web app, the API, other CLI runs).
+    with gpu_lock(settings.home, on_wait=wait_notice):
+        result = _generate(request, opts, settings, replay)
     saved = save_result(result, folder, fmt, gallery, source="cli")
     paths = [path for path, _ in saved]
     if opts.as_json:
@@ -132,3 +119,27 @@ def require_prompt(prompt: str | None) -> str:
     if not prompt or not prompt.strip():
         raise LanskapError("give a PROMPT")
     return prompt
+
+
+def _generate(request: Any, opts: JobOptions, settings: Any, replay: Any) -> Any:
+    """Load the model and generate with a progress bar (while holding the GPU lock)."""
+    from lanskap.cli.common import step_bar
+    from lanskap.generation.engine import Engine
+
+    engine = Engine(settings=settings, prediction_type=opts.prediction_type)
+    loaded = engine.load()
+    for notice in loaded.notices:
+        typer.secho(notice, err=True, fg=typer.colors.YELLOW)
+    if replay is not None and replay.model_hash and replay.model_hash != loaded.hash:
+        typer.secho(
+            f"note: the image was made with model hash {replay.model_hash}; {loaded.name} is "
+            f"{loaded.hash}, so pixels will differ",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    with step_bar(opts.quiet, "generating") as update:
+        result = engine.generate(request, progress=update)
+    for notice in result.notices[len(loaded.notices) :]:
+        if not opts.quiet:
+            typer.secho(notice, err=True, fg=typer.colors.YELLOW)
+    return result

@@ -72,8 +72,9 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Fine-tune a LoRA on a captioned image set (thesis run: --preset thesis)."""
-    from lanskap.cli.common import quiet_libraries
+    from lanskap.cli.common import quiet_libraries, wait_notice
     from lanskap.config import load_settings
+    from lanskap.gpulock import gpu_lock
     from lanskap.training import build_config, train
 
     quiet_libraries(quiet)
@@ -131,7 +132,9 @@ def train_cmd(
         cfg.validation_prompt = []
     progress = _Progress(quiet)
     try:
-        result = train(cfg, load_settings(device=device), events=progress)
+        settings = load_settings(device=device)
+        with gpu_lock(settings.home, on_wait=wait_notice):
+            result = train(cfg, settings, events=progress)
     finally:
         progress.close()
     if not result.main_process:

@@ -126,6 +126,19 @@ class Service:
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     # -- jobs ----------------------------------------------------------------------------------
+    def _submit(self, kind: str, label: str, work: Any) -> Job:
+        """Queue ``work`` to run under the cross-process GPU lock (another lanskap process may hold it)."""
+        from lanskap.gpulock import gpu_lock
+
+        def locked(job: Job) -> Any:
+            def waiting() -> None:
+                job.message = "waiting for another lanskap process to finish with the GPU"
+
+            with gpu_lock(self.settings.home, on_wait=waiting):
+                return work(job)
+
+        return self.queue.submit(kind, label, locked)
+
     def submit_load(self) -> Job:
         """Load the base model in the background, so the first image doesn't pay for it."""
 
@@ -135,7 +148,7 @@ class Service:
             job.report(1, 1, "loaded")
             return self.engine.info()
 
-        return self.queue.submit("load", f"load {self.engine.model_spec}", work)
+        return self._submit("load", f"load {self.engine.model_spec}", work)
 
     def check_generation(self, request: GenerationRequest) -> GenerationRequest:
         """Validate now, including LoRA names, so a bad request never waits in line."""
@@ -176,7 +189,7 @@ class Service:
             return GenerationOutput(result, [p for p, _ in saved], [e for _, e in saved])
 
         label = f"{request.mode}: {_short(request.prompt)}"
-        return self.queue.submit("generate", label, work)
+        return self._submit("generate", label, work)
 
     def submit_training(self, cfg: Any, name: str, *, resume: bool = False) -> Job:
         """Queue a LoRA training run in ``$LANSKAP_HOME/training/NAME``; on success the LoRA is published."""
@@ -207,7 +220,7 @@ class Service:
                 published = self._publish_lora(result.kohya, name)
             return TrainingOutput(result, published)
 
-        return self.queue.submit("train", f"train {name}", work)
+        return self._submit("train", f"train {name}", work)
 
     def _publish_lora(self, source: Path, name: str) -> Path:
         dest = child(self.settings.default_lora_dir, f"{name}.safetensors", "LoRA name")
@@ -232,7 +245,7 @@ class Service:
 
             return evaluate(cfg, self.settings, events=events, cancel=job.cancel)
 
-        return self.queue.submit("evaluate", f"evaluate → {Path(cfg.out).name}", work)
+        return self._submit("evaluate", f"evaluate → {Path(cfg.out).name}", work)
 
     # -- monitoring ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

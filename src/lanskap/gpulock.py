@@ -1,0 +1,53 @@
+"""One model job at a time across processes: an advisory lock file in ``$LANSKAP_HOME``.
+
+The job queue serialises work inside one server process; this lock extends the
+rule to the web app, the API and CLI commands running side by side, so two of
+them never load SD 2.1 onto the same GPU at once. ``fcntl.flock`` is released by
+the kernel when a process dies, so a crash never leaves it stuck. Where fcntl
+doesn't exist (Windows) the lock is a no-op and only the in-process queue applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = "gpu.lock"
+
+
+@contextlib.contextmanager
+def gpu_lock(home: Path, on_wait: Callable[[], None] | None = None, poll: float = 0.2) -> Iterator[None]:
+    """Hold the lock for the body; call ``on_wait`` once if another process holds it first."""
+    if fcntl is None:
+        yield
+        return
+    path = Path(home) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told and on_wait is not None:
+                    on_wait()
+                    told = True
+                time.sleep(poll)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
