@@ -102,10 +102,14 @@ def test_queue_cancel_waiting_and_running_jobs_and_survives_errors() -> None:
 
 @pytest.fixture
 def service(tiny_sd: Path, isolated_home: Path, tiny_lora: Path):
+    import shutil
+
     from lanskap.config import load_settings
     from lanskap.service import Service
 
-    settings = load_settings(model=str(tiny_sd), lora_dirs=[tiny_lora.parent])
+    (isolated_home / "loras").mkdir(parents=True)
+    shutil.copy(tiny_lora, isolated_home / "loras" / tiny_lora.name)  # only this LoRA in the folder
+    settings = load_settings(model=str(tiny_sd))
     svc = Service(settings, max_pending=3)
     yield svc
     svc.queue.shutdown()

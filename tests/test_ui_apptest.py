@@ -19,7 +19,10 @@ def app_env(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, monkeypatch: py
     from lanskap.ui.common import service
 
     monkeypatch.setenv("LANSKAP_MODEL", str(tiny_sd))
-    monkeypatch.setenv("LANSKAP_LORA_DIRS", str(tiny_lora.parent))
+    import shutil
+
+    (isolated_home / "loras").mkdir(parents=True)
+    shutil.copy(tiny_lora, isolated_home / "loras" / tiny_lora.name)  # the LoRA folder holds just this one
     monkeypatch.setenv("LANSKAP_UI_PRELOAD", "0")
     service.clear()
     yield isolated_home

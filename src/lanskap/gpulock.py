@@ -26,7 +26,9 @@ LOCK_FILE = "gpu.lock"
 @contextlib.contextmanager
 def gpu_lock(home: Path, on_wait: Callable[[], None] | None = None, poll: float = 0.2) -> Iterator[None]:
     """Hold the lock for the body; call ``on_wait`` once if another process holds it first."""
-    if fcntl is None:
+    if fcntl is None or os.environ.get("LOCAL_RANK", "0") != "0":
+        # Under ``accelerate launch`` only the first process of the machine takes the lock: the
+        # others join it in collectives, and waiting on the lock there would deadlock the group.
         yield
         return
     path = Path(home) / LOCK_FILE
