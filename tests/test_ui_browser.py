@@ -243,7 +243,14 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
             for _ in range(3):  # 4 steps: at strength 0.75 that is 3 denoising steps
                 steps.press("ArrowRight")
             page.get_by_role("tab", name="Inpaint").click()
-            page.locator("[role=tabpanel]:visible input[type=file]").first.set_input_files(str(source))
+            for _attempt in range(3):  # a rerun still in flight from the slider can drop the upload; try again
+                uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Picture to repaint")
+                uploader.locator("input[type=file]").set_input_files(str(source))
+                try:
+                    uploader.get_by_text("scene.png").wait_for(timeout=10_000)
+                    break
+                except Exception:
+                    time.sleep(1)
             canvas = page.locator("canvas.lk-view")
             canvas.wait_for()
             page.wait_for_function(
