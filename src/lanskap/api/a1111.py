@@ -1,0 +1,251 @@
+"""AUTOMATIC1111's ``/sdapi/v1`` on top of the Service, so existing A1111 clients work unchanged.
+
+Field names and defaults are A1111's (steps 50, cfg 7, 512×512, seed -1, …).
+Fields lanskap has no equivalent for are accepted and ignored, and the
+response's ``info`` says which ones were ignored, rather than rejecting the
+request as a strict schema would.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field
+
+from lanskap import __version__
+from lanskap.errors import LanskapError
+
+#: A1111's own "nothing set" values; a field at one of these is not worth a warning.
+_QUIET = (None, False, 0, 0.0, -1, "", [], {})
+
+#: A1111 fields lanskap reads (everything else is ignored with a warning unless at a quiet value).
+TXT2IMG_FIELDS = {
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "sampler_name",
+    "sampler_index",
+    "scheduler",
+    "batch_size",
+    "n_iter",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "send_images",
+    "save_images",
+    "override_settings",
+    "override_settings_restore_afterwards",
+    "do_not_save_samples",
+    "do_not_save_grid",
+}
+IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
+    "init_images",
+    "resize_mode",
+    "denoising_strength",
+    "mask",
+    "mask_blur",
+    "mask_blur_x",
+    "mask_blur_y",
+    "inpainting_fill",
+    "inpaint_full_res",
+    "inpaint_full_res_padding",
+    "inpainting_mask_invert",
+    "include_init_images",
+}
+RESIZE_MODES = {0: "just-resize", 1: "crop-and-resize", 2: "resize-and-fill", 3: "just-resize"}
+FILL_MODES = {0: "fill", 1: "original", 2: "noise", 3: "fill"}
+
+
+class Txt2ImgBody(BaseModel):
+    """A1111's StableDiffusionTxt2ImgProcessingAPI (the fields lanskap uses, and anything else)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    sampler_name: str | None = None
+    sampler_index: str = "Euler"
+    scheduler: str | None = None
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=1000)
+    steps: int = Field(50, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0, le=100)
+    width: int = Field(512, ge=64, le=8192)
+    height: int = Field(512, ge=64, le=8192)
+    send_images: bool = True
+    save_images: bool = False
+    override_settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class Img2ImgBody(Txt2ImgBody):
+    """A1111's StableDiffusionImg2ImgProcessingAPI."""
+
+    init_images: list[str] = Field(default_factory=list)
+    resize_mode: int = Field(0, ge=0, le=3)
+    denoising_strength: float = Field(0.75, ge=0, le=1)
+    mask: str | None = None
+    mask_blur: int | None = Field(None, ge=0, le=64)
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    inpainting_fill: int = Field(0, ge=0, le=3)
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = Field(0, ge=0, le=512)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    include_init_images: bool = False
+
+
+class PngInfoBody(BaseModel):
+    image: str
+
+
+def decode_image(data: str, what: str = "image") -> Image.Image:
+    """A base64 picture, bare or as a data URL (A1111 accepts both)."""
+    from lanskap.images import open_image
+
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        raise LanskapError(f"{what} is not valid base64") from None
+    if not raw:
+        raise LanskapError(f"{what} is empty")
+    buf = io.BytesIO(raw)
+    buf.name = what
+    return open_image(buf, what)
+
+
+def encode_png(image: Image.Image, infotext: str | None) -> str:
+    from lanskap.generation.output import encode_image
+
+    return base64.b64encode(encode_image(image, "png", infotext)).decode("ascii")
+
+
+def ignored_fields(body: BaseModel, supported: set[str]) -> list[str]:
+    """Fields the client set to something lanskap can't honour."""
+    given = dict(body.model_extra or {})
+    given.update({k: getattr(body, k) for k in body.model_fields_set})
+    return sorted(k for k, v in given.items() if k not in supported and v not in _QUIET)
+
+
+def sampler_label(body: Txt2ImgBody) -> str:
+    from lanskap.generation.schedulers import get_sampler
+
+    name = body.sampler_name or body.sampler_index or "Euler"
+    return get_sampler(name, body.scheduler).label
+
+
+def build_request(body: Txt2ImgBody, limits: Any, init: Any = None, mask: Any = None) -> Any:
+    """A lanskap GenerationRequest from an A1111 body, within the server's limits."""
+    from lanskap.generation.params import GenerationRequest
+
+    if len(body.prompt) > limits.max_prompt_chars or len(body.negative_prompt) > limits.max_prompt_chars:
+        raise LanskapError(f"prompt too long: at most {limits.max_prompt_chars} characters")
+    images = body.batch_size * body.n_iter
+    if images > limits.max_images:
+        raise LanskapError(f"batch_size x n_iter is {images}; this server allows at most {limits.max_images}")
+    if max(body.width, body.height) > limits.max_side:
+        raise LanskapError(f"width and height must be at most {limits.max_side}")
+    if body.steps > limits.max_steps:
+        raise LanskapError(f"steps must be at most {limits.max_steps}")
+    return GenerationRequest(
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        seed=None if body.seed == -1 else body.seed,
+        steps=body.steps,
+        guidance=body.cfg_scale,
+        width=body.width // 8 * 8,
+        height=body.height // 8 * 8,
+        num_images=images,
+        batch_size=body.batch_size,
+        scheduler=sampler_label(body),
+        init=init,
+        mask=mask,
+    ).validate()
+
+
+def img2img_inputs(body: Img2ImgBody) -> tuple[Any, Any, list[str]]:
+    """InitImage and InpaintMask from A1111's img2img fields, plus warnings for approximations."""
+    from lanskap.generation.params import InitImage, InpaintMask
+    from lanskap.images import to_rgb
+
+    if not body.init_images:
+        raise LanskapError("init_images is empty: give one base64 picture")
+    notes = []
+    if len(body.init_images) > 1:
+        notes.append("only the first of init_images is used")
+    if body.resize_mode == 3:
+        notes.append("resize_mode 3 (latent upscale) is done as 0 (just resize)")
+    image = to_rgb(decode_image(body.init_images[0], "init_images[0]"))
+    init = InitImage(image, body.denoising_strength, RESIZE_MODES[body.resize_mode])
+    if body.mask is None:
+        return init, None, notes
+    mask = decode_image(body.mask, "mask").convert("L")
+    if body.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    if mask.size != image.size:
+        mask = mask.resize(image.size, Image.Resampling.NEAREST)
+        notes.append("the mask was resized to the picture's size")
+    if body.inpainting_fill == 3:
+        notes.append("inpainting_fill 3 (latent nothing) is done as 0 (fill)")
+    blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
+    padding = body.inpaint_full_res_padding
+    return init, InpaintMask(mask, blur, FILL_MODES[body.inpainting_fill], body.inpaint_full_res, padding), notes
+
+
+def response(body: Txt2ImgBody, output: Any, warnings: list[str], started: float) -> dict[str, Any]:
+    """A1111's ``{"images", "parameters", "info"}``; ``info`` is a JSON string, as A1111 sends it."""
+    result = output.result
+    req = result.request
+    n = len(result.images)
+    info = {
+        "prompt": req.prompt,
+        "all_prompts": [req.prompt] * n,
+        "negative_prompt": req.negative_prompt,
+        "all_negative_prompts": [req.negative_prompt] * n,
+        "seed": result.seeds[0],
+        "all_seeds": result.seeds,
+        "subseed": result.seeds[0],
+        "all_subseeds": result.seeds,
+        "subseed_strength": 0,
+        "width": req.width,
+        "height": req.height,
+        "sampler_name": req.scheduler,
+        "cfg_scale": req.guidance,
+        "steps": req.steps,
+        "batch_size": req.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": result.model_name,
+        "sd_model_hash": result.model_hash,
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": req.init.strength if req.init is not None else 0,
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": result.infotexts,
+        "styles": [],
+        "job_timestamp": datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S"),
+        "clip_skip": 1,
+        "is_using_inpainting_conditioning": False,
+        "version": f"lanskap {__version__}",
+        "warnings": warnings,
+        "gallery_ids": output.ids,
+        "loras": [lo.__dict__ for lo in result.loras],
+    }
+    images = [encode_png(im, text) for im, text in zip(result.images, result.infotexts, strict=True)]
+    params = body.model_dump()
+    for key in ("init_images", "mask"):
+        if key in params:
+            params[key] = None  # A1111 echoes the request; pictures are not sent back
+    return {"images": images if body.send_images else [], "parameters": params, "info": json.dumps(info)}

@@ -1,0 +1,218 @@
+"""The HTTP API's safety rules: who may call it, how big and how often.
+
+Written as plain ASGI middleware and a small token bucket because the usual
+packages either buffer the whole body before checking its size (so a huge
+upload is read anyway) or bring a cache server for rate limits; one process
+with one GPU needs neither.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lanskap.errors import LanskapError
+
+#: Paths anyone may call: liveness for load balancers and process managers.
+OPEN_PATHS = ("/health",)
+
+
+@dataclass
+class ServeConfig:
+    """How ``lanskap serve`` exposes the Service; every limit has a safe default."""
+
+    host: str = "127.0.0.1"
+    port: int = 7861
+    api_keys: list[str] = field(default_factory=list)
+    basic_auth: list[tuple[str, str]] = field(default_factory=list)  # A1111's --api-auth user:pass,...
+    max_body_mb: float = 32.0
+    rate_per_minute: int = 120  # per client, every route but /health and /metrics
+    rate_burst: int = 30
+    cors_origins: list[str] = field(default_factory=list)
+    max_queue: int = 8
+    max_prompt_chars: int = 8000
+    max_images: int = 16  # per request: batch_size x n_iter
+    max_side: int = 2048
+    max_steps: int = 150
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.basic_auth)
+
+    def check(self) -> ServeConfig:
+        if not is_loopback(self.host) and not self.auth_enabled:
+            raise LanskapError(
+                f"refusing to listen on {self.host} without authentication: anyone who can reach it could use "
+                "your GPU; add --api-key KEY or --api-auth user:password (or keep the default 127.0.0.1)"
+            )
+        if not 1 <= self.port <= 65535:
+            raise LanskapError(f"--port must be between 1 and 65535, got {self.port}")
+        if self.max_body_mb <= 0 or self.rate_per_minute < 1 or self.rate_burst < 1 or self.max_queue < 1:
+            raise LanskapError("--max-body-mb, --rate-limit, --rate-burst and --max-queue must be positive")
+        for key in self.api_keys:
+            if len(key) < 16:
+                raise LanskapError("an API key must be at least 16 characters long")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_basic_auth(text: str) -> list[tuple[str, str]]:
+    """A1111's ``--api-auth`` format: ``user:password[,user2:password2]``."""
+    pairs = []
+    for item in text.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise LanskapError("--api-auth must look like user:password[,user2:password2]")
+        pairs.append((user, password))
+    return pairs
+
+
+def _eq(a: str, b: str) -> bool:
+    return secrets.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def authenticate(headers: dict[str, str], cfg: ServeConfig) -> str | None:
+    """The caller's identity if its credentials match, else None. Every candidate is compared (constant time)."""
+    who = None
+    auth = headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    key = headers.get("x-api-key", "") or (value.strip() if scheme.lower() == "bearer" else "")
+    if key:
+        for i, candidate in enumerate(cfg.api_keys):
+            if _eq(key, candidate) and who is None:
+                who = f"key{i + 1}"
+    if scheme.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return who
+        for name, secret in cfg.basic_auth:
+            ok_user, ok_pass = _eq(user, name), _eq(password, secret)
+            if ok_user and ok_pass and who is None:
+                who = name
+    return who
+
+
+class TokenBucket:
+    """Per-client request budget: ``rate`` per minute, bursts up to ``burst``."""
+
+    def __init__(self, rate_per_minute: int, burst: int, max_clients: int = 10_000) -> None:
+        self.rate = rate_per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._state: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> float:
+        """0 when the request may go ahead, else the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._state.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._state[client] = (tokens - 1, now)
+                wait = 0.0
+            else:
+                self._state[client] = (tokens, now)
+                wait = (1 - tokens) / self.rate
+            if len(self._state) > self.max_clients:  # forget the quietest clients
+                for k in sorted(self._state, key=lambda k: self._state[k][1])[: self.max_clients // 10]:
+                    del self._state[k]
+            return wait
+
+
+async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    import json
+
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class GuardMiddleware:
+    """Body size limit, authentication and rate limiting, before any route runs."""
+
+    def __init__(self, app: Any, cfg: ServeConfig) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.max_body = int(cfg.max_body_mb * 2**20)
+        self.bucket = TokenBucket(cfg.rate_per_minute, cfg.rate_burst)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.cfg.auth_enabled:
+            who = authenticate(headers, self.cfg)
+            if who is None:
+                challenge = [(b"www-authenticate", b'Basic realm="lanskap"')] if self.cfg.basic_auth else []
+                await _send_json(send, 401, {"detail": "authentication required"}, challenge)
+                return
+            scope.setdefault("state", {})["user"] = who
+        client = (scope.get("client") or ("?", 0))[0]
+        if path != "/metrics":
+            wait = self.bucket.take(scope.get("state", {}).get("user") or client)
+            if wait > 0:
+                retry = str(max(1, int(wait + 0.999))).encode()
+                await _send_json(send, 429, {"detail": "too many requests; slow down"}, [(b"retry-after", retry)])
+                return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _send_json(send, 413, {"detail": f"request body over {self.cfg.max_body_mb:g} MB"}, [])
+            return
+        seen, too_large, replaced = 0, False, False
+
+        async def limited_receive() -> dict[str, Any]:
+            # A chunked body has no Content-Length: count it, and hang up once it passes the limit.
+            nonlocal seen, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal replaced
+            if too_large:  # whatever the app answers to a cut-off body, the client gets a 413
+                if not replaced:
+                    replaced = True
+                    await _send_json(send, 413, {"detail": f"request body over {self.cfg.max_body_mb:g} MB"}, [])
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+            if not replaced:
+                await _send_json(send, 413, {"detail": f"request body over {self.cfg.max_body_mb:g} MB"}, [])
