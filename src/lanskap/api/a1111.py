@@ -106,10 +106,8 @@ class PngInfoBody(BaseModel):
     image: str
 
 
-def decode_image(data: str, what: str = "image") -> Image.Image:
-    """A base64 picture, bare or as a data URL (A1111 accepts both)."""
-    from lanskap.images import open_image
-
+def decode_bytes(data: str, what: str = "image") -> bytes:
+    """The bytes of a base64 picture, bare or as a data URL (A1111 accepts both)."""
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
@@ -118,7 +116,14 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
         raise LanskapError(f"{what} is not valid base64") from None
     if not raw:
         raise LanskapError(f"{what} is empty")
-    buf = io.BytesIO(raw)
+    return raw
+
+
+def decode_image(data: str, what: str = "image") -> Image.Image:
+    """A base64 picture, decoded fully with its EXIF orientation applied."""
+    from lanskap.images import open_image
+
+    buf = io.BytesIO(decode_bytes(data, what))
     buf.name = what
     return open_image(buf, what)
 

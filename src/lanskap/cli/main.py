@@ -33,7 +33,7 @@ def _root(
 
 
 def _register() -> None:
-    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, models, train, ui, watermark
+    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, models, serve, train, ui, watermark
 
     generate.register(app)
     edit.register(app)
@@ -41,6 +41,7 @@ def _register() -> None:
     train.register(app)
     evaluate.register(app)
     ui.register(app)
+    serve.register(app)
     app.add_typer(models.app, name="models")
     app.add_typer(watermark.app, name="watermark")
     app.add_typer(dataset.app, name="dataset")

@@ -229,6 +229,31 @@ class Service:
             atomic_write(dest, lambda fh: shutil.copyfileobj(src, fh))
         return dest
 
+    @property
+    def incoming_dir(self) -> Path:
+        """Where raw image folders wait to be prepared (the API takes folder names, never paths)."""
+        return self.settings.home / "incoming"
+
+    def submit_dataset(self, source: str, name: str, options: Any = None) -> Job:
+        """Queue ``lanskap dataset prepare incoming/SOURCE datasets/NAME`` (captioning uses the GPU)."""
+        from lanskap.data.prepare import PrepareOptions, prepare_dataset
+
+        src = child(self.incoming_dir, source, "source folder")
+        out = child(self.settings.datasets_dir, name, "dataset name")
+        if not src.is_dir():
+            raise LanskapError(f"no folder {source!r} in {self.incoming_dir}")
+        opts = options or PrepareOptions()
+        opts.check()
+
+        def work(job: Job) -> dict[str, Any]:
+            def progress(stage: str, done: int, total: int) -> None:
+                job.report(done, total, f"{stage} {done}/{total}")
+
+            manifest = prepare_dataset(src, out, opts, progress)
+            return {"dataset": name, "path": str(out), "images": len(manifest.get("items", []))}
+
+        return self._submit("dataset", f"dataset {name}", work)
+
     def submit_evaluation(self, cfg: Any) -> Job:
         """Queue an evaluation; the report lands in ``cfg.out`` (default: a timestamped folder)."""
         from lanskap.evaluation import evaluate

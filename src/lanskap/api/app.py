@@ -1,0 +1,223 @@
+"""The FastAPI app behind ``lanskap serve``: A1111's ``/sdapi/v1``, lanskap's ``/api/v1``, health and metrics.
+
+Every route is a thin mapping onto :class:`lanskap.service.Service`: the same
+checks, queue, engine and gallery as the web app. Long jobs are waited for off
+the event loop, so one slow generation never blocks ``/progress`` or ``/health``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from lanskap import __version__
+from lanskap.api import a1111
+from lanskap.api.observability import AccessMiddleware, Metrics, setup_access_log
+from lanskap.api.security import GuardMiddleware, ServeConfig
+from lanskap.errors import LanskapError, QueueFullError
+
+
+def _queue_depth(service: Any) -> float:
+    return len(service.queue.pending()) + (1 if service.queue.current is not None else 0)
+
+
+def create_app(service: Any, cfg: ServeConfig) -> Any:
+    """The ASGI app: FastAPI routes wrapped in the guard (auth, size, rate) and the access log."""
+    setup_access_log()
+    metrics = Metrics(lambda: _queue_depth(service))
+    api = FastAPI(
+        title="lanskap",
+        version=__version__,
+        description="Fantasy-landscape concept art with SD 2.1 + LoRA. A1111-compatible under /sdapi/v1.",
+    )
+    options: dict[str, Any] = {"samples_format": "png"}
+
+    @api.exception_handler(LanskapError)
+    async def _user_error(request: Request, exc: LanskapError) -> JSONResponse:
+        if isinstance(exc, QueueFullError):
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    async def run(job: Any) -> Any:
+        await anyio.to_thread.run_sync(job.wait)
+        if job.state == "failed":
+            metrics.errors.labels(f"job_{job.kind}").inc()
+            raise HTTPException(500, detail=job.error or "the job failed")
+        return job
+
+    async def generate(body: a1111.Txt2ImgBody, init: Any, mask: Any, notes: list[str]) -> dict[str, Any]:
+        started = time.time()
+        warnings = [f"ignored unsupported field {name!r}" for name in a1111.ignored_fields(body, _supported(body))]
+        request = a1111.build_request(body, cfg, init, mask)
+        fmt = str(options.get("samples_format", "png"))
+        job = service.submit_generation(request, source="api", fmt=fmt)
+        await run(job)
+        metrics.generation.observe(time.time() - started)
+        if job.result is None:  # interrupted before any image was finished
+            info = {"interrupted": True, "warnings": [*notes, *warnings, "interrupted"]}
+            return {"images": [], "parameters": body.model_dump(exclude={"init_images", "mask"}), "info": _json(info)}
+        return a1111.response(body, job.result, [*notes, *warnings], started)
+
+    # -- A1111 -------------------------------------------------------------------------------------
+    @api.post("/sdapi/v1/txt2img", tags=["A1111"])
+    async def txt2img(body: a1111.Txt2ImgBody) -> dict[str, Any]:
+        return await generate(body, None, None, [])
+
+    @api.post("/sdapi/v1/img2img", tags=["A1111"])
+    async def img2img(body: a1111.Img2ImgBody) -> dict[str, Any]:
+        init, mask, notes = a1111.img2img_inputs(body)
+        return await generate(body, init, mask, notes)
+
+    @api.get("/sdapi/v1/sd-models", tags=["A1111"])
+    async def sd_models() -> list[dict[str, Any]]:
+        info = service.engine.info()
+        short = info["model_hash"]
+        name = str(info["model"])
+        return [
+            {
+                "title": f"{name} [{short}]" if short else name,
+                "model_name": name,
+                "hash": short,
+                "sha256": None,
+                "filename": str(service.settings.model),
+                "config": None,
+            }
+        ]
+
+    @api.get("/sdapi/v1/loras", tags=["A1111"])
+    async def loras() -> list[dict[str, Any]]:
+        from lanskap.generation.lora import list_loras
+
+        return [{"name": p.stem, "alias": p.stem, "path": str(p), "metadata": {}} for p in list_loras(service.settings)]
+
+    @api.get("/sdapi/v1/samplers", tags=["A1111"])
+    async def samplers() -> list[dict[str, Any]]:
+        from lanskap.generation.schedulers import SAMPLERS
+
+        names: dict[str, list[str]] = {}
+        for s in SAMPLERS:
+            names.setdefault(s.name, []).append(s.label)
+        return [{"name": n, "aliases": labels, "options": {}} for n, labels in names.items()]
+
+    @api.get("/sdapi/v1/schedulers", tags=["A1111"])
+    async def schedulers() -> list[dict[str, Any]]:
+        return [
+            {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False},
+            {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False},
+        ]
+
+    @api.get("/sdapi/v1/options", tags=["A1111"])
+    async def get_options() -> dict[str, Any]:
+        return {"sd_model_checkpoint": (await sd_models())[0]["title"], **options}
+
+    @api.post("/sdapi/v1/options", tags=["A1111"])
+    async def set_options(body: dict[str, Any]) -> dict[str, Any]:
+        from lanskap.generation.output import check_format
+
+        notes = []
+        for key, value in body.items():
+            if key == "sd_model_checkpoint":
+                current = (await sd_models())[0]
+                if value not in (current["title"], current["model_name"]):
+                    raise LanskapError(
+                        f"this server runs one base model ({current['model_name']}); restart it with --model to change"
+                    )
+            elif key == "samples_format":
+                options[key] = check_format(str(value))
+            else:
+                options[key] = value
+                notes.append(f"option {key!r} is stored but has no effect in lanskap")
+        return {"warnings": notes}
+
+    @api.get("/sdapi/v1/progress", tags=["A1111"])
+    async def progress(skip_current_image: bool = False) -> dict[str, Any]:
+        job = service.queue.current
+        waiting = len(service.queue.pending())
+        if job is None:
+            state = {"skipped": False, "interrupted": False, "job": "", "job_count": waiting, "job_timestamp": "0"}
+            state.update(job_no=0, sampling_step=0, sampling_steps=0)
+            return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
+        frac = min(1.0, job.step / job.total) if job.total else 0.0
+        return {
+            "progress": frac,
+            "eta_relative": job.eta or 0.0,
+            "state": {
+                "skipped": False,
+                "interrupted": job.cancel.is_set(),
+                "job": job.id,
+                "job_count": waiting + 1,
+                "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)),
+                "job_no": 0,
+                "sampling_step": job.step,
+                "sampling_steps": job.total,
+            },
+            "current_image": None,
+            "textinfo": job.message or None,
+        }
+
+    @api.post("/sdapi/v1/interrupt", tags=["A1111"])
+    async def interrupt() -> dict[str, Any]:
+        job = service.queue.current
+        if job is not None:
+            service.queue.cancel(job.id)
+        return {"interrupted": job.id if job is not None else None}
+
+    @api.post("/sdapi/v1/png-info", tags=["A1111"])
+    async def png_info(body: a1111.PngInfoBody) -> dict[str, Any]:
+        import io
+
+        from PIL import Image
+
+        from lanskap.generation.infotext import parse_infotext
+        from lanskap.generation.output import read_infotext
+
+        raw = a1111.decode_bytes(body.image)
+        text = read_infotext(io.BytesIO(raw)) or ""  # type: ignore[arg-type]  # Image.open takes files too
+        with Image.open(io.BytesIO(raw)) as image:
+            items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+    # -- lanskap's own API ---------------------------------------------------------------------------
+    from lanskap.api.native import register
+
+    register(api, service, cfg)
+
+    # -- operations --------------------------------------------------------------------------------
+    @api.get("/health", tags=["operations"])
+    async def health() -> dict[str, Any]:
+        info = service.engine.info()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": info["model"],
+            "model_loaded": info["loaded"],
+            "device": info["device"],
+            "queue_depth": _queue_depth(service),
+        }
+
+    @api.get("/metrics", tags=["operations"])
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if cfg.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        api.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["*"], allow_headers=["*"])
+    app = GuardMiddleware(api, cfg)
+    return AccessMiddleware(app, metrics)
+
+
+def _supported(body: Any) -> set[str]:
+    return a1111.IMG2IMG_FIELDS if isinstance(body, a1111.Img2ImgBody) else a1111.TXT2IMG_FIELDS
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj)

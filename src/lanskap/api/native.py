@@ -1,0 +1,194 @@
+"""lanskap's own API under ``/api/v1``: the gallery, and dataset, training and evaluation jobs.
+
+Clients name things (datasets, runs, LoRAs, incoming folders); the Service turns
+checked names into paths inside ``$LANSKAP_HOME``, so no request can reach a
+path of its choosing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from lanskap.errors import LanskapError
+
+
+class DatasetJob(BaseModel):
+    source: str = Field(description="A folder name in $LANSKAP_HOME/incoming")
+    name: str = Field(description="The new dataset's name in $LANSKAP_HOME/datasets")
+    captioner: str = "none"
+    min_side: int = Field(512, ge=1, le=8192)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    enrich: bool = False
+
+
+class TrainingJob(BaseModel):
+    dataset: str = Field(description="A dataset name in $LANSKAP_HOME/datasets")
+    name: str = Field(description="The run (and LoRA) name")
+    preset: Literal["default", "thesis"] = "default"
+    max_train_steps: int | None = Field(None, ge=1, le=100_000)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    rank: int | None = Field(None, ge=1, le=256)
+    resolution: int | None = Field(None, ge=64, le=2048)
+    checkpointing_steps: int | None = Field(None, ge=1)
+    validation_prompt: list[str] | None = None
+    resume: bool = False
+
+
+class EvaluationJob(BaseModel):
+    dataset: str
+    lora: str | None = None
+    lora_scale: float = Field(1.0, ge=-10, le=10)
+    limit: int | None = Field(None, ge=1)
+    steps: int = Field(25, ge=1, le=150)
+    clip_model: str | None = None
+    inception_model: str | None = None
+
+
+class ExportBody(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+    format: Literal["png", "jpg", "webp"] | None = None
+
+
+def _job(job: Any) -> dict[str, Any]:
+    out = job.to_dict()
+    result = job.result
+    if job.kind == "generate" and result is not None:
+        out["result"] = {"gallery_ids": result.ids, "seeds": result.result.seeds}
+    elif job.kind == "train" and result is not None:
+        r = result.result
+        lora = result.published.stem if result.published else None
+        out["result"] = {"steps": r.steps, "interrupted": r.interrupted, "lora": lora}
+    elif job.kind == "evaluate" and result is not None:
+        out["result"] = {"report": str(result.json_path), "verdict": result.report.get("verdict", [])}
+    elif isinstance(result, dict):
+        out["result"] = result
+    return out
+
+
+def register(api: FastAPI, service: Any, cfg: Any) -> None:
+    """Add the ``/api/v1`` routes for ``service`` to ``api``."""
+    from lanskap.names import check_name
+
+    gallery = service.gallery
+
+    @api.get("/api/v1/gallery", tags=["gallery"])
+    async def gallery_list(
+        search: str | None = Query(None, max_length=500),
+        lora: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        entries, total = gallery.query(
+            search, lora=lora, width=width, height=height, since=since, until=until, limit=limit, offset=offset
+        )
+        return {"total": total, "items": [_entry(e) for e in entries]}
+
+    @api.get("/api/v1/gallery/{image_id}", tags=["gallery"])
+    async def gallery_get(image_id: int) -> dict[str, Any]:
+        return _entry(_get(image_id))
+
+    @api.get("/api/v1/gallery/{image_id}/image", tags=["gallery"])
+    async def gallery_image(image_id: int, format: Literal["png", "jpg", "webp"] | None = None) -> Response:
+        from lanskap.gallery.export import image_bytes
+
+        data, name = image_bytes(_get(image_id), format)
+        media = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+        kind = media[name.rsplit(".", 1)[-1].lower()]
+        return Response(data, media_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @api.delete("/api/v1/gallery/{image_id}", tags=["gallery"])
+    async def gallery_delete(image_id: int) -> dict[str, Any]:
+        _get(image_id)
+        return {"deleted": gallery.delete([image_id])}
+
+    @api.post("/api/v1/gallery/export", tags=["gallery"])
+    async def gallery_export(body: ExportBody) -> Response:
+        from lanskap.gallery.export import zip_bytes
+
+        data = zip_bytes([_get(i) for i in body.ids], body.format)
+        return Response(
+            data, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="lanskap.zip"'}
+        )
+
+    def _get(image_id: int) -> Any:
+        try:
+            return gallery.get(image_id)
+        except LanskapError as exc:
+            from fastapi import HTTPException
+
+            raise HTTPException(404, detail=str(exc)) from None
+
+    def _entry(e: Any) -> dict[str, Any]:
+        d = e.to_dict()
+        d.pop("path", None)  # the server's filesystem layout is not the client's business
+        d["image_url"] = f"/api/v1/gallery/{e.id}/image"
+        return d
+
+    # -- jobs ------------------------------------------------------------------------------------
+    @api.post("/api/v1/jobs/dataset", tags=["jobs"], status_code=202)
+    async def start_dataset(body: DatasetJob) -> dict[str, Any]:
+        from lanskap.data.prepare import PrepareOptions
+
+        opts = PrepareOptions(
+            captioner=body.captioner, min_side=body.min_side, test_fraction=body.test_fraction, enrich=body.enrich
+        )
+        return _job(service.submit_dataset(body.source, body.name, opts))
+
+    @api.post("/api/v1/jobs/training", tags=["jobs"], status_code=202)
+    async def start_training(body: TrainingJob) -> dict[str, Any]:
+        from lanskap.training import build_config
+
+        data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
+        fields = body.model_dump(exclude={"dataset", "name", "preset", "resume"})
+        cfg = build_config(body.preset, None, {**fields, "data": str(data), "output_name": body.name})
+        return _job(service.submit_training(cfg, body.name, resume=body.resume))
+
+    @api.post("/api/v1/jobs/evaluation", tags=["jobs"], status_code=202)
+    async def start_evaluation(body: EvaluationJob) -> dict[str, Any]:
+        from lanskap.evaluation import EvalConfig
+        from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
+        from lanskap.generation.params import LoraSpec
+
+        data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
+        loras = (LoraSpec(check_name(body.lora, "LoRA name"), body.lora_scale),) if body.lora else ()
+        evaluation = EvalConfig(
+            out=None,  # type: ignore[arg-type]  # the Service picks a timestamped folder
+            data=data,
+            limit=body.limit,
+            request_fields={"steps": body.steps},
+            loras=loras,
+            clip_model=body.clip_model or DEFAULT_CLIP_MODEL,
+            inception_model=body.inception_model,
+        )
+        return _job(service.submit_evaluation(evaluation))
+
+    @api.get("/api/v1/jobs", tags=["jobs"])
+    async def jobs() -> dict[str, Any]:
+        q = service.queue
+        current = [q.current] if q.current is not None else []
+        return {"active": [_job(j) for j in [*current, *q.pending()]], "recent": [_job(j) for j in q.recent(50)]}
+
+    @api.get("/api/v1/jobs/{job_id}", tags=["jobs"])
+    async def job_status(job_id: str) -> dict[str, Any]:
+        return _job(_job_or_404(job_id))
+
+    @api.post("/api/v1/jobs/{job_id}/cancel", tags=["jobs"])
+    async def job_cancel(job_id: str) -> dict[str, Any]:
+        job = _job_or_404(job_id)
+        return {"cancelled": service.queue.cancel(job.id), "job": _job(job)}
+
+    def _job_or_404(job_id: str) -> Any:
+        try:
+            return service.queue.get(job_id)
+        except LanskapError as exc:
+            from fastapi import HTTPException
+
+            raise HTTPException(404, detail=str(exc)) from None

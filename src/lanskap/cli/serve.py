@@ -1,0 +1,62 @@
+"""``lanskap serve``: the HTTP API (A1111-compatible) under uvicorn, on 127.0.0.1 unless authenticated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; another than loopback needs auth."),
+    port: int = typer.Option(7861, "--port", help="Port (A1111's API default is 7861)."),
+    model: str = typer.Option(None, "--model", "-m", help="Base model: hub id, folder or .safetensors."),
+    device: str = typer.Option(None, "--device", help="auto, cuda, mps or cpu."),
+    dtype: str = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16."),
+    lora_dir: list[Path] = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable."),
+    fallback: str = typer.Option(None, "--fallback", help="none, or tiny: a tiny random model if SD 2.1 is absent."),
+    api_key: list[str] = typer.Option(None, "--api-key", help="Accept this key (Bearer or X-API-Key); repeatable."),
+    api_auth: str = typer.Option(None, "--api-auth", help="HTTP Basic users, A1111 style: user:pass[,user2:pass2]."),
+    max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Largest request body."),
+    rate_limit: int = typer.Option(120, "--rate-limit", help="Requests per minute per client."),
+    rate_burst: int = typer.Option(30, "--rate-burst", help="Requests a client may make at once."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait; more get 503 + Retry-After."),
+    cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow browser calls from this origin."),
+) -> None:
+    """Serve the HTTP API: /sdapi/v1 (A1111 clients), /api/v1 (gallery, jobs), /docs, /health, /metrics."""
+    from lanskap.api.security import ServeConfig, parse_basic_auth
+    from lanskap.config import load_settings
+
+    keys = list(api_key or [])
+    if os.environ.get("LANSKAP_API_KEY"):
+        keys.append(os.environ["LANSKAP_API_KEY"])
+    cfg = ServeConfig(
+        host=host,
+        port=port,
+        api_keys=keys,
+        basic_auth=parse_basic_auth(api_auth) if api_auth else [],
+        max_body_mb=max_body_mb,
+        rate_per_minute=rate_limit,
+        rate_burst=rate_burst,
+        cors_origins=list(cors_origin or []),
+        max_queue=max_queue,
+    ).check()
+    # A server never loads pickles, whatever the config file or environment says.
+    settings = load_settings(
+        model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None, allow_pickle=False
+    )
+    import uvicorn
+
+    from lanskap.api.app import create_app
+    from lanskap.service import Service
+
+    service = Service(settings, max_pending=cfg.max_queue)
+    service.submit_load()
+    typer.secho(f"lanskap API on http://{host}:{port} (docs at /docs, model {settings.model})", err=True)
+    uvicorn.run(create_app(service, cfg), host=host, port=port, log_level="warning", access_log=False)
+    service.queue.shutdown()
