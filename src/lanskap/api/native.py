@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -69,6 +69,14 @@ def _job(job: Any) -> dict[str, Any]:
     return out
 
 
+def _or_404(lookup: Any, key: Any) -> Any:
+    """``lookup(key)``; an unknown id is a 404 with the lookup's own message."""
+    try:
+        return lookup(key)
+    except LanskapError as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+
+
 def register(api: FastAPI, service: Any, cfg: Any) -> None:
     """Add the ``/api/v1`` routes for ``service`` to ``api``."""
     from lanskap.names import check_name
@@ -119,12 +127,7 @@ def register(api: FastAPI, service: Any, cfg: Any) -> None:
         )
 
     def _get(image_id: int) -> Any:
-        try:
-            return gallery.get(image_id)
-        except LanskapError as exc:
-            from fastapi import HTTPException
-
-            raise HTTPException(404, detail=str(exc)) from None
+        return _or_404(gallery.get, image_id)
 
     def _entry(e: Any) -> dict[str, Any]:
         d = e.to_dict()
@@ -186,9 +189,4 @@ def register(api: FastAPI, service: Any, cfg: Any) -> None:
         return {"cancelled": service.queue.cancel(job.id), "job": _job(job)}
 
     def _job_or_404(job_id: str) -> Any:
-        try:
-            return service.queue.get(job_id)
-        except LanskapError as exc:
-            from fastapi import HTTPException
-
-            raise HTTPException(404, detail=str(exc)) from None
+        return _or_404(service.queue.get, job_id)

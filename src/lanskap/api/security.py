@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import secrets
 import threading
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lanskap.errors import LanskapError
+from lanskap.netaddr import is_loopback
 
 #: Paths anyone may call: liveness for load balancers and process managers.
 OPEN_PATHS = ("/health",)
@@ -59,15 +59,6 @@ class ServeConfig:
             if len(key) < 16:
                 raise LanskapError("an API key must be at least 16 characters long")
         return self
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_basic_auth(text: str) -> list[tuple[str, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import subprocess
 import sys
@@ -11,19 +10,11 @@ from pathlib import Path
 import typer
 
 from lanskap.errors import LanskapError
+from lanskap.netaddr import is_loopback
 
 
 def register(app: typer.Typer) -> None:
     app.command("ui")(ui)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def ui(

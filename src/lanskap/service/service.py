@@ -93,29 +93,28 @@ class Service:
         return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()) if root.is_dir() else []
 
     def training_runs(self) -> list[RunInfo]:
+        """Run folders in ``$LANSKAP_HOME/training``, most recently changed first."""
+        root = self.settings.training_dir
+        folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        return [self.run_info(p) for p in sorted(folders, key=lambda q: q.stat().st_mtime, reverse=True)]
+
+    @staticmethod
+    def run_info(path: Path) -> RunInfo:
+        """One run's progress, read from what the trainer writes."""
         from lanskap.training.adapters import DIFFUSERS_FILE
         from lanskap.training.checkpoint import list_checkpoints
         from lanskap.training.monitor import MetricsLog
         from lanskap.training.trainer import CONFIG_FILE
 
-        root = self.settings.training_dir
-        runs = []
-        for p in sorted(root.iterdir(), key=lambda q: q.stat().st_mtime, reverse=True) if root.is_dir() else []:
-            if not p.is_dir():
-                continue
-            rows = [r for r in MetricsLog(p).read() if "loss" in r]
-            cfg = _read_yaml(p / CONFIG_FILE)
-            runs.append(
-                RunInfo(
-                    name=p.name,
-                    path=p,
-                    steps_done=rows[-1]["step"] if rows else 0,
-                    max_steps=cfg.get("max_train_steps"),
-                    finished=(p / DIFFUSERS_FILE).is_file(),
-                    checkpoints=[s for s, _ in list_checkpoints(p)],
-                )
-            )
-        return runs
+        rows = [r for r in MetricsLog(path).read() if "loss" in r]
+        return RunInfo(
+            name=path.name,
+            path=path,
+            steps_done=rows[-1]["step"] if rows else 0,
+            max_steps=_read_yaml(path / CONFIG_FILE).get("max_train_steps"),
+            finished=(path / DIFFUSERS_FILE).is_file(),
+            checkpoints=[s for s, _ in list_checkpoints(path)],
+        )
 
     def evaluations(self) -> list[Path]:
         """Report folders, newest first."""

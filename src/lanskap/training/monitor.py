@@ -45,6 +45,14 @@ class MetricsLog:
             fh.flush()
 
 
+def smoothed(values: list[float], decay: float = 0.9) -> list[float]:
+    """Exponential moving average, as TensorBoard's smoothing slider draws it."""
+    out: list[float] = []
+    for value in values:
+        out.append(value if not out else decay * out[-1] + (1 - decay) * value)
+    return out
+
+
 def plot_loss(rows: list[dict[str, Any]], dest: Path, title: str = "LoRA training") -> Path | None:
     """Loss per step with a smoothed line, the fixed-noise loss at checkpoints, and the learning rate."""
     evals = [r for r in rows if "eval_loss" in r]
@@ -58,10 +66,7 @@ def plot_loss(rows: list[dict[str, Any]], dest: Path, title: str = "LoRA trainin
 
     steps = [r["step"] for r in rows]
     loss = [r["loss"] for r in rows]
-    smooth, ema = [], None
-    for value in loss:
-        ema = value if ema is None else 0.9 * ema + 0.1 * value
-        smooth.append(ema)
+    smooth = smoothed(loss)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.plot(steps, loss, color="#9db4c0", linewidth=1, label="loss")
     ax.plot(steps, smooth, color="#1f4e79", linewidth=2, label="loss (EMA 0.9)")

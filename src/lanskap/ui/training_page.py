@@ -91,7 +91,7 @@ def _resume(svc: Any, run: Any) -> None:
 
 
 def _show_run(svc: Any, run: Any) -> None:
-    from lanskap.training.monitor import MetricsLog
+    from lanskap.training.monitor import MetricsLog, smoothed
 
     job = _active_training(svc, run.name)
     total = run.max_steps or 0
@@ -116,12 +116,9 @@ def _show_run(svc: Any, run: Any) -> None:
     rows = MetricsLog(run.path).read()
     losses = [r for r in rows if "loss" in r]
     if losses:
-        ema, smooth = None, []
-        for r in losses:
-            ema = r["loss"] if ema is None else 0.9 * ema + 0.1 * r["loss"]
-            smooth.append(ema)
+        raw = [r["loss"] for r in losses]
         st.line_chart(
-            {"loss": [r["loss"] for r in losses], "loss (EMA 0.9)": smooth},
+            {"loss": raw, "loss (EMA 0.9)": smoothed(raw)},
             x_label="step",
             y_label="loss",
             height=260,
@@ -161,7 +158,7 @@ def page() -> None:
 
     @st.fragment(run_every=2 if live else None)
     def watch() -> None:
-        fresh = next((r for r in svc.training_runs() if r.name == name), run)
+        fresh = svc.run_info(run.path)
         if live and _active_training(svc, name) is None:
             st.rerun()  # finished: redraw the whole page without polling
         _show_run(svc, fresh)
