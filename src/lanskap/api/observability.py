@@ -57,18 +57,15 @@ class AccessMiddleware:
         start = time.perf_counter()
         status = 500
         size = 0
+        recorded = False
 
-        async def watch(message: dict[str, Any]) -> None:
-            nonlocal status, size
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
+        def record() -> None:
+            # Recorded just before the last body chunk goes out, not after: a client that has
+            # its answer can then already see the request in /metrics and in the access log.
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             route = scope.get("route")
             template = getattr(route, "path", None) or ("unmatched" if status == 404 else scope.get("path", ""))
             self.metrics.requests.labels(template, scope.get("method", ""), str(status)).inc()
@@ -90,3 +87,18 @@ class AccessMiddleware:
                     }
                 )
             )
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    record()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            record()
