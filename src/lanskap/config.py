@@ -64,6 +64,24 @@ class Settings:
     allow_pickle: bool = False
     #: What to do when the base model can't be had: "none" (error) or "tiny".
     fallback: str = "none"
+    #: Speed and memory levers (lanskap.models.speed): auto, on or off.
+    low_memory: str = "auto"
+    channels_last: str = "auto"
+    fuse_lora: str = "auto"
+    compile: bool = False
+    threads: int | None = None
+
+    @property
+    def speed(self) -> Any:
+        from lanskap.models.speed import SpeedOptions
+
+        return SpeedOptions(
+            low_memory=self.low_memory,
+            channels_last=self.channels_last,
+            fuse_lora=self.fuse_lora,
+            compile=self.compile,
+            threads=self.threads,
+        ).validate()
 
     @property
     def models_dir(self) -> Path:
@@ -109,6 +127,11 @@ _ENV = {
     "output_dir": "LANSKAP_OUTPUT_DIR",
     "lora_dirs": "LANSKAP_LORA_DIRS",
     "allow_pickle": "LANSKAP_ALLOW_PICKLE",
+    "low_memory": "LANSKAP_LOW_MEMORY",
+    "channels_last": "LANSKAP_CHANNELS_LAST",
+    "fuse_lora": "LANSKAP_FUSE_LORA",
+    "compile": "LANSKAP_COMPILE",
+    "threads": "LANSKAP_THREADS",
 }
 
 
@@ -118,8 +141,15 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "lora_dirs":
         items = value.split(os.pathsep) if isinstance(value, str) else list(value)
         return [Path(str(p)).expanduser() for p in items if str(p)]
-    if name == "allow_pickle":
+    if name in ("allow_pickle", "compile"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+    if name == "threads":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise LanskapError(f"threads must be a whole number, not {value!r}") from None
+    if name in ("low_memory", "channels_last", "fuse_lora") and isinstance(value, bool):
+        return "on" if value else "off"
     return str(value)
 
 
@@ -144,4 +174,5 @@ def load_settings(**overrides: Any) -> Settings:
     settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
     if settings.fallback not in ("none", "tiny"):
         raise LanskapError(f"fallback must be 'none' or 'tiny', not {settings.fallback!r}")
+    settings.speed  # noqa: B018 - validates the speed options now, with a one-line error
     return settings

@@ -49,6 +49,13 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ("lora_dir", list[Path], typer.Option(None, "--lora-dir", help="Extra folder to look up LoRA names in.")),
     ("allow_pickle", bool, typer.Option(None, "--allow-pickle", help="Allow pickled .ckpt/.bin/.pt weights.")),
     ("fallback", str, typer.Option(None, "--fallback", help="none, or tiny: use a tiny random model if needed.")),
+    (
+        "low_memory",
+        str,
+        typer.Option(None, "--low-memory", help="auto, on, off: attention slicing, VAE tiling, CPU offload."),
+    ),
+    ("compile", bool, typer.Option(None, "--compile", help="torch.compile the UNet (slow first image, cached).")),
+    ("threads", int, typer.Option(None, "--threads", help="CPU threads for torch [physical cores].")),
     ("no_watermark", bool, typer.Option(False, "--no-watermark", help="Do not embed the invisible SD watermark.")),
     ("no_gallery", bool, typer.Option(False, "--no-gallery", help="Do not record the images in the gallery.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),

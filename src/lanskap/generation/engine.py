@@ -30,6 +30,7 @@ from lanskap.generation.schedulers import build_scheduler, get_sampler
 from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
+from lanskap.models.speed import configure_vae, free_memory_gib
 from lanskap.prompts.encode import PromptPair, encode_prompt_pair
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
@@ -122,6 +123,7 @@ class Engine:
         self._adapters: OrderedDict[str, LoraInfo] = OrderedDict()
         self._base_scheduler_config: Any = None
         self._pipes: dict[str, Any] = {}
+        self._fused: tuple[tuple[str, float], ...] | None = None  # LoRAs fused into the weights, with scales
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -168,6 +170,7 @@ class Engine:
             self._model = None
             self._pipes.clear()
             self._adapters.clear()
+            self._fused = None
             self._base_scheduler_config = None
             import gc
 
@@ -191,6 +194,7 @@ class Engine:
             "tiny": m.tiny if m else None,
             "device": str(self.placement.device),
             "dtype": self.placement.dtype_name,
+            "levers": m.speed.summary() if m else None,
             "loras_cached": [i.name for i in self._adapters.values()],
         }
 
@@ -211,6 +215,12 @@ class Engine:
             adapter = f"lora_{info.hash}"
             prev = merged.get(adapter)
             merged[adapter] = (info, spec.scale + (prev[1] if prev else 0.0))
+        key = tuple((adapter, scale) for adapter, (_, scale) in merged.items())
+        if self._fused is not None:
+            if self._fused == key:  # same LoRAs at the same scales: already in the weights
+                return [AppliedLora(info.name, scale, info.hash) for info, scale in merged.values()]
+            m.pipe.unfuse_lora()  # back to the base weights before anything is loaded or rescaled
+            self._fused = None
         for adapter, (info, _) in merged.items():
             if adapter in self._adapters:
                 self._adapters.move_to_end(adapter)
@@ -240,6 +250,11 @@ class Engine:
             m.pipe.set_adapters(list(merged), adapter_weights=[scale for _, scale in merged.values()])
         elif self._adapters:
             m.pipe.disable_lora()
+        if merged and m.speed.fuse_lora:
+            # The scale is fixed until the next job asks for another: fold the LoRA into the weights
+            # so the steps run at the base model's speed. Unfused above when the request changes.
+            m.pipe.fuse_lora(adapter_names=list(merged), lora_scale=1.0)
+            self._fused = key
         return [AppliedLora(info.name, scale, info.hash) for info, scale in merged.values()]
 
     def _evict(self, keep: set[str]) -> None:
@@ -329,6 +344,10 @@ class Engine:
                     images.extend(req.init.image.convert("RGB") if req.mask else prep.start(s) for s in batch_seeds)
                     continue
                 pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
+                free = free_memory_gib(m.placement.device)
+                vae_note = configure_vae(pipe, m.speed, req.width, req.height, len(batch_seeds), free)
+                if vae_note and vae_note not in notices:
+                    notices.append(vae_note)
 
                 def on_step(p: Any, i: int, t: Any, kwargs: dict, b: int = b) -> dict:
                     nonlocal done

@@ -21,6 +21,7 @@ from lanskap.models.device import Placement
 from lanskap.models.hashing import model_hash
 from lanskap.models.resolve import ModelRef, fetch_hub_model, resolve_model_ref
 from lanskap.models.safety import read_safetensors_header, safetensors_metadata, validate_weights_dir
+from lanskap.models.speed import SpeedPlan, apply_plan, free_memory_gib, make_plan
 from lanskap.models.tiny import is_tiny
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -39,6 +40,7 @@ class LoadedModel:
     placement: Placement
     tiny: bool = False
     notices: list[str] = field(default_factory=list)
+    speed: SpeedPlan = field(default_factory=SpeedPlan)
 
     @property
     def name(self) -> str:
@@ -252,7 +254,9 @@ def load_model(
             pipe, pred = _load_folder(source, placement, settings, pred, notices)
     except (OSError, ValueError) as exc:
         raise LanskapError(f"cannot load model {ref.name!r}: {str(exc).splitlines()[0][:200]}") from None
-    pipe.to(placement.device)
+    speed = make_plan(placement, settings.speed, free_memory_gib(placement.device))
+    apply_plan(pipe, speed, placement, settings.cache_dir)
+    notices.extend(speed.reasons)
     pipe.set_progress_bar_config(disable=True)
     tiny = source.is_dir() and is_tiny(source)
     if tiny and not any("RANDOM-WEIGHT" in n for n in notices):
@@ -266,4 +270,5 @@ def load_model(
         placement=placement,
         tiny=tiny,
         notices=notices,
+        speed=speed,
     )

@@ -124,7 +124,8 @@ def encode_tokenized(text_encoder: Any, tok: TokenizedPrompt) -> torch.Tensor:
     ids = torch.tensor(tok.ids, device=device)
     with torch.no_grad():
         z = encode_rows(text_encoder, ids)  # (chunks, 77, dim)
-        w = torch.tensor(tok.weights, device=device, dtype=z.dtype).unsqueeze(-1)
+        # z.device, not the encoder's: with model CPU offload the encoder sits on the CPU between calls.
+        w = torch.tensor(tok.weights, device=z.device, dtype=z.dtype).unsqueeze(-1)
         if bool((w != 1.0).any()):
             # A1111 works per chunk: scale, then restore the chunk's mean so that weights
             # change the emphasis, not the overall magnitude.

@@ -29,6 +29,8 @@ def status_panel() -> None:
         st.caption(f":material/memory_alt: GPU {_mb(mem['gpu_used_mb'])} / {_mb(mem['gpu_total_mb'])}")
     loaded = f"loaded [{model['model_hash']}]" if model["loaded"] else "not loaded"
     st.caption(f":material/deployed_code: {model['model']} · {loaded}")
+    if model.get("levers"):
+        st.caption(f":material/speed: {model['levers']}")
     running = queue["running"]
     if running:
         frac = min(1.0, running["step"] / running["total"]) if running["total"] else 0.0
