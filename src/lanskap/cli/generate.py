@@ -1,4 +1,4 @@
-"""``lanskap generate``: text to image (or ``--from`` an image's recorded parameters)."""
+"""``lanskap generate``: text to image (or ``--from`` an image's recorded parameters, or ``--prompts`` a file)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from lanskap.cli.job import JobOptions, build_request, run_job
+from lanskap.cli.job import JobOptions, build_request, request_fields, run_job, run_jobs
 from lanskap.cli.options import job_command
 from lanskap.errors import LanskapError
 
@@ -20,6 +20,11 @@ def register(app: typer.Typer) -> None:
 def generate(
     prompt: str = typer.Argument(None, help="What to draw, any length, A1111 syntax. Optional with --from."),
     from_image: Path = typer.Option(None, "--from", help="Regenerate the image whose parameters this holds."),
+    prompts_file: Path = typer.Option(
+        None,
+        "--prompts",
+        help="A .txt, .jsonl or .csv of prompts, one job per line; shared out under `accelerate launch`.",
+    ),
     *,
     job: JobOptions,
     fields: dict[str, Any],
@@ -29,6 +34,14 @@ def generate(
     from lanskap.generation.replay import replay_from_infotext
 
     settings = job.settings()
+    if prompts_file is not None:
+        from lanskap.generation.batchfile import Shard, plan_requests, read_prompt_file
+
+        if prompt or from_image:
+            raise LanskapError("--prompts reads the prompts from the file; give no PROMPT or --from with it")
+        requests = plan_requests(read_prompt_file(prompts_file), request_fields(fields, job))
+        run_jobs(requests, job, "txt2img", settings=settings, shard=Shard.from_env())
+        return
     merged: dict[str, Any] = {}
     replay = None
     if from_image is not None:

@@ -7,6 +7,7 @@ they share validation, LoRA checks, progress bars, file naming and output.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -32,6 +33,9 @@ class JobOptions:
     lora_dir: list[Path] = field(default_factory=list)
     allow_pickle: bool | None = None
     fallback: str | None = None
+    low_memory: str | None = None
+    compile: bool | None = None
+    threads: int | None = None
     no_watermark: bool = False
     no_gallery: bool = False
     quiet: bool = False
@@ -49,22 +53,44 @@ class JobOptions:
             allow_pickle=self.allow_pickle,
             fallback=self.fallback,
             lora_dirs=self.lora_dir or None,
+            low_memory=self.low_memory,
+            compile=self.compile,
+            threads=self.threads,
         )
 
 
-def build_request(fields: dict[str, Any], opts: JobOptions) -> Any:
-    """A validated GenerationRequest from the given fields (None = default) and the LoRA flags."""
-    from lanskap.generation.params import GenerationRequest, LoraSpec
+def request_fields(fields: dict[str, Any], opts: JobOptions) -> dict[str, Any]:
+    """The given request fields (None = default) plus the LoRA and watermark flags."""
+    from lanskap.generation.params import LoraSpec
 
     clean = {k: v for k, v in fields.items() if v is not None}
     clean["loras"] = tuple(LoraSpec.parse(s) for s in opts.lora or [])
     if opts.no_watermark:
         clean["watermark"] = False
-    return GenerationRequest(**clean).validate()
+    return clean
+
+
+def build_request(fields: dict[str, Any], opts: JobOptions) -> Any:
+    """A validated GenerationRequest from the given fields (None = default) and the LoRA flags."""
+    from lanskap.generation.params import GenerationRequest
+
+    return GenerationRequest(**request_fields(fields, opts)).validate()
 
 
 def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = None, replay: Any = None) -> None:
     """Load the model, generate ``request`` with a progress bar, save and report the images."""
+    run_jobs([request], opts, mode_folder, settings=settings, replay=replay)
+
+
+def run_jobs(
+    requests: list[Any],
+    opts: JobOptions,
+    mode_folder: str,
+    settings: Any = None,
+    replay: Any = None,
+    shard: Any = None,
+) -> None:
+    """Generate ``requests`` (this process's share of them, under ``accelerate launch``) with one engine."""
     from lanskap.gallery import Gallery
     from lanskap.gallery.record import save_result
     from lanskap.generation.lora import resolve_lora
@@ -73,25 +99,44 @@ def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = No
 
     fmt = check_format(opts.fmt)  # before anything slow
     settings = settings or opts.settings()
-    # Fail on missing LoRAs before spending time loading the base model.
-    for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
-        resolve_lora(spec.name, settings)
+    # Fail on missing LoRAs (on any line, on any process) before spending time loading the base model.
+    for request in requests:
+        for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
+            resolve_lora(spec.name, settings)
     folder = ensure_writable_dir(opts.out or settings.outputs / mode_folder / date.today().isoformat())
     gallery = None if opts.no_gallery else Gallery(settings.home)
+    mine = shard.take(requests) if shard is not None else requests
+    if shard is not None and shard.world > 1:
+        from accelerate import PartialState
+
+        PartialState()  # puts this process on its own GPU (cuda:LOCAL_RANK)
 
     from lanskap.cli.common import quiet_libraries, wait_notice
     from lanskap.gpulock import gpu_lock
 
     quiet_libraries(opts.quiet)
+    start, count = time.perf_counter(), 0
     # One model job at a time, also across processes (the web app, the API, other CLI runs).
     with gpu_lock(settings.home, on_wait=wait_notice):
-        result = _generate(request, opts, settings, replay)
-    saved = save_result(result, folder, fmt, gallery, source="cli")
-    paths = [path for path, _ in saved]
+        engine = _engine(opts, settings, replay)
+        for request in mine:
+            result = _generate(engine, request, opts)
+            saved = save_result(result, folder, fmt, gallery, source="cli")
+            count += len(saved)
+            _report(result, [path for path, _ in saved], [e.id for _, e in saved if e is not None], opts, len(mine))
+    if shard is not None and not opts.quiet:
+        where = f"process {shard.rank + 1} of {shard.world}: " if shard.world > 1 else ""
+        typer.secho(
+            f"{where}{len(mine)} of {len(requests)} prompt(s), {count} image(s) in {time.perf_counter() - start:.1f}s",
+            err=True,
+        )
+
+
+def _report(result: Any, paths: list[Path], ids: list[int], opts: JobOptions, jobs: int) -> None:
     if opts.as_json:
         summary = {
             "images": [str(p) for p in paths],
-            "gallery_ids": [e.id for _, e in saved if e is not None],
+            "gallery_ids": ids,
             "seeds": result.seeds,
             "mode": result.request.mode,
             "size": list(result.images[0].size),
@@ -104,7 +149,8 @@ def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = No
             "infotexts": result.infotexts,
             "notices": result.notices,
         }
-        typer.echo(json.dumps(summary, indent=2))
+        # One indented object for one job; JSON lines (one per prompt) for a prompt file.
+        typer.echo(json.dumps(summary, indent=2 if jobs == 1 else None))
         return
     for p in paths:
         typer.echo(str(p))
@@ -121,9 +167,8 @@ def require_prompt(prompt: str | None) -> str:
     return prompt
 
 
-def _generate(request: Any, opts: JobOptions, settings: Any, replay: Any) -> Any:
-    """Load the model and generate with a progress bar (while holding the GPU lock)."""
-    from lanskap.cli.common import step_bar
+def _engine(opts: JobOptions, settings: Any, replay: Any) -> Any:
+    """Load the model once (while holding the GPU lock) and say what was loaded."""
     from lanskap.generation.engine import Engine
 
     engine = Engine(settings=settings, prediction_type=opts.prediction_type)
@@ -137,9 +182,16 @@ def _generate(request: Any, opts: JobOptions, settings: Any, replay: Any) -> Any
             err=True,
             fg=typer.colors.YELLOW,
         )
+    return engine
+
+
+def _generate(engine: Any, request: Any, opts: JobOptions) -> Any:
+    """Generate one request with a progress bar, then show the notices the model didn't already give."""
+    from lanskap.cli.common import step_bar
+
     with step_bar(opts.quiet, "generating") as update:
         result = engine.generate(request, progress=update)
-    for notice in result.notices[len(loaded.notices) :]:
+    for notice in result.notices[len(engine.model.notices) :]:
         if not opts.quiet:
             typer.secho(notice, err=True, fg=typer.colors.YELLOW)
     return result
