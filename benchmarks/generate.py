@@ -1,0 +1,271 @@
+"""Generation speed: lanskap's engine against the stock diffusers StableDiffusionPipeline, side by side.
+
+Both run in one invocation on the full SD 2.1 architecture (the real weights with --model,
+otherwise random weights of the same shapes: speed doesn't depend on the weight values), with
+the same prompt, size and number of steps.
+
+    python benchmarks/generate.py                                          # CUDA: 512 and 768 px, 25 steps
+    python benchmarks/generate.py --device cpu --sizes 512 --steps 3 --warmup-steps 1
+
+Variants, each in its own process so that its peak memory is its own:
+  stock            StableDiffusionPipeline.from_pretrained(model).to(device) with its defaults
+                   (fp32, its default attention), called with a prompt: where a user starts
+  lanskap          lanskap's Engine with its defaults for the device (dtype, levers)
+  lanskap-fp32     lanskap with fp32 and every lever off: the reference image for the quality check
+  lanskap-compile  lanskap with torch.compile on the UNet (timed after a warm-up that compiles)
+  lanskap-channels-last, lanskap-bf16, lanskap-fused-lora (with --lora): one lever each
+
+It prints the median time per denoising step, the UNet's achieved TFLOP/s (FLOPs counted with
+torch's FlopCounterMode on the meta device) and, with --peak-tflops, how many times the compute
+bound each step takes; seconds per image (text encoding, all steps and the VAE decode), images per
+minute, peak memory, the ratio to stock, and for every lanskap
+variant the PSNR and largest pixel difference against lanskap-fp32 (same seed, same sampler):
+a lever counts as keeping the image when PSNR >= 30 dB (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+PROMPT = "a fantasy landscape, a castle on a cliff above a misty valley, two moons, concept art"
+SAME_IMAGE_PSNR_DB = 30.0
+VARIANTS: dict[str, dict[str, object] | None] = {
+    "stock": None,
+    "lanskap": {},
+    "lanskap-fp32": {"dtype": "fp32", "channels_last": "off", "fuse_lora": "off", "low_memory": "off"},
+    "lanskap-compile": {"compile": True},
+    "lanskap-channels-last": {"channels_last": "on"},
+    "lanskap-bf16": {"dtype": "bf16"},  # on CPUs without native bf16 this one is very slow
+    "lanskap-fused-lora": {"fuse_lora": "on"},
+}
+DEFAULT_VARIANTS = "stock,lanskap,lanskap-fp32"
+
+
+def peak_memory_gib(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (process peak RSS)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepClock:
+    """Timestamps at every step end, to time the denoising steps apart from encoding and decoding."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.stamps: list[float] = []
+
+    def start(self) -> None:
+        sync(self.device)
+        self.stamps = [time.perf_counter()]
+
+    def tick(self) -> None:
+        sync(self.device)
+        self.stamps.append(time.perf_counter())
+
+    def step_times(self) -> list[float]:
+        # The first interval also holds the prompt encoding and set-up; the rest are pure steps.
+        d = np.diff(self.stamps)
+        return list(d[1:] if len(d) > 1 else d)
+
+
+def run_stock(args: argparse.Namespace, size: int, steps: int, clock: StepClock, lora: str | None) -> Image.Image:
+    """The stock pipeline, loaded once per process (cached on the function)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = getattr(run_stock, "pipe", None)
+    if pipe is None:
+        # dtype fp32: what the hub's SD 2.1 weights load as by default (the random stand-in is stored
+        # in fp16 to save disk, which would otherwise make the stock pipeline fp16 on its own).
+        pipe = StableDiffusionPipeline.from_pretrained(
+            args.model, dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+        )
+        pipe = pipe.to(args.device)
+        pipe.set_progress_bar_config(disable=True)
+        if lora:
+            pipe.load_lora_weights(str(Path(lora).parent), weight_name=Path(lora).name)
+        run_stock.pipe = pipe  # type: ignore[attr-defined]
+
+    def on_step(p, i, t, kw):  # type: ignore[no-untyped-def]
+        clock.tick()
+        return kw
+
+    clock.start()
+    out = pipe(
+        PROMPT,
+        height=size,
+        width=size,
+        num_inference_steps=steps,
+        generator=torch.Generator("cpu").manual_seed(args.seed),
+        callback_on_step_end=on_step,
+    )
+    return out.images[0]
+
+
+def run_lanskap(
+    args: argparse.Namespace, size: int, steps: int, clock: StepClock, lora: str | None, overrides: dict
+) -> Image.Image:
+    from lanskap.config import load_settings
+    from lanskap.generation.engine import Engine
+    from lanskap.generation.params import GenerationRequest, LoraSpec
+
+    engine = getattr(run_lanskap, "engine", None)
+    if engine is None:
+        settings = load_settings(model=args.model, device=args.device, **overrides)
+        engine = Engine(settings=settings)
+        loaded = engine.load()
+        print(f"levers: {loaded.placement.dtype_name}, {loaded.speed.summary()}", file=sys.stderr)
+        run_lanskap.engine = engine  # type: ignore[attr-defined]
+    loras = (LoraSpec(lora, 1.0),) if lora else ()
+    request = GenerationRequest(
+        PROMPT, steps=steps, width=size, height=size, seed=args.seed, loras=loras, watermark=False
+    )
+    clock.start()
+    return engine.generate(request, progress=lambda p: clock.tick()).images[0]
+
+
+def child(args: argparse.Namespace) -> None:
+    """One variant: warm up, then time every size; print one JSON line."""
+    overrides = VARIANTS[args.variant]
+    clock = StepClock(args.device)
+    out: dict[str, object] = {"variant": args.variant, "sizes": {}}
+
+    def run(size: int, steps: int) -> Image.Image:
+        if overrides is None:
+            return run_stock(args, size, steps, clock, args.lora)
+        return run_lanskap(args, size, steps, clock, args.lora, overrides)
+
+    for size in args.sizes:
+        if args.warmup_steps:
+            run(size, args.warmup_steps)  # loads the model, compiles kernels, fills caches
+        sync(args.device)
+        t = time.perf_counter()
+        image = run(size, args.steps)
+        sync(args.device)
+        seconds = time.perf_counter() - t
+        path = Path(args.images) / f"{args.variant}-{size}.png"
+        image.save(path)
+        out["sizes"][size] = {"step": float(np.median(clock.step_times())), "image": seconds, "png": str(path)}  # type: ignore[index]
+    out["peak_gib"] = peak_memory_gib(args.device)
+    print(json.dumps(out))
+
+
+def unet_flops(model: str, size: int) -> float:
+    """FLOPs of one denoising step (one UNet call on the CFG batch of 2), counted on the meta device."""
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = UNet2DConditionModel.load_config(model, subfolder="unet")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+        x = torch.empty(2, unet.config.in_channels, size // 8, size // 8)
+        cond = torch.empty(2, 77, unet.config.cross_attention_dim)
+        with FlopCounterMode(display=False) as counter:
+            unet(x, torch.tensor([500]), encoder_hidden_states=cond)
+    return float(counter.get_total_flops())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="diffusers folder (default: SD 2.1's architecture with random weights)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--sizes", default="512,768", help="square sizes in px, comma-separated")
+    ap.add_argument("--steps", type=int, default=25, help="timed denoising steps per image")
+    ap.add_argument("--warmup-steps", type=int, default=2, help="an untimed image with this many steps first")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--lora", help="a LoRA .safetensors to apply in every variant")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"from {', '.join(VARIANTS)}")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--peak-tflops", type=float, help="the device's dense peak (e.g. 989 for an H200 in fp16)")
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    ap.add_argument("--images", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.sizes = [int(s) for s in str(args.sizes).split(",")] if isinstance(args.sizes, str) else args.sizes
+    if args.variant:
+        child(args)
+        return
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or "stock" not in names:
+        sys.exit(f"unknown variant(s) {unknown}" if unknown else "the stock variant is needed for the ratio")
+    if not args.model:
+        from lanskap.models.reference import build_random_sd21
+
+        cache = Path(os.environ.get("LANSKAP_BENCH_CACHE", Path(tempfile.gettempdir()) / "lanskap-sd21-random"))
+        print(f"building SD 2.1-shaped random model in {cache} (first run only) …", flush=True)
+        args.model = str(build_random_sd21(cache))
+    images = Path(tempfile.mkdtemp(prefix="lanskap-bench-"))
+    results: dict[str, dict] = {}
+    for name in names:
+        print(f"running {name} …", flush=True)
+        cmd = [sys.executable, __file__, "--variant", name, "--model", args.model, "--device", args.device,
+               "--sizes", ",".join(map(str, args.sizes)), "--steps", str(args.steps),
+               "--warmup-steps", str(args.warmup_steps), "--seed", str(args.seed), "--images", str(images)]  # fmt: skip
+        if args.lora:
+            cmd += ["--lora", args.lora]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANSKAP_HOME": str(images / "home")}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+        if proc.returncode or line is None:
+            print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        levers = [ln for ln in proc.stderr.splitlines() if ln.startswith("levers:")]
+        results[name] = {**json.loads(line), "levers": levers[0][8:] if levers else "diffusers defaults"}
+        if args.json:  # after every variant, so an interrupted run keeps what it measured
+            args.json.write_text(json.dumps({"partial": True, "results": results}, indent=2))
+    if "stock" not in results:
+        sys.exit("the stock variant failed; no ratio to report")
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{where}; torch {torch.__version__}; {args.steps} steps; prompt batch 1 with CFG")
+    flops = {str(size): unet_flops(args.model, size) for size in args.sizes}
+    print(", ".join(f"{size} px: {f / 1e12:.2f} TFLOP per step" for size, f in flops.items()))
+    head = f"{'variant':<22}{'px':>5}{'s/step':>9}{'TFLOP/s':>9}{'s/image':>9}{'img/min':>9}{'peak GiB':>10}"
+    bound = f"{'x bound':>9}" if args.peak_tflops else ""
+    print(head + f"{'vs stock':>10}{bound}{'PSNR dB':>9}{'max diff':>9}  levers")
+    for name, r in results.items():
+        for size, t in r["sizes"].items():
+            t["tflops"] = flops[size] / t["step"] / 1e12
+            if args.peak_tflops:  # how far the step is from the compute bound (1.0 = at peak)
+                t["x_bound"] = t["step"] / (flops[size] / (args.peak_tflops * 1e12))
+            stock = results["stock"]["sizes"][size]
+            quality = ""
+            ref = results.get("lanskap-fp32", {}).get("sizes", {}).get(size)
+            if name.startswith("lanskap") and ref:
+                a, b = np.asarray(Image.open(t["png"])), np.asarray(Image.open(ref["png"]))
+                t["psnr"], t["max_diff"] = psnr(a, b), int(np.abs(a.astype(int) - b.astype(int)).max())
+                quality = f"{t['psnr']:>9.1f}{t['max_diff']:>9}"
+            xb = f"{t['x_bound']:>8.2f}x" if args.peak_tflops else ""
+            print(
+                f"{name:<22}{size:>5}{t['step']:>9.3f}{t['tflops']:>9.3f}{t['image']:>9.2f}{60 / t['image']:>9.2f}"
+                f"{r['peak_gib']:>10.2f}{t['step'] / stock['step']:>9.2f}x{xb}{quality}  {r['levers']}"
+            )
+    print(f"\nratio = time per step / stock's; a lever keeps the image when PSNR >= {SAME_IMAGE_PSNR_DB:g} dB")
+    print(f"images: {images}")
+    if args.json:
+        record = {"device": where, "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()}}
+        args.json.write_text(json.dumps({**record, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
