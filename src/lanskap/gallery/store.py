@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _ensure_wal(con: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch a new database to WAL once; it stays WAL in the file for every later connection.
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once instead
+    of calling the busy handler when several processes open a new gallery together, so retry.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Gallery:
     """The gallery database at ``home/gallery.sqlite3``; image files live wherever they were saved."""
 
@@ -137,7 +156,7 @@ class Gallery:
         con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
         try:
             con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
+            _ensure_wal(con)
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=30000")
             yield con
