@@ -243,14 +243,19 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
             for _ in range(3):  # 4 steps: at strength 0.75 that is 3 denoising steps
                 steps.press("ArrowRight")
             page.get_by_role("tab", name="Inpaint").click()
-            for _attempt in range(3):  # a rerun still in flight from the slider can drop the upload; try again
+            uploaded = False
+            for _attempt in range(6):  # a rerun still in flight (slider, status panel) can drop the upload
+                with contextlib.suppress(Exception):  # let the running rerun finish first
+                    page.locator("[data-testid=stStatusWidget]").wait_for(state="hidden", timeout=15_000)
                 uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Picture to repaint")
                 uploader.locator("input[type=file]").set_input_files(str(source))
                 try:
                     uploader.get_by_text("scene.png").wait_for(timeout=10_000)
+                    uploaded = True
                     break
                 except Exception:
                     time.sleep(1)
+            assert uploaded, "the picture never reached the inpaint uploader"
             canvas = page.locator("canvas.lk-view")
             canvas.wait_for()
             page.wait_for_function(
