@@ -62,6 +62,13 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ("as_json", bool, typer.Option(False, "--json", help="Print a JSON summary on stdout.")),
 ]
 
+# The model flags of the long-running servers (lanskap ui, lanskap serve), declared once.
+SERVER_MODEL = typer.Option(None, "--model", "-m", help="Base model: hub id, folder or .safetensors.")
+SERVER_DEVICE = typer.Option(None, "--device", help="auto, cuda, mps or cpu.")
+SERVER_DTYPE = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")
+SERVER_LORA_DIR = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable.")
+SERVER_FALLBACK = typer.Option(None, "--fallback", help="none, or tiny: a tiny random model if SD 2.1 is absent.")
+
 STRENGTH = typer.Option(None, "--strength", "--denoising-strength", help="0.0 keeps the image, 1.0 ignores it.")
 MASK_BLUR = typer.Option(None, "--mask-blur", help="Feather the mask edge by this many pixels.")
 FILL = typer.Option(None, "--fill", "--masked-content", help="Masked area starts from: fill, original, noise.")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from lanskap.cli.options import SERVER_DEVICE, SERVER_DTYPE, SERVER_FALLBACK, SERVER_LORA_DIR, SERVER_MODEL
+
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
@@ -15,11 +17,11 @@ def register(app: typer.Typer) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; another than loopback needs auth."),
     port: int = typer.Option(7861, "--port", help="Port (A1111's API default is 7861)."),
-    model: str = typer.Option(None, "--model", "-m", help="Base model: hub id, folder or .safetensors."),
-    device: str = typer.Option(None, "--device", help="auto, cuda, mps or cpu."),
-    dtype: str = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16."),
-    lora_dir: list[Path] = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable."),
-    fallback: str = typer.Option(None, "--fallback", help="none, or tiny: a tiny random model if SD 2.1 is absent."),
+    model: str = SERVER_MODEL,
+    device: str = SERVER_DEVICE,
+    dtype: str = SERVER_DTYPE,
+    lora_dir: list[Path] = SERVER_LORA_DIR,
+    fallback: str = SERVER_FALLBACK,
     api_key: list[str] = typer.Option(None, "--api-key", help="Accept this key (Bearer or X-API-Key); repeatable."),
     api_auth: str = typer.Option(None, "--api-auth", help="HTTP Basic users, A1111 style: user:pass[,user2:pass2]."),
     max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Largest request body."),

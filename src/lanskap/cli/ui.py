@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from lanskap.cli.options import SERVER_DEVICE, SERVER_DTYPE, SERVER_FALLBACK, SERVER_LORA_DIR, SERVER_MODEL
 from lanskap.errors import LanskapError
 from lanskap.netaddr import is_loopback
 
@@ -20,11 +21,11 @@ def register(app: typer.Typer) -> None:
 def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; only this machine by default."),
     port: int = typer.Option(8501, "--port", help="Port to serve on."),
-    model: str = typer.Option(None, "--model", "-m", help="Base model: hub id, folder or .safetensors."),
-    device: str = typer.Option(None, "--device", help="auto, cuda, mps or cpu."),
-    dtype: str = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16."),
-    lora_dir: list[Path] = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable."),
-    fallback: str = typer.Option(None, "--fallback", help="none, or tiny: a tiny random model if SD 2.1 is absent."),
+    model: str = SERVER_MODEL,
+    device: str = SERVER_DEVICE,
+    dtype: str = SERVER_DTYPE,
+    lora_dir: list[Path] = SERVER_LORA_DIR,
+    fallback: str = SERVER_FALLBACK,
     max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait for the GPU before new ones are refused."),
     allow_remote: bool = typer.Option(
         False, "--allow-remote", help="Allow a non-loopback --host (the web app has no login)."

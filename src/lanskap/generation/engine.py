@@ -215,10 +215,11 @@ class Engine:
             adapter = f"lora_{info.hash}"
             prev = merged.get(adapter)
             merged[adapter] = (info, spec.scale + (prev[1] if prev else 0.0))
+        applied = [AppliedLora(info.name, scale, info.hash) for info, scale in merged.values()]
         key = tuple((adapter, scale) for adapter, (_, scale) in merged.items())
         if self._fused is not None:
             if self._fused == key:  # same LoRAs at the same scales: already in the weights
-                return [AppliedLora(info.name, scale, info.hash) for info, scale in merged.values()]
+                return applied
             m.pipe.unfuse_lora()  # back to the base weights before anything is loaded or rescaled
             self._fused = None
         for adapter, (info, _) in merged.items():
@@ -255,7 +256,7 @@ class Engine:
             # so the steps run at the base model's speed. Unfused above when the request changes.
             m.pipe.fuse_lora(adapter_names=list(merged), lora_scale=1.0)
             self._fused = key
-        return [AppliedLora(info.name, scale, info.hash) for info, scale in merged.values()]
+        return applied
 
     def _evict(self, keep: set[str]) -> None:
         while len(self._adapters) > MAX_CACHED_ADAPTERS:
