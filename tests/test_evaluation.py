@@ -106,6 +106,22 @@ def test_clip_score_values_are_clamped_cosines() -> None:
     np.testing.assert_allclose(clip_score_values(img, txt), [100.0, 0.0, 100 / np.sqrt(2)])
 
 
+def test_palette_distance_is_total_variation_of_colour_histograms() -> None:
+    from lanskap.evaluation.distances import palette_distance, palette_histogram
+
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 250
+    teal = np.zeros((4, 4, 3), np.uint8)
+    teal[..., 1:] = 120
+    half = red.copy()
+    half[:2] = teal[:2]
+    h = palette_histogram(red)
+    assert h.sum() == 16 and h.max() == 16  # one bin
+    assert palette_distance(h, palette_histogram(red) * 3) == 0.0  # scale-free: set sizes may differ
+    assert palette_distance(h, palette_histogram(teal)) == 1.0
+    assert palette_distance(h, palette_histogram(half)) == 0.5
+
+
 # -- the metric models ------------------------------------------------------------------------
 def _picture(i: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
     rng = np.random.default_rng(100 + i)

@@ -90,7 +90,9 @@ def evaluate_cmd(
     inception_model: str = typer.Option(
         None, "--inception-model", help="FID Inception weights (pt_inception-2015-12-05) file or folder."
     ),
-    metrics: str = typer.Option("cmmd,fid,kid,clip", "--metrics", help="Which of cmmd,fid,kid,clip to compute."),
+    metrics: str = typer.Option(
+        "cmmd,fid,kid,clip,palette", "--metrics", help="Which of cmmd,fid,kid,clip,palette to compute."
+    ),
     kid_subsets: int = typer.Option(100, "--kid-subsets", help="KID: random subsets to average [100]."),
     kid_subset_size: int = typer.Option(1000, "--kid-subset-size", help="KID: images per subset (max) [1000]."),
     metric_batch_size: int = typer.Option(32, "--metric-batch-size", help="Images per CLIP/Inception batch [32]."),

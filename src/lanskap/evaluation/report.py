@@ -25,6 +25,7 @@ METRIC_ROWS = [
     ("fid", "FID", "lower is better; Inception-v3 pool3"),
     ("kid", "KID", "lower is better; unbiased, mean ± std over subsets"),
     ("clip_score", "CLIP score", "higher is better; 100 × cos(image, prompt), clamped at 0"),
+    ("palette", "Palette distance", "lower is better; 8³-bin RGB histograms, total variation 0-1, no model needed"),
 ]
 COLORS = ["#1f4e79", "#c0504d", "#2e7d32", "#8064a2", "#d17a22", "#4bacc6"]
 MAX_ROWS = 300

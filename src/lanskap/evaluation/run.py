@@ -33,7 +33,7 @@ from lanskap.evaluation.imagesets import (
     read_prompts,
 )
 
-METRICS = ("cmmd", "fid", "kid", "clip")
+METRICS = ("cmmd", "fid", "kid", "clip", "palette")
 
 
 @dataclass
@@ -80,9 +80,10 @@ class EvalConfig:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise LanskapError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
-        if self.clip_model is None and self.inception_model is None:
+        if self.clip_model is None and self.inception_model is None and "palette" not in self.metrics:
             raise LanskapError(
-                "nothing to measure: give --clip-model (CMMD, CLIP score) or --inception-model (FID, KID)"
+                "nothing to measure: give --clip-model (CMMD, CLIP score) or --inception-model (FID, KID), "
+                "or add palette to --metrics"
             )
         if not 1 <= self.per_prompt <= 100:
             raise LanskapError(f"--num-images (per prompt) must be between 1 and 100, got {self.per_prompt}")
@@ -91,6 +92,8 @@ class EvalConfig:
         return self
 
     def wants(self, metric: str) -> bool:
+        if metric == "palette":
+            return metric in self.metrics
         if metric in ("cmmd", "clip"):
             return metric in self.metrics and self.clip_model is not None
         return metric in self.metrics and self.inception_model is not None
@@ -237,6 +240,8 @@ def evaluate(
                 batch_size=cfg.batch_size,
                 progress=_progress(emit, "inception", s.label),
             )
+        if cfg.wants("palette"):
+            feats[s.name]["palette"] = _palette(paths)
         if clip is not None and cfg.wants("clip") and s.prompts is not None:
             img = clip.score_image_embeddings(paths, _progress(emit, "clip", s.label))
             clip_scores[s.name] = D.clip_score_values(img, clip.text_embeddings(s.prompts))
@@ -274,6 +279,17 @@ def evaluate(
     embeddings = {name: f["cmmd"] for name, f in feats.items() if "cmmd" in f}
     json_path, html_path, plots = write_report(report, sets, out, embeddings)
     return EvalResult(report, json_path, html_path, plots)
+
+
+def _palette(paths: list[Path]) -> np.ndarray:
+    """The set's pooled colour histogram, each image read at 128 px so large images don't dominate."""
+    from PIL import Image
+
+    total = np.zeros(D.PALETTE_BINS**3)
+    for path in paths:
+        with Image.open(path) as im:
+            total += D.palette_histogram(np.asarray(im.convert("RGB").resize((128, 128))))
+    return total
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
@@ -372,6 +388,13 @@ def _metrics(
                 "n_generated": n_gen,
                 "lower_is_better": True,
             }
+        if "palette" in feats[s.name]:
+            m["palette"] = {
+                "value": D.palette_distance(feats["real"]["palette"], feats[s.name]["palette"]),
+                "n_real": n_real,
+                "n_generated": n_gen,
+                "lower_is_better": True,
+            }
         if "inception" in feats[s.name]:
             fr, fg = feats["real"]["inception"], feats[s.name]["inception"]
             dim = fr.shape[1]
@@ -438,7 +461,7 @@ def _items(sets: list[ImageSet], clip_scores: dict[str, np.ndarray], out: Path) 
     return list(rows.values())
 
 
-_NAMES = {"cmmd": "CMMD", "fid": "FID", "kid": "KID", "clip_score": "CLIP score"}
+_NAMES = {"cmmd": "CMMD", "fid": "FID", "kid": "KID", "clip_score": "CLIP score", "palette": "Palette distance"}
 
 
 def verdict(metrics: dict[str, dict[str, Any]], labels: dict[str, str]) -> list[str]:
