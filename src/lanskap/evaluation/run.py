@@ -450,8 +450,8 @@ def _items(sets: list[ImageSet], clip_scores: dict[str, np.ndarray], out: Path) 
                 row["prompt"] = it.prompt
             try:
                 rel = it.path.resolve().relative_to(out.resolve()).as_posix()
-            except ValueError:
-                rel = str(it.path)
+            except ValueError:  # outside the report: an absolute path (a relative one would be read from out/)
+                rel = str(it.path.resolve())
             entry: dict[str, Any] = {"file": rel}
             if it.seed is not None:
                 entry["seed"] = it.seed
