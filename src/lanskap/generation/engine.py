@@ -192,6 +192,7 @@ class Engine:
             "prediction_type": m.prediction_type if m else None,
             "native_size": m.native_size if m else None,
             "tiny": m.tiny if m else None,
+            "fallback": next((n for n in m.notices if n.startswith("FALLBACK")), None) if m else None,
             "device": str(self.placement.device),
             "dtype": self.placement.dtype_name,
             "levers": m.speed.summary() if m else None,
@@ -329,6 +330,11 @@ class Engine:
                 notices.append(
                     f"long prompt: {embeds.prompt_tokens} + {embeds.negative_tokens} tokens encoded "
                     f"in {embeds.chunks} chunks of 75"
+                )
+            if max(req.width, req.height) > 2 * m.native_size:
+                notices.append(
+                    f"{m.name} was trained at {m.native_size} px; at {req.width}x{req.height} it tends to repeat "
+                    "its subjects (leave the size out to use the native one)"
                 )
             sampler = get_sampler(req.scheduler)
             seeds = req.seeds
