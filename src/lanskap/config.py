@@ -49,6 +49,9 @@ def config_path() -> Path | None:
     return None
 
 
+FALLBACKS = ("mini", "tiny", "none")
+
+
 @dataclass
 class Settings:
     """Resolved settings; build with :func:`load_settings`."""
@@ -62,8 +65,9 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     allow_pickle: bool = False
-    #: What to do when the base model can't be had: "none" (error) or "tiny".
-    fallback: str = "none"
+    #: What to do when the base model can't be had: "mini" (the built-in lanskap-mini),
+    #: "tiny" (a tiny random-weight model, for tests) or "none" (a one-line error).
+    fallback: str = "mini"
     #: Speed and memory levers (lanskap.models.speed): auto, on or off.
     low_memory: str = "auto"
     channels_last: str = "auto"
@@ -172,7 +176,7 @@ def load_settings(**overrides: Any) -> Settings:
             values[name] = os.environ[var]
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
-    if settings.fallback not in ("none", "tiny"):
-        raise LanskapError(f"fallback must be 'none' or 'tiny', not {settings.fallback!r}")
+    if settings.fallback not in FALLBACKS:
+        raise LanskapError(f"fallback must be one of {', '.join(FALLBACKS)}, not {settings.fallback!r}")
     settings.speed  # noqa: B018 - validates the speed options now, with a one-line error
     return settings

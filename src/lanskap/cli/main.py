@@ -33,7 +33,7 @@ def _root(
 
 
 def _register() -> None:
-    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, models, serve, train, ui, watermark
+    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, mini, models, serve, train, ui, watermark
 
     generate.register(app)
     edit.register(app)
@@ -46,6 +46,7 @@ def _register() -> None:
     app.add_typer(watermark.app, name="watermark")
     app.add_typer(dataset.app, name="dataset")
     app.add_typer(gallery.app, name="gallery")
+    app.add_typer(mini.app, name="mini")
 
 
 _register()

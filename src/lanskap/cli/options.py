@@ -48,7 +48,13 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ("fmt", str, typer.Option("png", "--format", "-f", help="png, jpg or webp.")),
     ("lora_dir", list[Path], typer.Option(None, "--lora-dir", help="Extra folder to look up LoRA names in.")),
     ("allow_pickle", bool, typer.Option(None, "--allow-pickle", help="Allow pickled .ckpt/.bin/.pt weights.")),
-    ("fallback", str, typer.Option(None, "--fallback", help="none, or tiny: use a tiny random model if needed.")),
+    (
+        "fallback",
+        str,
+        typer.Option(
+            None, "--fallback", help="If the base can't be had: mini (built-in model) [default], tiny (random), none."
+        ),
+    ),
     (
         "low_memory",
         str,
@@ -67,7 +73,9 @@ SERVER_MODEL = typer.Option(None, "--model", "-m", help="Base model: hub id, fol
 SERVER_DEVICE = typer.Option(None, "--device", help="auto, cuda, mps or cpu.")
 SERVER_DTYPE = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")
 SERVER_LORA_DIR = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable.")
-SERVER_FALLBACK = typer.Option(None, "--fallback", help="none, or tiny: a tiny random model if SD 2.1 is absent.")
+SERVER_FALLBACK = typer.Option(
+    None, "--fallback", help="If SD 2.1 is absent: mini (built-in model) [default], tiny (random), none."
+)
 
 STRENGTH = typer.Option(None, "--strength", "--denoising-strength", help="0.0 keeps the image, 1.0 ignores it.")
 MASK_BLUR = typer.Option(None, "--mask-blur", help="Feather the mask edge by this many pixels.")

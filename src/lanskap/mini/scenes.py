@@ -322,3 +322,32 @@ def parse_prompt(text: str) -> dict[str, object]:
                 found[field] = value
                 break
     return found
+
+
+def vocabulary() -> list[str]:
+    """Every word a caption can use (lanskap-mini's tokenizer learns merges for them)."""
+    tables = (_SKY_WORDS, _CELESTIAL_WORDS, _TERRAIN_WORDS, _WATER_WORDS, _BUILDING_WORDS, _PLANT_WORDS)
+    phrases = [p for table in tables for words in table.values() for p in words]
+    phrases += [*_OPENERS, "floating islands", "islands floating in the sky", "levitating rocks"]
+    phrases += ["in the mist", "with mist", "shrouded in fog"]
+    return [w for p in phrases for w in p.replace("'", " ").replace("-", " ").split()]
+
+
+# -- styles (the LoRA demonstration) ----------------------------------------------------------------
+#: Gradient maps: luminance → colour. The base model never sees these palettes.
+STYLES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    # Verdigris: deep teal shadows through oxidised copper to pale gold highlights.
+    "verdigris": ((10, 48, 52), (28, 120, 112), (176, 120, 62), (246, 222, 150)),
+}
+
+
+def stylise(image: Image.Image, style: str) -> Image.Image:
+    """Repaint ``image`` in a style's palette, keeping its light and shade (a gradient map)."""
+    stops = np.asarray(STYLES[style], np.float32)
+    rgb = np.asarray(image.convert("RGB"), np.float32)
+    lum = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+    pos = np.clip(lum, 0, 1) * (len(stops) - 1)
+    i = np.minimum(pos.astype(int), len(stops) - 2)
+    f = (pos - i)[..., None]
+    out = stops[i] * (1 - f) + stops[i + 1] * f
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")

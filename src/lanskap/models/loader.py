@@ -17,9 +17,10 @@ import torch
 
 from lanskap.config import DEFAULT_MODEL, Settings
 from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.mini.model import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
 from lanskap.models.hashing import model_hash
-from lanskap.models.resolve import ModelRef, fetch_hub_model, resolve_model_ref
+from lanskap.models.resolve import MINI_NAME, ModelRef, fetch_hub_model, resolve_model_ref
 from lanskap.models.safety import read_safetensors_header, safetensors_metadata, validate_weights_dir
 from lanskap.models.speed import SpeedPlan, apply_plan, free_memory_gib, make_plan
 from lanskap.models.tiny import is_tiny
@@ -218,6 +219,22 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
     return pipe, pred
 
 
+def _tiny_fallback(exc: Exception, settings: Settings, notices: list[str]) -> tuple[ModelRef, Path]:
+    from lanskap.models.tiny import make_tiny
+
+    tiny_dir = settings.models_dir / "lanskap-tiny-sd"
+    if not is_tiny(tiny_dir):
+        make_tiny(tiny_dir, "sd", overwrite=True)
+    notices.append(f"{str(exc).split(':')[0]}: not available here.")
+    notices.append(
+        "FALLBACK: using the tiny RANDOM-WEIGHT model 'lanskap-tiny-sd'. Its images are noise: they "
+        "show the whole flow (parameters, seeds, metadata, files), not real landscapes."
+    )
+    ref = ModelRef("folder", str(tiny_dir.resolve()), "lanskap-tiny-sd")
+    source = tiny_dir
+    return ref, source
+
+
 def load_model(
     spec: str | None,
     placement: Placement,
@@ -225,7 +242,11 @@ def load_model(
     *,
     prediction_type: str | None = None,
 ) -> LoadedModel:
-    """Resolve and load a base model; fall back to a tiny one if settings allow it."""
+    """Resolve and load a base model; if it can't be had, fall back as ``settings.fallback`` says.
+
+    ``mini`` (the default) loads the built-in lanskap-mini, so a machine without SD 2.1 still
+    makes real landscapes; the notice says so in one line and the infotext names the model.
+    """
     spec = spec or settings.model
     pred = normalize_prediction_type(prediction_type)
     notices: list[str] = []
@@ -233,20 +254,18 @@ def load_model(
         ref = resolve_model_ref(spec, settings)
         source = fetch_hub_model(ref.location, settings) if ref.kind == "hub" else ref.path
     except ModelUnavailableError as exc:
-        if settings.fallback != "tiny":
+        if settings.fallback == "none":
             raise
-        from lanskap.models.tiny import make_tiny
-
-        tiny_dir = settings.models_dir / "lanskap-tiny-sd"
-        if not is_tiny(tiny_dir):
-            make_tiny(tiny_dir, "sd", overwrite=True)
-        notices.append(f"{str(exc).split(':')[0]}: not available here.")
-        notices.append(
-            "FALLBACK: using the tiny RANDOM-WEIGHT model 'lanskap-tiny-sd'. Its images are noise: they "
-            "show the whole flow (parameters, seeds, metadata, files), not real landscapes."
-        )
-        ref = ModelRef("folder", str(tiny_dir.resolve()), "lanskap-tiny-sd")
-        source = tiny_dir
+        if settings.fallback == "mini":
+            ref = resolve_model_ref(MINI_NAME, settings)
+            source = ref.path
+            notices.append(
+                f"FALLBACK: {spec!r} is not available here, so this is lanskap-mini, the small built-in "
+                f"landscape model ({MINI_SIZE} px; not SD 2.1). Get the real base with `hf download {spec}` "
+                "or --model PATH; --fallback none makes this an error."
+            )
+        else:
+            ref, source = _tiny_fallback(exc, settings, notices)
     try:
         if ref.kind == "single_file":
             pipe, pred = _load_single_file(source, placement, settings, pred, notices)

@@ -18,6 +18,7 @@ from lanskap.models.safety import PICKLE_SUFFIXES, check_allowed
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][\w.\- ]*$")
+MINI_NAME = "lanskap-mini"  # the built-in model (lanskap.mini), always available
 CHECKPOINT_SUFFIXES = (".safetensors", *sorted(PICKLE_SUFFIXES))
 
 
@@ -60,6 +61,10 @@ def resolve_model_ref(spec: str, settings: Settings) -> ModelRef:
     spec = spec.strip()
     if not spec:
         raise LanskapError("no model given")
+    if spec == MINI_NAME:
+        from lanskap.mini.model import shipped
+
+        return ModelRef("folder", str(shipped().resolve()), MINI_NAME)
     found = _local(Path(spec).expanduser(), settings.allow_pickle)
     if found:
         return found
@@ -82,7 +87,7 @@ def unavailable_message(repo: str, settings: Settings) -> str:
         f"base model {repo!r} is not available: it is not in the local cache and the hub can't be reached. "
         f"On a connected machine run `hf download {repo}`, or copy a diffusers folder or a .safetensors "
         f"checkpoint here and pass --model PATH (or set LANSKAP_MODEL, or put it in {settings.models_dir}); "
-        "add --fallback tiny to try the whole flow on a tiny random-weight model"
+        "or use --model lanskap-mini (or --fallback mini), the small built-in landscape model"
     )
 
 

@@ -87,16 +87,19 @@ def learn_merges(words: list[str], n_merges: int) -> list[tuple[str, str]]:
     return merges
 
 
-def write_clip_tokenizer(folder: Path, *, n_merges: int = 480, pad_token: str = "!") -> int:
+def write_clip_tokenizer(
+    folder: Path, *, n_merges: int = 480, pad_token: str = "!", words: list[str] | None = None
+) -> int:
     """Write ``vocab.json``/``merges.txt`` plus a saved ``CLIPTokenizer``; return the vocab size.
 
     ``pad_token="!"`` matches SD 2.x's tokenizer (SD 1.x pads with ``<|endoftext|>``).
+    ``words`` adds to the built-in word list (lanskap-mini adds its caption vocabulary).
     """
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     base = list(bytes_to_unicode().values())
-    merges = learn_merges(CORPUS * 3, n_merges)
+    merges = learn_merges((CORPUS + list(words or [])) * 3, n_merges)
     vocab_list = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [BOS, EOS]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")

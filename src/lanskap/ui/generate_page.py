@@ -92,9 +92,23 @@ def _upload(label: str, key: str) -> Any:
     return try_action(lambda: load_rgb(f, "picture")) if f is not None else None
 
 
-def _inputs(svc: Any) -> None:
+def _fit_size(native: int | None) -> None:
+    """On a small model (lanskap-mini: 128 px) the thesis's 768x512 would tile; use its own size.
+
+    Done once per session, when the model is known, and only if the size is still the default.
+    """
+    s = st.session_state
+    if not native or native >= 512 or s.get("g_size_fitted"):
+        return
+    if (s["g_width"], s["g_height"]) == (DEFAULTS["g_width"], DEFAULTS["g_height"]):
+        s["g_width"] = s["g_height"] = native
+    s["g_size_fitted"] = True
+
+
+def _inputs(svc: Any, native: int | None) -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    _fit_size(native)
     loras = [NO_LORA, *svc.lora_names()]
     if st.session_state["g_lora"] not in loras:
         st.session_state["g_lora"] = NO_LORA
@@ -237,13 +251,15 @@ def page() -> None:
     if info.get("tiny"):
         lines += " · :material/warning: tiny random-weight model: images are noise that prove the flow"
     st.markdown(lines)
+    if info.get("fallback"):
+        st.info(info["fallback"], icon=":material/info:")
     shown = st.session_state.get("g_job")
     finished = next((j for j in svc.queue.recent(50) if j.id == shown and j.result is not None), None)
     if finished is not None:  # before the inputs, so "Reuse" offers this job's seed
         st.session_state["g_last_seed"] = finished.result.result.seeds[0]
     left, right = st.columns([5, 4], gap="large")
     with left:
-        _inputs(svc)
+        _inputs(svc, info.get("native_size"))
         _modes()
     with right:
         st.subheader("Result")

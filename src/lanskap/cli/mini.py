@@ -1,0 +1,139 @@
+"""``lanskap mini``: train lanskap-mini, measure its prompt following, write scene datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="lanskap-mini, the small built-in landscape model.")
+
+
+class _Bars:
+    """One tqdm bar per training stage."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.stage = quiet, None, ""
+
+    def __call__(self, stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            names = {"render": "rendering scenes", "vae": "VAE", "encode": "encoding latents", "unet": "UNet + text"}
+            self.bar, self.stage = tqdm(total=total, desc=names.get(stage, stage), dynamic_ncols=True), stage
+        assert self.bar is not None
+        self.bar.n = done
+        if "loss" in metrics:
+            self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(None, "--out", help="Run folder [$LANSKAP_HOME/training/lanskap-mini]."),
+    seed: int = typer.Option(0, "--seed", help="Decides every weight [0: the shipped model]."),
+    scenes: int = typer.Option(None, "--scenes", help="Procedural training scenes [12000]."),
+    vae_steps: int = typer.Option(None, "--vae-steps", help="VAE optimizer steps [1000]."),
+    steps: int = typer.Option(None, "--steps", help="UNet + text encoder optimizer steps [2400]."),
+    batch: int = typer.Option(None, "--batch", help="UNet batch size [32]."),
+    lr: float = typer.Option(None, "--learning-rate", help="UNet + text encoder learning rate [4e-4]."),
+    snapshot_every: int = typer.Option(None, "--snapshot-every", help="Save the EMA weights every N steps [600]."),
+    stop_after: int = typer.Option(
+        None, "--stop-after", help="End at step N on the --steps schedule (= that step's snapshot)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train lanskap-mini from scratch (about an hour on a 2-core CPU, minutes on a GPU)."""
+    from dataclasses import replace
+
+    from lanskap.cli.common import quiet_libraries
+    from lanskap.config import load_settings
+    from lanskap.mini.train import MiniConfig, train_mini
+
+    quiet_libraries(True)
+    given = {"scenes": scenes, "vae_steps": vae_steps, "steps": steps, "batch": batch, "lr": lr}
+    given |= {"snapshot_every": snapshot_every, "stop_after": stop_after}
+    cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
+    out = out or load_settings().home / "training" / "lanskap-mini"
+    bars = _Bars(quiet)
+    try:
+        model = train_mini(out, cfg, bars)
+    finally:
+        bars.close()
+    typer.echo(f"lanskap-mini trained: {model}")
+    typer.echo(f"loss curves: {out / 'vae_loss.png'}, {out / 'loss.png'}")
+    typer.echo(f"try it: lanskap generate 'a castle by a lake at sunset' --model {model}")
+
+
+@app.command("score")
+def score_cmd(
+    model: str = typer.Option("lanskap-mini", "--model", help="Model to measure."),
+    count: int = typer.Option(40, "--count", "-n", help="Held-out prompts."),
+    seed: int = typer.Option(1, "--seed", help="Image seed of the first prompt (then +1 each)."),
+    steps: int = typer.Option(20, "--steps", help="Sampling steps."),
+    guidance: float = typer.Option(7.5, "--cfg-scale", "--guidance", help="Guidance scale."),
+    sampler: str = typer.Option(None, "--sampler", help="Sampler [the engine's default]."),
+    lora: list[str] = typer.Option(None, "--lora", help="NAME[:SCALE], repeatable."),
+    out: Path = typer.Option(None, "--out", help="Write follow.json and a contact sheet follow.png here."),
+    device: str = typer.Option(None, "--device", help="auto, cuda or cpu."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Measure prompt following: generate held-out prompts and read the attributes back."""
+    from lanskap.cli.common import quiet_libraries
+    from lanskap.generation.engine import Engine
+    from lanskap.generation.params import GenerationRequest, LoraSpec
+    from lanskap.mini.follow import measure, save_report
+
+    quiet_libraries(True)
+    if count < 1:
+        from lanskap.errors import LanskapError
+
+        raise LanskapError("--count must be at least 1")
+    engine = Engine(model, device=device, fallback="none")
+    loras = tuple(LoraSpec.parse(x) for x in lora or [])
+    extra = {"scheduler": sampler} if sampler else {}
+
+    def generate(prompt: str, image_seed: int):  # type: ignore[no-untyped-def]
+        req = GenerationRequest(prompt, seed=image_seed, steps=steps, guidance=guidance, loras=loras, **extra)
+        return engine.generate(req).images[0]
+
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=count, desc="prompts", dynamic_ncols=True)
+    try:
+        report, images = measure(generate, count, seed=seed, progress=(lambda d, n: bar.update(1)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    typer.echo(report.summary())
+    if out:
+        json_path, png = save_report(report, images, out)
+        typer.echo(f"report: {json_path}; contact sheet: {png}")
+
+
+@app.command("dataset")
+def dataset_cmd(
+    out: Path = typer.Argument(..., help="New folder for the imagefolder (train/ and test/)."),
+    count: int = typer.Option(60, "--count", "-n", help="Training images."),
+    test: int = typer.Option(12, "--test", help="Test images (for lanskap evaluate)."),
+    style: str = typer.Option(None, "--style", help="Repaint in a style the base never saw: verdigris."),
+    size: int = typer.Option(128, "--size", help="Image side in pixels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write captioned procedural scenes (optionally in a new style) for lanskap train/evaluate."""
+    from lanskap.mini.dataset import trigger, write_scene_set
+
+    folder = write_scene_set(out, count, test=test, style=style, size=size, overwrite=overwrite)
+    typer.echo(f"{count} training + {test} test scenes in {folder}")
+    if style:
+        typer.echo(f"every caption ends with '{trigger(style)}'")

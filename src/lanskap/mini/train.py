@@ -1,0 +1,253 @@
+"""Train lanskap-mini from a seed: render scenes, fit the VAE, then the UNet and text encoder.
+
+This is a base-model trainer (every weight from scratch), which is a different job from
+``lanskap.training`` (a LoRA on a frozen base), so it has its own short loop; the objective
+(v-prediction with min-SNR weighting), the metrics log and the loss plot are shared with it.
+Everything random comes from the seed, so the same seed on the same machine and thread count
+gives the same weights. Stages:
+
+1. render ``scenes`` procedural landscapes at 128 px (``lanskap.mini.scenes``);
+2. fit the AutoencoderKL on random 64 px crops (L1 + MSE + a small KL term); set its
+   ``scaling_factor`` so latents have unit variance, as SD's 0.18215 does;
+3. encode every scene once, then train the UNet and the CLIP text encoder together on
+   (latent, caption) pairs, with a fresh phrasing of the caption at every visit and 10% empty
+   captions so classifier-free guidance works; keep an EMA of the weights, which is what ships.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lanskap.errors import LanskapError
+from lanskap.mini import model as arch
+from lanskap.mini.scenes import caption, render, sample_scene
+from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
+from lanskap.training.monitor import MetricsLog, plot_loss
+
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]  # stage, done, total, metrics
+
+
+@dataclass(frozen=True)
+class MiniConfig:
+    """Everything that decides the weights. The defaults made the shipped model."""
+
+    seed: int = 0
+    scenes: int = 12000
+    vae_steps: int = 1000
+    vae_batch: int = 8
+    vae_crop: int = 64
+    vae_lr: float = 1e-3
+    steps: int = 2400
+    batch: int = 32
+    lr: float = 4e-4
+    warmup: int = 150
+    ema: float = 0.999
+    uncond: float = 0.1
+    min_snr_gamma: float = 5.0
+    snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
+    #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
+    stop_after: int | None = None
+
+    def validate(self) -> MiniConfig:
+        for name in ("scenes", "vae_steps", "vae_batch", "steps", "batch"):
+            if getattr(self, name) < 1:
+                raise LanskapError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.vae_crop % 8 or not 16 <= self.vae_crop <= arch.SIZE:
+            raise LanskapError(f"vae_crop must be a multiple of 8 between 16 and {arch.SIZE}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
+            raise LanskapError(f"stop_after must be between 1 and steps ({self.steps}), got {self.stop_after}")
+        if not 0 <= self.uncond < 1:
+            raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
+        return self
+
+
+def render_set(cfg: MiniConfig, progress: ProgressFn | None = None) -> tuple[np.ndarray, list[Any]]:
+    """The training scenes (seeds ``seed·10⁶ + i``; held-out prompts use other seeds) as uint8 NHWC."""
+    scenes = [sample_scene(cfg.seed * 1_000_000 + i) for i in range(cfg.scenes)]
+    pixels = np.empty((cfg.scenes, arch.SIZE, arch.SIZE, 3), np.uint8)
+    for i, scene in enumerate(scenes):
+        pixels[i] = np.asarray(render(scene, arch.SIZE))
+        if progress and (i + 1) % 200 == 0:
+            progress("render", i + 1, cfg.scenes, {})
+    return pixels, scenes
+
+
+def _to_tensor(batch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def fit_vae(
+    pixels: np.ndarray, cfg: MiniConfig, log: MetricsLog, progress: ProgressFn | None, gen: torch.Generator
+) -> Any:
+    vae = arch.vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed + 1)
+    c = cfg.vae_crop
+    for step in range(cfg.vae_steps):
+        idx = rng.integers(0, len(pixels), cfg.vae_batch)
+        y, x = rng.integers(0, arch.SIZE - c + 1, 2)
+        x0 = _to_tensor(pixels[idx, y : y + c, x : x + c])
+        lr = _lr(step, cfg.vae_steps, cfg.vae_lr, 50)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        post = vae.encode(x0).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        l1 = (rec - x0).abs().mean()
+        kl = post.kl().mean() / z[0].numel()
+        loss = l1 + F.mse_loss(rec, x0) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        row = {"stage": "vae", "step": step + 1, "loss": loss.item(), "l1": l1.item(), "lr": lr}
+        log.append(row)
+        if progress:
+            progress("vae", step + 1, cfg.vae_steps, {"loss": row["loss"]})
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def encode_all(vae: Any, pixels: np.ndarray, progress: ProgressFn | None) -> torch.Tensor:
+    """Posterior means of every scene, scaled to unit variance (the factor goes into the VAE's config)."""
+    out = []
+    for i in range(0, len(pixels), 64):
+        out.append(vae.encode(_to_tensor(pixels[i : i + 64])).latent_dist.mean)
+        if progress:
+            progress("encode", min(i + 64, len(pixels)), len(pixels), {})
+    latents = torch.cat(out)
+    factor = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=factor)
+    return latents * factor
+
+
+class _EMA:
+    """Exponential moving average of weights, with the usual warm-up (decay grows with the step)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow.parameters(), module.parameters(), strict=True):
+            s.lerp_(p.detach(), 1 - d)
+
+
+def fit_unet(
+    latents: torch.Tensor,
+    scenes: list[Any],
+    tok: Any,
+    cfg: MiniConfig,
+    log: MetricsLog,
+    progress: ProgressFn | None,
+    gen: torch.Generator,
+    snapshot: Callable[[int, Any, Any], None] | None = None,
+) -> tuple[Any, Any]:
+    from diffusers import DDPMScheduler
+
+    unet, text = arch.unet(), arch.text_encoder(len(tok))
+    sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items() if k != "set_alpha_to_one"})
+    params = [*unet.parameters(), *text.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    ema_unet, ema_text = _EMA(unet, cfg.ema), _EMA(text, cfg.ema)
+    rng = np.random.default_rng(cfg.seed + 2)
+    unet.train()
+    text.train()
+    for step in range(cfg.steps):
+        idx = rng.integers(0, len(latents), cfg.batch)
+        texts = ["" if rng.random() < cfg.uncond else caption(scenes[i], seed=int(rng.integers(2**31))) for i in idx]
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        x0 = latents[torch.from_numpy(idx)]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        noisy = sched.add_noise(x0, noise, t)
+        cond = text(ids.input_ids)[0]
+        pred = unet(noisy, t, cond).sample
+        target = training_target(sched, x0, noise, t, arch.PREDICTION_TYPE)
+        weights = min_snr_weights(sched, t, cfg.min_snr_gamma, arch.PREDICTION_TYPE)
+        loss = diffusion_loss(pred, target, weights)
+        lr = _lr(step, cfg.steps, cfg.lr, cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_unet.update(unet, step)
+        ema_text.update(text, step)
+        value = loss.item()
+        log.append({"stage": "unet", "step": step + 1, "loss": value, "lr": lr})
+        if progress:
+            progress("unet", step + 1, cfg.steps, {"loss": value})
+        if cfg.stop_after is not None and step + 1 >= cfg.stop_after:
+            break
+        if snapshot and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
+            snapshot(step + 1, ema_unet.shadow, ema_text.shadow)
+    return ema_unet.shadow, ema_text.shadow
+
+
+def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -> Path:
+    """Train lanskap-mini into ``out``: ``model/`` (a diffusers folder), metrics and loss plots."""
+    cfg.validate()
+    out = Path(out)
+    model_dir = out / "model"
+    if model_dir.exists() and any(model_dir.iterdir()):
+        raise LanskapError(f"{model_dir} already exists; choose another --out or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out)
+    if log.path.exists():
+        log.path.unlink()
+    started = time.time()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tok = arch.tokenizer(out / "tokenizer")
+    pixels, scenes = render_set(cfg, progress)
+    vae = fit_vae(pixels, cfg, log, progress, gen)
+    plot_loss([r for r in log.read() if r.get("stage") == "vae"], out / "vae_loss.png", "lanskap-mini: VAE")
+    latents = encode_all(vae, pixels, progress)
+    del pixels
+
+    def snapshot(step: int, unet: Any, text: Any) -> None:
+        card = {"name": arch.NAME, "snapshot_step": step, "config": asdict(cfg)}
+        dest = out / "snapshots" / f"step-{step:05d}"
+        arch.save_pipeline(dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
+
+    unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, gen, snapshot)
+    rows = [r for r in log.read() if r.get("stage") == "unet"]
+    plot_loss(rows, out / "loss.png", "lanskap-mini: UNet + text encoder (v-prediction, min-SNR 5)")
+    card = {
+        "name": arch.NAME,
+        "config": asdict(cfg),
+        "command": f"lanskap mini train --seed {cfg.seed} --steps {cfg.steps} --scenes {cfg.scenes}"
+        + (f" --stop-after {cfg.stop_after}" if cfg.stop_after else ""),
+        "final_loss_ema": float(np.mean([r["loss"] for r in rows[-100:]])),
+        "train_seconds": round(time.time() - started, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
+        f"threads {torch.get_num_threads()}".strip(),
+        "prediction_type": arch.PREDICTION_TYPE,
+        "native_size": arch.SIZE,
+    }
+    arch.save_pipeline(model_dir, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
+    return model_dir

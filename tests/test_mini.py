@@ -1,0 +1,293 @@
+"""lanskap-mini: the shipped model, its prompt following, the fallback, its trainer and the LoRA loop."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_line_error, run_cli
+from lanskap.mini import model as arch
+
+
+@pytest.fixture(scope="module")
+def mini_engine(tmp_path_factory: pytest.TempPathFactory):
+    from lanskap.config import Settings
+    from lanskap.generation.engine import Engine
+
+    home = tmp_path_factory.mktemp("mini-home")
+    return Engine(settings=Settings(home=home, model="lanskap-mini", device="cpu", dtype="fp32"))
+
+
+def _gen(engine, prompt: str, seed: int, **kw) -> Image.Image:  # type: ignore[no-untyped-def]
+    from lanskap.generation.params import GenerationRequest
+
+    return engine.generate(GenerationRequest(prompt, seed=seed, steps=kw.pop("steps", 20), **kw)).images[0]
+
+
+def test_shipped_weights_are_sd_classes_in_safetensors_under_30_mb() -> None:
+    import diffusers
+    import transformers
+
+    folder = arch.shipped()
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 30 * 2**20
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt", ".pth")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    assert index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "v_prediction"
+    assert diffusers and transformers
+    card = arch.card(folder)
+    assert card["config"]["seed"] == 0 and "lanskap mini train" in card["command"]
+
+
+def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
+    """A lower bound on the share of requested attributes present (sky, moons, water, snow, castle).
+
+    The shipped weights (step 1200 of 2400) measure 56% here (sky 67%); the issue's target is 80%,
+    which this model does not reach yet. The bound sits just under the measurement, so any
+    regression in the engine, the loader or the weights fails it.
+    """
+    from lanskap.mini.follow import HELD_OUT_SEED, measure
+
+    report, images = measure(lambda p, s: _gen(mini_engine, p, s), 24, seed=1, start=HELD_OUT_SEED)
+    assert images[0].size == (128, 128)
+    assert report.asked >= 40
+    assert report.rate >= 0.5, report.summary()
+    sky = report.by_attribute()["sky"]
+    assert sky[0] / sky[1] >= 0.6, report.summary()
+
+
+def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None:
+    from lanskap.mini.follow import composition_distance
+
+    prompt = "a fantasy landscape with snowy mountains, a castle and a lake at sunset"
+    images = [_gen(mini_engine, prompt, s) for s in (11, 12, 13)]
+    again = _gen(mini_engine, prompt, 11)
+    assert composition_distance(images[0], again) < 1.0  # same seed: same picture
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert composition_distance(images[i], images[j]) > 4.0
+
+
+def test_the_prompt_changes_the_picture(mini_engine) -> None:
+    """From the same seed, a night prompt gives a darker sky than a day prompt, and a bluer day sky."""
+    night = np.asarray(_gen(mini_engine, "rolling hills and a lake at night", 5), float)[:40]
+    day = np.asarray(_gen(mini_engine, "rolling hills and a lake on a clear day", 5), float)[:40]
+    assert night.mean() < day.mean() - 30
+    assert day[..., 2].mean() > day[..., 0].mean() + 30  # blue, not orange
+
+
+def test_every_mode_works_on_mini(mini_engine) -> None:
+    from lanskap.generation.params import GenerationRequest, InitImage, InpaintMask
+
+    base = _gen(mini_engine, "green hills under a blue sky", 3, steps=10)
+    var = mini_engine.generate(
+        GenerationRequest(
+            "green hills at sunset", seed=3, steps=10, init=InitImage(base, strength=0.6), scheduler="Euler a"
+        )
+    ).images[0]
+    assert var.size == base.size and np.abs(np.asarray(var, float) - np.asarray(base, float)).mean() > 2
+    mask = Image.new("L", base.size, 0)
+    mask.paste(255, (0, 0, 128, 40))
+    painted = mini_engine.generate(
+        GenerationRequest(
+            "green hills at night", seed=3, steps=10, init=InitImage(base, 1.0), mask=InpaintMask(mask, fill="noise")
+        )
+    ).images[0]
+    a, b = np.asarray(painted, int), np.asarray(base, int)
+    assert np.abs(a[80:] - b[80:]).max() <= 3  # far from the mask: the input's pixels
+    assert np.abs(a[:30] - b[:30]).mean() > 5  # the masked sky was repainted
+
+
+def test_generate_falls_back_to_mini_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    proc = run_cli(
+        "generate",
+        "a castle by a lake under two moons at night",
+        "--seed",
+        "3",
+        "--steps",
+        "12",
+        "--out",
+        str(out),
+        "--no-gallery",
+        "--json",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    fallback = [ln for ln in proc.stderr.splitlines() if "FALLBACK" in ln]
+    assert len(fallback) == 1 and "lanskap-mini" in fallback[0] and "sd2-community" in fallback[0]
+    summary = json.loads(proc.stdout)
+    assert summary["model"] == "lanskap-mini" and summary["size"] == [128, 128]
+    with Image.open(summary["images"][0]) as im:
+        assert "Model: lanskap-mini" in im.info["parameters"]
+
+
+def test_fallback_none_and_bad_fallback_are_one_line_errors(tmp_path: Path) -> None:
+
+    proc = run_cli("generate", "x", "--fallback", "nope", "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "fallback must be one of mini, tiny, none")
+
+
+def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
+    """Two runs with the same seed give the same weights: a run stopped at step 2 equals another's snapshot."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from lanskap.mini.train import MiniConfig, train_mini
+
+    cfg = MiniConfig(scenes=24, vae_steps=3, vae_batch=2, steps=4, batch=4, snapshot_every=2)
+    a = train_mini(tmp_path / "a", cfg)
+    b = train_mini(tmp_path / "b", replace(cfg, stop_after=2))
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    wa, wb = load_file(tmp_path / "a" / "snapshots" / "step-00002" / unet), load_file(b / unet)
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    final = load_file(a / unet)
+    assert any(not (final[k] == wa[k]).all() for k in wa)  # two more steps changed it
+    assert "--stop-after 2" in arch.card(b)["command"]
+    assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "a" / "vae_loss.png").stat().st_size > 1000
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows].count("unet") == 4
+    # the trained folder is a model like any other
+    proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    args = ("mini", "train", "--scenes", "16", "--vae-steps", "2", "--steps", "2", "--batch", "2")
+    proc = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
+    assert proc.returncode == 0, proc.stderr
+    assert "UNet + text" in proc.stderr and "loss.png" in proc.stdout
+    card = arch.card(tmp_path / "s5" / "model")
+    assert card["config"]["seed"] == 5
+    shipped = load_file(arch.shipped() / "unet" / "diffusion_pytorch_model.safetensors")
+    other = load_file(tmp_path / "s5" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not (shipped[k] == other[k]).all() for k in shipped)
+    again = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
+    assert "already exists" in again.stderr and again.returncode != 0
+
+
+def test_style_dataset_and_palette_metric(tmp_path: Path) -> None:
+    from lanskap.evaluation.distances import palette_distance, palette_histogram
+    from lanskap.mini.dataset import write_scene_set
+
+    plain = write_scene_set(tmp_path / "plain", 20, test=20)
+    styled = write_scene_set(tmp_path / "styled", 20, test=2, style="verdigris")
+    rows = [json.loads(x) for x in (styled / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and all(r["text"].endswith("in verdigris style") for r in rows)
+    assert len(list((styled / "test").glob("*.png"))) == 2
+
+    def hist(folder: Path) -> np.ndarray:
+        return sum(palette_histogram(np.asarray(Image.open(p).convert("RGB"))) for p in folder.glob("*.png"))
+
+    same = palette_distance(hist(plain / "train"), hist(plain / "test"))
+    shifted = palette_distance(hist(plain / "train"), hist(styled / "train"))
+    assert shifted > 0.8 and same < 0.35, (shifted, same)
+
+
+def test_large_sizes_on_a_small_model_say_so(mini_engine) -> None:
+    from lanskap.generation.params import GenerationRequest
+
+    result = mini_engine.generate(GenerationRequest("plains at dawn", seed=1, steps=2, width=384, height=128))
+    assert result.images[0].size == (384, 128)
+    assert any("trained at 128 px" in n for n in result.notices)
+
+
+@pytest.mark.e2e
+def test_lora_loop_runs_on_mini(tmp_path: Path) -> None:
+    """The tutorial's loop, shortened: style set → lanskap train → lanskap evaluate, on the built-in model.
+
+    It checks that every stage runs on lanskap-mini and reports a palette distance for both sets.
+    It does not assert a style shift: at these settings the LoRA does not learn the palette yet
+    (see docs/tutorial-mini.md), which is why #10 stays open.
+    """
+    from lanskap.mini.dataset import write_scene_set
+
+    data = write_scene_set(tmp_path / "verdigris", 16, test=6, style="verdigris")
+    run = tmp_path / "run"
+    train = run_cli(
+        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "20",
+        "--train-batch-size", "4", "--rank", "8", "--learning-rate", "1e-3", "--lr-warmup-steps", "5",
+        "--no-validation", "--checkpointing-steps", "1000", "-q",
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    proc = run_cli(
+        "evaluate", str(data), "--model", "lanskap-mini", "--lora", str(run / "lanskap-lora.safetensors"),
+        "--clip-model", "none", "--metrics", "palette", "--steps", "8", "--out", str(tmp_path / "report"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)["metrics"]
+    for name in ("base", "lora"):
+        assert 0.0 < metrics[name]["palette"]["value"] <= 1.0
+        assert metrics[name]["palette"]["n_generated"] == 6
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_web_app_falls_back_to_mini_and_uses_its_size(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import REPO
+    from lanskap.gallery import Gallery
+    from lanskap.ui.common import service
+
+    monkeypatch.setenv("LANSKAP_UI_PRELOAD", "0")
+    service.clear()
+    try:
+        service().engine.load()  # as `lanskap ui` preloads: SD 2.1 is absent, so this is lanskap-mini
+        at = AppTest.from_file(str(REPO / "src" / "lanskap" / "ui" / "app.py"), default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        info = " ".join(str(e.value) for e in at.get("info"))
+        assert "FALLBACK" in info and "lanskap-mini" in info
+        assert at.number_input(key="g_width").value == 128 and at.number_input(key="g_height").value == 128
+        at.text_area(key="g_prompt").input("snowy mountains and a castle at sunset")
+        at.slider(key="g_steps").set_value(8)
+        at.button(key="go-txt2img").click().run()
+        end = time.time() + 120
+        while Gallery(isolated_home).query()[1] == 0 and time.time() < end:
+            time.sleep(0.2)
+        rows, n = Gallery(isolated_home).query()
+        assert n == 1 and rows[0].model == "lanskap-mini" and (rows[0].width, rows[0].height) == (128, 128)
+    finally:
+        service().queue.shutdown()
+        service.clear()
+
+
+def test_api_falls_back_to_mini(isolated_home: Path) -> None:
+    import base64
+    import io
+
+    import requests
+
+    from lanskap.api.security import ServeConfig
+    from lanskap.config import load_settings
+    from lanskap.service import Service
+    from test_api import Server
+
+    server = Server(Service(load_settings()), ServeConfig(rate_per_minute=100_000, rate_burst=1000))
+    try:
+        body = {"prompt": "rolling hills and a lake under two moons at night", "steps": 12, "seed": 4}
+        body |= {"width": 128, "height": 128}
+        answer = requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120).json()
+        info = json.loads(answer["info"])
+        assert "Model: lanskap-mini" in info["infotexts"][0]
+        image = Image.open(io.BytesIO(base64.b64decode(answer["images"][0])))
+        assert image.size == (128, 128)
+        models = requests.get(server.url + "/sdapi/v1/sd-models", timeout=10).json()
+        assert models[0]["model_name"] == "lanskap-mini"
+    finally:
+        server.stop()
