@@ -250,7 +250,7 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
                 uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Picture to repaint")
                 uploader.locator("input[type=file]").set_input_files(str(source))
                 try:
-                    uploader.get_by_text("scene.png").wait_for(timeout=10_000)
+                    uploader.get_by_text("scene.png").wait_for(timeout=30_000)  # slow under a loaded CI
                     uploaded = True
                     break
                 except Exception:
