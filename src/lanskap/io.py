@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,3 +45,22 @@ def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True) -> Path
 
 def atomic_write_text(path: Path, text: str, *, replace: bool = True) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), replace=replace)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``out``; on success it replaces ``out``, on any error it is removed.
+
+    A folder that readers load as a whole (a model, a dataset) never appears half-written.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

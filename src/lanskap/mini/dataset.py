@@ -9,12 +9,11 @@ imagefolders have it.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from lanskap.errors import LanskapError
+from lanskap.io import atomic_dir
 from lanskap.mini.scenes import STYLES, caption, render, sample_scene, stylise
 
 #: Scenes for datasets start here, apart from the base model's training and held-out seeds.
@@ -46,9 +45,7 @@ def write_scene_set(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise LanskapError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         done = 0
         for split, n, first in (("train", count, seed), ("test", test, seed + count)):
             if not n:
@@ -69,10 +66,4 @@ def write_scene_set(
                 if progress:
                     progress(done, count + test)
             (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

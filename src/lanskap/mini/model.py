@@ -10,13 +10,12 @@ UNet has 4 M parameters, so a step takes milliseconds on a laptop CPU.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from lanskap.errors import LanskapError
+from lanskap.io import atomic_dir
 
 NAME = "lanskap-mini"
 MARKER = "lanskap_mini.json"
@@ -93,17 +92,9 @@ def unet() -> Any:
 
 def scheduler_config() -> dict[str, Any]:
     """SD 2.1's noise schedule and v-prediction target."""
-    return {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "clip_sample": False,
-        "set_alpha_to_one": False,
-        "steps_offset": 1,
-        "prediction_type": PREDICTION_TYPE,
-        "timestep_spacing": "leading",
-    }
+    from lanskap.models.reference import SD21_SCHEDULER
+
+    return dict(SD21_SCHEDULER)
 
 
 def save_pipeline(out: Path, *, vae_model: Any, text_model: Any, tok: Any, unet_model: Any, card: dict) -> Path:
@@ -125,17 +116,9 @@ def save_pipeline(out: Path, *, vae_model: Any, text_model: Any, tok: Any, unet_
         requires_safety_checker=False,
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / MARKER).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
