@@ -53,18 +53,18 @@ def test_shipped_weights_are_sd_classes_in_safetensors_under_30_mb() -> None:
 def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     """A lower bound on the share of requested attributes present (sky, moons, water, snow, castle).
 
-    The shipped weights (step 1200 of 2400) measure 56% here (sky 67%); the issue's target is 80%,
-    which this model does not reach yet. The bound sits just under the measurement, so any
-    regression in the engine, the loader or the weights fails it.
+    The shipped weights (the full 2,400-step schedule) measure 66% here (sky 75%); the issue's
+    target is 80%, which this model does not reach yet. The bound sits just under the measurement,
+    so any regression in the engine, the loader or the weights fails it.
     """
     from lanskap.mini.follow import HELD_OUT_SEED, measure
 
     report, images = measure(lambda p, s: _gen(mini_engine, p, s), 24, seed=1, start=HELD_OUT_SEED)
     assert images[0].size == (128, 128)
     assert report.asked >= 40
-    assert report.rate >= 0.5, report.summary()
+    assert report.rate >= 0.62, report.summary()
     sky = report.by_attribute()["sky"]
-    assert sky[0] / sky[1] >= 0.6, report.summary()
+    assert sky[0] / sky[1] >= 0.7, report.summary()
 
 
 def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None:
@@ -80,11 +80,17 @@ def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None
 
 
 def test_the_prompt_changes_the_picture(mini_engine) -> None:
-    """From the same seed, a night prompt gives a darker sky than a day prompt, and a bluer day sky."""
-    night = np.asarray(_gen(mini_engine, "rolling hills and a lake at night", 5), float)[:40]
-    day = np.asarray(_gen(mini_engine, "rolling hills and a lake on a clear day", 5), float)[:40]
-    assert night.mean() < day.mean() - 30
-    assert day[..., 2].mean() > day[..., 0].mean() + 30  # blue, not orange
+    """Over the same seeds, a night prompt gives darker skies than a day prompt, and day skies are blue.
+
+    The model misses "night" on some seeds (it follows about two thirds of what is asked), so
+    this looks at six seeds together rather than at one.
+    """
+    seeds = range(1, 7)
+    night = [np.asarray(_gen(mini_engine, "rolling hills and a lake at night", s), float)[:40] for s in seeds]
+    day = [np.asarray(_gen(mini_engine, "rolling hills and a lake on a clear day", s), float)[:40] for s in seeds]
+    assert np.mean([n.mean() for n in night]) < np.mean([d.mean() for d in day]) - 30
+    assert sum(n.mean() < 60 for n in night) >= 3  # dark skies, not just dimmer ones
+    assert all(d[..., 2].mean() > d[..., 0].mean() + 30 for d in day)  # blue, not orange
 
 
 def test_every_mode_works_on_mini(mini_engine) -> None:
@@ -199,6 +205,43 @@ def test_style_dataset_and_palette_metric(tmp_path: Path) -> None:
     assert shifted > 0.8 and same < 0.35, (shifted, same)
 
 
+def test_vae_crops_are_recoloured_by_share_and_seed() -> None:
+    from lanskap.mini.train import recolour
+
+    batch = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    assert np.array_equal(recolour(batch, np.random.default_rng(1), 0.0), batch)
+    every = recolour(batch, np.random.default_rng(1), 1.0)
+    assert every.min() >= 0 and every.max() <= 255
+    assert all((every[k] != batch[k]).any() for k in range(64))
+    half = recolour(batch, np.random.default_rng(2), 0.5)
+    changed = sum(bool((half[k] != batch[k]).any()) for k in range(64))
+    assert 16 <= changed <= 48, changed
+    assert np.array_equal(half, recolour(batch, np.random.default_rng(2), 0.5))  # the seed decides it
+
+
+def test_shipped_vae_carries_colours_the_scenes_never_use() -> None:
+    """A style LoRA can only show a palette the VAE can decode: a verdigris scene survives a round trip.
+
+    The first shipped VAE (fitted without ``recolour``) gave 0.85 here, folding teal and copper
+    onto the scenes' blues and oranges, and no LoRA could show the style.
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    from lanskap.evaluation.distances import palette_distance, palette_histogram
+    from lanskap.mini.model import shipped
+    from lanskap.mini.scenes import render, sample_scene, stylise
+
+    vae = AutoencoderKL.from_pretrained(shipped() / "vae", torch_dtype=torch.float32).eval()
+    styled = np.stack([np.asarray(stylise(render(sample_scene(10**9 + i)), "verdigris")) for i in range(8)])
+    with torch.no_grad():
+        x = torch.from_numpy(styled).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    back = ((y.permute(0, 2, 3, 1) + 1) * 127.5).round().numpy().astype(np.uint8)
+    distance = palette_distance(sum(map(palette_histogram, styled)), sum(map(palette_histogram, back)))
+    assert distance < 0.45, distance
+
+
 def test_large_sizes_on_a_small_model_say_so(mini_engine) -> None:
     from lanskap.generation.params import GenerationRequest
 
@@ -208,32 +251,31 @@ def test_large_sizes_on_a_small_model_say_so(mini_engine) -> None:
 
 
 @pytest.mark.e2e
-def test_lora_loop_runs_on_mini(tmp_path: Path) -> None:
+def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     """The tutorial's loop, shortened: style set → lanskap train → lanskap evaluate, on the built-in model.
 
-    It checks that every stage runs on lanskap-mini and reports a palette distance for both sets.
-    It does not assert a style shift: at these settings the LoRA does not learn the palette yet
-    (see docs/tutorial-mini.md), which is why #10 stays open.
+    The LoRA must bring the generated palette measurably closer to the style set than the base
+    model's (the tutorial's longer run goes from 0.88 to 0.62).
     """
     from lanskap.mini.dataset import write_scene_set
 
-    data = write_scene_set(tmp_path / "verdigris", 16, test=6, style="verdigris")
+    data = write_scene_set(tmp_path / "verdigris", 24, test=8, style="verdigris")
     run = tmp_path / "run"
     train = run_cli(
-        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "20",
-        "--train-batch-size", "4", "--rank", "8", "--learning-rate", "1e-3", "--lr-warmup-steps", "5",
-        "--no-validation", "--checkpointing-steps", "1000", "-q",
+        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "200",
+        "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3", "--lr-warmup-steps", "10",
+        "--train-ff", "--train-proj", "--no-validation", "--checkpointing-steps", "1000", "-q",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr
     proc = run_cli(
         "evaluate", str(data), "--model", "lanskap-mini", "--lora", str(run / "lanskap-lora.safetensors"),
-        "--clip-model", "none", "--metrics", "palette", "--steps", "8", "--out", str(tmp_path / "report"), "--json",
+        "--clip-model", "none", "--metrics", "palette", "--steps", "12", "--out", str(tmp_path / "report"), "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)["metrics"]
-    for name in ("base", "lora"):
-        assert 0.0 < metrics[name]["palette"]["value"] <= 1.0
-        assert metrics[name]["palette"]["n_generated"] == 6
+    base, lora = (metrics[name]["palette"]["value"] for name in ("base", "lora"))
+    assert metrics["lora"]["palette"]["n_generated"] == 8
+    assert lora < base - 0.08, (base, lora)
     assert (tmp_path / "report" / "report.html").is_file()
 
 

@@ -341,13 +341,16 @@ STYLES: dict[str, tuple[tuple[int, int, int], ...]] = {
 }
 
 
-def stylise(image: Image.Image, style: str) -> Image.Image:
-    """Repaint ``image`` in a style's palette, keeping its light and shade (a gradient map)."""
-    stops = np.asarray(STYLES[style], np.float32)
-    rgb = np.asarray(image.convert("RGB"), np.float32)
+def gradient_map(rgb: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Map each pixel's luminance onto a ramp through ``stops`` (N×3, dark to light); float HWC/NHWC in, out."""
     lum = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
     pos = np.clip(lum, 0, 1) * (len(stops) - 1)
     i = np.minimum(pos.astype(int), len(stops) - 2)
     f = (pos - i)[..., None]
-    out = stops[i] * (1 - f) + stops[i + 1] * f
+    return stops[i] * (1 - f) + stops[i + 1] * f
+
+
+def stylise(image: Image.Image, style: str) -> Image.Image:
+    """Repaint ``image`` in a style's palette, keeping its light and shade (a gradient map)."""
+    out = gradient_map(np.asarray(image.convert("RGB"), np.float32), np.asarray(STYLES[style], np.float32))
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")

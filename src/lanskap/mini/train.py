@@ -7,7 +7,8 @@ Everything random comes from the seed, so the same seed on the same machine and 
 gives the same weights. Stages:
 
 1. render ``scenes`` procedural landscapes at 128 px (``lanskap.mini.scenes``);
-2. fit the AutoencoderKL on random 64 px crops (L1 + MSE + a small KL term); set its
+2. fit the AutoencoderKL on random 64 px crops, half of them repainted in random colours so it
+   can carry any palette (L1 + MSE + a small KL term); set its
    ``scaling_factor`` so latents have unit variance, as SD's 0.18215 does;
 3. encode every scene once, then train the UNet and the CLIP text encoder together on
    (latent, caption) pairs, with a fresh phrasing of the caption at every visit and 10% empty
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 from lanskap.errors import LanskapError
 from lanskap.mini import model as arch
-from lanskap.mini.scenes import caption, render, sample_scene
+from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
 from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
 from lanskap.training.monitor import MetricsLog, plot_loss
 
@@ -48,6 +49,7 @@ class MiniConfig:
     vae_batch: int = 8
     vae_crop: int = 64
     vae_lr: float = 1e-3
+    vae_recolour: float = 0.5  # share of VAE crops repainted in random colours (see ``recolour``)
     steps: int = 2400
     batch: int = 32
     lr: float = 4e-4
@@ -67,6 +69,8 @@ class MiniConfig:
             raise LanskapError(f"vae_crop must be a multiple of 8 between 16 and {arch.SIZE}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
             raise LanskapError(f"stop_after must be between 1 and steps ({self.steps}), got {self.stop_after}")
+        if not 0 <= self.vae_recolour <= 1:
+            raise LanskapError(f"vae_recolour must be in [0, 1], got {self.vae_recolour}")
         if not 0 <= self.uncond < 1:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
         return self
@@ -87,6 +91,27 @@ def _to_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
+def recolour(batch: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """Repaint a random ``share`` of a uint8 NHWC batch in random colours, so the VAE spans the colour cube.
+
+    The scenes use a few dozen palettes. A VAE fitted only on them folds every other colour onto
+    the nearest one it knows (a teal-and-copper style came back blue and orange), and then no LoRA
+    on the UNet can ever show that style. Half the repaints swap and rescale the channels, half
+    are gradient maps through 2 to 5 random colours, the kind of change a palette style makes.
+    """
+    out = batch.astype(np.float32)
+    for k in range(len(out)):
+        if rng.random() >= share:
+            continue
+        if rng.random() < 0.5:
+            gain = rng.uniform(0.5, 1.2, 3).astype(np.float32)
+            offset = rng.uniform(-60, 60, 3).astype(np.float32)
+            out[k] = out[k][..., rng.permutation(3)] * gain + offset
+        else:
+            out[k] = gradient_map(out[k], rng.uniform(0, 255, (int(rng.integers(2, 6)), 3)).astype(np.float32))
+    return np.clip(out, 0, 255)
+
+
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
     if step < warmup:
@@ -105,7 +130,7 @@ def fit_vae(
     for step in range(cfg.vae_steps):
         idx = rng.integers(0, len(pixels), cfg.vae_batch)
         y, x = rng.integers(0, arch.SIZE - c + 1, 2)
-        x0 = _to_tensor(pixels[idx, y : y + c, x : x + c])
+        x0 = _to_tensor(recolour(pixels[idx, y : y + c, x : x + c], rng, cfg.vae_recolour))
         lr = _lr(step, cfg.vae_steps, cfg.vae_lr, 50)
         for group in opt.param_groups:
             group["lr"] = lr
