@@ -264,7 +264,8 @@ def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     train = run_cli(
         "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "200",
         "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3", "--lr-warmup-steps", "10",
-        "--train-ff", "--train-proj", "--no-validation", "--checkpointing-steps", "1000", "-q",
+        "--train-ff", "--train-proj", "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
+        "--checkpointing-steps", "1000", "-q",
     )  # fmt: skip
     assert train.returncode == 0, train.stderr
     proc = run_cli(
