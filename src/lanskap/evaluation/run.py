@@ -381,20 +381,14 @@ def _metrics(
     for s in gens:
         m: dict[str, Any] = {}
         n_real, n_gen = len(real), len(s)
-        if "cmmd" in feats[s.name]:
-            m["cmmd"] = {
-                "value": D.cmmd_distance(feats["real"]["cmmd"], feats[s.name]["cmmd"]),
-                "n_real": n_real,
-                "n_generated": n_gen,
-                "lower_is_better": True,
-            }
-        if "palette" in feats[s.name]:
-            m["palette"] = {
-                "value": D.palette_distance(feats["real"]["palette"], feats[s.name]["palette"]),
-                "n_real": n_real,
-                "n_generated": n_gen,
-                "lower_is_better": True,
-            }
+        for name, distance in (("cmmd", D.cmmd_distance), ("palette", D.palette_distance)):
+            if name in feats[s.name]:
+                m[name] = {
+                    "value": distance(feats["real"][name], feats[s.name][name]),
+                    "n_real": n_real,
+                    "n_generated": n_gen,
+                    "lower_is_better": True,
+                }
         if "inception" in feats[s.name]:
             fr, fg = feats["real"]["inception"], feats[s.name]["inception"]
             dim = fr.shape[1]

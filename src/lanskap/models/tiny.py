@@ -9,13 +9,13 @@ same code paths. Their outputs are noise: they prove the flow, not the quality.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 from lanskap.errors import LanskapError
+from lanskap.io import atomic_dir
 from lanskap.models.tokenizer import write_clip_tokenizer
 
 KINDS = ("sd", "sd-inpaint", "blip", "clip", "inception")
@@ -135,10 +135,8 @@ def make_tiny(
     occupied = any(out.iterdir()) if out.is_dir() else out.exists()
     if occupied and not overwrite:
         raise LanskapError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         if kind in ("sd", "sd-inpaint"):
             pred = prediction_type or ("epsilon" if kind == "sd-inpaint" else "v_prediction")
             _build_sd(tmp, inpaint=kind == "sd-inpaint", prediction_type=pred, cross_dim=cross_attention_dim)
@@ -157,12 +155,6 @@ def make_tiny(
         (tmp / TINY_MARKER).write_text(
             json.dumps({"kind": kind, "seed": seed, "random_weights": True}, indent=2), encoding="utf-8"
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
