@@ -53,18 +53,18 @@ def test_shipped_weights_are_sd_classes_in_safetensors_under_30_mb() -> None:
 def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     """A lower bound on the share of requested attributes present (sky, moons, water, snow, castle).
 
-    The shipped weights (the full 2,400-step schedule) measure 66% here (sky 75%); the issue's
-    target is 80%, which this model does not reach yet. The bound sits just under the measurement,
-    so any regression in the engine, the loader or the weights fails it.
+    The shipped weights (the full 2,400-step schedule, decoder polished on whole scenes) measure
+    72% here (sky 79%); the issue's target is 80%, which this model does not reach yet. The bound
+    sits just under the measurement, so any regression in the engine, the loader or the weights fails it.
     """
     from lanskap.mini.follow import HELD_OUT_SEED, measure
 
     report, images = measure(lambda p, s: _gen(mini_engine, p, s), 24, seed=1, start=HELD_OUT_SEED)
     assert images[0].size == (128, 128)
     assert report.asked >= 40
-    assert report.rate >= 0.62, report.summary()
+    assert report.rate >= 0.7, report.summary()
     sky = report.by_attribute()["sky"]
-    assert sky[0] / sky[1] >= 0.7, report.summary()
+    assert sky[0] / sky[1] >= 0.75, report.summary()
 
 
 def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None:
@@ -80,17 +80,22 @@ def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None
 
 
 def test_the_prompt_changes_the_picture(mini_engine) -> None:
-    """Over the same seeds, a night prompt gives darker skies than a day prompt, and day skies are blue.
+    """Over the same seeds, the sky follows the words: sunset skies at sunset, blue by day, dark at night.
 
-    The model misses "night" on some seeds (it follows about two thirds of what is asked), so
-    this looks at six seeds together rather than at one.
+    The model misses "night" on some seeds (with these weights, 3 of these 6), so night is
+    checked as a share of seeds; sunset and day hold on every seed.
     """
+    from lanskap.mini.detect import detect
+
     seeds = range(1, 7)
-    night = [np.asarray(_gen(mini_engine, "rolling hills and a lake at night", s), float)[:40] for s in seeds]
+    sunset = [_gen(mini_engine, "rolling hills and a lake at sunset", s) for s in seeds]
     day = [np.asarray(_gen(mini_engine, "rolling hills and a lake on a clear day", s), float)[:40] for s in seeds]
-    assert np.mean([n.mean() for n in night]) < np.mean([d.mean() for d in day]) - 30
-    assert sum(n.mean() < 60 for n in night) >= 3  # dark skies, not just dimmer ones
+    dark = "rolling hills and a lake in the dark of night"
+    night = [np.asarray(_gen(mini_engine, dark, s), float)[:40] for s in seeds]
+    assert [detect(im)["sky"] for im in sunset] == ["sunset"] * 6
     assert all(d[..., 2].mean() > d[..., 0].mean() + 30 for d in day)  # blue, not orange
+    assert np.mean([np.asarray(im, float)[:40].mean() for im in sunset]) < np.mean([d.mean() for d in day]) - 30
+    assert sum(n.mean() < 60 for n in night) >= 3  # dark skies, not just dimmer ones
 
 
 def test_every_mode_works_on_mini(mini_engine) -> None:
@@ -153,7 +158,8 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
 
     from lanskap.mini.train import MiniConfig, train_mini
 
-    cfg = MiniConfig(scenes=24, vae_steps=3, vae_batch=2, steps=4, batch=4, snapshot_every=2)
+    cfg = MiniConfig(scenes=24, vae_steps=3, vae_batch=2, decoder_steps=2, decoder_batch=2, steps=4, batch=4)
+    cfg = replace(cfg, snapshot_every=2)
     a = train_mini(tmp_path / "a", cfg)
     b = train_mini(tmp_path / "b", replace(cfg, stop_after=2))
     unet = "unet/diffusion_pytorch_model.safetensors"
@@ -166,6 +172,7 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "vae_loss.png").stat().st_size > 1000
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows].count("unet") == 4
+    assert [r["stage"] for r in rows].count("decoder") == 2
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -174,10 +181,11 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
 def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    args = ("mini", "train", "--scenes", "16", "--vae-steps", "2", "--steps", "2", "--batch", "2")
+    args = ("mini", "train", "--scenes", "16", "--vae-steps", "2", "--decoder-steps", "2", "--steps", "2")
+    args += ("--batch", "2")
     proc = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
     assert proc.returncode == 0, proc.stderr
-    assert "UNet + text" in proc.stderr and "loss.png" in proc.stdout
+    assert "UNet + text" in proc.stderr and "VAE decoder" in proc.stderr and "loss.png" in proc.stdout
     card = arch.card(tmp_path / "s5" / "model")
     assert card["config"]["seed"] == 5
     shipped = load_file(arch.shipped() / "unet" / "diffusion_pytorch_model.safetensors")
@@ -217,6 +225,32 @@ def test_vae_crops_are_recoloured_by_share_and_seed() -> None:
     changed = sum(bool((half[k] != batch[k]).any()) for k in range(64))
     assert 16 <= changed <= 48, changed
     assert np.array_equal(half, recolour(batch, np.random.default_rng(2), 0.5))  # the seed decides it
+
+
+def test_decoder_polish_leaves_the_encoder_and_its_latents_alone(tmp_path: Path) -> None:
+    """``polish_decoder`` trains the decoder only, so latents the UNet learned from stay valid."""
+    import torch
+
+    from lanskap.mini.scenes import render, sample_scene
+    from lanskap.mini.train import MiniConfig, _to_tensor, polish_decoder
+    from lanskap.training.monitor import MetricsLog
+
+    torch.manual_seed(0)
+    vae = arch.vae()
+    pixels = np.stack([np.asarray(render(sample_scene(i))) for i in range(4)])
+    x = _to_tensor(pixels[:2])
+    with torch.no_grad():
+        before = vae.to(torch.float16).float().encode(x).latent_dist.mean
+    enc = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    dec = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    log = MetricsLog(tmp_path)
+    out = polish_decoder(vae, pixels, MiniConfig(decoder_steps=3, decoder_batch=2, decoder_lr=1e-2), log, None)
+    assert all(torch.equal(enc[k], v) for k, v in out.encoder.state_dict().items())
+    assert any(not torch.equal(dec[k], v) for k, v in out.decoder.state_dict().items())
+    with torch.no_grad():
+        assert torch.allclose(before, out.encode(x).latent_dist.mean, atol=1e-5)
+    assert all(p.requires_grad for p in out.parameters())  # trainable again for whoever holds it
+    assert [r["stage"] for r in log.read()] == ["decoder"] * 3
 
 
 def test_shipped_vae_carries_colours_the_scenes_never_use() -> None:

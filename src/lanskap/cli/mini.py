@@ -22,7 +22,8 @@ class _Bars:
 
         if stage != self.stage:
             self.close()
-            names = {"render": "rendering scenes", "vae": "VAE", "encode": "encoding latents", "unet": "UNet + text"}
+            names = {"render": "rendering scenes", "vae": "VAE", "encode": "encoding latents"}
+            names |= {"decoder": "VAE decoder", "unet": "UNet + text"}
             self.bar, self.stage = tqdm(total=total, desc=names.get(stage, stage), dynamic_ncols=True), stage
         assert self.bar is not None
         self.bar.n = done
@@ -41,7 +42,10 @@ def train_cmd(
     out: Path = typer.Option(None, "--out", help="Run folder [$LANSKAP_HOME/training/lanskap-mini]."),
     seed: int = typer.Option(0, "--seed", help="Decides every weight [0: the shipped model]."),
     scenes: int = typer.Option(None, "--scenes", help="Procedural training scenes [12000]."),
-    vae_steps: int = typer.Option(None, "--vae-steps", help="VAE optimizer steps [1000]."),
+    vae_steps: int = typer.Option(None, "--vae-steps", help="VAE optimizer steps [2000]."),
+    decoder_steps: int = typer.Option(
+        None, "--decoder-steps", help="Decoder-only steps on whole scenes after encoding [300]; 0 skips."
+    ),
     steps: int = typer.Option(None, "--steps", help="UNet + text encoder optimizer steps [2400]."),
     batch: int = typer.Option(None, "--batch", help="UNet batch size [32]."),
     lr: float = typer.Option(None, "--learning-rate", help="UNet + text encoder learning rate [4e-4]."),
@@ -59,8 +63,8 @@ def train_cmd(
     from lanskap.mini.train import MiniConfig, train_mini
 
     quiet_libraries(True)
-    given = {"scenes": scenes, "vae_steps": vae_steps, "steps": steps, "batch": batch, "lr": lr}
-    given |= {"snapshot_every": snapshot_every, "stop_after": stop_after}
+    given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
+    given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)

@@ -8,9 +8,11 @@ gives the same weights. Stages:
 
 1. render ``scenes`` procedural landscapes at 128 px (``lanskap.mini.scenes``);
 2. fit the AutoencoderKL on random 64 px crops, half of them repainted in random colours so it
-   can carry any palette (L1 + MSE + a small KL term); set its
+   can carry any palette (L1 + MSE + L1 of 8×8-pooled colour + a small KL term); set its
    ``scaling_factor`` so latents have unit variance, as SD's 0.18215 does;
-3. encode every scene once, then train the UNet and the CLIP text encoder together on
+3. encode every scene once, then polish the decoder on whole scenes with the encoder frozen
+   (``polish_decoder``: the latents stay what they are);
+4. train the UNet and the CLIP text encoder together on
    (latent, caption) pairs, with a fresh phrasing of the caption at every visit and 10% empty
    captions so classifier-free guidance works; keep an EMA of the weights, which is what ships.
 """
@@ -45,11 +47,14 @@ class MiniConfig:
 
     seed: int = 0
     scenes: int = 12000
-    vae_steps: int = 1000
+    vae_steps: int = 2000
     vae_batch: int = 8
     vae_crop: int = 64
     vae_lr: float = 1e-3
     vae_recolour: float = 0.5  # share of VAE crops repainted in random colours (see ``recolour``)
+    decoder_steps: int = 300  # decoder-only steps on whole scenes after encoding (see ``polish_decoder``)
+    decoder_batch: int = 4
+    decoder_lr: float = 3e-4
     steps: int = 2400
     batch: int = 32
     lr: float = 4e-4
@@ -62,7 +67,9 @@ class MiniConfig:
     stop_after: int | None = None
 
     def validate(self) -> MiniConfig:
-        for name in ("scenes", "vae_steps", "vae_batch", "steps", "batch"):
+        if self.decoder_steps < 0:
+            raise LanskapError(f"decoder_steps must be 0 or more, got {self.decoder_steps}")
+        for name in ("scenes", "vae_steps", "vae_batch", "decoder_batch", "steps", "batch"):
             if getattr(self, name) < 1:
                 raise LanskapError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vae_crop % 8 or not 16 <= self.vae_crop <= arch.SIZE:
@@ -136,20 +143,66 @@ def fit_vae(
             group["lr"] = lr
         post = vae.encode(x0).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
-        l1 = (rec - x0).abs().mean()
         kl = post.kl().mean() / z[0].numel()
-        loss = l1 + F.mse_loss(rec, x0) + 1e-4 * kl
+        recon, l1, pooled = _vae_loss(vae.decode(z).sample, x0)
+        loss = recon + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        row = {"stage": "vae", "step": step + 1, "loss": loss.item(), "l1": l1.item(), "lr": lr}
+        row = {"stage": "vae", "step": step + 1, "loss": loss.item(), "l1": l1.item(), "pooled": pooled.item()}
+        row["lr"] = lr
         log.append(row)
         if progress:
             progress("vae", step + 1, cfg.vae_steps, {"loss": row["loss"]})
     vae.eval()
     return vae
+
+
+def _vae_loss(rec: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L1 + MSE + L1 of 8×8-pooled colour; returns (sum, l1, pooled)."""
+    l1 = (rec - x0).abs().mean()
+    # Broad colour fields (a sky's hue) decide what the detector and a viewer read; per-pixel
+    # losses let them drift (violet came back dawn-blue), so their pooled error counts again.
+    pooled = (F.avg_pool2d(rec, 8) - F.avg_pool2d(x0, 8)).abs().mean()
+    return l1 + F.mse_loss(rec, x0) + pooled, l1, pooled
+
+
+def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLog, progress: ProgressFn | None) -> Any:
+    """Fine-tune only the decoder on whole scenes, from the fp16 weights that ship.
+
+    The VAE learns on 64 px crops, so an image's top rows, where a sky is read, are almost never
+    a crop's edge, and the decoder drifts there (zero padding makes edges their own case). With
+    the encoder frozen the latents, and so the UNet's training data, stay exactly as encoded.
+    Starting from the fp16-rounded weights makes this stage repeatable from a saved model.
+    """
+    vae = vae.to(torch.float16).float()
+    if not cfg.decoder_steps:
+        return vae.eval()
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed + 3)
+    vae.train()
+    for step in range(cfg.decoder_steps):
+        x0 = _to_tensor(recolour(pixels[rng.integers(0, len(pixels), cfg.decoder_batch)], rng, cfg.vae_recolour))
+        lr = _lr(step, cfg.decoder_steps, cfg.decoder_lr, 20)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.no_grad():
+            z = vae.encode(x0).latent_dist.mean
+        loss, l1, _ = _vae_loss(vae.decode(z).sample, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        log.append({"stage": "decoder", "step": step + 1, "loss": loss.item(), "l1": l1.item(), "lr": lr})
+        if progress:
+            progress("decoder", step + 1, cfg.decoder_steps, {"loss": loss.item()})
+    vae.requires_grad_(True)
+    return vae.eval()
 
 
 @torch.no_grad()
@@ -252,6 +305,7 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
     vae = fit_vae(pixels, cfg, log, progress, gen)
     plot_loss([r for r in log.read() if r.get("stage") == "vae"], out / "vae_loss.png", "lanskap-mini: VAE")
     latents = encode_all(vae, pixels, progress)
+    vae = polish_decoder(vae, pixels, cfg, log, progress)
     del pixels
 
     def snapshot(step: int, unet: Any, text: Any) -> None:
