@@ -289,15 +289,16 @@ def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     """The tutorial's loop, shortened: style set → lanskap train → lanskap evaluate, on the built-in model.
 
     The LoRA must bring the generated palette measurably closer to the style set than the base
-    model's (the tutorial's longer run goes from 0.88 to 0.62).
+    model's (on the current weights this run goes from 0.91 to 0.74; with 200 steps at 2e-3 only
+    to 0.89, so the rate and length matter).
     """
     from lanskap.mini.dataset import write_scene_set
 
     data = write_scene_set(tmp_path / "verdigris", 24, test=8, style="verdigris")
     run = tmp_path / "run"
     train = run_cli(
-        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "200",
-        "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3", "--lr-warmup-steps", "10",
+        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "300",
+        "--train-batch-size", "4", "--rank", "16", "--learning-rate", "4e-3", "--lr-warmup-steps", "10",
         "--train-ff", "--train-proj", "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
         "--checkpointing-steps", "1000", "-q",
     )  # fmt: skip
