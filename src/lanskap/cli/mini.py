@@ -9,6 +9,15 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="lanskap-mini, the small built-in landscape model.")
 
 
+_STAGE_NAMES = {
+    "render": "rendering scenes",
+    "vae": "VAE",
+    "encode": "encoding latents",
+    "decoder": "VAE decoder",
+    "unet": "UNet + text",
+}
+
+
 class _Bars:
     """One tqdm bar per training stage."""
 
@@ -22,9 +31,8 @@ class _Bars:
 
         if stage != self.stage:
             self.close()
-            names = {"render": "rendering scenes", "vae": "VAE", "encode": "encoding latents"}
-            names |= {"decoder": "VAE decoder", "unet": "UNet + text"}
-            self.bar, self.stage = tqdm(total=total, desc=names.get(stage, stage), dynamic_ncols=True), stage
+            desc = _STAGE_NAMES.get(stage, stage)
+            self.bar, self.stage = tqdm(total=total, desc=desc, dynamic_ncols=True), stage
         assert self.bar is not None
         self.bar.n = done
         if "loss" in metrics:

@@ -150,8 +150,14 @@ def fit_vae(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        row = {"stage": "vae", "step": step + 1, "loss": loss.item(), "l1": l1.item(), "pooled": pooled.item()}
-        row["lr"] = lr
+        row = {
+            "stage": "vae",
+            "step": step + 1,
+            "loss": loss.item(),
+            "l1": l1.item(),
+            "pooled": pooled.item(),
+            "lr": lr,
+        }
         log.append(row)
         if progress:
             progress("vae", step + 1, cfg.vae_steps, {"loss": row["loss"]})
