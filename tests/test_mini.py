@@ -170,6 +170,7 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert "--stop-after 2" in arch.card(b)["command"]
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
     assert (tmp_path / "a" / "vae_loss.png").stat().st_size > 1000
+    assert (tmp_path / "a" / "decoder_loss.png").stat().st_size > 1000
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows].count("unet") == 4
     assert [r["stage"] for r in rows].count("decoder") == 2
@@ -185,7 +186,7 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     args += ("--batch", "2")
     proc = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
     assert proc.returncode == 0, proc.stderr
-    assert "UNet + text" in proc.stderr and "VAE decoder" in proc.stderr and "loss.png" in proc.stdout
+    assert "UNet + text" in proc.stderr and "VAE decoder" in proc.stderr and "decoder_loss.png" in proc.stdout
     card = arch.card(tmp_path / "s5" / "model")
     assert card["config"]["seed"] == 5
     shipped = load_file(arch.shipped() / "unet" / "diffusion_pytorch_model.safetensors")

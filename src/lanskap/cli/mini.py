@@ -81,7 +81,8 @@ def train_cmd(
     finally:
         bars.close()
     typer.echo(f"lanskap-mini trained: {model}")
-    typer.echo(f"loss curves: {out / 'vae_loss.png'}, {out / 'loss.png'}")
+    curves = [out / name for name in ("vae_loss.png", "decoder_loss.png", "loss.png") if (out / name).is_file()]
+    typer.echo(f"loss curves: {', '.join(map(str, curves))}")
     typer.echo(f"try it: lanskap generate 'a castle by a lake at sunset' --model {model}")
 
 

@@ -312,6 +312,8 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
     plot_loss([r for r in log.read() if r.get("stage") == "vae"], out / "vae_loss.png", "lanskap-mini: VAE")
     latents = encode_all(vae, pixels, progress)
     vae = polish_decoder(vae, pixels, cfg, log, progress)
+    decoder_rows = [r for r in log.read() if r.get("stage") == "decoder"]
+    plot_loss(decoder_rows, out / "decoder_loss.png", "lanskap-mini: VAE decoder on whole scenes")
     del pixels
 
     def snapshot(step: int, unet: Any, text: Any) -> None:
