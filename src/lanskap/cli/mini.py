@@ -68,7 +68,7 @@ def train_cmd(
 
     from lanskap.cli.common import quiet_libraries
     from lanskap.config import load_settings
-    from lanskap.mini.train import MiniConfig, train_mini
+    from lanskap.mini.train import LOSS_PLOTS, MiniConfig, train_mini
 
     quiet_libraries(True)
     given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
@@ -81,7 +81,7 @@ def train_cmd(
     finally:
         bars.close()
     typer.echo(f"lanskap-mini trained: {model}")
-    curves = [out / name for name in ("vae_loss.png", "decoder_loss.png", "loss.png") if (out / name).is_file()]
+    curves = [out / name for name, _ in LOSS_PLOTS.values() if (out / name).is_file()]
     typer.echo(f"loss curves: {', '.join(map(str, curves))}")
     typer.echo(f"try it: lanskap generate 'a castle by a lake at sunset' --model {model}")
 

@@ -292,6 +292,22 @@ def fit_unet(
     return ema_unet.shadow, ema_text.shadow
 
 
+#: Each stage's loss plot in a run folder: (file name, title).
+LOSS_PLOTS = {
+    "vae": ("vae_loss.png", "lanskap-mini: VAE"),
+    "decoder": ("decoder_loss.png", "lanskap-mini: VAE decoder on whole scenes"),
+    "unet": ("loss.png", "lanskap-mini: UNet + text encoder (v-prediction, min-SNR 5)"),
+}
+
+
+def _plot_stage(log: MetricsLog, stage: str, out: Path) -> list[dict[str, Any]]:
+    """Plot one stage's rows of the metrics log (no file when the stage ran no steps); returns the rows."""
+    rows = [r for r in log.read() if r.get("stage") == stage]
+    name, title = LOSS_PLOTS[stage]
+    plot_loss(rows, out / name, title)
+    return rows
+
+
 def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -> Path:
     """Train lanskap-mini into ``out``: ``model/`` (a diffusers folder), metrics and loss plots."""
     cfg.validate()
@@ -309,11 +325,10 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
     tok = arch.tokenizer(out / "tokenizer")
     pixels, scenes = render_set(cfg, progress)
     vae = fit_vae(pixels, cfg, log, progress, gen)
-    plot_loss([r for r in log.read() if r.get("stage") == "vae"], out / "vae_loss.png", "lanskap-mini: VAE")
+    _plot_stage(log, "vae", out)
     latents = encode_all(vae, pixels, progress)
     vae = polish_decoder(vae, pixels, cfg, log, progress)
-    decoder_rows = [r for r in log.read() if r.get("stage") == "decoder"]
-    plot_loss(decoder_rows, out / "decoder_loss.png", "lanskap-mini: VAE decoder on whole scenes")
+    _plot_stage(log, "decoder", out)
     del pixels
 
     def snapshot(step: int, unet: Any, text: Any) -> None:
@@ -322,8 +337,7 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
         arch.save_pipeline(dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
 
     unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, gen, snapshot)
-    rows = [r for r in log.read() if r.get("stage") == "unet"]
-    plot_loss(rows, out / "loss.png", "lanskap-mini: UNet + text encoder (v-prediction, min-SNR 5)")
+    rows = _plot_stage(log, "unet", out)
     card = {
         "name": arch.NAME,
         "config": asdict(cfg),
