@@ -53,18 +53,18 @@ def test_shipped_weights_are_sd_classes_in_safetensors_under_30_mb() -> None:
 def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     """A lower bound on the share of requested attributes present (sky, moons, water, snow, castle).
 
-    The shipped weights (the full 2,400-step schedule, decoder polished on whole scenes) measure
-    72% here (sky 79%); the issue's target is 80%, which this model does not reach yet. The bound
-    sits just under the measurement, so any regression in the engine, the loader or the weights fails it.
+    The shipped weights (the 48-96-160 UNet after the full 2,400-step schedule) measure 76% here
+    (sky 88%); the issue's target is 80%, which this model does not reach yet. The bound sits just
+    under the measurement, so any regression in the engine, the loader or the weights fails it.
     """
     from lanskap.mini.follow import HELD_OUT_SEED, measure
 
     report, images = measure(lambda p, s: _gen(mini_engine, p, s), 24, seed=1, start=HELD_OUT_SEED)
     assert images[0].size == (128, 128)
     assert report.asked >= 40
-    assert report.rate >= 0.7, report.summary()
+    assert report.rate >= 0.74, report.summary()
     sky = report.by_attribute()["sky"]
-    assert sky[0] / sky[1] >= 0.75, report.summary()
+    assert sky[0] / sky[1] >= 0.8, report.summary()
 
 
 def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None:
@@ -174,6 +174,13 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows].count("unet") == 4
     assert [r["stage"] for r in rows].count("decoder") == 2
+    # reusing that run's VAE skips the VAE stages and makes the very same model
+    c = train_mini(tmp_path / "c", replace(cfg, vae_from=str(a)))
+    for part in (unet, "text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        wa, wc = load_file(a / part), load_file(c / part)
+        assert wa.keys() == wc.keys() and all((wa[k] == wc[k]).all() for k in wa), part
+    assert (c / "vae" / "config.json").read_text() == (a / "vae" / "config.json").read_text()
+    assert not (tmp_path / "c" / "vae_loss.png").exists() and f"--vae-from {a}" in arch.card(c)["command"]
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -194,6 +201,19 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert any(not (shipped[k] == other[k]).all() for k in shipped)
     again = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
     assert "already exists" in again.stderr and again.returncode != 0
+    # a wider UNet on the VAE of that run
+    wide = run_cli(
+        *args, "--unet-channels", "16,32,48", "--vae-from", str(tmp_path / "s5" / "model"), "--out", str(tmp_path / "w")
+    )
+    assert wide.returncode == 0, wide.stderr
+    assert "VAE decoder" not in wide.stderr
+    config = json.loads((tmp_path / "w" / "model" / "unet" / "config.json").read_text())
+    assert config["block_out_channels"] == [16, 32, 48]
+    assert "--unet-channels 16,32,48 --vae-from" in arch.card(tmp_path / "w" / "model")["command"]
+    bad = run_cli(*args, "--unet-channels", "16,32", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "--unet-channels needs three numbers")
+    bad = run_cli(*args, "--vae-from", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "not a lanskap-mini folder")
 
 
 def test_style_dataset_and_palette_metric(tmp_path: Path) -> None:

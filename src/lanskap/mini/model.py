@@ -4,7 +4,7 @@ The same diffusers/transformers classes as SD 2.1 (UNet2DConditionModel with lin
 projections, AutoencoderKL, CLIPTextModel + CLIPTokenizer, a v-prediction DDIM scheduler), so
 the one loader, the engine, LoRA, img2img, inpainting, the web app and the API all work on it
 unchanged. Only the sizes differ: the VAE downsamples by 4 (128 px → 32×32×4 latents) and the
-UNet has 4 M parameters, so a step takes milliseconds on a laptop CPU.
+UNet has 7 M parameters, so an image takes a second or two on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -71,16 +71,20 @@ def vae() -> Any:
     )
 
 
-def unet() -> Any:
+UNET_CHANNELS = (48, 96, 160)  # 7.1 M parameters; (32, 64, 128) measured 72% on 40 prompts, this 75%
+
+
+def unet(channels: tuple[int, int, int] = UNET_CHANNELS) -> Any:
     from diffusers import UNet2DConditionModel
 
     # SD 2.1's UNet in miniature: linear projections, cross-attention at 16×16 and 8×8.
+    # ``channels`` is per level (32×32, 16×16, 8×8 latents); each must divide into 16 groups.
     return UNet2DConditionModel(
         sample_size=SIZE // 4,
         in_channels=4,
         out_channels=4,
         layers_per_block=1,
-        block_out_channels=(32, 64, 128),
+        block_out_channels=tuple(channels),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_DIM,

@@ -15,6 +15,10 @@ gives the same weights. Stages:
 4. train the UNet and the CLIP text encoder together on
    (latent, caption) pairs, with a fresh phrasing of the caption at every visit and 10% empty
    captions so classifier-free guidance works; keep an EMA of the weights, which is what ships.
+
+``vae_from`` skips stages 2 and 3 by reusing a trained model's VAE. The UNet stage has its own
+random stream and the full run encodes with the fp16 weights that ship, so reusing the VAE of a
+run with the same seed gives the very weights that run made, without its half hour of VAE work.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ class MiniConfig:
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
     stop_after: int | None = None
+    #: UNet channels per level (32×32, 16×16, 8×8 latents); multiples of 16.
+    unet_channels: tuple[int, int, int] = arch.UNET_CHANNELS
+    #: A lanskap-mini folder (or "lanskap-mini", the shipped one) whose VAE to reuse instead of fitting one.
+    vae_from: str | None = None
 
     def validate(self) -> MiniConfig:
         if self.decoder_steps < 0:
@@ -80,7 +88,20 @@ class MiniConfig:
             raise LanskapError(f"vae_recolour must be in [0, 1], got {self.vae_recolour}")
         if not 0 <= self.uncond < 1:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
+        if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
+            raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         return self
+
+    def command(self) -> str:
+        """The ``lanskap mini train`` line that makes these weights (options that differ from the defaults)."""
+        parts = [f"lanskap mini train --seed {self.seed} --steps {self.steps} --scenes {self.scenes}"]
+        if self.stop_after:
+            parts.append(f"--stop-after {self.stop_after}")
+        if tuple(self.unet_channels) != arch.UNET_CHANNELS:
+            parts.append("--unet-channels " + ",".join(map(str, self.unet_channels)))
+        if self.vae_from:
+            parts.append(f"--vae-from {self.vae_from}")
+        return " ".join(parts)
 
 
 def render_set(cfg: MiniConfig, progress: ProgressFn | None = None) -> tuple[np.ndarray, list[Any]]:
@@ -174,6 +195,20 @@ def _vae_loss(rec: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.
     return l1 + F.mse_loss(rec, x0) + pooled, l1, pooled
 
 
+def load_vae(source: str) -> Any:
+    """The VAE of a saved lanskap-mini (a folder, or "lanskap-mini" for the shipped one), safetensors only."""
+    from diffusers import AutoencoderKL
+
+    folder = arch.shipped() if source == arch.NAME else Path(source).expanduser()
+    if not arch.is_mini(folder) or not any((folder / "vae").glob("*.safetensors")):
+        raise LanskapError(f"--vae-from {source}: not a lanskap-mini folder with a safetensors VAE")
+    loaded = AutoencoderKL.from_pretrained(str(folder / "vae"), use_safetensors=True)
+    # Rebuilt from its config without ``_name_or_path``, so the source's path doesn't leak into ours.
+    vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if k != "_name_or_path"})
+    vae.load_state_dict(loaded.state_dict())
+    return vae.float().eval()
+
+
 def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLog, progress: ProgressFn | None) -> Any:
     """Fine-tune only the decoder on whole scenes, from the fp16 weights that ship.
 
@@ -251,7 +286,8 @@ def fit_unet(
 ) -> tuple[Any, Any]:
     from diffusers import DDPMScheduler
 
-    unet, text = arch.unet(), arch.text_encoder(len(tok))
+    torch.manual_seed(cfg.seed + 4)  # initial weights too: the same whether the VAE was fitted or reused
+    unet, text = arch.unet(cfg.unet_channels), arch.text_encoder(len(tok))
     sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items() if k != "set_alpha_to_one"})
     params = [*unet.parameters(), *text.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -311,6 +347,7 @@ def _plot_stage(log: MetricsLog, stage: str, out: Path) -> list[dict[str, Any]]:
 def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -> Path:
     """Train lanskap-mini into ``out``: ``model/`` (a diffusers folder), metrics and loss plots."""
     cfg.validate()
+    reused = load_vae(cfg.vae_from) if cfg.vae_from else None  # before any work: a wrong path fails at once
     out = Path(out)
     model_dir = out / "model"
     if model_dir.exists() and any(model_dir.iterdir()):
@@ -324,11 +361,16 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
     gen = torch.Generator().manual_seed(cfg.seed)
     tok = arch.tokenizer(out / "tokenizer")
     pixels, scenes = render_set(cfg, progress)
-    vae = fit_vae(pixels, cfg, log, progress, gen)
-    _plot_stage(log, "vae", out)
-    latents = encode_all(vae, pixels, progress)
-    vae = polish_decoder(vae, pixels, cfg, log, progress)
-    _plot_stage(log, "decoder", out)
+    if reused is not None:
+        vae = reused
+        latents = encode_all(vae, pixels, progress)
+    else:
+        vae = fit_vae(pixels, cfg, log, progress, gen)
+        _plot_stage(log, "vae", out)
+        # Encode with the fp16-rounded weights that ship, so a later --vae-from of them sees these latents.
+        latents = encode_all(vae.to(torch.float16).float(), pixels, progress)
+        vae = polish_decoder(vae, pixels, cfg, log, progress)
+        _plot_stage(log, "decoder", out)
     del pixels
 
     def snapshot(step: int, unet: Any, text: Any) -> None:
@@ -336,13 +378,14 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
         dest = out / "snapshots" / f"step-{step:05d}"
         arch.save_pipeline(dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
 
-    unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, gen, snapshot)
+    # Its own stream: the same whether the VAE was fitted here or reused.
+    unet_gen = torch.Generator().manual_seed(cfg.seed + 4)
+    unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, unet_gen, snapshot)
     rows = _plot_stage(log, "unet", out)
     card = {
         "name": arch.NAME,
         "config": asdict(cfg),
-        "command": f"lanskap mini train --seed {cfg.seed} --steps {cfg.steps} --scenes {cfg.scenes}"
-        + (f" --stop-after {cfg.stop_after}" if cfg.stop_after else ""),
+        "command": cfg.command(),
         "final_loss_ema": float(np.mean([r["loss"] for r in rows[-100:]])),
         "train_seconds": round(time.time() - started, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
