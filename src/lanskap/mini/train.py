@@ -281,12 +281,13 @@ def fit_unet(
     cfg: MiniConfig,
     log: MetricsLog,
     progress: ProgressFn | None,
-    gen: torch.Generator,
     snapshot: Callable[[int, Any, Any], None] | None = None,
 ) -> tuple[Any, Any]:
     from diffusers import DDPMScheduler
 
-    torch.manual_seed(cfg.seed + 4)  # initial weights too: the same whether the VAE was fitted or reused
+    # Its own random stream, initial weights included: the same whether the VAE was fitted or reused.
+    torch.manual_seed(cfg.seed + 4)
+    gen = torch.Generator().manual_seed(cfg.seed + 4)
     unet, text = arch.unet(cfg.unet_channels), arch.text_encoder(len(tok))
     sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items() if k != "set_alpha_to_one"})
     params = [*unet.parameters(), *text.parameters()]
@@ -378,9 +379,7 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
         dest = out / "snapshots" / f"step-{step:05d}"
         arch.save_pipeline(dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
 
-    # Its own stream: the same whether the VAE was fitted here or reused.
-    unet_gen = torch.Generator().manual_seed(cfg.seed + 4)
-    unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, unet_gen, snapshot)
+    unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, snapshot)
     rows = _plot_stage(log, "unet", out)
     card = {
         "name": arch.NAME,
