@@ -62,14 +62,18 @@ def train_cmd(
         None, "--stop-after", help="End at step N on the --steps schedule (= that step's snapshot)."
     ),
     unet_channels: str = typer.Option(
-        None, "--unet-channels", help="UNet channels per level, three multiples of 16 [48,96,160]."
+        None, "--unet-channels", help="UNet channels per level, three multiples of 16 [64,128,192]."
     ),
     vae_from: str = typer.Option(
         None, "--vae-from", help="Reuse this lanskap-mini's VAE (a folder, or lanskap-mini) instead of fitting one."
     ),
+    mixed_precision: str = typer.Option(
+        None, "--mixed-precision", help="no (fp32) [default] or bf16: faster on CPUs with native bf16 and on GPUs."
+    ),
+    device: str = typer.Option(None, "--device", help="auto (a CUDA GPU when there is one) [default], cuda or cpu."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train lanskap-mini from scratch (about two hours on a 2-core CPU, minutes on a GPU)."""
+    """Train lanskap-mini from scratch (one to two hours on a 2-core CPU, minutes on a GPU)."""
     from dataclasses import replace
 
     from lanskap.cli.common import quiet_libraries
@@ -80,6 +84,7 @@ def train_cmd(
     given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
     given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
+    given |= {"mixed_precision": mixed_precision, "device": device}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)
@@ -99,7 +104,7 @@ def _channels(text: str) -> tuple[int, int, int]:
     try:
         values = tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise LanskapError(f"--unet-channels must look like 48,96,160, got {text!r}") from None
+        raise LanskapError(f"--unet-channels must look like 64,128,192, got {text!r}") from None
     if len(values) != 3:
         raise LanskapError(f"--unet-channels needs three numbers, got {text!r}")
     return values  # type: ignore[return-value]

@@ -4,7 +4,7 @@ The same diffusers/transformers classes as SD 2.1 (UNet2DConditionModel with lin
 projections, AutoencoderKL, CLIPTextModel + CLIPTokenizer, a v-prediction DDIM scheduler), so
 the one loader, the engine, LoRA, img2img, inpainting, the web app and the API all work on it
 unchanged. Only the sizes differ: the VAE downsamples by 4 (128 px → 32×32×4 latents) and the
-UNet has 7 M parameters, so an image takes a second or two on a laptop CPU.
+UNet has 11 M parameters, so an image takes a few seconds on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def vae() -> Any:
     )
 
 
-UNET_CHANNELS = (48, 96, 160)  # 7.1 M parameters; (32, 64, 128) measured 72% on 40 prompts, this 75%
+UNET_CHANNELS = (64, 128, 192)  # 10.9 M parameters: 81% on 80 prompts, 79% on 40 (48-96-160: 75% on 40)
 
 
 def unet(channels: tuple[int, int, int] = UNET_CHANNELS) -> Any:
@@ -108,7 +108,7 @@ def save_pipeline(out: Path, *, vae_model: Any, text_model: Any, tok: Any, unet_
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    half = lambda m: copy.deepcopy(m).to(torch.float16)  # noqa: E731 - copies: the caller keeps training in fp32
+    half = lambda m: copy.deepcopy(m).to("cpu", torch.float16)  # noqa: E731 - copies: the caller keeps training
     pipe = StableDiffusionPipeline(
         vae=half(vae_model),
         text_encoder=half(text_model),

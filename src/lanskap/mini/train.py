@@ -47,7 +47,7 @@ ProgressFn = Callable[[str, int, int, dict[str, float]], None]  # stage, done, t
 
 @dataclass(frozen=True)
 class MiniConfig:
-    """Everything that decides the weights. The defaults made the shipped model."""
+    """Everything that decides the weights. The shipped model's card holds the ones that made it."""
 
     seed: int = 0
     scenes: int = 12000
@@ -73,6 +73,12 @@ class MiniConfig:
     unet_channels: tuple[int, int, int] = arch.UNET_CHANNELS
     #: A lanskap-mini folder (or "lanskap-mini", the shipped one) whose VAE to reuse instead of fitting one.
     vae_from: str | None = None
+    #: "no" (fp32) or "bf16": autocast the UNet and text encoder's forward pass (fp32 master weights).
+    #: About 1.4× faster on CPUs with native bf16 (AVX512-BF16, AMX) and on recent GPUs.
+    mixed_precision: str = "no"
+    #: Where to train: auto (a CUDA GPU when torch sees one), cuda or cpu. Random draws stay on
+    #: the CPU, so a GPU run sees the same batches, noise and timesteps as a CPU run.
+    device: str = "auto"
 
     def validate(self) -> MiniConfig:
         if self.decoder_steps < 0:
@@ -90,7 +96,16 @@ class MiniConfig:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise LanskapError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise LanskapError(f"device must be auto, cuda or cpu, got {self.device!r}")
         return self
+
+    def torch_device(self) -> torch.device:
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise LanskapError("--device cuda was asked for, but no CUDA GPU is available to torch")
+        return torch.device("cuda" if self.device != "cpu" and torch.cuda.is_available() else "cpu")
 
     def command(self) -> str:
         """The ``lanskap mini train`` line that makes these weights (options that differ from the defaults)."""
@@ -101,6 +116,8 @@ class MiniConfig:
             parts.append("--unet-channels " + ",".join(map(str, self.unet_channels)))
         if self.vae_from:
             parts.append(f"--vae-from {self.vae_from}")
+        if self.mixed_precision != "no":
+            parts.append(f"--mixed-precision {self.mixed_precision}")
         return " ".join(parts)
 
 
@@ -151,19 +168,20 @@ def _lr(step: int, total: int, base: float, warmup: int) -> float:
 def fit_vae(
     pixels: np.ndarray, cfg: MiniConfig, log: MetricsLog, progress: ProgressFn | None, gen: torch.Generator
 ) -> Any:
-    vae = arch.vae()
+    dev = cfg.torch_device()
+    vae = arch.vae().to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed + 1)
     c = cfg.vae_crop
     for step in range(cfg.vae_steps):
         idx = rng.integers(0, len(pixels), cfg.vae_batch)
         y, x = rng.integers(0, arch.SIZE - c + 1, 2)
-        x0 = _to_tensor(recolour(pixels[idx, y : y + c, x : x + c], rng, cfg.vae_recolour))
+        x0 = _to_tensor(recolour(pixels[idx, y : y + c, x : x + c], rng, cfg.vae_recolour)).to(dev)
         lr = _lr(step, cfg.vae_steps, cfg.vae_lr, 50)
         for group in opt.param_groups:
             group["lr"] = lr
         post = vae.encode(x0).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(dev)
         kl = post.kl().mean() / z[0].numel()
         recon, l1, pooled = _vae_loss(vae.decode(z).sample, x0)
         loss = recon + 1e-4 * kl
@@ -217,7 +235,7 @@ def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLo
     the encoder frozen the latents, and so the UNet's training data, stay exactly as encoded.
     Starting from the fp16-rounded weights makes this stage repeatable from a saved model.
     """
-    vae = vae.to(torch.float16).float()
+    vae = vae.to(cfg.torch_device(), torch.float16).float()
     if not cfg.decoder_steps:
         return vae.eval()
     vae.requires_grad_(False)
@@ -228,7 +246,8 @@ def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLo
     rng = np.random.default_rng(cfg.seed + 3)
     vae.train()
     for step in range(cfg.decoder_steps):
-        x0 = _to_tensor(recolour(pixels[rng.integers(0, len(pixels), cfg.decoder_batch)], rng, cfg.vae_recolour))
+        picked = pixels[rng.integers(0, len(pixels), cfg.decoder_batch)]
+        x0 = _to_tensor(recolour(picked, rng, cfg.vae_recolour)).to(cfg.torch_device())
         lr = _lr(step, cfg.decoder_steps, cfg.decoder_lr, 20)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -248,10 +267,11 @@ def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLo
 
 @torch.no_grad()
 def encode_all(vae: Any, pixels: np.ndarray, progress: ProgressFn | None) -> torch.Tensor:
-    """Posterior means of every scene, scaled to unit variance (the factor goes into the VAE's config)."""
+    """Posterior means of every scene (on the CPU), scaled to unit variance (the factor goes into the VAE's config)."""
     out = []
+    dev = next(vae.parameters()).device
     for i in range(0, len(pixels), 64):
-        out.append(vae.encode(_to_tensor(pixels[i : i + 64])).latent_dist.mean)
+        out.append(vae.encode(_to_tensor(pixels[i : i + 64]).to(dev)).latent_dist.mean.cpu())
         if progress:
             progress("encode", min(i + 64, len(pixels)), len(pixels), {})
     latents = torch.cat(out)
@@ -288,7 +308,9 @@ def fit_unet(
     # Its own random stream, initial weights included: the same whether the VAE was fitted or reused.
     torch.manual_seed(cfg.seed + 4)
     gen = torch.Generator().manual_seed(cfg.seed + 4)
-    unet, text = arch.unet(cfg.unet_channels), arch.text_encoder(len(tok))
+    dev = cfg.torch_device()
+    unet, text = arch.unet(cfg.unet_channels).to(dev), arch.text_encoder(len(tok)).to(dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items() if k != "set_alpha_to_one"})
     params = [*unet.parameters(), *text.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -303,9 +325,11 @@ def fit_unet(
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         noisy = sched.add_noise(x0, noise, t)
-        cond = text(ids.input_ids)[0]
-        pred = unet(noisy, t, cond).sample
+        with autocast:
+            cond = text(ids.input_ids.to(dev))[0]
+            pred = unet(noisy, t, cond).sample.float()
         target = training_target(sched, x0, noise, t, arch.PREDICTION_TYPE)
         weights = min_snr_weights(sched, t, cfg.min_snr_gamma, arch.PREDICTION_TYPE)
         loss = diffusion_loss(pred, target, weights)
@@ -345,10 +369,16 @@ def _plot_stage(log: MetricsLog, stage: str, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _machine(dev: torch.device) -> str:
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"threads {torch.get_num_threads()}"
+    return f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} {where}".replace("  ", " ")
+
+
 def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -> Path:
     """Train lanskap-mini into ``out``: ``model/`` (a diffusers folder), metrics and loss plots."""
     cfg.validate()
-    reused = load_vae(cfg.vae_from) if cfg.vae_from else None  # before any work: a wrong path fails at once
+    dev = cfg.torch_device()  # before any work: a wrong device or path fails at once
+    reused = load_vae(cfg.vae_from).to(dev) if cfg.vae_from else None
     out = Path(out)
     model_dir = out / "model"
     if model_dir.exists() and any(model_dir.iterdir()):
@@ -387,8 +417,7 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
         "command": cfg.command(),
         "final_loss_ema": float(np.mean([r["loss"] for r in rows[-100:]])),
         "train_seconds": round(time.time() - started, 1),
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
-        f"threads {torch.get_num_threads()}".strip(),
+        "machine": _machine(dev),
         "prediction_type": arch.PREDICTION_TYPE,
         "native_size": arch.SIZE,
     }
