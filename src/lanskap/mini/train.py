@@ -74,7 +74,7 @@ class MiniConfig:
     #: A lanskap-mini folder (or "lanskap-mini", the shipped one) whose VAE to reuse instead of fitting one.
     vae_from: str | None = None
     #: "no" (fp32) or "bf16": autocast the UNet and text encoder's forward pass (fp32 master weights).
-    #: About 1.4× faster on CPUs with native bf16 (AVX512-BF16, AMX) and on recent GPUs.
+    #: Faster on CPUs with native bf16 (AVX512-BF16, AMX) and on recent GPUs; slower where it is emulated.
     mixed_precision: str = "no"
     #: Where to train: auto (a CUDA GPU when torch sees one), cuda or cpu. Random draws stay on
     #: the CPU, so a GPU run sees the same batches, noise and timesteps as a CPU run.
