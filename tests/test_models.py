@@ -121,13 +121,11 @@ def test_corrupt_component_in_model_folder(tiny_sd: Path, tmp_path: Path) -> Non
 def test_device_and_dtype_resolution() -> None:
     import torch
 
-    from lanskap.models.device import cpu_has_native_bf16
-
     auto = resolve_placement("auto", "auto")
     if not torch.cuda.is_available():
         assert auto.device.type in ("cpu", "mps")
         if auto.device.type == "cpu":
-            assert auto.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+            assert auto.dtype == torch.float32  # on every CPU: bf16 there is opt-in
     assert resolve_placement("cpu", "bf16").dtype == torch.bfloat16
     with pytest.raises(LanskapError, match="fp16 is not supported on CPU"):
         resolve_placement("cpu", "fp16")

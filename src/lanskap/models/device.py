@@ -1,15 +1,15 @@
 """Pick the device and dtype a pipeline runs in.
 
 ``auto`` means: CUDA in fp16 (SD 2.1 then needs upcast attention, set by the
-loader), Apple MPS in fp16, and on CPU bf16 only where the CPU does bf16 natively
-(AVX512-BF16 or AMX), otherwise fp32, because emulated bf16 is slower.
+loader), Apple MPS in fp16, and fp32 on every CPU. bf16 on a CPU is opt-in (``--dtype bf16``):
+where it is emulated it is far slower, and where it is native (AVX512-BF16, AMX) it still makes a
+seed's pixels differ from an fp32 machine's, and its paths with LoRA and the prompt encoder are
+not yet proven (a full test run on such a CPU met bf16/fp32 mismatches).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 import torch
 
@@ -29,15 +29,6 @@ class Placement:
         return {v: k for k, v in DTYPES.items()}[self.dtype]
 
 
-@cache
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     """Turn user choices into a concrete device and dtype, or raise a LanskapError."""
     device = (device or "auto").lower()
@@ -55,7 +46,7 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     elif device == "mps" and not mps_ok:
         raise LanskapError("--device mps was asked for, but Apple MPS is not available")
     if dtype == "auto":
-        dtype = "fp16" if device in ("cuda", "mps") else "bf16" if cpu_has_native_bf16() else "fp32"
+        dtype = "fp16" if device in ("cuda", "mps") else "fp32"
     if device == "cpu" and dtype == "fp16":
         raise LanskapError("fp16 is not supported on CPU; use --dtype fp32 or bf16")
     return Placement(torch.device(device), DTYPES[dtype])
