@@ -103,9 +103,11 @@ class MiniConfig:
         return self
 
     def torch_device(self) -> torch.device:
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise LanskapError("--device cuda was asked for, but no CUDA GPU is available to torch")
-        return torch.device("cuda" if self.device != "cpu" and torch.cuda.is_available() else "cpu")
+        """Where to train; ``auto`` takes a CUDA GPU when there is one (never MPS, untried for training)."""
+        from lanskap.models.device import resolve_placement
+
+        choice = self.device if self.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_placement(choice, "fp32").device
 
     def command(self) -> str:
         """The ``lanskap mini train`` line that makes these weights (options that differ from the defaults)."""
@@ -235,7 +237,8 @@ def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLo
     the encoder frozen the latents, and so the UNet's training data, stay exactly as encoded.
     Starting from the fp16-rounded weights makes this stage repeatable from a saved model.
     """
-    vae = vae.to(cfg.torch_device(), torch.float16).float()
+    dev = cfg.torch_device()
+    vae = vae.to(dev, torch.float16).float()
     if not cfg.decoder_steps:
         return vae.eval()
     vae.requires_grad_(False)
@@ -247,7 +250,7 @@ def polish_decoder(vae: Any, pixels: np.ndarray, cfg: MiniConfig, log: MetricsLo
     vae.train()
     for step in range(cfg.decoder_steps):
         picked = pixels[rng.integers(0, len(pixels), cfg.decoder_batch)]
-        x0 = _to_tensor(recolour(picked, rng, cfg.vae_recolour)).to(cfg.torch_device())
+        x0 = _to_tensor(recolour(picked, rng, cfg.vae_recolour)).to(dev)
         lr = _lr(step, cfg.decoder_steps, cfg.decoder_lr, 20)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -371,7 +374,7 @@ def _plot_stage(log: MetricsLog, stage: str, out: Path) -> list[dict[str, Any]]:
 
 def _machine(dev: torch.device) -> str:
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"threads {torch.get_num_threads()}"
-    return f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} {where}".replace("  ", " ")
+    return " ".join(p for p in (platform.machine(), platform.processor(), f"torch {torch.__version__}", where) if p)
 
 
 def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -> Path:
