@@ -189,6 +189,25 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def test_short_captions_share_and_the_card_command() -> None:
+    """--short-captions cuts that share of captions; off, the caption stream is what it always was."""
+    from lanskap.mini.scenes import caption, parse_prompt, sample_scene
+    from lanskap.mini.train import MiniConfig, _caption
+
+    scenes = [sample_scene(i) for i in range(400)]
+    cfg = MiniConfig()
+    rng, old = np.random.default_rng(2), np.random.default_rng(2)
+    for s in scenes:  # the draws of every run made before the option existed, so its weights stay
+        assert _caption(s, rng, cfg) == ("" if old.random() < 0.1 else caption(s, seed=int(old.integers(2**31))))
+    rng = np.random.default_rng(2)
+    texts = [_caption(s, rng, MiniConfig(short_captions=0.5)) for s in scenes]
+    short = sum(len(parse_prompt(t)) < len(parse_prompt(caption(s))) for t, s in zip(texts, scenes, strict=True) if t)
+    assert 120 < short < 240 and 20 < texts.count("") < 70
+    command = MiniConfig(short_captions=0.3, batch=16, lr=1e-3, vae_steps=500).command()
+    assert command.endswith("--vae-steps 500 --batch 16 --learning-rate 0.001 --short-captions 0.3"), command
+    assert MiniConfig().command() == "lanskap mini train --seed 0 --steps 2400 --scenes 12000"
+
+
 def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -224,6 +243,8 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert any(not (bf16[k] == fp32[k]).all() for k in fp32) and all(bf16[k].isfinite().all() for k in bf16)
     assert "--mixed-precision bf16" in arch.card(tmp_path / "h" / "model")["command"]
     assert arch.card(tmp_path / "h" / "model")["config"]["mixed_precision"] == "bf16"
+    bad = run_cli(*args, "--short-captions", "1.5", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "short_captions must be in [0, 1]")
     bad = run_cli(*args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "mixed_precision must be no or bf16")
     if not torch.cuda.is_available():

@@ -30,6 +30,20 @@ def test_captions_vary_and_read_back_as_the_scene() -> None:
         assert parsed == want, (text, parsed, want)
 
 
+def test_short_captions_keep_the_terrain_and_the_sky() -> None:
+    """A short caption is a quick prompt: the terrain, at most one other thing, the sky, nothing false."""
+    lengths = set()
+    for seed in range(200):
+        s = sample_scene(seed)
+        text = caption(s, seed, short=True)
+        parsed = parse_prompt(text)
+        assert parsed["terrain"] == s.terrain and parsed["sky"] == s.sky, (text, parsed)
+        assert all(s.attributes()[k] == v for k, v in parsed.items()), (text, parsed)
+        lengths.add(len(parsed))
+        assert len(parsed) <= 3 and "mist" not in text and "fog" not in text, text
+    assert lengths == {2, 3}
+
+
 def test_detector_reads_rendered_scenes_back() -> None:
     hit = asked = 0
     false_alarms = 0

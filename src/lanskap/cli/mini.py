@@ -67,6 +67,9 @@ def train_cmd(
     vae_from: str = typer.Option(
         None, "--vae-from", help="Reuse this lanskap-mini's VAE (a folder, or lanskap-mini) instead of fitting one."
     ),
+    short_captions: float = typer.Option(
+        None, "--short-captions", help="Share of captions cut to terrain, one thing and the sky, 0-1 [0]."
+    ),
     mixed_precision: str = typer.Option(
         None, "--mixed-precision", help="no (fp32) [default] or bf16: faster on CPUs with native bf16 and on GPUs."
     ),
@@ -84,7 +87,7 @@ def train_cmd(
     given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
     given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
-    given |= {"mixed_precision": mixed_precision, "device": device}
+    given |= {"short_captions": short_captions, "mixed_precision": mixed_precision, "device": device}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)

@@ -280,8 +280,12 @@ _PLANT_WORDS = {
 _OPENERS = ("a fantasy landscape with", "concept art of", "a painting of", "a view of", "")
 
 
-def caption(scene: Scene, seed: int | None = None) -> str:
-    """One phrasing of ``scene``; other seeds word and order it differently."""
+def caption(scene: Scene, seed: int | None = None, *, short: bool = False) -> str:
+    """One phrasing of ``scene``; other seeds word and order it differently.
+
+    ``short`` names only the terrain, at most one other thing and the sky, the way people type a
+    quick prompt; a model that only ever saw full captions lets the seed pick the sky for those.
+    """
     rng = np.random.default_rng(scene.seed if seed is None else seed)
     pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
     things = [pick(_TERRAIN_WORDS[scene.terrain])]
@@ -297,9 +301,11 @@ def caption(scene: Scene, seed: int | None = None) -> str:
         things.append(pick(("floating islands", "islands floating in the sky", "levitating rocks")))
     first, rest = things[0], things[1:]
     rng.shuffle(rest)
+    if short:
+        rest = rest[: int(rng.integers(0, 2))]
     listed = ", ".join([first, *rest[:-1]]) + (f" and {rest[-1]}" if rest else "")
     parts = [pick(_OPENERS), listed, pick(_SKY_WORDS[scene.sky])]
-    if scene.mist:
+    if scene.mist and not short:
         parts.append(pick(("in the mist", "with mist", "shrouded in fog")))
     return " ".join(p for p in parts if p).strip()
 

@@ -13,8 +13,9 @@ gives the same weights. Stages:
 3. encode every scene once, then polish the decoder on whole scenes with the encoder frozen
    (``polish_decoder``: the latents stay what they are);
 4. train the UNet and the CLIP text encoder together on
-   (latent, caption) pairs, with a fresh phrasing of the caption at every visit and 10% empty
-   captions so classifier-free guidance works; keep an EMA of the weights, which is what ships.
+   (latent, caption) pairs, with a fresh phrasing of the caption at every visit, 10% empty
+   captions so classifier-free guidance works and, with ``short_captions``, a share cut short
+   the way people type quick prompts; keep an EMA of the weights, which is what ships.
 
 ``vae_from`` skips stages 2 and 3 by reusing a trained model's VAE. The UNet stage has its own
 random stream and the full run encodes with the fp16 weights that ship, so reusing the VAE of a
@@ -65,6 +66,8 @@ class MiniConfig:
     warmup: int = 150
     ema: float = 0.999
     uncond: float = 0.1
+    #: Share of the other captions cut to terrain, at most one thing and the sky (``caption(short=True)``).
+    short_captions: float = 0.0
     min_snr_gamma: float = 5.0
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
@@ -94,6 +97,8 @@ class MiniConfig:
             raise LanskapError(f"vae_recolour must be in [0, 1], got {self.vae_recolour}")
         if not 0 <= self.uncond < 1:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
+        if not 0 <= self.short_captions <= 1:
+            raise LanskapError(f"short_captions must be in [0, 1], got {self.short_captions}")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
@@ -112,12 +117,20 @@ class MiniConfig:
     def command(self) -> str:
         """The ``lanskap mini train`` line that makes these weights (options that differ from the defaults)."""
         parts = [f"lanskap mini train --seed {self.seed} --steps {self.steps} --scenes {self.scenes}"]
+        default = MiniConfig()
+        for name, flag in (("vae_steps", "--vae-steps"), ("decoder_steps", "--decoder-steps"), ("batch", "--batch")):
+            if getattr(self, name) != getattr(default, name):
+                parts.append(f"{flag} {getattr(self, name)}")
+        if self.lr != default.lr:
+            parts.append(f"--learning-rate {self.lr:g}")
         if self.stop_after:
             parts.append(f"--stop-after {self.stop_after}")
         if tuple(self.unet_channels) != arch.UNET_CHANNELS:
             parts.append("--unet-channels " + ",".join(map(str, self.unet_channels)))
         if self.vae_from:
             parts.append(f"--vae-from {self.vae_from}")
+        if self.short_captions:
+            parts.append(f"--short-captions {self.short_captions:g}")
         if self.mixed_precision != "no":
             parts.append(f"--mixed-precision {self.mixed_precision}")
         return " ".join(parts)
@@ -297,6 +310,18 @@ class _EMA:
             s.lerp_(p.detach(), 1 - d)
 
 
+def _caption(scene: Any, rng: np.random.Generator, cfg: MiniConfig) -> str:
+    """A training caption: empty (for guidance), short, or a full fresh phrasing.
+
+    The short draw is only made when ``short_captions`` is on, so runs without it keep the random
+    stream, and so the weights, of runs made before it existed.
+    """
+    if rng.random() < cfg.uncond:
+        return ""
+    short = bool(cfg.short_captions) and rng.random() < cfg.short_captions
+    return caption(scene, seed=int(rng.integers(2**31)), short=short)
+
+
 def fit_unet(
     latents: torch.Tensor,
     scenes: list[Any],
@@ -323,7 +348,7 @@ def fit_unet(
     text.train()
     for step in range(cfg.steps):
         idx = rng.integers(0, len(latents), cfg.batch)
-        texts = ["" if rng.random() < cfg.uncond else caption(scenes[i], seed=int(rng.integers(2**31))) for i in idx]
+        texts = [_caption(scenes[i], rng, cfg) for i in idx]
         ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn(x0.shape, generator=gen)
