@@ -68,6 +68,20 @@ def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     assert sky[0] / sky[1] >= 0.8, report.summary()
 
 
+def test_score_cli_reports_on_a_fresh_held_out_set(tmp_path: Path) -> None:
+    """`lanskap mini score --start` measures another set of held-out prompts; training seeds are refused."""
+    from lanskap.mini.follow import HELD_OUT_SEED, held_out_prompts
+
+    start = HELD_OUT_SEED + 500_000
+    args = ("mini", "score", "-n", "2", "--steps", "2", "-q", "--start", str(start), "--out", str(tmp_path / "r"))
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r" / "follow.json").read_text())
+    assert [c["prompt"] for c in report["cases"]] == [p for p, _ in held_out_prompts(2, start)]
+    assert f"{report['present']}/{report['asked']}" in proc.stdout and (tmp_path / "r" / "follow.png").is_file()
+    assert_one_line_error(run_cli("mini", "score", "--start", "5"), "--start must be 1000000000 or more")
+
+
 def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None:
     from lanskap.mini.follow import composition_distance
 

@@ -118,6 +118,9 @@ def score_cmd(
     model: str = typer.Option("lanskap-mini", "--model", help="Model to measure."),
     count: int = typer.Option(40, "--count", "-n", help="Held-out prompts."),
     seed: int = typer.Option(1, "--seed", help="Image seed of the first prompt (then +1 each)."),
+    start: int = typer.Option(
+        None, "--start", help="Seed of the first held-out scene, at least 10^9 [10^9]; another start, another set."
+    ),
     steps: int = typer.Option(20, "--steps", help="Sampling steps."),
     guidance: float = typer.Option(7.5, "--cfg-scale", "--guidance", help="Guidance scale."),
     sampler: str = typer.Option(None, "--sampler", help="Sampler [the engine's default]."),
@@ -128,15 +131,17 @@ def score_cmd(
 ) -> None:
     """Measure prompt following: generate held-out prompts and read the attributes back."""
     from lanskap.cli.common import quiet_libraries
+    from lanskap.errors import LanskapError
     from lanskap.generation.engine import Engine
     from lanskap.generation.params import GenerationRequest, LoraSpec
-    from lanskap.mini.follow import measure, save_report
+    from lanskap.mini.follow import HELD_OUT_SEED, measure, save_report
 
     quiet_libraries(True)
     if count < 1:
-        from lanskap.errors import LanskapError
-
         raise LanskapError("--count must be at least 1")
+    start = HELD_OUT_SEED if start is None else start
+    if start < HELD_OUT_SEED:  # below it are the seeds training renders: not held out
+        raise LanskapError(f"--start must be {HELD_OUT_SEED} or more; lower scene seeds are training scenes")
     engine = Engine(model, device=device, fallback="none")
     loras = tuple(LoraSpec.parse(x) for x in lora or [])
     extra = {"scheduler": sampler} if sampler else {}
@@ -151,7 +156,8 @@ def score_cmd(
 
         bar = tqdm(total=count, desc="prompts", dynamic_ncols=True)
     try:
-        report, images = measure(generate, count, seed=seed, progress=(lambda d, n: bar.update(1)) if bar else None)
+        tick = (lambda d, n: bar.update(1)) if bar else None
+        report, images = measure(generate, count, seed=seed, start=start, progress=tick)
     finally:
         if bar:
             bar.close()
