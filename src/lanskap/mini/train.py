@@ -118,22 +118,27 @@ class MiniConfig:
         """The ``lanskap mini train`` line that makes these weights (options that differ from the defaults)."""
         parts = [f"lanskap mini train --seed {self.seed} --steps {self.steps} --scenes {self.scenes}"]
         default = MiniConfig()
-        for name, flag in (("vae_steps", "--vae-steps"), ("decoder_steps", "--decoder-steps"), ("batch", "--batch")):
-            if getattr(self, name) != getattr(default, name):
-                parts.append(f"{flag} {getattr(self, name)}")
-        if self.lr != default.lr:
-            parts.append(f"--learning-rate {self.lr:g}")
-        if self.stop_after:
-            parts.append(f"--stop-after {self.stop_after}")
-        if tuple(self.unet_channels) != arch.UNET_CHANNELS:
-            parts.append("--unet-channels " + ",".join(map(str, self.unet_channels)))
-        if self.vae_from:
-            parts.append(f"--vae-from {self.vae_from}")
-        if self.short_captions:
-            parts.append(f"--short-captions {self.short_captions:g}")
-        if self.mixed_precision != "no":
-            parts.append(f"--mixed-precision {self.mixed_precision}")
+        for name, flag in _WEIGHT_FLAGS:
+            value = getattr(self, name)
+            value = tuple(value) if isinstance(value, list) else value  # unet_channels read back from JSON
+            if value != getattr(default, name):
+                shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                parts.append(f"{flag} {shown:g}" if isinstance(value, float) else f"{flag} {shown}")
         return " ".join(parts)
+
+
+#: MiniConfig fields that change the weights, with their ``lanskap mini train`` option, in card order.
+_WEIGHT_FLAGS = (
+    ("vae_steps", "--vae-steps"),
+    ("decoder_steps", "--decoder-steps"),
+    ("batch", "--batch"),
+    ("lr", "--learning-rate"),
+    ("stop_after", "--stop-after"),
+    ("unet_channels", "--unet-channels"),
+    ("vae_from", "--vae-from"),
+    ("short_captions", "--short-captions"),
+    ("mixed_precision", "--mixed-precision"),
+)
 
 
 def render_set(cfg: MiniConfig, progress: ProgressFn | None = None) -> tuple[np.ndarray, list[Any]]:
