@@ -198,6 +198,13 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
         assert wa.keys() == wc.keys() and all((wa[k] == wc[k]).all() for k in wa), part
     assert (c / "vae" / "config.json").read_text() == (a / "vae" / "config.json").read_text()
     assert not (tmp_path / "c" / "vae_loss.png").exists() and f"--vae-from {a}" in arch.card(c)["command"]
+    # another noise schedule: trained on it (other weights from the same draws) and shipped with it
+    d = train_mini(tmp_path / "d", replace(cfg, vae_from=str(a), beta_end=0.03))
+    wd = load_file(d / unet)
+    assert any(not (wd[k] == final[k]).all() for k in final)
+    assert json.loads((d / "scheduler" / "scheduler_config.json").read_text())["beta_end"] == 0.03
+    assert "--beta-end 0.03" in arch.card(d)["command"]
+    assert json.loads((a / "scheduler" / "scheduler_config.json").read_text())["beta_end"] == cfg.beta_end
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -259,6 +266,8 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert arch.card(tmp_path / "h" / "model")["config"]["mixed_precision"] == "bf16"
     bad = run_cli(*args, "--short-captions", "1.5", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "short_captions must be in [0, 1]")
+    bad = run_cli(*args, "--beta-end", "0.5", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "beta_end must be above 0.00085 and at most 0.05")
     bad = run_cli(*args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "mixed_precision must be no or bf16")
     if not torch.cuda.is_available():

@@ -69,6 +69,11 @@ class MiniConfig:
     #: Share of the other captions cut to terrain, at most one thing and the sky (``caption(short=True)``).
     short_captions: float = 0.0
     min_snr_gamma: float = 5.0
+    #: The noise schedule's last beta (scaled_linear from SD 2.1's 0.00085). SD 2.1's 0.012 leaves
+    #: 6.8% of the image in the noisiest latent, so the model learns to read the sky's brightness
+    #: from the seed's noise rather than the prompt (Lin et al. 2024, "Common diffusion noise
+    #: schedules and sample steps are flawed"); a larger value leaves less.
+    beta_end: float = arch.SD21_BETA_END
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
     stop_after: int | None = None
@@ -99,6 +104,8 @@ class MiniConfig:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
         if not 0 <= self.short_captions <= 1:
             raise LanskapError(f"short_captions must be in [0, 1], got {self.short_captions}")
+        if not 0.00085 < self.beta_end <= 0.05:
+            raise LanskapError(f"beta_end must be above 0.00085 and at most 0.05, got {self.beta_end}")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
@@ -137,6 +144,7 @@ _WEIGHT_FLAGS = (
     ("unet_channels", "--unet-channels"),
     ("vae_from", "--vae-from"),
     ("short_captions", "--short-captions"),
+    ("beta_end", "--beta-end"),
     ("mixed_precision", "--mixed-precision"),
 )
 
@@ -344,7 +352,8 @@ def fit_unet(
     dev = cfg.torch_device()
     unet, text = arch.unet(cfg.unet_channels).to(dev), arch.text_encoder(len(tok)).to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
-    sched = DDPMScheduler(**{k: v for k, v in arch.scheduler_config().items() if k != "set_alpha_to_one"})
+    config = arch.scheduler_config(cfg.beta_end)
+    sched = DDPMScheduler(**{k: v for k, v in config.items() if k != "set_alpha_to_one"})
     params = [*unet.parameters(), *text.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     ema_unet, ema_text = _EMA(unet, cfg.ema), _EMA(text, cfg.ema)
@@ -440,7 +449,9 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
     def snapshot(step: int, unet: Any, text: Any) -> None:
         card = {"name": arch.NAME, "snapshot_step": step, "config": asdict(cfg)}
         dest = out / "snapshots" / f"step-{step:05d}"
-        arch.save_pipeline(dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
+        arch.save_pipeline(
+            dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card, beta_end=cfg.beta_end
+        )
 
     unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, snapshot)
     rows = _plot_stage(log, "unet", out)
@@ -454,5 +465,7 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
         "prediction_type": arch.PREDICTION_TYPE,
         "native_size": arch.SIZE,
     }
-    arch.save_pipeline(model_dir, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
+    arch.save_pipeline(
+        model_dir, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card, beta_end=cfg.beta_end
+    )
     return model_dir
