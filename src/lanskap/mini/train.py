@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from lanskap.errors import LanskapError
 from lanskap.mini import model as arch
 from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
+from lanskap.models.reference import SD21_SCHEDULER
 from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
 from lanskap.training.monitor import MetricsLog, plot_loss
 
@@ -104,8 +105,9 @@ class MiniConfig:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
         if not 0 <= self.short_captions <= 1:
             raise LanskapError(f"short_captions must be in [0, 1], got {self.short_captions}")
-        if not 0.00085 < self.beta_end <= 0.05:
-            raise LanskapError(f"beta_end must be above 0.00085 and at most 0.05, got {self.beta_end}")
+        start = SD21_SCHEDULER["beta_start"]  # the schedule runs from it to beta_end
+        if not start < self.beta_end <= 0.05:
+            raise LanskapError(f"beta_end must be above {start:g} and at most 0.05, got {self.beta_end}")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
