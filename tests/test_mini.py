@@ -205,6 +205,12 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert json.loads((d / "scheduler" / "scheduler_config.json").read_text())["beta_end"] == 0.03
     assert "--beta-end 0.03" in arch.card(d)["command"]
     assert json.loads((a / "scheduler" / "scheduler_config.json").read_text())["beta_end"] == cfg.beta_end
+    # coarse training noise: other weights, recorded in the card, and SD 2.1's schedule kept
+    e = train_mini(tmp_path / "e", replace(cfg, vae_from=str(a), low_freq_noise=0.5))
+    we = load_file(e / unet)
+    assert any(not (we[k] == final[k]).all() for k in final) and "--low-freq-noise 0.5" in arch.card(e)["command"]
+    schedule = "scheduler/scheduler_config.json"
+    assert (e / schedule).read_text() == (a / schedule).read_text()
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -268,6 +274,8 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert_one_line_error(bad, "short_captions must be in [0, 1]")
     bad = run_cli(*args, "--beta-end", "0.5", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "beta_end must be above 0.00085 and at most 0.05")
+    bad = run_cli(*args, "--low-freq-noise", "3", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "low_freq_noise must be between 0 and 2")
     bad = run_cli(*args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "mixed_precision must be no or bf16")
     if not torch.cuda.is_available():

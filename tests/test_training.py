@@ -22,7 +22,7 @@ from lanskap.errors import LanskapError
 from lanskap.training import TrainConfig, build_config, train
 from lanskap.training.buckets import make_buckets, nearest_bucket, plan
 from lanskap.training.config import THESIS_VALIDATION_PROMPT, config_yaml, read_config_file
-from lanskap.training.loss import add_noise_offset, min_snr_weights, snr, training_target
+from lanskap.training.loss import add_low_frequency_noise, add_noise_offset, min_snr_weights, snr, training_target
 
 CAPTION = "a magenta striped landscape"
 
@@ -195,6 +195,19 @@ def test_v_prediction_target_and_min_snr_weights_by_hand() -> None:
     g = torch.Generator().manual_seed(0)
     shifted = add_noise_offset(torch.zeros(2, 4, 8, 8), 0.1, g)
     assert shifted.std(dim=(2, 3)).max() == 0 and shifted.abs().max() > 0, "one constant per image and channel"
+
+
+def test_low_frequency_noise_is_coarse_seeded_and_off_by_default() -> None:
+    """The added noise moves whole regions (a sky against a ground), not single pixels, and 0 adds nothing."""
+    white = torch.randn(256, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert add_low_frequency_noise(white, 0.0, torch.Generator().manual_seed(0)) is white
+    extra = add_low_frequency_noise(white, 0.5, torch.Generator().manual_seed(0)) - white
+    again = add_low_frequency_noise(white, 0.5, torch.Generator().manual_seed(0)) - white
+    assert torch.equal(extra, again), "the generator decides it"
+    top, bottom = extra[:, :, :16].mean(dim=(2, 3)), extra[:, :, 16:].mean(dim=(2, 3))
+    assert extra.mean(dim=(2, 3)).std() > 0.4, "a per-image offset, as noise offset"
+    assert (top - bottom).std() > 0.3, "and the upper half apart from the lower: the grids above 1×1"
+    assert (extra[..., 1:] - extra[..., :-1]).std() < 0.1 * (white[..., 1:] - white[..., :-1]).std(), "smooth"
 
 
 # -- buckets --------------------------------------------------------------------------------------

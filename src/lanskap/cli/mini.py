@@ -73,6 +73,9 @@ def train_cmd(
     beta_end: float = typer.Option(
         None, "--beta-end", help="The noise schedule's last beta [0.012, SD 2.1's]; larger hides more of the image."
     ),
+    low_freq_noise: float = typer.Option(
+        None, "--low-freq-noise", help="Coarse (1x1-4x4) training noise, 0-2 [0]; hides the sky at high noise."
+    ),
     mixed_precision: str = typer.Option(
         None, "--mixed-precision", help="no (fp32) [default] or bf16: faster on CPUs with native bf16 and on GPUs."
     ),
@@ -90,7 +93,7 @@ def train_cmd(
     given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
     given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
-    given |= {"short_captions": short_captions, "beta_end": beta_end}
+    given |= {"short_captions": short_captions, "beta_end": beta_end, "low_freq_noise": low_freq_noise}
     given |= {"mixed_precision": mixed_precision, "device": device}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"

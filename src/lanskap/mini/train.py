@@ -41,7 +41,7 @@ from lanskap.errors import LanskapError
 from lanskap.mini import model as arch
 from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
 from lanskap.models.reference import SD21_SCHEDULER
-from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
+from lanskap.training.loss import add_low_frequency_noise, diffusion_loss, min_snr_weights, training_target
 from lanskap.training.monitor import MetricsLog, plot_loss
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]  # stage, done, total, metrics
@@ -75,6 +75,10 @@ class MiniConfig:
     #: from the seed's noise rather than the prompt (Lin et al. 2024, "Common diffusion noise
     #: schedules and sample steps are flawed"); a larger value leaves less.
     beta_end: float = arch.SD21_BETA_END
+    #: Strength of coarse noise (1×1 to 4×4 grids) added to the training noise, which hides the sky
+    #: in the noisiest latents without adding noise at the scale of castles and water, as a larger
+    #: ``beta_end`` does (see ``add_low_frequency_noise``). 0 trains on white noise alone.
+    low_freq_noise: float = 0.0
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
     stop_after: int | None = None
@@ -108,6 +112,8 @@ class MiniConfig:
         start = SD21_SCHEDULER["beta_start"]  # the schedule runs from it to beta_end
         if not start < self.beta_end <= 0.05:
             raise LanskapError(f"beta_end must be above {start:g} and at most 0.05, got {self.beta_end}")
+        if not 0 <= self.low_freq_noise <= 2:
+            raise LanskapError(f"low_freq_noise must be between 0 and 2, got {self.low_freq_noise}")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
@@ -147,6 +153,7 @@ _WEIGHT_FLAGS = (
     ("vae_from", "--vae-from"),
     ("short_captions", "--short-captions"),
     ("beta_end", "--beta-end"),
+    ("low_freq_noise", "--low-freq-noise"),
     ("mixed_precision", "--mixed-precision"),
 )
 
@@ -369,6 +376,7 @@ def fit_unet(
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        noise = add_low_frequency_noise(noise, cfg.low_freq_noise, gen)  # draws only when on: old runs keep theirs
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         noisy = sched.add_noise(x0, noise, t)
         with autocast:

@@ -45,6 +45,27 @@ def add_noise_offset(noise: torch.Tensor, offset: float, generator: torch.Genera
     return noise + offset * extra
 
 
+def add_low_frequency_noise(
+    noise: torch.Tensor, strength: float, generator: torch.Generator | None, grids: tuple[int, ...] = (1, 2, 3, 4)
+) -> torch.Tensor:
+    """Offset noise on coarse grids too: ``strength``·N(0, 1) drawn on each grid and upsampled bilinearly.
+
+    The 1×1 grid is Guttenberg's noise offset; the 2×2 to 4×4 grids also hide where the light sits
+    (a sky over a ground), which SD 2.1's schedule leaves readable in the noisiest latent, so that
+    the prompt rather than the seed decides it. Not rescaled to unit variance (kohya's pyramid noise
+    is): sampling starts from white noise, and this keeps its fine grain what training saw.
+    """
+    if strength <= 0:
+        return noise
+    b, c, h, w = noise.shape
+    out = noise
+    for grid in grids:
+        coarse = torch.randn((b, c, grid, grid), generator=generator, device=noise.device, dtype=noise.dtype)
+        up = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        out = out + strength * up
+    return out
+
+
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error in fp32, optionally weighted per sample."""
     if weights is None:
