@@ -75,9 +75,9 @@ class MiniConfig:
     #: from the seed's noise rather than the prompt (Lin et al. 2024, "Common diffusion noise
     #: schedules and sample steps are flawed"); a larger value leaves less.
     beta_end: float = arch.SD21_BETA_END
-    #: Strength of coarse noise (1×1 to 4×4 grids) added to the training noise, which hides the sky
-    #: in the noisiest latents without adding noise at the scale of castles and water, as a larger
-    #: ``beta_end`` does (see ``add_low_frequency_noise``). 0 trains on white noise alone.
+    #: Strength of coarse noise (1×1 to 4×4 grids) added to the training noise (``add_low_frequency_noise``):
+    #: it hides the sky in the noisiest latents but keeps SD 2.1's schedule, where a larger ``beta_end``
+    #: adds noise at every scale. Measured at 0.5 it fixes the sky and loses objects (docs/tutorial-mini.md).
     low_freq_noise: float = 0.0
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).

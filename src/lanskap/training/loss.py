@@ -53,7 +53,7 @@ def add_low_frequency_noise(
     The 1×1 grid is Guttenberg's noise offset; the 2×2 to 4×4 grids also hide where the light sits
     (a sky over a ground), which SD 2.1's schedule leaves readable in the noisiest latent, so that
     the prompt rather than the seed decides it. Not rescaled to unit variance (kohya's pyramid noise
-    is): sampling starts from white noise, and this keeps its fine grain what training saw.
+    is): sampling starts from white noise, so the fine grain stays the one training saw.
     """
     if strength <= 0:
         return noise
