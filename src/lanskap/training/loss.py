@@ -38,11 +38,7 @@ def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float, predi
 
 def add_noise_offset(noise: torch.Tensor, offset: float, generator: torch.Generator | None) -> torch.Tensor:
     """Noise offset (Guttenberg 2023): a per-channel constant lets the model learn very dark and bright images."""
-    if offset <= 0:
-        return noise
-    b, c = noise.shape[:2]
-    extra = torch.randn((b, c, 1, 1), generator=generator, device=noise.device, dtype=noise.dtype)
-    return noise + offset * extra
+    return add_low_frequency_noise(noise, offset, generator, grids=(1,))
 
 
 def add_low_frequency_noise(
@@ -61,7 +57,8 @@ def add_low_frequency_noise(
     out = noise
     for grid in grids:
         coarse = torch.randn((b, c, grid, grid), generator=generator, device=noise.device, dtype=noise.dtype)
-        up = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        # a 1×1 grid broadcasts exactly (bilinear upsampling of it is off by an ulp in fp32)
+        up = coarse if grid == 1 else F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
         out = out + strength * up
     return out
 
