@@ -211,6 +211,11 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert any(not (we[k] == final[k]).all() for k in final) and "--low-freq-noise 0.5" in arch.card(e)["command"]
     schedule = "scheduler/scheduler_config.json"
     assert (e / schedule).read_text() == (a / schedule).read_text()
+    # ramped from a timestep: the same draws as e, scaled by timestep, so other weights again
+    f = train_mini(tmp_path / "f", replace(cfg, vae_from=str(a), low_freq_noise=0.5, low_freq_noise_from=800))
+    wf = load_file(f / unet)
+    assert any(not (wf[k] == we[k]).all() for k in we) and any(not (wf[k] == final[k]).all() for k in final)
+    assert "--low-freq-noise 0.5 --low-freq-noise-from 800" in arch.card(f)["command"]
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -276,6 +281,8 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert_one_line_error(bad, "beta_end must be above 0.00085 and at most 0.05")
     bad = run_cli(*args, "--low-freq-noise", "3", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "low_freq_noise must be between 0 and 2")
+    bad = run_cli(*args, "--low-freq-noise-from", "999", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "low_freq_noise_from must be between 0 and 998")
     bad = run_cli(*args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "mixed_precision must be no or bf16")
     if not torch.cuda.is_available():

@@ -22,7 +22,14 @@ from lanskap.errors import LanskapError
 from lanskap.training import TrainConfig, build_config, train
 from lanskap.training.buckets import make_buckets, nearest_bucket, plan
 from lanskap.training.config import THESIS_VALIDATION_PROMPT, config_yaml, read_config_file
-from lanskap.training.loss import add_low_frequency_noise, add_noise_offset, min_snr_weights, snr, training_target
+from lanskap.training.loss import (
+    add_low_frequency_noise,
+    add_noise_offset,
+    min_snr_weights,
+    ramp_from_timestep,
+    snr,
+    training_target,
+)
 
 CAPTION = "a magenta striped landscape"
 
@@ -208,6 +215,21 @@ def test_low_frequency_noise_is_coarse_seeded_and_off_by_default() -> None:
     assert extra.mean(dim=(2, 3)).std() > 0.4, "a per-image offset, as noise offset"
     assert (top - bottom).std() > 0.3, "and the upper half apart from the lower: the grids above 1×1"
     assert (extra[..., 1:] - extra[..., :-1]).std() < 0.1 * (white[..., 1:] - white[..., :-1]).std(), "smooth"
+
+
+def test_low_frequency_noise_ramped_by_timestep_leaves_mid_noise_white() -> None:
+    """From timestep 800 up, the coarse noise grows to full strength at 999; below it the noise is untouched."""
+    t = torch.tensor([0, 500, 800, 900, 999])
+    ramp = ramp_from_timestep(t, 1.0, 800, 1000)
+    assert ramp[:3].eq(0).all() and 0.45 < ramp[3] < 0.55 and ramp[4] == 1.0
+    white = torch.randn(5, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    extra = add_low_frequency_noise(white, ramp, torch.Generator().manual_seed(0)) - white
+    moved = extra.abs().amax(dim=(1, 2, 3))
+    assert moved[:3].max() == 0 and 0 < moved[3] < moved[4], "none below 800, more at 999 than at 900"
+    # a tensor of strengths draws even when every sample is below the ramp: the random stream stays fixed
+    g = torch.Generator().manual_seed(0)
+    add_low_frequency_noise(white[:2], ramp[:2], g)
+    assert not torch.equal(torch.randn(1, generator=g), torch.randn(1, generator=torch.Generator().manual_seed(0)))
 
 
 # -- buckets --------------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ def train_cmd(
     low_freq_noise: float = typer.Option(
         None, "--low-freq-noise", help="Coarse (1x1-4x4) training noise, 0-2 [0]; hides the sky at high noise."
     ),
+    low_freq_noise_from: int = typer.Option(
+        None, "--low-freq-noise-from", help="Apply --low-freq-noise only above this timestep, ramping up to 999."
+    ),
     mixed_precision: str = typer.Option(
         None, "--mixed-precision", help="no (fp32) [default] or bf16: faster on CPUs with native bf16 and on GPUs."
     ),
@@ -94,7 +97,7 @@ def train_cmd(
     given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
     given |= {"short_captions": short_captions, "beta_end": beta_end, "low_freq_noise": low_freq_noise}
-    given |= {"mixed_precision": mixed_precision, "device": device}
+    given |= {"low_freq_noise_from": low_freq_noise_from, "mixed_precision": mixed_precision, "device": device}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)

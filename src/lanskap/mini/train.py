@@ -41,7 +41,13 @@ from lanskap.errors import LanskapError
 from lanskap.mini import model as arch
 from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
 from lanskap.models.reference import SD21_SCHEDULER
-from lanskap.training.loss import add_low_frequency_noise, diffusion_loss, min_snr_weights, training_target
+from lanskap.training.loss import (
+    add_low_frequency_noise,
+    diffusion_loss,
+    min_snr_weights,
+    ramp_from_timestep,
+    training_target,
+)
 from lanskap.training.monitor import MetricsLog, plot_loss
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]  # stage, done, total, metrics
@@ -79,6 +85,9 @@ class MiniConfig:
     #: it hides the sky in the noisiest latents but keeps SD 2.1's schedule, where a larger ``beta_end``
     #: adds noise at every scale. Measured at 0.5 it fixes the sky and loses objects (docs/tutorial-mini.md).
     low_freq_noise: float = 0.0
+    #: When set, ``low_freq_noise`` applies only above this timestep, rising linearly from 0 there to
+    #: full strength at the noisiest one (``ramp_from_timestep``), so mid-noise training stays white.
+    low_freq_noise_from: int | None = None
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
     stop_after: int | None = None
@@ -114,6 +123,9 @@ class MiniConfig:
             raise LanskapError(f"beta_end must be above {start:g} and at most 0.05, got {self.beta_end}")
         if not 0 <= self.low_freq_noise <= 2:
             raise LanskapError(f"low_freq_noise must be between 0 and 2, got {self.low_freq_noise}")
+        last = SD21_SCHEDULER["num_train_timesteps"] - 1
+        if self.low_freq_noise_from is not None and not 0 <= self.low_freq_noise_from < last:
+            raise LanskapError(f"low_freq_noise_from must be between 0 and {last - 1}, got {self.low_freq_noise_from}")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
@@ -154,6 +166,7 @@ _WEIGHT_FLAGS = (
     ("short_captions", "--short-captions"),
     ("beta_end", "--beta-end"),
     ("low_freq_noise", "--low-freq-noise"),
+    ("low_freq_noise_from", "--low-freq-noise-from"),
     ("mixed_precision", "--mixed-precision"),
 )
 
@@ -376,7 +389,10 @@ def fit_unet(
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
-        noise = add_low_frequency_noise(noise, cfg.low_freq_noise, gen)  # draws only when on: old runs keep theirs
+        lf: float | torch.Tensor = cfg.low_freq_noise
+        if cfg.low_freq_noise and cfg.low_freq_noise_from is not None:
+            lf = ramp_from_timestep(t, cfg.low_freq_noise, cfg.low_freq_noise_from, sched.config.num_train_timesteps)
+        noise = add_low_frequency_noise(noise, lf, gen)  # draws only when on: old runs keep theirs
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         noisy = sched.add_noise(x0, noise, t)
         with autocast:

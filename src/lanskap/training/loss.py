@@ -42,7 +42,10 @@ def add_noise_offset(noise: torch.Tensor, offset: float, generator: torch.Genera
 
 
 def add_low_frequency_noise(
-    noise: torch.Tensor, strength: float, generator: torch.Generator | None, grids: tuple[int, ...] = (1, 2, 3, 4)
+    noise: torch.Tensor,
+    strength: float | torch.Tensor,
+    generator: torch.Generator | None,
+    grids: tuple[int, ...] = (1, 2, 3, 4),
 ) -> torch.Tensor:
     """Offset noise on coarse grids too: ``strength``·N(0, 1) drawn on each grid and upsampled bilinearly.
 
@@ -50,10 +53,13 @@ def add_low_frequency_noise(
     (a sky over a ground), which SD 2.1's schedule leaves readable in the noisiest latent, so that
     the prompt rather than the seed decides it. Not rescaled to unit variance (kohya's pyramid noise
     is): sampling starts from white noise, so the fine grain stays the one training saw.
+    ``strength`` may be one value per sample (see ``ramp_from_timestep``); then it always draws.
     """
-    if strength <= 0:
+    if not isinstance(strength, torch.Tensor) and strength <= 0:
         return noise
     b, c, h, w = noise.shape
+    if isinstance(strength, torch.Tensor):
+        strength = strength.to(device=noise.device, dtype=noise.dtype).reshape(b, 1, 1, 1)
     out = noise
     for grid in grids:
         coarse = torch.randn((b, c, grid, grid), generator=generator, device=noise.device, dtype=noise.dtype)
@@ -61,6 +67,16 @@ def add_low_frequency_noise(
         up = coarse if grid == 1 else F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
         out = out + strength * up
     return out
+
+
+def ramp_from_timestep(t: torch.Tensor, strength: float, start: int, num_train_timesteps: int) -> torch.Tensor:
+    """Per-sample strength: 0 up to timestep ``start``, rising linearly to ``strength`` at the noisiest one.
+
+    The seed's coarse noise decides the sky only in the first few sampling steps; training with coarse
+    noise at every timestep also teaches the model to smooth away the objects it starts to draw.
+    """
+    span = max(num_train_timesteps - 1 - start, 1)
+    return strength * ((t.float() - start) / span).clamp(0, 1)
 
 
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
