@@ -87,6 +87,7 @@ class MiniConfig:
     low_freq_noise: float = 0.0
     #: When set, ``low_freq_noise`` applies only above this timestep, rising linearly from 0 there to
     #: full strength at the noisiest one (``ramp_from_timestep``), so mid-noise training stays white.
+    #: Measured (1.0 from 800): the sky is fixed, but short castle prompts lose their castle.
     low_freq_noise_from: int | None = None
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
