@@ -281,8 +281,10 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert_one_line_error(bad, "beta_end must be above 0.00085 and at most 0.05")
     bad = run_cli(*args, "--low-freq-noise", "3", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "low_freq_noise must be between 0 and 2")
-    bad = run_cli(*args, "--low-freq-noise-from", "999", "--out", str(tmp_path / "x"))
+    bad = run_cli(*args, "--low-freq-noise", "0.5", "--low-freq-noise-from", "999", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "low_freq_noise_from must be between 0 and 998")
+    bad = run_cli(*args, "--low-freq-noise-from", "800", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "low_freq_noise_from needs low_freq_noise above 0")
     bad = run_cli(*args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "mixed_precision must be no or bf16")
     if not torch.cuda.is_available():

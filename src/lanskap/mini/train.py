@@ -127,6 +127,8 @@ class MiniConfig:
         last = SD21_SCHEDULER["num_train_timesteps"] - 1
         if self.low_freq_noise_from is not None and not 0 <= self.low_freq_noise_from < last:
             raise LanskapError(f"low_freq_noise_from must be between 0 and {last - 1}, got {self.low_freq_noise_from}")
+        if self.low_freq_noise_from is not None and not self.low_freq_noise:
+            raise LanskapError("low_freq_noise_from needs low_freq_noise above 0 (it says where that noise applies)")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
