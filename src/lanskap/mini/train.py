@@ -393,7 +393,7 @@ def fit_unet(
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
         lf: float | torch.Tensor = cfg.low_freq_noise
-        if cfg.low_freq_noise and cfg.low_freq_noise_from is not None:
+        if cfg.low_freq_noise_from is not None:  # validate() makes it need low_freq_noise above 0
             lf = ramp_from_timestep(t, cfg.low_freq_noise, cfg.low_freq_noise_from, sched.config.num_train_timesteps)
         noise = add_low_frequency_noise(noise, lf, gen)  # draws only when on: old runs keep theirs
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
