@@ -255,15 +255,23 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert any(not (shipped[k] == other[k]).all() for k in shipped)
     again = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
     assert "already exists" in again.stderr and again.returncode != 0
-    # a wider UNet on the VAE of that run
-    wide = run_cli(
-        *args, "--unet-channels", "16,32,48", "--vae-from", str(tmp_path / "s5" / "model"), "--out", str(tmp_path / "w")
-    )
+    # a wider UNet on the VAE of that run, with the pooled prompt in its timestep embedding
+    s5 = str(tmp_path / "s5" / "model")
+    pooled_time = ("--unet-channels", "16,32,48", "--text-time-embed")
+    wide = run_cli(*args, *pooled_time, "--vae-from", s5, "--out", str(tmp_path / "w"))
     assert wide.returncode == 0, wide.stderr
     assert "VAE decoder" not in wide.stderr
     config = json.loads((tmp_path / "w" / "model" / "unet" / "config.json").read_text())
-    assert config["block_out_channels"] == [16, 32, 48]
-    assert "--unet-channels 16,32,48 --vae-from" in arch.card(tmp_path / "w" / "model")["command"]
+    assert config["block_out_channels"] == [16, 32, 48] and config["addition_embed_type"] == "text"
+    assert "--unet-channels 16,32,48 --text-time-embed --vae-from" in arch.card(tmp_path / "w" / "model")["command"]
+    pooled = load_file(tmp_path / "w" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(k.startswith("add_embedding.pool.") for k in pooled)
+    assert not any(k.startswith("add_embedding") for k in other)  # off by default
+    # the stock pipeline drives it unchanged: the UNet pools the prompt itself
+    made = run_cli("generate", "hills", "--model", str(tmp_path / "w" / "model"), "--steps", "2", "--no-gallery",
+                   "--out", str(tmp_path / "wg"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert len(list((tmp_path / "wg").glob("*.png"))) == 1
     # bf16 autocast, on the CPU: the same seed and VAE, so only the precision differs from s5
     half = run_cli(*args, "--seed", "5", "--vae-from", str(tmp_path / "s5" / "model"), "--out", str(tmp_path / "h"),
                    "--mixed-precision", "bf16", "--device", "cpu")  # fmt: skip

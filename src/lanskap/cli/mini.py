@@ -64,6 +64,9 @@ def train_cmd(
     unet_channels: str = typer.Option(
         None, "--unet-channels", help="UNet channels per level, three multiples of 16 [64,128,192]."
     ),
+    text_time_embed: bool = typer.Option(
+        False, "--text-time-embed", help="Add the pooled prompt to the UNet's timestep embedding [off]."
+    ),
     vae_from: str = typer.Option(
         None, "--vae-from", help="Reuse this lanskap-mini's VAE (a folder, or lanskap-mini) instead of fitting one."
     ),
@@ -98,6 +101,7 @@ def train_cmd(
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
     given |= {"short_captions": short_captions, "beta_end": beta_end, "low_freq_noise": low_freq_noise}
     given |= {"low_freq_noise_from": low_freq_noise_from, "mixed_precision": mixed_precision, "device": device}
+    given |= {"text_time_embed": text_time_embed or None}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)

@@ -74,11 +74,16 @@ def vae() -> Any:
 UNET_CHANNELS = (64, 128, 192)  # 10.9 M parameters: 80% on 40 prompts (48-96-160: 75%)
 
 
-def unet(channels: tuple[int, int, int] = UNET_CHANNELS) -> Any:
+def unet(channels: tuple[int, int, int] = UNET_CHANNELS, text_time: bool = False) -> Any:
     from diffusers import UNet2DConditionModel
 
     # SD 2.1's UNet in miniature: linear projections, cross-attention at 16×16 and 8×8.
     # ``channels`` is per level (32×32, 16×16, 8×8 latents); each must divide into 16 groups.
+    # ``text_time`` adds an attention-pooled summary of the prompt to the timestep embedding
+    # (diffusers' addition_embed_type="text", as in Imagen and DeepFloyd IF), so global
+    # attributes such as the sky reach every ResNet block, not only the cross-attention levels.
+    # It needs no extra pipeline inputs (the UNet pools encoder_hidden_states itself).
+    extra: dict[str, Any] = {"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if text_time else {}
     return UNet2DConditionModel(
         sample_size=SIZE // 4,
         in_channels=4,
@@ -91,6 +96,7 @@ def unet(channels: tuple[int, int, int] = UNET_CHANNELS) -> Any:
         attention_head_dim=(2, 4, 8),
         use_linear_projection=True,
         norm_num_groups=16,
+        **extra,
     )
 
 

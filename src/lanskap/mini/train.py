@@ -94,6 +94,8 @@ class MiniConfig:
     stop_after: int | None = None
     #: UNet channels per level (32×32, 16×16, 8×8 latents); multiples of 16.
     unet_channels: tuple[int, int, int] = arch.UNET_CHANNELS
+    #: Add the attention-pooled prompt to the UNet's timestep embedding (``model.unet``'s ``text_time``).
+    text_time_embed: bool = False
     #: A lanskap-mini folder (or "lanskap-mini", the shipped one) whose VAE to reuse instead of fitting one.
     vae_from: str | None = None
     #: "no" (fp32) or "bf16": autocast the UNet and text encoder's forward pass (fp32 master weights).
@@ -151,7 +153,9 @@ class MiniConfig:
         for name, flag in _WEIGHT_FLAGS:
             value = getattr(self, name)
             value = tuple(value) if isinstance(value, list) else value  # unet_channels read back from JSON
-            if value != getattr(default, name):
+            if value != getattr(default, name) and isinstance(value, bool):
+                parts.append(flag)  # an on/off switch: the flag alone
+            elif value != getattr(default, name):
                 shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 parts.append(f"{flag} {shown:g}" if isinstance(value, float) else f"{flag} {shown}")
         return " ".join(parts)
@@ -165,6 +169,7 @@ _WEIGHT_FLAGS = (
     ("lr", "--learning-rate"),
     ("stop_after", "--stop-after"),
     ("unet_channels", "--unet-channels"),
+    ("text_time_embed", "--text-time-embed"),
     ("vae_from", "--vae-from"),
     ("short_captions", "--short-captions"),
     ("beta_end", "--beta-end"),
@@ -375,7 +380,7 @@ def fit_unet(
     torch.manual_seed(cfg.seed + 4)
     gen = torch.Generator().manual_seed(cfg.seed + 4)
     dev = cfg.torch_device()
-    unet, text = arch.unet(cfg.unet_channels).to(dev), arch.text_encoder(len(tok)).to(dev)
+    unet, text = arch.unet(cfg.unet_channels, cfg.text_time_embed).to(dev), arch.text_encoder(len(tok)).to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     config = arch.scheduler_config(cfg.beta_end)
     sched = DDPMScheduler(**{k: v for k, v in config.items() if k != "set_alpha_to_one"})
