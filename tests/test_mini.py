@@ -273,10 +273,10 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert len(list((tmp_path / "wg").glob("*.png"))) == 1
     # bf16 autocast, on the CPU: the same seed and VAE, so only the precision differs from s5
-    half = run_cli(*args, "--seed", "5", "--vae-from", str(tmp_path / "s5" / "model"), "--out", str(tmp_path / "h"),
+    half = run_cli(*args, "--seed", "5", "--vae-from", s5, "--out", str(tmp_path / "h"),
                    "--mixed-precision", "bf16", "--device", "cpu")  # fmt: skip
     assert half.returncode == 0, half.stderr
-    full = run_cli(*args, "--seed", "5", "--vae-from", str(tmp_path / "s5" / "model"), "--out", str(tmp_path / "f"))
+    full = run_cli(*args, "--seed", "5", "--vae-from", s5, "--out", str(tmp_path / "f"))
     assert full.returncode == 0, full.stderr
     unet = "unet/diffusion_pytorch_model.safetensors"
     bf16, fp32 = load_file(tmp_path / "h" / "model" / unet), load_file(tmp_path / "f" / "model" / unet)

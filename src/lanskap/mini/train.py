@@ -153,9 +153,11 @@ class MiniConfig:
         for name, flag in _WEIGHT_FLAGS:
             value = getattr(self, name)
             value = tuple(value) if isinstance(value, list) else value  # unet_channels read back from JSON
-            if value != getattr(default, name) and isinstance(value, bool):
+            if value == getattr(default, name):
+                continue
+            if isinstance(value, bool):
                 parts.append(flag)  # an on/off switch: the flag alone
-            elif value != getattr(default, name):
+            else:
                 shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 parts.append(f"{flag} {shown:g}" if isinstance(value, float) else f"{flag} {shown}")
         return " ".join(parts)
