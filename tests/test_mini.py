@@ -216,6 +216,10 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     wf = load_file(f / unet)
     assert any(not (wf[k] == we[k]).all() for k in we) and any(not (wf[k] == final[k]).all() for k in final)
     assert "--low-freq-noise 0.5 --low-freq-noise-from 800" in arch.card(f)["command"]
+    # min-SNR weighting off (plain v-prediction loss): the same draws as a, so only the weighting differs
+    p = train_mini(tmp_path / "p", replace(cfg, vae_from=str(a), min_snr_gamma=0))
+    wp = load_file(p / unet)
+    assert any(not (wp[k] == final[k]).all() for k in final) and "--min-snr-gamma 0" in arch.card(p)["command"]
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -287,6 +291,8 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert_one_line_error(bad, "short_captions must be in [0, 1]")
     bad = run_cli(*args, "--beta-end", "0.5", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "beta_end must be above 0.00085 and at most 0.05")
+    bad = run_cli(*args, "--min-snr-gamma", "-1", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad, "min_snr_gamma must be between 0 (off) and 100")
     bad = run_cli(*args, "--low-freq-noise", "3", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "low_freq_noise must be between 0 and 2")
     bad = run_cli(*args, "--low-freq-noise", "0.5", "--low-freq-noise-from", "999", "--out", str(tmp_path / "x"))

@@ -73,6 +73,9 @@ def train_cmd(
     short_captions: float = typer.Option(
         None, "--short-captions", help="Share of captions cut to terrain, one thing and the sky, 0-1 [0]."
     ),
+    min_snr_gamma: float = typer.Option(
+        None, "--min-snr-gamma", help="Min-SNR-γ loss weighting [5]; 0 turns it off (plain v-prediction loss)."
+    ),
     beta_end: float = typer.Option(
         None, "--beta-end", help="The noise schedule's last beta [0.012, SD 2.1's]; larger hides more of the image."
     ),
@@ -101,7 +104,7 @@ def train_cmd(
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
     given |= {"short_captions": short_captions, "beta_end": beta_end, "low_freq_noise": low_freq_noise}
     given |= {"low_freq_noise_from": low_freq_noise_from, "mixed_precision": mixed_precision, "device": device}
-    given |= {"text_time_embed": text_time_embed or None}
+    given |= {"text_time_embed": text_time_embed or None, "min_snr_gamma": min_snr_gamma}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)

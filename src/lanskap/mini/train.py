@@ -2,7 +2,7 @@
 
 This is a base-model trainer (every weight from scratch), which is a different job from
 ``lanskap.training`` (a LoRA on a frozen base), so it has its own short loop; the objective
-(v-prediction with min-SNR weighting), the metrics log and the loss plot are shared with it.
+(v-prediction, min-SNR weighting by default), the metrics log and the loss plot are shared with it.
 Everything random comes from the seed, so the same seed on the same machine and thread count
 gives the same weights. Stages:
 
@@ -75,6 +75,9 @@ class MiniConfig:
     uncond: float = 0.1
     #: Share of the other captions cut to terrain, at most one thing and the sky (``caption(short=True)``).
     short_captions: float = 0.0
+    #: Min-SNR-γ loss weighting (Hang et al. 2023); 0 turns it off (plain v-prediction loss, SD 2.1's own).
+    #: For v-prediction it weighs a timestep min(SNR, γ)/(SNR + 1), about SNR itself (0.005-0.05) at the
+    #: noisiest ones, which is where the prompt has to decide the sky; off, every timestep weighs 1.
     min_snr_gamma: float = 5.0
     #: The noise schedule's last beta (scaled_linear from SD 2.1's 0.00085). SD 2.1's 0.012 leaves
     #: 6.8% of the image in the noisiest latent, so the model learns to read the sky's brightness
@@ -124,6 +127,8 @@ class MiniConfig:
         start = SD21_SCHEDULER["beta_start"]  # the schedule runs from it to beta_end
         if not start < self.beta_end <= 0.05:
             raise LanskapError(f"beta_end must be above {start:g} and at most 0.05, got {self.beta_end}")
+        if not 0 <= self.min_snr_gamma <= 100:
+            raise LanskapError(f"min_snr_gamma must be between 0 (off) and 100, got {self.min_snr_gamma}")
         if not 0 <= self.low_freq_noise <= 2:
             raise LanskapError(f"low_freq_noise must be between 0 and 2, got {self.low_freq_noise}")
         last = SD21_SCHEDULER["num_train_timesteps"] - 1
@@ -174,6 +179,7 @@ _WEIGHT_FLAGS = (
     ("text_time_embed", "--text-time-embed"),
     ("vae_from", "--vae-from"),
     ("short_captions", "--short-captions"),
+    ("min_snr_gamma", "--min-snr-gamma"),
     ("beta_end", "--beta-end"),
     ("low_freq_noise", "--low-freq-noise"),
     ("low_freq_noise_from", "--low-freq-noise-from"),
@@ -409,7 +415,7 @@ def fit_unet(
             cond = text(ids.input_ids.to(dev))[0]
             pred = unet(noisy, t, cond).sample.float()
         target = training_target(sched, x0, noise, t, arch.PREDICTION_TYPE)
-        weights = min_snr_weights(sched, t, cfg.min_snr_gamma, arch.PREDICTION_TYPE)
+        weights = min_snr_weights(sched, t, cfg.min_snr_gamma, arch.PREDICTION_TYPE) if cfg.min_snr_gamma else None
         loss = diffusion_loss(pred, target, weights)
         lr = _lr(step, cfg.steps, cfg.lr, cfg.warmup)
         for group in opt.param_groups:
@@ -435,7 +441,7 @@ def fit_unet(
 LOSS_PLOTS = {
     "vae": ("vae_loss.png", "lanskap-mini: VAE"),
     "decoder": ("decoder_loss.png", "lanskap-mini: VAE decoder on whole scenes"),
-    "unet": ("loss.png", "lanskap-mini: UNet + text encoder (v-prediction, min-SNR 5)"),
+    "unet": ("loss.png", "lanskap-mini: UNet + text encoder (weighted v-prediction loss)"),
 }
 
 
