@@ -54,9 +54,9 @@ def test_shipped_weights_are_sd_classes_in_safetensors_under_30_mb() -> None:
 def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     """A lower bound on the share of requested attributes present (sky, moons, water, snow, castle).
 
-    The shipped weights (the 64-128-192 UNet after the full 2,400-step schedule) measure 86% here
-    (sky 88%); the issue's target is 80%, which is the bound, so any real regression in the engine,
-    the loader or the weights fails it.
+    The shipped weights (the 64-128-192 UNet after the full 2,400-step schedule, plain v-prediction
+    loss) measure 90% here (sky 92%); the issue's target is 80%, which is the bound, so any real
+    regression in the engine, the loader or the weights fails it.
     """
     from lanskap.mini.follow import HELD_OUT_SEED, measure
 
@@ -97,9 +97,8 @@ def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None
 def test_the_prompt_changes_the_picture(mini_engine) -> None:
     """Over the same seeds, the sky follows the words: sunset skies at sunset, blue by day, dark at night.
 
-    On a prompt this short the model misses "night" and "clear day" on some seeds (with these
-    weights, 3 of these 6 each: those seeds draw the same sky for both), so day and night are
-    checked as a share of seeds; sunset holds on every seed.
+    The seed must not pick the sky: weights trained with min-SNR weighting drew the same sky for
+    "night" and "clear day" on 3 of these 6 seeds, so every seed is checked.
     """
     from lanskap.mini.detect import detect
 
@@ -110,9 +109,9 @@ def test_the_prompt_changes_the_picture(mini_engine) -> None:
     night = [np.asarray(_gen(mini_engine, dark, s), float)[:40] for s in seeds]
     assert [detect(im)["sky"] for im in sunset] == ["sunset"] * 6
     blue = [d for d in day if d[..., 2].mean() > d[..., 0].mean() + 30 and d.mean() > 120]  # blue and bright
-    assert len(blue) >= 3
+    assert len(blue) == 6
     assert np.mean([np.asarray(im, float)[:40].mean() for im in sunset]) < np.mean([d.mean() for d in blue]) - 30
-    assert sum(n.mean() < 60 for n in night) >= 3  # dark skies, not just dimmer ones
+    assert all(n.mean() < 60 for n in night)  # dark skies, not just dimmer ones
 
 
 def test_every_mode_works_on_mini(mini_engine) -> None:
@@ -216,10 +215,11 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     wf = load_file(f / unet)
     assert any(not (wf[k] == we[k]).all() for k in we) and any(not (wf[k] == final[k]).all() for k in final)
     assert "--low-freq-noise 0.5 --low-freq-noise-from 800" in arch.card(f)["command"]
-    # min-SNR weighting off (plain v-prediction loss): the same draws as a, so only the weighting differs
-    p = train_mini(tmp_path / "p", replace(cfg, vae_from=str(a), min_snr_gamma=0))
+    # min-SNR weighting on (off by default): the same draws as a, so only the loss weighting differs
+    p = train_mini(tmp_path / "p", replace(cfg, vae_from=str(a), min_snr_gamma=5))
     wp = load_file(p / unet)
-    assert any(not (wp[k] == final[k]).all() for k in final) and "--min-snr-gamma 0" in arch.card(p)["command"]
+    assert any(not (wp[k] == final[k]).all() for k in final) and "--min-snr-gamma 5" in arch.card(p)["command"]
+    assert "--min-snr-gamma" not in arch.card(a)["command"]
     # the trained folder is a model like any other
     proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
@@ -405,8 +405,8 @@ def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     """The tutorial's loop, shortened: style set → lanskap train → lanskap evaluate, on the built-in model.
 
     The LoRA must bring the generated palette measurably closer to the style set than the base
-    model's (on the current weights this run goes from 0.91 to 0.74; with 200 steps at 2e-3 only
-    to 0.89, so the rate and length matter).
+    model's (on the current weights this run goes from 0.95 to 0.83; at 4e-3 only to 0.88, and at
+    8e-3 it overshoots to 0.99, so the rate matters).
     """
     from lanskap.mini.dataset import write_scene_set
 
@@ -414,7 +414,7 @@ def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train = run_cli(
         "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "300",
-        "--train-batch-size", "4", "--rank", "16", "--learning-rate", "4e-3", "--lr-warmup-steps", "10",
+        "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3", "--lr-warmup-steps", "10",
         "--train-ff", "--train-proj", "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
         "--checkpointing-steps", "1000", "-q",
     )  # fmt: skip

@@ -74,7 +74,7 @@ def train_cmd(
         None, "--short-captions", help="Share of captions cut to terrain, one thing and the sky, 0-1 [0]."
     ),
     min_snr_gamma: float = typer.Option(
-        None, "--min-snr-gamma", help="Min-SNR-γ loss weighting [5]; 0 turns it off (plain v-prediction loss)."
+        None, "--min-snr-gamma", help="Min-SNR-γ loss weighting, e.g. 5 [0: off, the plain v-prediction loss]."
     ),
     beta_end: float = typer.Option(
         None, "--beta-end", help="The noise schedule's last beta [0.012, SD 2.1's]; larger hides more of the image."

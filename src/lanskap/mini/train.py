@@ -2,7 +2,7 @@
 
 This is a base-model trainer (every weight from scratch), which is a different job from
 ``lanskap.training`` (a LoRA on a frozen base), so it has its own short loop; the objective
-(v-prediction, min-SNR weighting by default), the metrics log and the loss plot are shared with it.
+(v-prediction, with optional min-SNR weighting), the metrics log and the loss plot are shared with it.
 Everything random comes from the seed, so the same seed on the same machine and thread count
 gives the same weights. Stages:
 
@@ -75,10 +75,11 @@ class MiniConfig:
     uncond: float = 0.1
     #: Share of the other captions cut to terrain, at most one thing and the sky (``caption(short=True)``).
     short_captions: float = 0.0
-    #: Min-SNR-γ loss weighting (Hang et al. 2023); 0 turns it off (plain v-prediction loss, SD 2.1's own).
-    #: For v-prediction it weighs a timestep min(SNR, γ)/(SNR + 1), about SNR itself (0.005-0.05) at the
-    #: noisiest ones, which is where the prompt has to decide the sky; off, every timestep weighs 1.
-    min_snr_gamma: float = 5.0
+    #: Min-SNR-γ loss weighting (Hang et al. 2023), off at 0: the plain v-prediction loss, SD 2.1's own,
+    #: which the shipped weights use. For v-prediction min-SNR weighs a timestep min(SNR, γ)/(SNR + 1),
+    #: about SNR itself (0.005-0.05) at the noisiest ones, where the prompt has to decide the sky; there
+    #: the model then learns to read the sky from the seed's noise instead (docs/tutorial-mini.md).
+    min_snr_gamma: float = 0.0
     #: The noise schedule's last beta (scaled_linear from SD 2.1's 0.00085). SD 2.1's 0.012 leaves
     #: 6.8% of the image in the noisiest latent, so the model learns to read the sky's brightness
     #: from the seed's noise rather than the prompt (Lin et al. 2024, "Common diffusion noise
