@@ -442,7 +442,7 @@ def fit_unet(
 LOSS_PLOTS = {
     "vae": ("vae_loss.png", "lanskap-mini: VAE"),
     "decoder": ("decoder_loss.png", "lanskap-mini: VAE decoder on whole scenes"),
-    "unet": ("loss.png", "lanskap-mini: UNet + text encoder (weighted v-prediction loss)"),
+    "unet": ("loss.png", "lanskap-mini: UNet + text encoder (v-prediction loss)"),
 }
 
 
