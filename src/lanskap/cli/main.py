@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -53,14 +54,14 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print ``error: ...`` on stderr and exit nonzero."""
+    """Run the CLI; every user error prints one ``error: ...`` line on stderr and exits nonzero."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit codes
         if isinstance(rc, int):
             return rc
     except LanskapError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -70,14 +71,60 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:
+        if _is_click_exception(exc):  # usage errors arrive here in non-standalone mode
+            _error(usage_line(exc))
+            return int(getattr(exc, "exit_code", 2))
+        _error(internal_error_line(exc))
+        return 1
     return 0
+
+
+def _error(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+
+
+def _is_click_exception(exc: BaseException) -> bool:
+    """True for click's exceptions, whichever click module raised them.
+
+    typer 0.29 vendors its own click (``typer._click``), older typers use the ``click``
+    package; an ``isinstance`` check against one misses the other, so match by class name.
+    """
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def usage_line(exc: BaseException) -> str:
+    """Click's message (with its "Did you mean" hint) on one line, plus where help is."""
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    message = " ".join(str(message).split())
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", "") if ctx is not None else ""
+    if command:
+        message = f"{message} (see '{command} --help')"
+    return message
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """Log the full trace to a file and return one line that says where it is."""
+    import tempfile
+    import time
+    import traceback
+
+    from lanskap.config import default_home
+
+    trace = "".join(traceback.format_exception(exc))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    summary = f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+    for folder in (default_home() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(trace, encoding="utf-8")
+        except OSError:
+            continue
+        return f"{summary}; the full trace is in {path}"
+    return f"{summary}; the trace could not be written to a log file"
 
 
 def entry() -> None:
