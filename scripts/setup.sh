@@ -2,6 +2,9 @@
 # Set up lanskap in ./.venv on a fresh machine.
 #   scripts/setup.sh          runtime install
 #   scripts/setup.sh --dev    also the test tools
+# Every package is installed at the version constraints.txt pins (the set the tests passed on).
+# LANSKAP_VENV picks another folder, LANSKAP_UNPINNED=1 takes the newest releases instead
+# (scripts/upgrade-check.sh uses both).
 # torch goes in first, as the right build: CUDA where nvidia-smi sees a GPU, the CPU
 # build elsewhere (so no GB of CUDA packages land on CPU-only machines). Nothing here
 # installs torchvision, which breaks transformers when its CUDA build can't load.
@@ -12,9 +15,13 @@ TORCH_VERSION=${LANSKAP_TORCH_VERSION:-2.13.0}
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
 
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VENV=${LANSKAP_VENV:-.venv}
+pins=(-c constraints.txt)
+[ "${LANSKAP_UNPINNED:-0}" = 1 ] && pins=(--upgrade --upgrade-strategy eager)
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 # shellcheck disable=SC1091
-. .venv/bin/activate
+. "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if ! python -c "import torch" >/dev/null 2>&1; then
@@ -28,9 +35,9 @@ if ! python -c "import torch" >/dev/null 2>&1; then
       || pip install -q "torch==${TORCH_VERSION}"
   fi
 fi
-pip install -q -e ".${extras}"
+pip install -q "${pins[@]}" -e ".${extras}"
 if python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then
   echo "error: torchvision got installed; lanskap must not depend on it" >&2
   exit 1
 fi
-echo "lanskap ready in .venv ($(python -c 'import torch; print("torch", torch.__version__)'))"
+echo "lanskap ready in $VENV ($(python -c 'import torch; print("torch", torch.__version__)'))"
