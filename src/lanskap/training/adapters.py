@@ -3,8 +3,12 @@
 The diffusers file (``pytorch_lora_weights.safetensors``) loads with
 ``pipe.load_lora_weights``. The kohya file (``lora_unet_…``/``lora_te_…`` keys,
 ``.alpha`` entries, ``ss_*`` and ``modelspec`` metadata) is what AUTOMATIC1111,
-ComfyUI and InvokeAI read. Text-encoder keys use ``lora_te_``: A1111 ignores
-``lora_te1_`` keys on SD 2.x, which diffusers' converter would write.
+ComfyUI and InvokeAI read. Text-encoder keys are ``lora_te_text_model_encoder_layers_N_…``
+whatever the transformers version: A1111 maps SD 2.x text-encoder LoRAs to OpenCLIP's
+``resblocks.N`` only from that form, ComfyUI's key table (``model_lora_keys_clip``) is built
+from it, and A1111 ignores the ``lora_te1_`` prefix that diffusers' converter writes on SD 2.x.
+transformers 5's ``CLIPTextModel`` has no ``text_model`` level in its module names, so the
+level is put back here.
 """
 
 from __future__ import annotations
@@ -48,12 +52,25 @@ def attach_lora(unet: Any, text_encoder: Any | None, cfg: TrainConfig) -> None:
         try:
             text_encoder.add_adapter(config(list(TEXT_ENCODER_TARGETS)))
         except ValueError as exc:
+            if "version of peft" in str(exc).lower():  # transformers refuses this peft release
+                raise LanskapError(version_clash(str(exc))) from None
             raise LanskapError(
                 f"this model's text encoder has no {'/'.join(TEXT_ENCODER_TARGETS)} layers: {exc}"
             ) from None
     for module in (unet, text_encoder):
         for p in lora_parameters(module) if module is not None else []:
             p.requires_grad_(True)
+
+
+def version_clash(detail: str) -> str:
+    """Name the installed transformers/peft pair, which is what is wrong, not the model."""
+    from importlib.metadata import version
+
+    first = " ".join(detail.split())[:200]
+    return (
+        f"the installed transformers {version('transformers')} and peft {version('peft')} do not work together "
+        f"({first}); install the tested set from constraints.txt"
+    )
 
 
 def lora_parameters(module: Any) -> list[torch.nn.Parameter]:
@@ -115,7 +132,7 @@ def to_kohya(
     from diffusers.utils import convert_state_dict_to_kohya
 
     named = {f"unet.{k}": v for k, v in unet_state.items()}
-    named.update({f"text_encoder.{k}": v for k, v in (te_state or {}).items()})
+    named.update({f"text_encoder.{_with_text_model(k)}": v for k, v in (te_state or {}).items()})
     kohya = convert_state_dict_to_kohya(named)
     out: dict[str, torch.Tensor] = {}
     for key, value in kohya.items():
@@ -124,6 +141,11 @@ def to_kohya(
             value = torch.tensor(float(alpha))
         out[key] = value.detach().to("cpu", dtype if value.is_floating_point() else value.dtype).contiguous()
     return out
+
+
+def _with_text_model(key: str) -> str:
+    """``encoder.layers.0…`` (transformers 5) → ``text_model.encoder.layers.0…`` (CLIP's own layout)."""
+    return key if key.startswith("text_model.") else f"text_model.{key}"
 
 
 def kohya_metadata(
