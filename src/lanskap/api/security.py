@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lanskap.errors import LanskapError
-from lanskap.netaddr import is_loopback
+from lanskap.netaddr import is_ip_literal, is_loopback, split_host_port
 
 #: Paths anyone may call: liveness for load balancers and process managers.
 OPEN_PATHS = ("/health",)
@@ -35,6 +35,7 @@ class ServeConfig:
     rate_per_minute: int = 120  # per client, every route but /health and /metrics
     rate_burst: int = 30
     cors_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # Host header values beyond the bound address; "*": any
     max_queue: int = 8
     max_prompt_chars: int = 8000
     max_images: int = 16  # per request: batch_size x n_iter
@@ -98,6 +99,63 @@ def authenticate(headers: dict[str, str], cfg: ServeConfig) -> str | None:
     return who
 
 
+#: Methods that change state: a foreign Origin may not send them.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_allowed(host_header: str | None, cfg: ServeConfig) -> bool:
+    """Whether a request's ``Host`` names this server, which defeats DNS rebinding.
+
+    A rebinding page reaches 127.0.0.1 under its own DNS name, so its requests carry that name.
+    Loopback names and addresses are always this server; an IP literal is too when it listens on
+    every address (no DNS name is involved, so nothing can be rebound); other names only when
+    listed with ``--allowed-host`` (a reverse proxy's public name, say).
+    """
+    if not host_header:
+        return True  # HTTP/1.0 without Host: no browser sends that
+    if "*" in cfg.allowed_hosts:
+        return True
+    name = split_host_port(host_header)[0].lower()
+    if name in (h.lower() for h in cfg.allowed_hosts):
+        return True
+    if name == "localhost" or name.endswith(".localhost") or (is_ip_literal(name) and is_loopback(name)):
+        return True
+    if cfg.host in ("0.0.0.0", "::"):
+        return is_ip_literal(name)
+    return name == cfg.host.lower()
+
+
+def origin_allowed(origin: str | None, host_header: str | None, cfg: ServeConfig) -> bool:
+    """Whether a state-changing request may come from ``origin``: its own page, or a ``--cors-origin``."""
+    if origin is None:
+        return True  # not a browser's cross-origin request (curl, A1111 clients, scripts)
+    if origin in cfg.cors_origins or "*" in cfg.cors_origins:
+        return True
+    scheme, sep, rest = origin.partition("://")
+    return bool(sep) and scheme in ("http", "https") and host_header is not None and rest == host_header
+
+
+def json_body_allowed(method: str, headers: dict[str, str]) -> bool:
+    """POST/PUT/PATCH bodies must be JSON: a form or text/plain post is how a page skips the CORS preflight."""
+    if method not in UNSAFE_METHODS:
+        return True
+    ctype = headers.get("content-type")
+    if ctype is None:
+        length = headers.get("content-length", "0")
+        return length in ("", "0") and "transfer-encoding" not in headers
+    media = ctype.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def is_preflight(method: str, headers: dict[str, str], cfg: ServeConfig) -> bool:
+    """A CORS preflight from a configured origin: answered before authentication (browsers send no credentials)."""
+    return (
+        method == "OPTIONS"
+        and "access-control-request-method" in headers
+        and (headers.get("origin") in cfg.cors_origins or "*" in cfg.cors_origins)
+    )
+
+
 class TokenBucket:
     """Per-client request budget: ``rate`` per minute, bursts up to ``burst``."""
 
@@ -141,7 +199,7 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list
 
 
 class GuardMiddleware:
-    """Body size limit, authentication and rate limiting, before any route runs."""
+    """Host and origin checks, body size limit, authentication and rate limiting, before any route runs."""
 
     def __init__(self, app: Any, cfg: ServeConfig) -> None:
         self.app = app
@@ -149,13 +207,29 @@ class GuardMiddleware:
         self.max_body = int(cfg.max_body_mb * 2**20)
         self.bucket = TokenBucket(cfg.rate_per_minute, cfg.rate_burst)
 
+    def _refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
+        """Requests a web page could forge against this server: a foreign Host, Origin or body type."""
+        host = headers.get("host")
+        if not host_allowed(host, self.cfg):
+            return 421, f"host {host!r} is not this server; start it with --allowed-host to accept that name"
+        if method in UNSAFE_METHODS and not origin_allowed(headers.get("origin"), host, self.cfg):
+            return 403, f"cross-origin request from {headers.get('origin')!r} refused"
+        if not json_body_allowed(method, headers):
+            return 415, "the request body must be JSON (Content-Type: application/json)"
+        return None
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        method = scope.get("method", "GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if path in OPEN_PATHS:
+        refusal = self._refusal(method, headers)
+        if refusal is not None:
+            await _send_json(send, refusal[0], {"detail": refusal[1]}, [])
+            return
+        if path in OPEN_PATHS or is_preflight(method, headers, self.cfg):
             await self.app(scope, receive, send)
             return
         if self.cfg.auth_enabled:

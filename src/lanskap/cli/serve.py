@@ -29,6 +29,9 @@ def serve(
     rate_burst: int = typer.Option(30, "--rate-burst", help="Requests a client may make at once."),
     max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait; more get 503 + Retry-After."),
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow browser calls from this origin."),
+    allowed_host: list[str] = typer.Option(
+        None, "--allowed-host", help="Also answer requests for this host name (a proxy's); repeatable, * for any."
+    ),
 ) -> None:
     """Serve the HTTP API: /sdapi/v1 (A1111 clients), /api/v1 (gallery, jobs), /docs, /health, /metrics."""
     from lanskap.api.security import ServeConfig, parse_basic_auth
@@ -46,6 +49,7 @@ def serve(
         rate_per_minute=rate_limit,
         rate_burst=rate_burst,
         cors_origins=list(cors_origin or []),
+        allowed_hosts=list(allowed_host or []),
         max_queue=max_queue,
     ).check()
     # A server never loads pickles, whatever the config file or environment says.

@@ -1,0 +1,124 @@
+"""A web page can't drive the local API: DNS rebinding (foreign Host) and cross-site posts are refused.
+
+Real uvicorn on 127.0.0.1 with the tiny model; every request is real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from test_api import KEY, _start
+
+
+def _one_image(url: str, headers: dict[str, str] | None = None) -> int:
+    r = requests.post(
+        url + "/sdapi/v1/txt2img",
+        json={"prompt": "misty lake", "steps": 1, "width": 64, "height": 64, "seed": 3},
+        headers=headers,
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    (image_id,) = json.loads(r.json()["info"])["gallery_ids"]
+    return image_id
+
+
+def test_dns_rebinding_and_cross_site_requests_are_refused(tiny_sd: Path, tiny_lora: Path, isolated_home: Path) -> None:
+    s = _start(tiny_sd, tiny_lora, isolated_home, rate_per_minute=100_000, rate_burst=1000)
+    u, port = s.url, s.url.rsplit(":", 1)[1]
+    try:
+        image_id = _one_image(u)
+        # A rebinding page reaches 127.0.0.1 under its own name: refused before any route runs.
+        evil = {"Host": f"evil.example:{port}"}
+        r = requests.delete(u + f"/api/v1/gallery/{image_id}", headers=evil, timeout=10)
+        assert r.status_code == 421 and "evil.example" in r.json()["detail"]
+        assert requests.get(u + "/api/v1/gallery", headers=evil, timeout=10).status_code == 421
+        assert requests.get(u + "/health", headers=evil, timeout=10).status_code == 421
+        assert requests.get(u + f"/api/v1/gallery/{image_id}", timeout=10).status_code == 200, "not deleted"
+        # This machine's own names are fine.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", f"app.localhost:{port}"):
+            assert requests.get(u + "/sdapi/v1/samplers", headers={"Host": host}, timeout=10).status_code == 200, host
+        # A cross-site "simple" request (text/plain, no preflight) to interrupt: refused by its Origin ...
+        r = requests.post(
+            u + "/sdapi/v1/interrupt",
+            data="x",
+            headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+            timeout=10,
+        )
+        assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+        r = requests.delete(u + f"/api/v1/gallery/{image_id}", headers={"Origin": "http://evil.example"}, timeout=10)
+        assert r.status_code == 403
+        # ... and by its body type even without an Origin.
+        r = requests.post(u + "/sdapi/v1/interrupt", data="x", headers={"Content-Type": "text/plain"}, timeout=10)
+        assert r.status_code == 415
+        r = requests.post(u + "/sdapi/v1/txt2img", data={"prompt": "x"}, timeout=10)  # a form post
+        assert r.status_code == 415
+        # The server's own pages (/docs) post with their own origin; A1111 clients post bare.
+        assert requests.post(u + "/sdapi/v1/interrupt", headers={"Origin": u}, timeout=10).status_code == 200
+        assert requests.post(u + "/sdapi/v1/interrupt", timeout=10).status_code == 200
+        # GETs from a foreign origin are harmless (no CORS headers, so the page can't read them).
+        r = requests.get(u + "/sdapi/v1/samplers", headers={"Origin": "https://evil.example"}, timeout=10)
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        assert requests.get(u + f"/api/v1/gallery/{image_id}", timeout=10).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_allowed_host_and_auth(tiny_sd: Path, tiny_lora: Path, isolated_home: Path) -> None:
+    """--allowed-host adds a proxy's name; the Host check holds with auth too, and runs before it."""
+    s = _start(tiny_sd, tiny_lora, isolated_home, api_keys=[KEY], allowed_hosts=["lanskap.studio.example"])
+    u = s.url
+    h = {"Authorization": f"Bearer {KEY}"}
+    try:
+        r = requests.get(u + "/sdapi/v1/samplers", headers={**h, "Host": "lanskap.studio.example"}, timeout=10)
+        assert r.status_code == 200
+        r = requests.get(u + "/sdapi/v1/samplers", headers={**h, "Host": "evil.example"}, timeout=10)
+        assert r.status_code == 421
+        assert requests.get(u + "/sdapi/v1/samplers", headers={"Host": "evil.example"}, timeout=10).status_code == 421
+        r = requests.post(u + "/sdapi/v1/interrupt", headers={**h, "Origin": "https://evil.example"}, timeout=10)
+        assert r.status_code == 403, "credentials don't make a cross-site post acceptable"
+    finally:
+        s.stop()
+
+
+def test_cors_preflight_is_answered_before_auth(tiny_sd: Path, tiny_lora: Path, isolated_home: Path) -> None:
+    """A browser sends no credentials with a preflight: it must get CORS headers, not a 401."""
+    studio = "https://studio.example"
+    s = _start(tiny_sd, tiny_lora, isolated_home, api_keys=[KEY], cors_origins=[studio])
+    u = s.url
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    try:
+        r = requests.options(u + "/sdapi/v1/txt2img", headers={**preflight, "Origin": studio}, timeout=10)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == studio
+        evil = {**preflight, "Origin": "https://evil.example"}
+        r = requests.options(u + "/sdapi/v1/txt2img", headers=evil, timeout=10)
+        assert r.status_code == 401 and "access-control-allow-origin" not in r.headers
+        # the configured origin's real request, with credentials, goes through
+        creds = {"Origin": studio, "Authorization": f"Bearer {KEY}"}
+        r = requests.post(u + "/sdapi/v1/interrupt", headers=creds, timeout=10)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == studio
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "bind", "allowed", "ok"),
+    [
+        ("127.0.0.1:7861", "127.0.0.1", [], True),
+        ("localhost", "127.0.0.1", [], True),
+        ("[::1]:7861", "127.0.0.1", [], True),
+        ("192.168.1.5:7861", "127.0.0.1", [], False),
+        ("evil.example", "127.0.0.1", [], False),
+        ("192.168.1.5:7861", "0.0.0.0", [], True),  # an address literal: nothing to rebind
+        ("evil.example:7861", "0.0.0.0", [], False),
+        ("gpu.lan:7861", "0.0.0.0", ["gpu.lan"], True),
+        ("anything", "127.0.0.1", ["*"], True),
+    ],
+)
+def test_host_rule(host: str, bind: str, allowed: list[str], ok: bool) -> None:
+    from lanskap.api.security import ServeConfig, host_allowed
+
+    assert host_allowed(host, ServeConfig(host=bind, allowed_hosts=allowed)) is ok
