@@ -27,6 +27,8 @@ REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("num_images", int, typer.Option(None, "--num-images", "-N", help="How many images [1].")),
     ("batch_size", int, typer.Option(None, "--batch-size", "-b", help="Images per forward pass [1].")),
     ("scheduler", str, typer.Option(None, "--scheduler", "--sampler", help="e.g. 'DPM++ 2M Karras', 'Euler a'.")),
+    ("clip_skip", int, typer.Option(None, "--clip-skip", help="Stop the text encoder N-1 layers early, 1-12 [1].")),
+    ("ensd", int, typer.Option(None, "--ensd", help="Eta noise seed delta (A1111's ENSD), text-to-image [0].")),
 ]
 SIZE_FLAGS: list[tuple[str, Any, Any]] = [
     ("width", int, typer.Option(None, "--width", "-W", help="Multiple of 8, 64-2048.")),

@@ -28,6 +28,8 @@ FIELDS = {
     "num_images": int,
     "batch_size": int,
     "scheduler": str,
+    "clip_skip": int,
+    "ensd": int,
 }
 
 

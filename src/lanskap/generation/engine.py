@@ -21,7 +21,7 @@ from PIL import Image
 
 from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
-from lanskap.errors import CancelledError, LoraError, OutOfMemoryError
+from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
 from lanskap.generation.infotext import build_infotext, format_number
 from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
 from lanskap.generation.params import GenerationRequest, LoraSpec
@@ -31,7 +31,7 @@ from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
 from lanskap.models.speed import configure_vae, free_memory_gib
-from lanskap.prompts.encode import PromptPair, encode_prompt_pair
+from lanskap.prompts.encode import PromptPair, encode_prompt_pair, text_encoder_layers
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
 MAX_CACHED_ADAPTERS = 8
@@ -268,13 +268,19 @@ class Engine:
             del self._adapters[victim]
 
     # -- generation ----------------------------------------------------------------------------
-    def _initial_latents(self, seeds: list[int], height: int, width: int) -> tuple[torch.Tensor, list]:
-        """Per-image CPU generators: the same seed gives the same noise in any batch, on any device."""
+    def _initial_latents(self, seeds: list[int], height: int, width: int, ensd: int = 0) -> tuple[torch.Tensor, list]:
+        """Per-image CPU generators: the same seed gives the same noise in any batch, on any device.
+
+        The generators go on to draw the sampler's per-step noise; with an eta noise seed delta they
+        are reseeded at ``seed + ensd`` after the first draw, as A1111's ``ImageRNG.first`` does.
+        """
         m = self.model
         channels = m.pipe.unet.config.in_channels if not m.inpainting else 4
         shape = (1, channels, height // m.pipe.vae_scale_factor, width // m.pipe.vae_scale_factor)
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
+        if ensd:
+            gens = [torch.Generator("cpu").manual_seed(s + ensd) for s in seeds]
         return latents.to(m.placement.device, m.placement.dtype), gens
 
     def _pipeline(self, kind: str) -> Any:
@@ -296,10 +302,13 @@ class Engine:
             self._pipes[kind].set_progress_bar_config(disable=True)
         return self._pipes[kind]
 
-    def encode_prompts(self, prompt: str, negative_prompt: str) -> PromptPair:
+    def encode_prompts(self, prompt: str, negative_prompt: str, clip_skip: int = 1) -> PromptPair:
         """A1111-style embeddings for a prompt pair, any length, with weights (LoRAs must be applied first)."""
         m = self.load()
-        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt)
+        layers = text_encoder_layers(m.pipe.text_encoder)
+        if clip_skip > layers:
+            raise LanskapError(f"clip skip {clip_skip} is more than this model's {layers} text-encoder layers")
+        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, clip_skip)
 
     def generate(
         self,
@@ -324,13 +333,15 @@ class Engine:
             assert req.width is not None and req.height is not None and req.seed is not None
             prompt, tag_loras = extract_lora_tags(req.prompt)
             applied = self._apply_loras([*tag_loras, *req.loras])
-            embeds = self.encode_prompts(prompt, req.negative_prompt)
+            embeds = self.encode_prompts(prompt, req.negative_prompt, req.clip_skip)
             notices = list(m.notices)
             if embeds.chunks > 1:
                 notices.append(
                     f"long prompt: {embeds.prompt_tokens} + {embeds.negative_tokens} tokens encoded "
                     f"in {embeds.chunks} chunks of 75"
                 )
+            if req.ensd and req.mode != "txt2img":
+                notices.append("the eta noise seed delta applies to text-to-image only; it was not used")
             if max(req.width, req.height) > 2 * m.native_size:
                 notices.append(
                     f"{m.name} was trained at {m.native_size} px; at {req.width}x{req.height} it tends to repeat "
@@ -447,7 +458,7 @@ class Engine:
         }
         if req.mode == "txt2img":
             # The generators continue past the initial noise, for ancestral samplers' per-step noise.
-            args["latents"], args["generator"] = self._initial_latents(seeds, req.height, req.width)
+            args["latents"], args["generator"] = self._initial_latents(seeds, req.height, req.width, req.ensd)
             if m.inpainting:  # nothing known: grey picture, everything masked
                 args["image"] = [Image.new("RGB", (req.width, req.height), (127, 127, 127))] * n
                 args["mask_image"] = [Image.new("L", (req.width, req.height), 255)] * n
@@ -490,6 +501,8 @@ class Engine:
             "Model hash": m.hash,
             "Model": m.name,
             "Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in loras) or None,
+            "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it skips
+            "ENSD": (req.ensd or None) if req.mode == "txt2img" else None,
         }
         if req.init is not None:
             params["Denoising strength"] = format_number(req.init.strength)

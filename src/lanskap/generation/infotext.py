@@ -34,6 +34,8 @@ KEY_ORDER = (
     "Masked content",
     "Inpaint area",
     "Masked area padding",
+    "Clip skip",
+    "ENSD",
     "Lora hashes",
     "Watermark",
     "Version",

@@ -20,6 +20,7 @@ MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_STEPS, MAX_STEPS = 1, 150
 MAX_IMAGES = 1000
 MAX_SEED = 2**32 - 1
+MAX_CLIP_SKIP = 12  # A1111's slider
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class GenerationRequest:
     init: InitImage | None = None
     mask: InpaintMask | None = None
     watermark: bool = True
+    clip_skip: int = 1  # A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before, ...
+    ensd: int = 0  # A1111's eta noise seed delta: sampler noise after the first draw comes from seed + ensd
 
     @property
     def mode(self) -> str:
@@ -113,6 +116,10 @@ class GenerationRequest:
         if self.seed is not None and self.seed != -1 and not 0 <= self.seed <= MAX_SEED:
             raise LanskapError(f"seed must be between 0 and {MAX_SEED} (or -1 for random), got {self.seed}")
         get_sampler(self.scheduler)
+        if not 1 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise LanskapError(f"clip skip must be between 1 and {MAX_CLIP_SKIP}, got {self.clip_skip}")
+        if not 0 <= self.ensd <= MAX_SEED:
+            raise LanskapError(f"eta noise seed delta must be between 0 and {MAX_SEED}, got {self.ensd}")
         for lora in self.loras:
             if lora.scale != lora.scale or abs(lora.scale) > 10:
                 raise LanskapError(f"LoRA scale for {lora.name!r} must be between -10 and 10")

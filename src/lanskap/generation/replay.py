@@ -36,8 +36,14 @@ def replay_from_infotext(text: str) -> Replay:
         if "Size" in p:
             w, h = p["Size"].lower().split("x")
             fields["width"], fields["height"] = int(w), int(h)
+        if "Clip skip" in p:
+            fields["clip_skip"] = int(p["Clip skip"])
+        if "ENSD" in p:
+            fields["ensd"] = int(p["ENSD"])
     except ValueError:
-        raise LanskapError("the image's parameters are malformed (Steps, CFG scale, Seed or Size)") from None
+        raise LanskapError(
+            "the image's parameters are malformed (Steps, CFG scale, Seed, Size, Clip skip or ENSD)"
+        ) from None
     # A lanskap image made without the watermark is remade without it, so --from gives the same pixels;
     # images from other programs get lanskap's default.
     if "Watermark" in p or p.get("Version", "").startswith("lanskap"):

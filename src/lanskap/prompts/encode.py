@@ -108,22 +108,35 @@ def count_tokens(tokenizer: Any, prompt: str) -> int:
     return tokenize_prompt(tokenizer, prompt).token_count
 
 
-def encode_rows(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
-    """(rows, 77) token ids → (rows, 77, dim) hidden states; shared by generation and training."""
+def encode_rows(text_encoder: Any, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
+    """(rows, 77) token ids → (rows, 77, dim) hidden states; shared by generation and training.
+
+    ``clip_skip`` is A1111's: 1 is the last layer's output; N takes the hidden state N layers from
+    the end and runs it through the final layer norm, as A1111's ``encode_with_transformers`` does.
+    """
     # Same call as diffusers' encode_prompt with clip_skip=None; SD 2.x text encoders never use the mask.
     mask = None
     if getattr(text_encoder.config, "use_attention_mask", False):
         mask = torch.ones_like(ids)
-    return text_encoder(ids, attention_mask=mask)[0]
+    if clip_skip <= 1:
+        return text_encoder(ids, attention_mask=mask)[0]
+    out = text_encoder(ids, attention_mask=mask, output_hidden_states=True)
+    # transformers 5's CLIPTextModel has the layer norm at the top; 4.x had it under text_model.
+    norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+    return norm(out.hidden_states[-clip_skip])
 
 
-def encode_tokenized(text_encoder: Any, tok: TokenizedPrompt) -> torch.Tensor:
+def text_encoder_layers(text_encoder: Any) -> int:
+    return int(text_encoder.config.num_hidden_layers)
+
+
+def encode_tokenized(text_encoder: Any, tok: TokenizedPrompt, clip_skip: int = 1) -> torch.Tensor:
     """Embeddings of shape (1, 77 * chunks, dim), with emphasis applied and the mean restored."""
     device = text_encoder.device
     dtype = text_encoder.dtype
     ids = torch.tensor(tok.ids, device=device)
     with torch.no_grad():
-        z = encode_rows(text_encoder, ids)  # (chunks, 77, dim)
+        z = encode_rows(text_encoder, ids, clip_skip)  # (chunks, 77, dim)
         # z.device, not the encoder's: with model CPU offload the encoder sits on the CPU between calls.
         w = torch.tensor(tok.weights, device=z.device, dtype=z.dtype).unsqueeze(-1)
         if bool((w != 1.0).any()):
@@ -156,15 +169,15 @@ class PromptPair:
     negative_tokens: int
 
 
-def encode_prompt_pair(tokenizer: Any, text_encoder: Any, prompt: str, negative: str) -> PromptPair:
+def encode_prompt_pair(tokenizer: Any, text_encoder: Any, prompt: str, negative: str, clip_skip: int = 1) -> PromptPair:
     """Encode a prompt and a negative prompt of any length to embeddings of the same shape."""
     pos = tokenize_prompt(tokenizer, prompt)
     neg = tokenize_prompt(tokenizer, negative)
-    cond = encode_tokenized(text_encoder, pos)
-    uncond = encode_tokenized(text_encoder, neg)
+    cond = encode_tokenized(text_encoder, pos, clip_skip)
+    uncond = encode_tokenized(text_encoder, neg, clip_skip)
     chunks = max(pos.chunks, neg.chunks)
     if pos.chunks != neg.chunks:
-        empty = encode_tokenized(text_encoder, tokenize_prompt(tokenizer, ""))
+        empty = encode_tokenized(text_encoder, tokenize_prompt(tokenizer, ""), clip_skip)
         cond = pad_embeddings(cond, chunks, empty)
         uncond = pad_embeddings(uncond, chunks, empty)
     return PromptPair(cond, uncond, chunks, pos.token_count, neg.token_count)

@@ -11,7 +11,16 @@ from typing import Any
 import streamlit as st
 
 from lanskap.config import THESIS_NEGATIVE_PROMPT
-from lanskap.generation.params import MAX_SEED, MAX_SIDE, MIN_SIDE, GenerationRequest, InitImage, InpaintMask, LoraSpec
+from lanskap.generation.params import (
+    MAX_CLIP_SKIP,
+    MAX_SEED,
+    MAX_SIDE,
+    MIN_SIDE,
+    GenerationRequest,
+    InitImage,
+    InpaintMask,
+    LoraSpec,
+)
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.ui.common import download_buttons, job_panel, service, try_action
 
@@ -29,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "g_width": 768,
     "g_height": 512,
     "g_sampler": DEFAULT_SAMPLER,
+    "g_clip_skip": 1,
 }
 FORM_KEYS = tuple(DEFAULTS)
 
@@ -49,6 +59,7 @@ def prefill(params: dict[str, Any]) -> None:
         "g_width": int(params.get("width") or 768),
         "g_height": int(params.get("height") or 512),
         "g_sampler": params.get("scheduler") or DEFAULT_SAMPLER,
+        "g_clip_skip": int(params.get("clip_skip") or 1),
     }
     for key, value in values.items():
         st.session_state[key] = value
@@ -71,6 +82,7 @@ def _request(**extra: Any) -> GenerationRequest:
         height=extra.pop("height", int(s["g_height"])),
         num_images=int(s["g_num"]),
         scheduler=s["g_sampler"],
+        clip_skip=int(s["g_clip_skip"]),
         loras=loras,
         **extra,
     )
@@ -129,10 +141,13 @@ def _inputs(svc: Any, native: int | None) -> None:
     c[0].number_input("Number of images", 1, 16, key="g_num", **keep)
     c[1].slider("Steps", 1, 150, key="g_steps", **keep)
     c[2].slider("Guidance scale", 0.0, 20.0, step=0.5, key="g_guidance", **keep)
-    c = st.columns(3)
+    c = st.columns([2, 2, 3, 2])
     c[0].number_input("Width", MIN_SIDE, MAX_SIDE, step=8, key="g_width", **keep)
     c[1].number_input("Height", MIN_SIDE, MAX_SIDE, step=8, key="g_height", **keep)
     c[2].selectbox("Scheduler", sampler_names(), key="g_sampler", **keep)
+    c[3].number_input(
+        "Clip skip", 1, MAX_CLIP_SKIP, key="g_clip_skip", help="1 uses the text encoder's last layer.", **keep
+    )
     c = st.columns([2, 1, 1], vertical_alignment="bottom")
     c[0].number_input("Seed", -1, MAX_SEED, key="g_seed", help="-1 picks a random seed (it is recorded).", **keep)
     c[1].button(":material/casino: Random", on_click=_set_seed, args=(-1,), width="stretch", help="New seed each time.")
