@@ -144,7 +144,8 @@ def test_a1111_endpoints_round_trip(server, isolated_home: Path) -> None:
     assert result.getpixel((2, 2)) == (120, 60, 200) and result.getpixel((32, 32)) != (120, 60, 200)
     assert r.json()["parameters"]["init_images"] is None
 
-    assert [m["model_name"] for m in requests.get(u + "/sdapi/v1/sd-models", timeout=10).json()] == ["tiny-sd"]
+    models = [m["model_name"] for m in requests.get(u + "/sdapi/v1/sd-models", timeout=10).json()]
+    assert models == ["tiny-sd", "lanskap-mini"], "the model in use first, then the installed ones"
     assert [lo["name"] for lo in requests.get(u + "/sdapi/v1/loras", timeout=10).json()] == ["mist-style"]
     names = [s["name"] for s in requests.get(u + "/sdapi/v1/samplers", timeout=10).json()]
     assert "DPM++ 2M" in names and "Euler a" in names
@@ -154,7 +155,7 @@ def test_a1111_endpoints_round_trip(server, isolated_home: Path) -> None:
     assert requests.post(u + "/sdapi/v1/options", json={"samples_format": "jpg"}, timeout=10).status_code == 200
     assert requests.get(u + "/sdapi/v1/options", timeout=10).json()["samples_format"] == "jpg"
     bad = requests.post(u + "/sdapi/v1/options", json={"sd_model_checkpoint": "sd_xl_base"}, timeout=10)
-    assert bad.status_code == 422 and "one base model" in bad.json()["detail"]
+    assert bad.status_code == 422 and "not installed" in bad.json()["detail"] and "tiny-sd" in bad.json()["detail"]
     idle = requests.get(u + "/sdapi/v1/progress", timeout=10).json()
     assert idle["progress"] == 0 and idle["state"]["job_count"] == 0
 

@@ -312,3 +312,19 @@ def test_a_painted_mask_comes_back_full_size_and_binary() -> None:
     with pytest.raises(LanskapError, match="PNG"):
         decode_mask("data:text/html;base64,PGI+", (10, 10))
     assert image_data_url(Image.new("RGB", (3000, 1000))).startswith("data:image/png;base64,")
+
+
+def test_style_picker_expands_the_prompt(app_env: Path) -> None:
+    from lanskap.gallery import Gallery
+
+    (app_env / "styles.csv").write_text("name,prompt,negative_prompt\nDusk,{prompt} at dusk,noon\nInk,ink drawing,\n")
+    at = _app()
+    assert at.multiselect(key="g_styles").options == ["Dusk", "Ink"]
+    at.text_area(key="g_prompt").input("a lake")
+    at.text_area(key="g_negative").input("")
+    at.multiselect(key="g_styles").set_value(["Dusk", "Ink"])
+    _small(at)
+    at.button(key="go-txt2img").click().run()
+    _wait_idle()
+    (entry,), _ = Gallery(app_env).query()
+    assert entry.prompt == "a lake at dusk, ink drawing" and entry.negative_prompt == "noon"

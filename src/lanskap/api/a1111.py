@@ -42,6 +42,7 @@ TXT2IMG_FIELDS = {
     "save_images",
     "override_settings",
     "override_settings_restore_afterwards",
+    "styles",
     "do_not_save_samples",
     "do_not_save_grid",
 }
@@ -83,6 +84,8 @@ class Txt2ImgBody(BaseModel):
     send_images: bool = True
     save_images: bool = False
     override_settings: dict[str, Any] = Field(default_factory=dict)
+    override_settings_restore_afterwards: bool = True
+    styles: list[str] = Field(default_factory=list)
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -236,12 +239,12 @@ def response(body: Txt2ImgBody, output: Any, warnings: list[str], started: float
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": req.init.strength if req.init is not None else 0,
-        "extra_generation_params": {},
+        "extra_generation_params": {"ENSD": req.ensd} if req.ensd and req.mode == "txt2img" else {},
         "index_of_first_image": 0,
         "infotexts": result.infotexts,
-        "styles": [],
+        "styles": list(body.styles),
         "job_timestamp": datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S"),
-        "clip_skip": 1,
+        "clip_skip": req.clip_skip,
         "is_using_inpainting_conditioning": False,
         "version": f"lanskap {__version__}",
         "warnings": warnings,

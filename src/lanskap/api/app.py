@@ -8,6 +8,7 @@ the event loop, so one slow generation never blocks ``/progress`` or ``/health``
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -16,9 +17,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from lanskap import __version__
 from lanskap.api import a1111
+from lanskap.api.a1111_options import A1111Options
 from lanskap.api.observability import AccessMiddleware, Metrics, setup_access_log
 from lanskap.api.security import GuardMiddleware, ServeConfig
 from lanskap.errors import LanskapError, QueueFullError
+from lanskap.prompts.styles import apply_styles
 
 
 def _queue_depth(service: Any) -> float:
@@ -34,7 +37,7 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         version=__version__,
         description="Fantasy-landscape concept art with SD 2.1 + LoRA. A1111-compatible under /sdapi/v1.",
     )
-    options: dict[str, Any] = {"samples_format": "png"}
+    options = A1111Options(service)
 
     @api.exception_handler(LanskapError)
     async def _user_error(request: Request, exc: LanskapError) -> JSONResponse:
@@ -46,15 +49,22 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         await anyio.to_thread.run_sync(job.wait)
         if job.state == "failed":
             metrics.errors.labels(f"job_{job.kind}").inc()
-            raise HTTPException(500, detail=job.error or "the job failed")
+            # A problem with the request found while it ran (a clip skip deeper than this model) is the
+            # caller's to fix: 422, like the checks made before queueing. Only a crash is a 500.
+            raise HTTPException(422 if job.user_error else 500, detail=job.error or "the job failed")
         return job
 
     async def generate(body: a1111.Txt2ImgBody, init: Any, mask: Any, notes: list[str]) -> dict[str, Any]:
         started = time.time()
         warnings = [f"ignored unsupported field {name!r}" for name in a1111.ignored_fields(body, _supported(body))]
-        request = a1111.build_request(body, cfg, init, mask)
-        fmt = str(options.get("samples_format", "png"))
-        job = service.submit_generation(request, source="api", fmt=fmt)
+        effective = options.for_request(body.override_settings, body.override_settings_restore_afterwards)
+        warnings += effective.warnings
+        request = replace(
+            a1111.build_request(body, cfg, init, mask), clip_skip=effective.clip_skip, ensd=effective.ensd
+        ).validate()
+        request, unknown = apply_styles(request, body.styles, service.settings.home, strict=False)
+        warnings += [f"style {name!r} not found; the image was made without it" for name in unknown]
+        job = service.submit_generation(request, source="api", fmt=effective.fmt, model=effective.model)
         await run(job)
         metrics.generation.observe(time.time() - started)
         if job.result is None:  # interrupted before any image was finished
@@ -75,24 +85,18 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
     @api.get("/sdapi/v1/sd-models", tags=["A1111"])
     async def sd_models() -> list[dict[str, Any]]:
         info = service.engine.info()
-        short = info["model_hash"]
-        name = str(info["model"])
+        titles = options.model_titles()
         return [
             {
-                "title": f"{name} [{short}]" if short else name,
+                "title": titles[name],
                 "model_name": name,
-                "hash": short,
+                "hash": info["model_hash"] if titles[name] != name else None,
                 "sha256": None,
-                "filename": str(service.settings.model),
+                "filename": name,  # names, never server paths
                 "config": None,
             }
+            for name in service.models()
         ]
-
-    @api.get("/sdapi/v1/loras", tags=["A1111"])
-    async def loras() -> list[dict[str, Any]]:
-        from lanskap.generation.lora import list_loras
-
-        return [{"name": p.stem, "alias": p.stem, "path": str(p), "metadata": {}} for p in list_loras(service.settings)]
 
     @api.get("/sdapi/v1/samplers", tags=["A1111"])
     async def samplers() -> list[dict[str, Any]]:
@@ -112,26 +116,13 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
 
     @api.get("/sdapi/v1/options", tags=["A1111"])
     async def get_options() -> dict[str, Any]:
-        return {"sd_model_checkpoint": (await sd_models())[0]["title"], **options}
+        return options.snapshot()
 
     @api.post("/sdapi/v1/options", tags=["A1111"])
-    async def set_options(body: dict[str, Any]) -> dict[str, Any]:
-        from lanskap.generation.output import check_format
-
-        notes = []
-        for key, value in body.items():
-            if key == "sd_model_checkpoint":
-                current = (await sd_models())[0]
-                if value not in (current["title"], current["model_name"]):
-                    raise LanskapError(
-                        f"this server runs one base model ({current['model_name']}); restart it with --model to change"
-                    )
-            elif key == "samples_format":
-                options[key] = check_format(str(value))
-            else:
-                options[key] = value
-                notes.append(f"option {key!r} is stored but has no effect in lanskap")
-        return {"warnings": notes}
+    async def set_options(body: dict[str, Any]) -> Response:
+        notes = options.update(body)
+        # A1111 answers null; what lanskap stores without effect is said in a header.
+        return JSONResponse(None, headers={"X-Lanskap-Warnings": _json(notes[:20])})
 
     @api.get("/sdapi/v1/progress", tags=["A1111"])
     async def progress(skip_current_image: bool = False) -> dict[str, Any]:
@@ -180,6 +171,10 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         with Image.open(io.BytesIO(raw)) as image:
             items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
         return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+    from lanskap.api import a1111_listing
+
+    a1111_listing.register(api, service, options, cfg)
 
     # -- lanskap's own API ---------------------------------------------------------------------------
     from lanskap.api.native import register

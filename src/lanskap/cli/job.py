@@ -31,6 +31,7 @@ class JobOptions:
     fmt: str = "png"
     lora: list[str] = field(default_factory=list)
     lora_dir: list[Path] = field(default_factory=list)
+    style: list[str] = field(default_factory=list)
     allow_pickle: bool | None = None
     fallback: str | None = None
     low_memory: str | None = None
@@ -96,9 +97,11 @@ def run_jobs(
     from lanskap.generation.lora import resolve_lora
     from lanskap.generation.output import check_format, ensure_writable_dir
     from lanskap.prompts.lora_tags import extract_lora_tags
+    from lanskap.prompts.styles import apply_styles
 
     fmt = check_format(opts.fmt)  # before anything slow
     settings = settings or opts.settings()
+    requests = [apply_styles(r, opts.style or [], settings.home)[0] for r in requests]
     # Fail on missing LoRAs (on any line, on any process) before spending time loading the base model.
     for request in requests:
         for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:

@@ -41,6 +41,11 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
         list[str],
         typer.Option(None, "--lora", help="PATH_OR_NAME[:SCALE]; repeatable. <lora:NAME:W> works too."),
     ),
+    (
+        "style",
+        list[str],
+        typer.Option(None, "--style", help="A style from $LANSKAP_HOME/styles.csv (A1111 format); repeatable."),
+    ),
     ("model", str, typer.Option(None, "--model", "-m", help="Hub id, diffusers folder or .safetensors file.")),
     ("model_config", str, typer.Option(None, "--model-config", help="Configs for a single-file checkpoint.")),
     ("prediction_type", str, typer.Option(None, "--prediction-type", help="v_prediction or epsilon.")),
@@ -107,7 +112,7 @@ def job_command(
         def command(**kwargs: Any) -> None:
             shared = {n: kwargs.pop(n) for n, _, _ in flags}
             job = JobOptions(**{n: shared.pop(n) for n in job_names})
-            job.lora, job.lora_dir = job.lora or [], job.lora_dir or []
+            job.lora, job.lora_dir, job.style = job.lora or [], job.lora_dir or [], job.style or []
             return func(**kwargs, job=job, fields=shared)
 
         command.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]

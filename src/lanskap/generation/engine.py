@@ -159,6 +159,19 @@ class Engine:
                 self._base_scheduler_config = self._model.pipe.scheduler.config
             return self._model
 
+    def use_model(self, spec: str) -> bool:
+        """Make ``spec`` the base model (loaded by the next job); True when it changed.
+
+        Waits for a running generation; the old pipeline is dropped first so two models never
+        share the device.
+        """
+        with self._lock:
+            if spec == self.model_spec:
+                return False
+            self.unload()
+            self.model_spec = spec
+            return True
+
     def unload(self) -> bool:
         """Drop the pipeline so a training or evaluation run in this process gets the memory.
 

@@ -82,6 +82,29 @@ def resolve_model_ref(spec: str, settings: Settings) -> ModelRef:
     )
 
 
+def installed_models(settings: Settings) -> list[str]:
+    """Model names a server may switch to: ``LANSKAP_HOME/models`` entries and the built-in model.
+
+    Diffusers folders and single-file checkpoints count; a link that leads out of the folder
+    does not, so a name never reaches a file the user did not put there.
+    """
+    root = settings.models_dir
+    names = [MINI_NAME]
+    if not root.is_dir():
+        return names
+    top = root.resolve()
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.is_symlink() and not entry.resolve().is_relative_to(top):
+            continue
+        if not SAFE_NAME.match(entry.name) or entry.name.startswith("."):
+            continue
+        if entry.is_dir() and (entry / "model_index.json").is_file():
+            names.append(entry.name)
+        elif entry.is_file() and entry.suffix.lower() == ".safetensors":
+            names.append(entry.stem)
+    return names
+
+
 def unavailable_message(repo: str, settings: Settings) -> str:
     return (
         f"base model {repo!r} is not available: it is not in the local cache and the hub can't be reached. "

@@ -43,6 +43,7 @@ class Job:
     message: str = ""
     result: Any = None
     error: str | None = None
+    user_error: bool = False  # the error is the caller's to fix (a LanskapError), not a crash
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -223,6 +224,7 @@ class JobQueue:
             except CancelledError as exc:
                 self._finish(job, "cancelled", error=str(exc))
             except LanskapError as exc:
+                job.user_error = True
                 self._finish(job, "failed", error=str(exc))
             except Exception as exc:  # keep the worker alive; the message goes to the user, the trace to the log
                 log.error("job %s (%s) crashed:\n%s", job.id, job.kind, traceback.format_exc())

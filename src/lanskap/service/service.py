@@ -75,6 +75,7 @@ class Service:
         self.settings = settings
         # LoRAs by name only: the UI and the API never turn a user string into a path.
         self.engine = engine or Engine(settings=settings, prediction_type=prediction_type, allow_lora_paths=False)
+        self.start_model = self.engine.model_spec  # always offered, whatever is switched to later
         self.gallery = Gallery(settings.home)
         self.queue = JobQueue(max_pending=max_pending)
         self.started = time.time()
@@ -138,16 +139,48 @@ class Service:
 
         return self.queue.submit(kind, label, locked)
 
-    def submit_load(self) -> Job:
-        """Load the base model in the background, so the first image doesn't pay for it."""
+    def submit_load(self, model: str | None = None) -> Job:
+        """Load the base model (``model``, an installed one, if given) in the background."""
+        spec = self.check_model(model) if model is not None else None
 
         def work(job: Job) -> dict[str, Any]:
             job.report(0, 1, "loading the base model")
+            if spec is not None:
+                self.engine.use_model(spec)
             self.engine.load()
             job.report(1, 1, "loaded")
             return self.engine.info()
 
         return self._submit("load", f"load {self.engine.model_spec}", work)
+
+    def models(self) -> dict[str, str]:
+        """The base models a request may name, name → what the engine loads: the starting one first.
+
+        Names only: the model the server was started with is shown by its folder or file name.
+        """
+        from lanskap.models.resolve import installed_models
+
+        start = self.start_model
+        found = {name: name for name in installed_models(self.settings)}
+        if start in found:
+            return {start: start, **found}
+        return {model_display_name(start): start, **found}
+
+    def check_model(self, name: str) -> str:
+        """What the engine loads for an installed model's name, or a one-line error listing the names."""
+        choices = self.models()
+        if name not in choices:
+            raise LanskapError(f"model {name!r} is not installed; choose one of: {', '.join(choices)}")
+        return choices[name]
+
+    def submit_unload(self) -> Job:
+        """Drop the base model from memory (A1111's unload-checkpoint); the next job loads it again."""
+
+        def work(job: Job) -> dict[str, Any]:
+            self.engine.unload()
+            return self.engine.info()
+
+        return self._submit("load", f"unload {self.engine.model_spec}", work)
 
     def check_generation(self, request: GenerationRequest) -> GenerationRequest:
         """Validate now, including LoRA names, so a bad request never waits in line."""
@@ -167,20 +200,28 @@ class Service:
         fmt: str = "png",
         folder: str | None = None,
         record: bool = True,
+        model: str | None = None,
     ) -> Job:
-        """Queue one generation; its result is a :class:`GenerationOutput` with gallery ids."""
+        """Queue one generation; its result is a :class:`GenerationOutput` with gallery ids.
+
+        ``model`` (an installed model's name, see :meth:`models`) is switched to before this job runs.
+        """
         from lanskap.gallery.record import save_result
         from lanskap.generation.output import check_format
 
         fmt = check_format(fmt)
         request = self.check_generation(request).with_seed()  # the seed is known (and shown) while waiting
         mode_folder = folder or request.mode
+        if model is not None:
+            model = self.check_model(model)
 
         def work(job: Job) -> GenerationOutput:
             def progress(p: Any) -> None:
                 batch = f", batch {p.batch} of {p.batches}" if p.batches > 1 else ""
                 job.report(p.done, p.total, f"step {p.step} of {p.steps}{batch}")
 
+            if model is not None:
+                self.engine.use_model(model)
             job.report(0, request.steps * request.num_images, "loading the model" if not self.engine.loaded else "")
             result = self.engine.generate(request, progress=progress, cancel=job.cancel)
             out_dir = self.settings.outputs / mode_folder / date.today().isoformat()
@@ -302,6 +343,14 @@ class Service:
             "queue": self.queue.snapshot(),
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+
+def model_display_name(spec: str) -> str:
+    """A model reference as a name: ``/models/sd21`` → ``sd21``, ``owner/name`` stays."""
+    path = Path(spec)
+    if path.is_absolute() or path.exists():
+        return path.stem if path.suffix == ".safetensors" else path.name
+    return spec
 
 
 def _short(text: str, n: int = 48) -> str:

@@ -22,6 +22,7 @@ from lanskap.generation.params import (
     LoraSpec,
 )
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
+from lanskap.prompts.styles import apply_styles, load_styles
 from lanskap.ui.common import download_buttons, job_panel, service, try_action
 
 NO_LORA = "(none)"
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "g_height": 512,
     "g_sampler": DEFAULT_SAMPLER,
     "g_clip_skip": 1,
+    "g_styles": [],
 }
 FORM_KEYS = tuple(DEFAULTS)
 
@@ -60,6 +62,7 @@ def prefill(params: dict[str, Any]) -> None:
         "g_height": int(params.get("height") or 512),
         "g_sampler": params.get("scheduler") or DEFAULT_SAMPLER,
         "g_clip_skip": int(params.get("clip_skip") or 1),
+        "g_styles": [],  # the recorded prompt already holds the styles' text
     }
     for key, value in values.items():
         st.session_state[key] = value
@@ -92,7 +95,13 @@ def _submit(folder: str | None = None, **extra: Any) -> None:
     if not st.session_state["g_prompt"].strip():
         st.warning("Write a prompt first: what should the landscape show?", icon=":material/edit:")
         return
-    job = try_action(lambda: service().submit_generation(_request(**extra), source="ui", folder=folder))
+
+    def submit() -> Any:
+        svc = service()
+        request, _ = apply_styles(_request(**extra), st.session_state.get("g_styles") or [], svc.settings.home)
+        return svc.submit_generation(request, source="ui", folder=folder)
+
+    job = try_action(submit)
     if job is not None:
         st.session_state["g_job"] = job.id
 
@@ -134,6 +143,16 @@ def _inputs(svc: Any, native: int | None) -> None:
         **keep,
     )
     st.text_area("Negative prompt", key="g_negative", height=80, help="What to avoid.", **keep)
+    styles = try_action(lambda: list(load_styles(svc.settings.home)))
+    if styles:
+        st.session_state["g_styles"] = [n for n in st.session_state["g_styles"] if n in styles]
+        st.multiselect(
+            "Styles",
+            styles,
+            key="g_styles",
+            help="From styles.csv in the data folder (A1111's format); added to the prompts when you generate.",
+            **keep,
+        )
     c = st.columns([3, 2])
     c[0].selectbox("LoRA", loras, key="g_lora", help="LoRA files in the LoRA folder.", **keep)
     c[1].slider("LoRA scale", 0.0, 2.0, step=0.05, key="g_lora_scale", **keep)

@@ -1,0 +1,147 @@
+"""A1111's listing, refresh and model-control routes, with A1111's response shapes.
+
+Clients (webuiapi, Krita and Photoshop plug-ins, bots) call these on start-up and stop on
+a 404. Where lanskap has no such thing yet (face restorers, hypernetworks, VAEs, scripts) the
+answer is A1111's empty shape; where it has one (models, LoRAs, styles) it is the real list.
+lanskap scans its folders on every listing, so a refresh route only rescans and checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    from lanskap.api.a1111_options import A1111Options
+    from lanskap.api.security import ServeConfig
+    from lanskap.service.service import Service
+
+
+def lora_metadata(path: Any) -> dict[str, Any]:
+    """The ``__metadata__`` of a LoRA file, JSON values decoded as A1111's ``read_metadata_from_safetensors``."""
+    from lanskap.models.safety import read_safetensors_header
+
+    try:
+        meta = read_safetensors_header(path).get("__metadata__") or {}
+    except Exception:  # a broken file lists with no metadata rather than failing the whole listing
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if isinstance(value, str) and value[:1] == "{":
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        out[key] = value
+    return out
+
+
+def _memory(service: Service) -> dict[str, Any]:
+    """A1111's ``/memory``: RAM in bytes, and CUDA's figures or its error."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    ram = {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}
+    cuda: dict[str, Any]
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device")
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+        cuda = {
+            "system": {"free": free, "used": total - free, "total": total},
+            "active": {"current": stats["active_bytes.all.current"], "peak": stats["active_bytes.all.peak"]},
+            "allocated": {"current": stats["allocated_bytes.all.current"], "peak": stats["allocated_bytes.all.peak"]},
+            "reserved": {"current": stats["reserved_bytes.all.current"], "peak": stats["reserved_bytes.all.peak"]},
+            "inactive": {"current": stats["inactive_split_bytes.all.current"], "peak": 0},
+            "events": {"retries": stats["num_alloc_retries"], "oom": stats["num_ooms"]},
+        }
+    except Exception as exc:
+        cuda = {"error": str(exc)}
+    return {"ram": ram, "cuda": cuda}
+
+
+def register(api: FastAPI, service: Service, options: A1111Options, cfg: ServeConfig) -> None:
+    """Add the listing and refresh routes to ``api``."""
+    from lanskap.generation.lora import list_loras
+    from lanskap.prompts.styles import load_styles
+
+    tags = ["A1111"]
+    empty_lists = (
+        "upscalers",
+        "latent-upscale-modes",
+        "hypernetworks",
+        "face-restorers",
+        "realesrgan-models",
+        "sd-vae",
+        "sd-modules",
+        "script-info",
+        "extensions",
+    )
+    for name in empty_lists:
+        api.add_api_route(f"/sdapi/v1/{name}", _empty_list, methods=["GET"], tags=tags, name=name)
+
+    @api.get("/sdapi/v1/loras", tags=tags)
+    async def loras() -> list[dict[str, Any]]:
+        found = []
+        for p in list_loras(service.settings):
+            meta = lora_metadata(p)
+            alias = meta.get("ss_output_name", p.stem)
+            found.append({"name": p.stem, "alias": alias, "path": str(p), "metadata": meta})
+        return found
+
+    @api.get("/sdapi/v1/prompt-styles", tags=tags)
+    async def prompt_styles() -> list[dict[str, Any]]:
+        return [s.to_a1111() for s in load_styles(service.settings.home).values()]
+
+    @api.get("/sdapi/v1/embeddings", tags=tags)
+    async def embeddings() -> dict[str, Any]:
+        return {"loaded": {}, "skipped": {}}
+
+    @api.get("/sdapi/v1/scripts", tags=tags)
+    async def scripts() -> dict[str, Any]:
+        return {"txt2img": [], "img2img": []}
+
+    @api.get("/sdapi/v1/cmd-flags", tags=tags)
+    async def cmd_flags() -> dict[str, Any]:
+        # The flags A1111 clients read; credentials and server paths are never sent.
+        return {
+            "api": True,
+            "nowebui": True,
+            "listen": cfg.host not in ("127.0.0.1", "localhost", "::1"),
+            "port": cfg.port,
+            "api_auth": None,
+            "api_log": True,
+            "cors_allow_origins": ",".join(cfg.cors_origins) or None,
+            "lowvram": False,
+            "medvram": False,
+            "no_half": service.engine.placement.dtype_name == "fp32",
+            "skip_torch_cuda_test": True,
+        }
+
+    @api.get("/sdapi/v1/memory", tags=tags)
+    async def memory() -> dict[str, Any]:
+        return _memory(service)
+
+    async def rescan() -> None:
+        service.models()
+        list_loras(service.settings)
+        load_styles(service.settings.home)
+
+    for name in ("refresh-checkpoints", "refresh-loras", "refresh-vae", "refresh-embeddings"):
+        api.add_api_route(f"/sdapi/v1/{name}", rescan, methods=["POST"], tags=tags, name=name)
+
+    @api.post("/sdapi/v1/reload-checkpoint", tags=tags)
+    async def reload_checkpoint() -> None:
+        service.submit_load(options.current_model_name())
+
+    @api.post("/sdapi/v1/unload-checkpoint", tags=tags)
+    async def unload_checkpoint() -> None:
+        service.submit_unload()
+
+
+async def _empty_list() -> list[Any]:
+    return []

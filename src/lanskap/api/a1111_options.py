@@ -1,0 +1,156 @@
+"""A1111's settings (``/sdapi/v1/options`` and a request's ``override_settings``).
+
+Clients read keys from A1111's whole option set (``send_seed``, ``samples_format``…), so
+GET answers all of them with A1111's defaults (``a1111_options.json``, from A1111's
+``modules/shared_options.py``). The keys in :data:`HONOURED` change what lanskap does;
+the rest are stored, shown back, and named as having no effect. The set is saved in
+``$LANSKAP_HOME/a1111-options.json`` (atomically), as A1111 saves ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lanskap.errors import LanskapError
+from lanskap.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from lanskap.service.service import Service
+
+DEFAULTS_FILE = Path(__file__).with_name("a1111_options.json")
+SAVED_NAME = "a1111-options.json"
+
+#: Keys that change what lanskap does; every other key is stored only.
+HONOURED = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "samples_format")
+
+
+@dataclass(frozen=True)
+class Effective:
+    """What one request runs with, after the options and its ``override_settings``."""
+
+    model: str  # an installed model's name
+    clip_skip: int
+    ensd: int
+    fmt: str
+    warnings: tuple[str, ...] = ()
+
+
+def _int(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise LanskapError(f"{key} must be a whole number, got {value!r}")
+    if not low <= int(value) <= high:
+        raise LanskapError(f"{key} must be between {low} and {high}, got {int(value)}")
+    return int(value)
+
+
+class A1111Options:
+    """The option set of one server, shared by its requests."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
+        self._model = next(iter(service.models()))  # the chosen model's name: the one in use at start
+        self._load_saved()
+
+    @property
+    def _saved(self) -> Path:
+        return self.service.settings.home / SAVED_NAME
+
+    def _load_saved(self) -> None:
+        try:
+            saved = json.loads(self._saved.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(saved, dict):
+            for key, value in saved.items():
+                if key != "sd_model_checkpoint":  # the model comes from --model at start
+                    self._values[key] = value
+
+    # -- reading -------------------------------------------------------------------------------
+    def model_titles(self) -> dict[str, str]:
+        """Model name → A1111 title (``name [hash]`` for the loaded model, as A1111 shows it)."""
+        info = self.service.engine.info()
+        titles = {}
+        for name, spec in self.service.models().items():
+            loaded = spec == self.service.engine.model_spec and info["model_hash"]
+            titles[name] = f"{name} [{info['model_hash']}]" if loaded else name
+        return titles
+
+    def current_model_name(self) -> str:
+        return self._model
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            values = dict(self._values)
+        titles = self.model_titles()
+        values["sd_model_checkpoint"] = titles.get(self.current_model_name(), self.current_model_name())
+        values["sd_checkpoint_hash"] = self.service.engine.info()["model_hash"] or ""
+        return values
+
+    # -- changing ------------------------------------------------------------------------------
+    def _model_name(self, value: Any) -> str:
+        """A1111 accepts a title, a model name, or a name with its extension."""
+        text = str(value).strip()
+        for name, title in self.model_titles().items():
+            if text in (name, title, f"{name}.safetensors") or text.split(" [")[0] == name:
+                return name
+        choices = ", ".join(self.model_titles())
+        raise LanskapError(f"model {text!r} is not installed; choose one of: {choices}")
+
+    def check(self, changes: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Validated values for the honoured keys in ``changes``, and a note per other key."""
+        from lanskap.generation.output import check_format
+        from lanskap.generation.params import MAX_CLIP_SKIP, MAX_SEED
+
+        clean: dict[str, Any] = {}
+        notes: list[str] = []
+        for key, value in changes.items():
+            if key == "sd_model_checkpoint":
+                clean[key] = self._model_name(value)
+            elif key == "CLIP_stop_at_last_layers":
+                clean[key] = _int(key, value, 1, MAX_CLIP_SKIP)
+            elif key == "eta_noise_seed_delta":
+                clean[key] = _int(key, value, 0, MAX_SEED)
+            elif key == "samples_format":
+                clean[key] = check_format(str(value))
+            else:
+                clean[key] = value
+                notes.append(f"option {key!r} is stored but has no effect in lanskap")
+        return clean, notes
+
+    def update(self, changes: dict[str, Any]) -> list[str]:
+        """POST /options: apply and save; returns the notes for keys without effect."""
+        clean, notes = self.check(changes)
+        with self._lock:
+            if "sd_model_checkpoint" in clean:
+                self._model = clean.pop("sd_model_checkpoint")
+            self._values.update(clean)
+            stored = dict(self._values)
+        try:
+            atomic_write_text(self._saved, json.dumps(stored, indent=1, sort_keys=True))
+        except OSError as exc:
+            notes.append(f"the options could not be saved: {exc.strerror or exc}")
+        return notes
+
+    def for_request(self, override: dict[str, Any], restore_afterwards: bool = True) -> Effective:
+        """The settings one request runs with; without ``restore_afterwards`` they stay."""
+        clean, notes = self.check(override)
+        with self._lock:
+            values = {**self._values, **{k: v for k, v in clean.items() if k != "sd_model_checkpoint"}}
+        name = clean.get("sd_model_checkpoint") or self.current_model_name()
+        self.service.check_model(name)
+        effective = Effective(
+            model=name,
+            clip_skip=int(values["CLIP_stop_at_last_layers"]),
+            ensd=int(values["eta_noise_seed_delta"]),
+            fmt=str(values["samples_format"]),
+            warnings=tuple(f"override_settings: {n}" for n in notes),
+        )
+        if not restore_afterwards and override:
+            self.update(override)
+        return effective
