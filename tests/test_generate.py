@@ -9,7 +9,14 @@ import pytest
 
 from lanskap.errors import CancelledError, LanskapError
 from lanskap.generation.params import GenerationRequest
-from lanskap.generation.schedulers import SAMPLERS, get_sampler, sampler_names
+from lanskap.generation.schedulers import (
+    SAMPLERS,
+    SCHEDULE_OPTIONS,
+    algorithm_names,
+    build_scheduler,
+    get_sampler,
+    sampler_names,
+)
 
 SMALL = {"steps": 3, "width": 64, "height": 64}
 
@@ -68,16 +75,52 @@ def test_random_seed_is_chosen_and_recorded(engine) -> None:  # type: ignore[no-
     assert np.array_equal(px(r.images[0]), px(again.images[0]))
 
 
-@pytest.mark.parametrize("label", sampler_names())
+# Every sampler with its A1111 default schedule, and every schedule type once (on Euler): each one
+# runs; every one of the 68 combinations is built and checked below without running.
+RUN_LABELS = sorted({get_sampler(a).label for a in algorithm_names()} | {f"Euler {s}" for s in SCHEDULE_OPTIONS})
+
+
+@pytest.mark.parametrize("label", RUN_LABELS)
 def test_every_scheduler_runs_and_keeps_v_prediction(engine, label: str) -> None:  # type: ignore[no-untyped-def]
     r = engine.generate(GenerationRequest("lake", seed=5, scheduler=label, steps=2, width=64, height=64))
     assert engine.model.pipe.scheduler.config.prediction_type == "v_prediction"
     assert type(engine.model.pipe.scheduler).__name__ == get_sampler(label).cls
     sampler = get_sampler(label)
-    assert f"Sampler: {sampler.name}, Schedule type: {sampler.schedule}" in r.infotexts[0]
+    assert f"Sampler: {sampler.name}, Schedule type: {sampler.infotext_schedule}" in r.infotexts[0]
     if sampler.stochastic:  # fresh noise per step must still be seeded
         again = engine.generate(GenerationRequest("lake", seed=5, scheduler=label, steps=2, width=64, height=64))
         assert np.array_equal(px(r.images[0]), px(again.images[0]))
+
+
+def test_every_sampler_and_schedule_builds_with_the_models_prediction_type(engine) -> None:  # type: ignore[no-untyped-def]
+    config = engine.load().pipe.scheduler.config
+    for label in sampler_names():
+        sampler = get_sampler(label)
+        built = build_scheduler(sampler, config, noise_seed=1)
+        assert type(built).__name__ == sampler.cls and built.config.prediction_type == "v_prediction", label
+        for key, value in SCHEDULE_OPTIONS[sampler.schedule].items():
+            assert built.config[key] == value, (label, key)
+        assert get_sampler(label).label == label, "labels round-trip"
+
+
+def test_a1111_sampler_and_schedule_semantics() -> None:
+    """A1111 1.9+: "Automatic" is each sampler's own default; names with no diffusers twin are refused."""
+    assert get_sampler("DPM++ 2M", "Automatic").label == "DPM++ 2M Karras"
+    assert get_sampler("DPM++ 2M SDE").label == "DPM++ 2M SDE Exponential"
+    assert get_sampler("DPM++ 3M SDE", "exponential").options["solver_order"] == 3
+    assert get_sampler("DPM++ 2M SDE Heun", "Karras").options["solver_type"] == "heun"
+    assert get_sampler("DPM2").label == "DPM2 Karras" and get_sampler("DPM2 a").stochastic
+    assert get_sampler("Euler a", "Automatic").label == "Euler a"
+    assert get_sampler("Euler", "sgm_uniform").options == {"timestep_spacing": "trailing"}
+    assert get_sampler("LCM").cls == "LCMScheduler"
+    for name, schedule, needle in (
+        ("DPM++ 2S a", None, "no faithful diffusers counterpart"),
+        ("Restart", None, "no faithful diffusers counterpart"),
+        ("Euler", "Simple", "no faithful diffusers counterpart"),
+        ("Euler a", "Karras", "takes: Uniform, SGM Uniform"),
+    ):
+        with pytest.raises(LanskapError, match=needle):
+            get_sampler(name, schedule)
 
 
 def test_required_scheduler_names_and_aliases() -> None:

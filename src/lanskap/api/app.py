@@ -100,19 +100,26 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
 
     @api.get("/sdapi/v1/samplers", tags=["A1111"])
     async def samplers() -> list[dict[str, Any]]:
-        from lanskap.generation.schedulers import SAMPLERS
+        from lanskap.generation.schedulers import ALGORITHMS, SCHEDULE_IDS
 
-        names: dict[str, list[str]] = {}
-        for s in SAMPLERS:
-            names.setdefault(s.name, []).append(s.label)
-        return [{"name": n, "aliases": labels, "options": {}} for n, labels in names.items()]
+        return [
+            {"name": a.name, "aliases": list(a.aliases), "options": {"scheduler": SCHEDULE_IDS[a.default]}}
+            if a.default != "Uniform"
+            else {"name": a.name, "aliases": list(a.aliases), "options": {}}
+            for a in ALGORITHMS
+        ]
 
     @api.get("/sdapi/v1/schedulers", tags=["A1111"])
     async def schedulers() -> list[dict[str, Any]]:
+        from lanskap.generation.schedulers import SCHEDULE_IDS
+
+        rho = {"Karras": 7.0}
+        listed = [("automatic", "Automatic"), *((v, k) for k, v in SCHEDULE_IDS.items())]
         return [
-            {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False},
-            {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False},
-        ]
+            {"name": name, "label": label, "aliases": ["SGMUniform"] if name == "sgm_uniform" else None,
+             "default_rho": rho.get(label, -1), "need_inner_model": name in ("uniform", "sgm_uniform")}
+            for name, label in listed
+        ]  # fmt: skip
 
     @api.get("/sdapi/v1/options", tags=["A1111"])
     async def get_options() -> dict[str, Any]:

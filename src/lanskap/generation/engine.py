@@ -507,7 +507,7 @@ class Engine:
         params: dict[str, Any] = {
             "Steps": req.steps,
             "Sampler": sampler.name,
-            "Schedule type": sampler.schedule,
+            "Schedule type": sampler.infotext_schedule,
             "CFG scale": format_number(req.guidance),
             "Seed": seed,
             "Size": f"{req.width}x{req.height}",

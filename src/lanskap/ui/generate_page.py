@@ -60,12 +60,23 @@ def prefill(params: dict[str, Any]) -> None:
         "g_guidance": float(params.get("guidance", 7.5)),
         "g_width": int(params.get("width") or 768),
         "g_height": int(params.get("height") or 512),
-        "g_sampler": params.get("scheduler") or DEFAULT_SAMPLER,
+        "g_sampler": _sampler_label(params.get("scheduler")),
         "g_clip_skip": int(params.get("clip_skip") or 1),
         "g_styles": [],  # the recorded prompt already holds the styles' text
     }
     for key, value in values.items():
         st.session_state[key] = value
+
+
+def _sampler_label(name: str | None) -> str:
+    """A recorded sampler as one of the dropdown's labels (older records may name it differently)."""
+    from lanskap.errors import LanskapError
+    from lanskap.generation.schedulers import get_sampler
+
+    try:
+        return get_sampler(name).label if name else DEFAULT_SAMPLER
+    except LanskapError:
+        return DEFAULT_SAMPLER
 
 
 def _set_seed(value: int) -> None:
