@@ -122,8 +122,10 @@ def test_prompt_styles(server, isolated_home: Path) -> None:  # type: ignore[no-
         {"name": "Misty", "prompt": "misty, soft light", "negative_prompt": ""},
     ]
     out = _txt2img(u, negative_prompt="blurry", styles=["Painterly", "Misty", "Nope"])
-    assert out["info"]["prompt"] == "oil painting of a castle, brush strokes, misty, soft light"
-    assert out["info"]["negative_prompt"] == "blurry, photo"
+    # as A1111's Processed: "prompt" is the request's, "all_prompts" what the images used
+    assert out["info"]["prompt"] == "a castle"
+    assert out["info"]["all_prompts"] == ["oil painting of a castle, brush strokes, misty, soft light"]
+    assert out["info"]["all_negative_prompts"] == ["blurry, photo"]
     assert out["info"]["infotexts"][0].startswith("oil painting of a castle, brush strokes, misty, soft light\n")
     assert any("'Nope'" in w for w in out["info"]["warnings"]), "an unknown style is skipped, as A1111 does"
     assert out["info"]["styles"] == ["Painterly", "Misty", "Nope"]
@@ -170,3 +172,88 @@ def test_cli_style_and_unknown_style(tiny_sd: Path, tmp_path: Path, isolated_hom
         text = im.info["parameters"]
     assert text.startswith("a lake at dusk\nNegative prompt: noon\n")
     assert_one_line_error(run_cli("generate", "a lake", "--style", "Dawn", *args), "unknown style 'Dawn'", "Dusk")
+
+
+def _while_generating(url: str, body: dict, action: str, at_step: int = 2) -> requests.Response:
+    """Post ``body``, call ``action`` (interrupt or skip) once sampling reaches ``at_step``, return the answer."""
+    import threading
+    import time
+
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(r=requests.post(url + "/sdapi/v1/txt2img", json=body, timeout=300)))
+    t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        p = requests.get(url + "/sdapi/v1/progress", timeout=10).json()
+        if p["state"]["sampling_step"] >= at_step:
+            break
+        time.sleep(0.02)
+    requests.post(url + f"/sdapi/v1/{action}", timeout=10)
+    t.join(120)
+    return box["r"]
+
+
+def test_skip_ends_the_current_image_and_goes_on(server, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Skip stops the first of two images where it stands; the second is made in full and saved."""
+    body = {**TXT, "steps": 150, "n_iter": 2, "batch_size": 1}
+    r = _while_generating(server.url, body, "skip")
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert len(r.json()["images"]) == 2 and info["skipped_images"] == [0] and not info["interrupted"]
+    from lanskap.gallery import Gallery
+
+    (entry,), _ = Gallery(isolated_home).query()
+    assert entry.seed == 22, "the second image (seed + 1) ran every step and was saved; the skipped one was not"
+
+
+def _b64_png(text: str | None = None, size: tuple[int, int] = (8, 8), fmt: str = "PNG") -> str:
+    import base64
+    import io
+
+    from PIL import PngImagePlugin
+
+    buf = io.BytesIO()
+    im = Image.new("RGB", size, (10, 20, 30))
+    if fmt == "PNG":
+        meta = PngImagePlugin.PngInfo()
+        if text is not None:
+            meta.add_text("parameters", text)
+        meta.add_text("Software", "some tool")
+        im.save(buf, format="PNG", pnginfo=meta)
+    else:
+        im.save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+A1111_TEXT = (
+    "a castle, (misty:1.2)\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, "
+    'CFG scale: 7, Seed: 1, Size: 512x768, Model hash: abc123, Model: v2-1_768, Lora hashes: "mist: 0123", '
+    "Version: v1.10.1"
+)
+
+
+def test_png_info_answers_as_a1111(server) -> None:  # type: ignore[no-untyped-def]
+    u = server.url
+    r = requests.post(u + "/sdapi/v1/png-info", json={"image": _b64_png(A1111_TEXT)}, timeout=10)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["info"] == A1111_TEXT and out["items"] == {"Software": "some tool"}
+    params = out["parameters"]
+    assert params["Prompt"] == "a castle, (misty:1.2)" and params["Negative prompt"] == "blurry"
+    assert params["Size-1"] == "512" and params["Size-2"] == "768" and "Size" not in params
+    assert params["Steps"] == "20" and params["Lora hashes"] == "mist: 0123"
+    assert params["Clip skip"] == "1" and params["RNG"] == "GPU", "A1111's defaults for what is left out"
+    # a lanskap JPEG keeps its infotext in EXIF, as A1111 writes it
+    out = _txt2img(u, override_settings={"samples_format": "jpg"})
+    from lanskap.gallery import Gallery
+
+    (entry,), _ = Gallery(server.service.settings.home).query()
+    import base64
+
+    jpg = base64.b64encode(entry.path.read_bytes()).decode()
+    r = requests.post(u + "/sdapi/v1/png-info", json={"image": jpg}, timeout=10)
+    assert r.json()["info"] == entry.infotext and r.json()["parameters"]["Seed"] == "21"
+    # no parameters: A1111's empty answer; not a picture: a plain message
+    assert requests.post(u + "/sdapi/v1/png-info", json={"image": _b64_png()}, timeout=10).json()["info"] == ""
+    r = requests.post(u + "/sdapi/v1/png-info", json={"image": "aGVsbG8gd29ybGQ="}, timeout=10)
+    assert r.status_code == 422 and r.json()["detail"] == "image is not a picture lanskap can read (PNG, JPEG or WebP)"

@@ -122,3 +122,71 @@ def test_host_rule(host: str, bind: str, allowed: list[str], ok: bool) -> None:
     from lanskap.api.security import ServeConfig, host_allowed
 
     assert host_allowed(host, ServeConfig(host=bind, allowed_hosts=allowed)) is ok
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header for a huge picture, with one tiny (truncated) data chunk: a few hundred bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _ztxt_bomb() -> bytes:
+    """A small PNG whose zTXt chunk inflates to 50 MB."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, format="PNG")
+    data = buf.getvalue()
+    body = b"parameters\0\0" + zlib.compress(b"A" * 50_000_000, 9)
+    ztxt = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body))
+    return data[:33] + ztxt + data[33:]  # after IHDR (8 + 25 bytes)
+
+
+def test_png_info_bombs_get_a_4xx_and_health_stays_quick(tiny_sd: Path, tiny_lora: Path, isolated_home: Path) -> None:
+    import base64
+    import threading
+    import time
+
+    s = _start(tiny_sd, tiny_lora, isolated_home, rate_per_minute=100_000, rate_burst=1000)
+    u = s.url
+    try:
+        huge = base64.b64encode(_png_declaring(100_000, 100_000)).decode()
+        r = requests.post(u + "/sdapi/v1/png-info", json={"image": huge}, timeout=10)
+        assert r.status_code == 422 and "pixels" in r.json()["detail"]
+        r = requests.post(u + "/sdapi/v1/png-info", json={"image": base64.b64encode(_ztxt_bomb()).decode()}, timeout=30)
+        assert 400 <= r.status_code < 500, r.text
+        r = requests.post(u + "/sdapi/v1/img2img", json={"prompt": "x", "init_images": [huge]}, timeout=10)
+        assert r.status_code == 422 and "pixels" in r.json()["detail"]
+        # Four large (but allowed) pictures at once: png-info reads headers only; /health answers meanwhile.
+        big = base64.b64encode(_png_declaring(8000, 8000)).decode()
+        codes: list[int] = []
+        workers = [
+            threading.Thread(
+                target=lambda: codes.append(
+                    requests.post(u + "/sdapi/v1/png-info", json={"image": big}, timeout=60).status_code
+                )
+            )
+            for _ in range(4)
+        ]
+        for w in workers:
+            w.start()
+        slowest = 0.0
+        for _ in range(10):
+            t0 = time.perf_counter()
+            assert requests.get(u + "/health", timeout=10).status_code == 200
+            slowest = max(slowest, time.perf_counter() - t0)
+        for w in workers:
+            w.join(60)
+        assert codes == [200] * 4 and slowest < 0.2, (codes, slowest)
+    finally:
+        s.stop()

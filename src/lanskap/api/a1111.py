@@ -122,13 +122,33 @@ def decode_bytes(data: str, what: str = "image") -> bytes:
     return raw
 
 
-def decode_image(data: str, what: str = "image") -> Image.Image:
-    """A base64 picture, decoded fully with its EXIF orientation applied."""
+def decode_image(data: str, what: str = "image", max_pixels: int | None = None) -> Image.Image:
+    """A base64 picture, decoded fully with its EXIF orientation applied (its size checked first)."""
     from lanskap.images import open_image
 
     buf = io.BytesIO(decode_bytes(data, what))
     buf.name = what
+    if max_pixels is not None:
+        _check_pixels(buf, what, max_pixels)
     return open_image(buf, what)
+
+
+def _check_pixels(buf: io.BytesIO, what: str, max_pixels: int) -> None:
+    """Refuse a picture larger than ``max_pixels`` from its header alone, before any decoding."""
+    from PIL import UnidentifiedImageError
+
+    width = height = 0
+    try:
+        with Image.open(buf) as header:
+            width, height = header.size
+    except Image.DecompressionBombError:
+        raise LanskapError(f"{what} is too large; this server takes pictures of up to {max_pixels:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        pass  # not a picture: the decoder says so in its own words
+    finally:
+        buf.seek(0)
+    if width * height > max_pixels:
+        raise LanskapError(f"{what} is {width}x{height}; this server takes pictures of up to {max_pixels:,} pixels")
 
 
 def encode_png(image: Image.Image, infotext: str | None) -> str:
@@ -180,7 +200,19 @@ def build_request(body: Txt2ImgBody, limits: Any, init: Any = None, mask: Any = 
     ).validate()
 
 
-def img2img_inputs(body: Img2ImgBody) -> tuple[Any, Any, list[str]]:
+def without_missing_loras(body: Txt2ImgBody, settings: Any) -> tuple[Txt2ImgBody, list[str]]:
+    """A1111 makes the image without a LoRA it can't find (and says so); names that are not plain
+    names (paths, traversal) stay in, to be refused."""
+    from lanskap.generation.lora import lora_missing
+    from lanskap.prompts.lora_tags import drop_lora_tags, extract_lora_tags
+
+    missing = sorted({s.name for s in extract_lora_tags(body.prompt)[1] if lora_missing(s.name, settings)})
+    if not missing:
+        return body, []
+    return body.model_copy(update={"prompt": drop_lora_tags(body.prompt, set(missing))}), missing
+
+
+def img2img_inputs(body: Img2ImgBody, max_pixels: int | None = None) -> tuple[Any, Any, list[str]]:
     """InitImage and InpaintMask from A1111's img2img fields, plus warnings for approximations."""
     from lanskap.generation.params import InitImage, InpaintMask
     from lanskap.images import to_rgb
@@ -192,11 +224,11 @@ def img2img_inputs(body: Img2ImgBody) -> tuple[Any, Any, list[str]]:
         notes.append("only the first of init_images is used")
     if body.resize_mode == 3:
         notes.append("resize_mode 3 (latent upscale) is done as 0 (just resize)")
-    image = to_rgb(decode_image(body.init_images[0], "init_images[0]"))
+    image = to_rgb(decode_image(body.init_images[0], "init_images[0]", max_pixels))
     init = InitImage(image, body.denoising_strength, RESIZE_MODES[body.resize_mode])
     if body.mask is None:
         return init, None, notes
-    mask = decode_image(body.mask, "mask").convert("L")
+    mask = decode_image(body.mask, "mask", max_pixels).convert("L")
     if body.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
     if mask.size != image.size:
@@ -214,10 +246,11 @@ def response(body: Txt2ImgBody, output: Any, warnings: list[str], started: float
     result = output.result
     req = result.request
     n = len(result.images)
+    # As A1111's Processed: "prompt" is the request's, "all_prompts" what each image used (styles applied).
     info = {
-        "prompt": req.prompt,
+        "prompt": body.prompt,
         "all_prompts": [req.prompt] * n,
-        "negative_prompt": req.negative_prompt,
+        "negative_prompt": body.negative_prompt,
         "all_negative_prompts": [req.negative_prompt] * n,
         "seed": result.seeds[0],
         "all_seeds": result.seeds,
@@ -250,6 +283,8 @@ def response(body: Txt2ImgBody, output: Any, warnings: list[str], started: float
         "warnings": warnings,
         "gallery_ids": output.ids,
         "loras": [lo.__dict__ for lo in result.loras],
+        "interrupted": result.interrupted,
+        "skipped_images": [i for i, stopped in enumerate(result.partial) if stopped],
     }
     images = [encode_png(im, text) for im, text in zip(result.images, result.infotexts, strict=True)]
     params = body.model_dump()

@@ -135,12 +135,14 @@ def register(api: FastAPI, service: Service, options: A1111Options, cfg: ServeCo
         api.add_api_route(f"/sdapi/v1/{name}", rescan, methods=["POST"], tags=tags, name=name)
 
     @api.post("/sdapi/v1/reload-checkpoint", tags=tags)
-    async def reload_checkpoint() -> None:
+    async def reload_checkpoint() -> dict[str, Any]:
         service.submit_load(options.current_model_name())
+        return {}
 
     @api.post("/sdapi/v1/unload-checkpoint", tags=tags)
-    async def unload_checkpoint() -> None:
+    async def unload_checkpoint() -> dict[str, Any]:
         service.submit_unload()
+        return {}
 
 
 async def _empty_list() -> list[Any]:

@@ -38,6 +38,13 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         description="Fantasy-landscape concept art with SD 2.1 + LoRA. A1111-compatible under /sdapi/v1.",
     )
     options = A1111Options(service)
+    slots: list[anyio.CapacityLimiter] = []
+
+    def decode_slots() -> anyio.CapacityLimiter:
+        """The pool that decodes user pictures (made on first use, inside the event loop)."""
+        if not slots:
+            slots.append(anyio.CapacityLimiter(2))
+        return slots[0]
 
     @api.exception_handler(LanskapError)
     async def _user_error(request: Request, exc: LanskapError) -> JSONResponse:
@@ -56,6 +63,9 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
 
     async def generate(body: a1111.Txt2ImgBody, init: Any, mask: Any, notes: list[str]) -> dict[str, Any]:
         started = time.time()
+        echo = body  # A1111 echoes the request as it came
+        body, missing = a1111.without_missing_loras(body, service.settings)
+        notes = [*notes, *(f"LoRA {name!r} not found; the image was made without it" for name in missing)]
         warnings = [f"ignored unsupported field {name!r}" for name in a1111.ignored_fields(body, _supported(body))]
         effective = options.for_request(body.override_settings, body.override_settings_restore_afterwards)
         warnings += effective.warnings
@@ -67,10 +77,10 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         job = service.submit_generation(request, source="api", fmt=effective.fmt, model=effective.model)
         await run(job)
         metrics.generation.observe(time.time() - started)
-        if job.result is None:  # interrupted before any image was finished
+        if job.result is None:  # interrupted before it started
             info = {"interrupted": True, "warnings": [*notes, *warnings, "interrupted"]}
-            return {"images": [], "parameters": body.model_dump(exclude={"init_images", "mask"}), "info": _json(info)}
-        return a1111.response(body, job.result, [*notes, *warnings], started)
+            return {"images": [], "parameters": echo.model_dump(exclude={"init_images", "mask"}), "info": _json(info)}
+        return a1111.response(echo, job.result, [*notes, *warnings], started)
 
     # -- A1111 -------------------------------------------------------------------------------------
     @api.post("/sdapi/v1/txt2img", tags=["A1111"])
@@ -79,7 +89,10 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
 
     @api.post("/sdapi/v1/img2img", tags=["A1111"])
     async def img2img(body: a1111.Img2ImgBody) -> dict[str, Any]:
-        init, mask, notes = a1111.img2img_inputs(body)
+        # Pictures are decoded off the event loop, two at a time, so /health and /progress stay quick.
+        init, mask, notes = await anyio.to_thread.run_sync(
+            a1111.img2img_inputs, body, cfg.max_input_pixels, limiter=decode_slots()
+        )
         return await generate(body, init, mask, notes)
 
     @api.get("/sdapi/v1/sd-models", tags=["A1111"])
@@ -144,7 +157,7 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
             "progress": frac,
             "eta_relative": job.eta or 0.0,
             "state": {
-                "skipped": False,
+                "skipped": job.skip.is_set(),
                 "interrupted": job.cancel.is_set(),
                 "job": job.id,
                 "job_count": waiting + 1,
@@ -159,25 +172,28 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
 
     @api.post("/sdapi/v1/interrupt", tags=["A1111"])
     async def interrupt() -> dict[str, Any]:
+        """Stop the running job at its next step; its request gets the images so far (A1111's interrupt)."""
         job = service.queue.current
         if job is not None:
             service.queue.cancel(job.id)
-        return {"interrupted": job.id if job is not None else None}
+        return {}
+
+    @api.post("/sdapi/v1/skip", tags=["A1111"])
+    async def skip() -> None:
+        """End the current batch as it stands and go on with the next (A1111's skip)."""
+        job = service.queue.current
+        if job is not None:
+            job.skip.set()
 
     @api.post("/sdapi/v1/png-info", tags=["A1111"])
     async def png_info(body: a1111.PngInfoBody) -> dict[str, Any]:
-        import io
-
-        from PIL import Image
-
-        from lanskap.generation.infotext import parse_infotext
-        from lanskap.generation.output import read_infotext
+        from lanskap.generation.infotext import a1111_parameters
+        from lanskap.generation.output import image_info
 
         raw = a1111.decode_bytes(body.image)
-        text = read_infotext(io.BytesIO(raw)) or ""  # type: ignore[arg-type]  # Image.open takes files too
-        with Image.open(io.BytesIO(raw)) as image:
-            items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
-        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+        # Off the event loop, a few at a time: even a header read can be slow on a crafted file.
+        text, items = await anyio.to_thread.run_sync(image_info, raw, cfg.max_input_pixels, limiter=decode_slots())
+        return {"info": text, "items": items, "parameters": a1111_parameters(text) if text else {}}
 
     from lanskap.api import a1111_listing
 

@@ -26,12 +26,18 @@ from lanskap.generation.infotext import build_infotext, format_number
 from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
 from lanskap.generation.params import GenerationRequest, LoraSpec
 from lanskap.generation.prepare import Prepared, prepare
-from lanskap.generation.schedulers import build_scheduler, get_sampler
+from lanskap.generation.schedulers import Sampler, build_scheduler, get_sampler
 from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
 from lanskap.models.speed import configure_vae, free_memory_gib
-from lanskap.prompts.encode import PromptPair, encode_prompt_pair, text_encoder_layers
+from lanskap.prompts.encode import (
+    PromptPair,
+    ScheduledPrompts,
+    encode_prompt_pair,
+    encode_prompt_schedules,
+    text_encoder_layers,
+)
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
 MAX_CACHED_ADAPTERS = 8
@@ -79,6 +85,37 @@ class GenerationResult:
     seconds: float
     notices: list[str] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)  # peak_gpu_mb (CUDA), peak_rss_mb
+    partial: list[bool] = field(default_factory=list)  # per image: stopped before its last step (skip/interrupt)
+    interrupted: bool = False  # the job was interrupted: later images were never made
+
+    def complete(self) -> GenerationResult:
+        """Only the images that ran every step (what the gallery records)."""
+        keep = [i for i in range(len(self.images)) if not (self.partial and self.partial[i])]
+        return replace(
+            self,
+            images=[self.images[i] for i in keep],
+            seeds=[self.seeds[i] for i in keep],
+            infotexts=[self.infotexts[i] for i in keep],
+            partial=[False] * len(keep),
+        )
+
+
+@dataclass
+class _Run:
+    """One generation job between its steps: what set-up decided, and the progress so far."""
+
+    started: float
+    model: LoadedModel
+    req: GenerationRequest
+    prep: Prepared
+    applied: list[AppliedLora]
+    embeds: ScheduledPrompts
+    sampler: Sampler
+    batches: list[list[int]]
+    effective: int  # denoising steps per image (fewer than req.steps for img2img)
+    pipe: Any
+    notices: list[str]
+    done: int = 0
 
 
 ProgressFn = Callable[[Progress], None]
@@ -318,10 +355,19 @@ class Engine:
     def encode_prompts(self, prompt: str, negative_prompt: str, clip_skip: int = 1) -> PromptPair:
         """A1111-style embeddings for a prompt pair, any length, with weights (LoRAs must be applied first)."""
         m = self.load()
-        layers = text_encoder_layers(m.pipe.text_encoder)
+        self._check_clip_skip(clip_skip)
+        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, clip_skip)
+
+    def encode_schedule(self, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1) -> ScheduledPrompts:
+        """Like :meth:`encode_prompts`, for every text A1111's prompt editing and alternation make of them."""
+        m = self.load()
+        self._check_clip_skip(clip_skip)
+        return encode_prompt_schedules(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, steps, clip_skip)
+
+    def _check_clip_skip(self, clip_skip: int) -> None:
+        layers = text_encoder_layers(self.load().pipe.text_encoder)
         if clip_skip > layers:
             raise LanskapError(f"clip skip {clip_skip} is more than this model's {layers} text-encoder layers")
-        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, clip_skip)
 
     def generate(
         self,
@@ -329,140 +375,228 @@ class Engine:
         *,
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        skip: threading.Event | None = None,
+        keep_partial: bool = False,
     ) -> GenerationResult:
         """Run one job: ``num_images`` images in batches of ``batch_size``, seeds seed, seed+1, …
 
-        txt2img, img2img and inpainting (``request.mode``) share everything here:
-        seeds, LoRAs, prompt encoding, progress, cancel, watermark and infotext.
+        txt2img, img2img and inpainting (``request.mode``) share every step: set-up (seeds, LoRAs,
+        the prompt schedule), denoising batch by batch, then watermark, infotext and the job log.
+        ``cancel`` stops at the next step: with ``keep_partial`` the images so far come back (the
+        current one as it stands, as A1111's interrupt does), else it raises ``CancelledError``.
+        ``skip`` ends the current batch as it stands and goes on with the next (A1111's skip).
         """
         request.validate()
         with self._lock:
-            start = time.perf_counter()
-            m = self.load()
-            joblog.reset_peak(m.placement.device)
-            seeded = request.with_seed()  # once: a random seed must be the same one everywhere below
-            prep = prepare(seeded, m.native_size)
-            req = replace(seeded, width=prep.width, height=prep.height)
-            assert req.width is not None and req.height is not None and req.seed is not None
-            prompt, tag_loras = extract_lora_tags(req.prompt)
-            applied = self._apply_loras([*tag_loras, *req.loras])
-            embeds = self.encode_prompts(prompt, req.negative_prompt, req.clip_skip)
-            notices = list(m.notices)
-            if embeds.chunks > 1:
-                notices.append(
-                    f"long prompt: {embeds.prompt_tokens} + {embeds.negative_tokens} tokens encoded "
-                    f"in {embeds.chunks} chunks of 75"
-                )
-            if req.ensd and req.mode != "txt2img":
-                notices.append("the eta noise seed delta applies to text-to-image only; it was not used")
-            if max(req.width, req.height) > 2 * m.native_size:
-                notices.append(
-                    f"{m.name} was trained at {m.native_size} px; at {req.width}x{req.height} it tends to repeat "
-                    "its subjects (leave the size out to use the native one)"
-                )
-            sampler = get_sampler(req.scheduler)
-            seeds = req.seeds
-            size = 1 if sampler.batch_noise else req.batch_size
-            batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
-            effective = req.steps if req.mode == "txt2img" else min(int(req.steps * prep.strength), req.steps)
-            pipe = self._pipeline(req.mode)
-            if effective < 1:
-                notices.append("strength too low for any denoising step: the input is returned unchanged")
-            done = 0
-            images: list[Image.Image] = []
-            for b, batch_seeds in enumerate(batches, 1):
-                if effective < 1:
-                    images.extend(req.init.image.convert("RGB") if req.mask else prep.start(s) for s in batch_seeds)
-                    continue
-                pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
-                free = free_memory_gib(m.placement.device)
-                vae_note = configure_vae(pipe, m.speed, req.width, req.height, len(batch_seeds), free)
-                if vae_note and vae_note not in notices:
-                    notices.append(vae_note)
+            run = self._start(request)
+            images, partial = self._denoise(run, progress, cancel, skip)
+            if cancel is not None and cancel.is_set() and not keep_partial:
+                raise CancelledError("generation interrupted")
+            return self._finish(run, images, partial, interrupted=cancel is not None and cancel.is_set())
 
-                def on_step(p: Any, i: int, t: Any, kwargs: dict, b: int = b) -> dict:
-                    nonlocal done
-                    done += 1
-                    steps = int(getattr(p, "num_timesteps", 0) or effective)
-                    if progress:
-                        elapsed = time.perf_counter() - start
-                        progress(Progress(i + 1, steps, b, len(batches), done, steps * len(batches), elapsed))
-                    if cancel is not None and cancel.is_set():
-                        p._interrupt = True
-                    return kwargs
+    def _start(self, request: GenerationRequest) -> _Run:
+        """Load, fix the seed and size, apply LoRAs, encode the prompt schedule, pick the sampler."""
+        start = time.perf_counter()
+        m = self.load()
+        joblog.reset_peak(m.placement.device)
+        seeded = request.with_seed()  # once: a random seed must be the same one everywhere below
+        prep = prepare(seeded, m.native_size)
+        req = replace(seeded, width=prep.width, height=prep.height)
+        assert req.width is not None and req.height is not None and req.seed is not None
+        prompt, tag_loras = extract_lora_tags(req.prompt)
+        applied = self._apply_loras([*tag_loras, *req.loras])
+        sampler = get_sampler(req.scheduler)
+        # A1111 schedules prompt edits over twice the steps for samplers that call the model twice a step.
+        schedule_steps = req.steps * (2 if sampler.second_order else 1)
+        embeds = self.encode_schedule(prompt, req.negative_prompt, schedule_steps, req.clip_skip)
+        seeds = req.seeds
+        size = 1 if sampler.batch_noise else req.batch_size
+        effective = req.steps if req.mode == "txt2img" else min(int(req.steps * prep.strength), req.steps)
+        batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
+        pipe = self._pipeline(req.mode)
+        run = _Run(start, m, req, prep, applied, embeds, sampler, batches, effective, pipe, list(m.notices))
+        run.notices += self._notices(run)
+        return run
 
-                try:
-                    out = pipe(**self._call_args(req, prep, embeds, batch_seeds), callback_on_step_end=on_step)
-                except Exception as exc:
-                    if _is_oom(exc):
-                        if torch.cuda.is_available():
-                            torch.cuda.empty_cache()
-                        raise OutOfMemoryError(
-                            f"out of memory generating {len(batch_seeds)} image(s) at {req.width}x{req.height} "
-                            f"on {m.placement.device}; lower the size or --batch-size, or use --dtype fp16/bf16"
-                        ) from None
-                    raise
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError("generation interrupted")
-                images.extend(prep.finish(im) for im in out.images)
-            marked = [False] * len(images)
-            if req.watermark:
-                for i, im in enumerate(images):
-                    done_im = apply_watermark(im)
-                    if done_im is not None:
-                        images[i], marked[i] = done_im, True
-                if not all(marked):
-                    notices.append(
-                        "watermark skipped on images under 256x256 or too busy to carry it; "
-                        "their infotext does not claim it"
-                    )
-            infotexts = [
-                self._infotext(req, sampler, m, applied, s, prep, wm) for s, wm in zip(seeds, marked, strict=True)
-            ]
-            for img, text in zip(images, infotexts, strict=True):
-                img.info["parameters"] = text
-            result = GenerationResult(
-                images=images,
-                seeds=seeds,
-                infotexts=infotexts,
-                request=req,
-                model_name=m.name,
-                model_hash=m.hash,
-                loras=applied,
-                device=str(m.placement.device),
-                dtype=m.placement.dtype_name,
-                seconds=time.perf_counter() - start,
-                notices=notices,
-                memory=joblog.peak_memory(m.placement.device),
+    def _notices(self, run: _Run) -> list[str]:
+        req, m, embeds = run.req, run.model, run.embeds
+        assert req.width is not None and req.height is not None
+        notes = []
+        if embeds.chunks > 1:
+            notes.append(
+                f"long prompt: {embeds.prompt_tokens} + {embeds.negative_tokens} tokens encoded "
+                f"in {embeds.chunks} chunks of 75"
             )
-            joblog.append(
-                self.settings.home,
-                "generations",
-                {
-                    "mode": req.mode,
-                    "params": req.to_dict(),
-                    "seeds": seeds,
-                    "model": m.name,
-                    "model_hash": m.hash,
-                    "loras": [lo.__dict__ for lo in applied],
-                    "device": result.device,
-                    "dtype": result.dtype,
-                    "seconds": round(result.seconds, 4),
-                    **result.memory,
-                },
+        if not embeds.static:
+            p, n = embeds.forms
+            notes.append(
+                f"prompt editing: the prompt takes {p} form(s) and the negative prompt {n} while sampling; "
+                "each is encoded once"
             )
-            return result
+        if req.ensd and req.mode != "txt2img":
+            notes.append("the eta noise seed delta applies to text-to-image only; it was not used")
+        if max(req.width, req.height) > 2 * m.native_size:
+            notes.append(
+                f"{m.name} was trained at {m.native_size} px; at {req.width}x{req.height} it tends to repeat "
+                "its subjects (leave the size out to use the native one)"
+            )
+        if run.effective < 1:
+            notes.append("strength too low for any denoising step: the input is returned unchanged")
+        return notes
 
-    def _call_args(
-        self, req: GenerationRequest, prep: Prepared, embeds: PromptPair, seeds: list[int]
-    ) -> dict[str, Any]:
+    def _denoise(
+        self,
+        run: _Run,
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+        skip: threading.Event | None,
+    ) -> tuple[list[Image.Image], list[bool]]:
+        """Every batch through the pipeline; returns the images and which of them stopped early."""
+        req, prep = run.req, run.prep
+        images: list[Image.Image] = []
+        partial: list[bool] = []
+        for b, batch_seeds in enumerate(run.batches, 1):
+            if cancel is not None and cancel.is_set():
+                break
+            if run.effective < 1:
+                assert req.init is not None
+                images.extend(req.init.image.convert("RGB") if req.mask else prep.start(s) for s in batch_seeds)
+                partial += [False] * len(batch_seeds)
+                continue
+            stopped = self._batch(run, b, batch_seeds, progress, cancel, skip, images)
+            partial += [stopped] * len(batch_seeds)
+            if skip is not None:
+                skip.clear()  # a skip ends one batch only
+        return images, partial
+
+    def _batch(
+        self,
+        run: _Run,
+        b: int,
+        batch_seeds: list[int],
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+        skip: threading.Event | None,
+        images: list[Image.Image],
+    ) -> bool:
+        """One batch; appends its images and says whether it was stopped before its last step."""
+        req, m, pipe = run.req, run.model, run.pipe
+        assert req.width is not None and req.height is not None
+        pipe.scheduler = build_scheduler(run.sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
+        vae_note = configure_vae(
+            pipe, m.speed, req.width, req.height, len(batch_seeds), free_memory_gib(m.placement.device)
+        )
+        if vae_note and vae_note not in run.notices:
+            run.notices.append(vae_note)
+        stopped = False
+
+        def on_step(p: Any, i: int, t: Any, kwargs: dict) -> dict:
+            nonlocal stopped
+            run.done += 1
+            steps = int(getattr(p, "num_timesteps", 0) or run.effective)
+            if progress:
+                elapsed = time.perf_counter() - run.started
+                progress(Progress(i + 1, steps, b, len(run.batches), run.done, steps * len(run.batches), elapsed))
+            if (cancel is not None and cancel.is_set()) or (skip is not None and skip.is_set()):
+                p._interrupt, stopped = True, i + 1 < steps
+            elif not run.embeds.static:
+                kwargs["prompt_embeds"] = self._step_embeds(run, i + 1, len(batch_seeds), p)
+            return kwargs
+
+        inputs = ["latents", "prompt_embeds"] if not run.embeds.static else ["latents"]
+        try:
+            out = pipe(**self._call_args(run, batch_seeds), callback_on_step_end=on_step,
+                       callback_on_step_end_tensor_inputs=inputs)  # fmt: skip
+        except Exception as exc:
+            if _is_oom(exc):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise OutOfMemoryError(
+                    f"out of memory generating {len(batch_seeds)} image(s) at {req.width}x{req.height} "
+                    f"on {m.placement.device}; lower the size or --batch-size, or use --dtype fp16/bf16"
+                ) from None
+            raise
+        images.extend(run.prep.finish(im) for im in out.images)
+        return stopped
+
+    @staticmethod
+    def _step_embeds(run: _Run, step: int, n: int, pipe: Any) -> torch.Tensor:
+        """The conditioning the pipeline uses from ``step`` on: [uncond, cond] under guidance, as it batches them."""
+        cond, uncond = run.embeds.at(step)
+        cond = cond.expand(n, -1, -1)
+        if getattr(pipe, "do_classifier_free_guidance", False):
+            return torch.cat([uncond.expand(n, -1, -1), cond])
+        return cond
+
+    def _finish(
+        self, run: _Run, images: list[Image.Image], partial: list[bool], *, interrupted: bool
+    ) -> GenerationResult:
+        """Watermark, infotext, the result and the job log."""
+        req, m = run.req, run.model
+        seeds = [s for batch in run.batches for s in batch][: len(images)]
+        marked = [False] * len(images)
+        if req.watermark:
+            for i, im in enumerate(images):
+                done_im = apply_watermark(im)
+                if done_im is not None:
+                    images[i], marked[i] = done_im, True
+            if not all(marked):
+                run.notices.append(
+                    "watermark skipped on images under 256x256 or too busy to carry it; "
+                    "their infotext does not claim it"
+                )
+        infotexts = [
+            self._infotext(req, run.sampler, m, run.applied, s, run.prep, wm)
+            for s, wm in zip(seeds, marked, strict=True)
+        ]
+        for img, text in zip(images, infotexts, strict=True):
+            img.info["parameters"] = text
+        if any(partial):
+            run.notices.append(f"{sum(partial)} image(s) stopped before their last step: not saved to the gallery")
+        result = GenerationResult(
+            images=images,
+            seeds=seeds,
+            infotexts=infotexts,
+            request=req,
+            model_name=m.name,
+            model_hash=m.hash,
+            loras=run.applied,
+            device=str(m.placement.device),
+            dtype=m.placement.dtype_name,
+            seconds=time.perf_counter() - run.started,
+            notices=run.notices,
+            memory=joblog.peak_memory(m.placement.device),
+            partial=partial,
+            interrupted=interrupted,
+        )
+        joblog.append(
+            self.settings.home,
+            "generations",
+            {
+                "mode": req.mode,
+                "params": req.to_dict(),
+                "seeds": seeds,
+                "model": m.name,
+                "model_hash": m.hash,
+                "loras": [lo.__dict__ for lo in run.applied],
+                "device": result.device,
+                "dtype": result.dtype,
+                "seconds": round(result.seconds, 4),
+                "interrupted": interrupted,
+                **result.memory,
+            },
+        )
+        return result
+
+    def _call_args(self, run: _Run, seeds: list[int]) -> dict[str, Any]:
         """Keyword arguments for the diffusers pipeline of ``req.mode`` (on this model)."""
-        m = self.model
+        m, req, prep = self.model, run.req, run.prep
         n = len(seeds)
+        cond, uncond = run.embeds.at(0)
         assert req.width is not None and req.height is not None
         args: dict[str, Any] = {
-            "prompt_embeds": embeds.cond.expand(n, -1, -1),
-            "negative_prompt_embeds": embeds.uncond.expand(n, -1, -1),
+            "prompt_embeds": cond.expand(n, -1, -1),
+            "negative_prompt_embeds": uncond.expand(n, -1, -1),
             "num_inference_steps": req.steps,
             "guidance_scale": req.guidance,
             "width": req.width,

@@ -106,3 +106,48 @@ def parse_lora_hashes(value: str) -> dict[str, str]:
         if sep and name:
             out[name.strip()] = digest.strip()
     return out
+
+
+_RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+#: What A1111's ``parse_generation_parameters`` fills in when an infotext leaves a key out.
+A1111_DEFAULTS: dict[str, Any] = {
+    "Clip skip": "1",
+    "Hires resize-1": 0,
+    "Hires resize-2": 0,
+    "Hires sampler": "Use same sampler",
+    "Hires schedule type": "Use same scheduler",
+    "Hires checkpoint": "Use same checkpoint",
+    "Hires prompt": "",
+    "Hires negative prompt": "",
+    "Mask mode": "Inpaint masked",
+    "Masked content": "original",
+    "Inpaint area": "Whole picture",
+    "Masked area padding": 32,
+    "RNG": "GPU",
+    "Schedule type": "Automatic",
+    "Schedule max sigma": 0,
+    "Schedule min sigma": 0,
+    "Schedule rho": 0,
+    "VAE Encoder": "Full",
+    "VAE Decoder": "Full",
+    "FP8 weight": "Disable",
+    "Emphasis": "Original",
+    "Refiner switch by sampling steps": False,
+}
+
+
+def a1111_parameters(text: str) -> dict[str, Any]:
+    """The ``parameters`` A1111's PNG Info answers: values as text, ``WxH`` split into ``-1``/``-2``,
+    and A1111's defaults for what the infotext leaves out."""
+    parsed = parse_infotext(text)
+    out: dict[str, Any] = {}
+    for key, value in parsed.items():
+        m = _RE_SIZE.match(value) if key not in ("Prompt", "Negative prompt") else None
+        if m:
+            out[f"{key}-1"], out[f"{key}-2"] = m.group(1), m.group(2)
+        else:
+            out[key] = value
+    for key, value in A1111_DEFAULTS.items():
+        out.setdefault(key, value)
+    return out

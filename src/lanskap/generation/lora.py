@@ -71,6 +71,15 @@ def resolve_lora(name: str, settings: Settings, *, allow_paths: bool = True) -> 
     raise LoraError(f"LoRA {name!r} not found in the LoRA folders ({dirs})")
 
 
+def lora_missing(name: str, settings: Settings) -> bool:
+    """True when ``name`` is a valid LoRA name that no LoRA folder holds (a bad name is not "missing")."""
+    if _looks_like_path(name) or not SAFE_NAME.match(name) or ".." in name:
+        return False
+    return not any(
+        (folder / f"{name}{suffix}").is_file() for folder in settings.all_lora_dirs for suffix in LORA_SUFFIXES
+    )
+
+
 def inspect_lora(path: Path, settings: Settings) -> LoraInfo:
     """Read shapes and metadata (no tensor data) to learn what base a LoRA targets."""
     context_dim = None

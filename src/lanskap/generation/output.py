@@ -135,3 +135,61 @@ def read_infotext(path: Path) -> str | None:
         text = _decode_user_comment(comment)
         return text or None
     return None
+
+
+#: Keys of ``Image.info`` A1111's PNG Info leaves out of "items" (``images.IGNORED_INFO_KEYS``).
+IGNORED_INFO_KEYS = frozenset(
+    {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop", "background", "timestamp",
+     "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop"}
+)  # fmt: skip
+
+
+def image_info(raw: bytes, max_pixels: int) -> tuple[str, dict[str, object]]:
+    """(infotext, other text items) of a picture, as A1111's ``read_info_from_image`` gives them.
+
+    Only the header and text chunks are read, never the pixels, and a picture over ``max_pixels``
+    is refused before anything else: a small file can declare a huge picture.
+    """
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.width * im.height > max_pixels:
+                raise LanskapError(
+                    f"image is {im.width}x{im.height}; this server reads pictures of up to {max_pixels:,} pixels"
+                )
+            items = dict(im.info)
+    except LanskapError:
+        raise
+    except Image.DecompressionBombError:
+        raise LanskapError(f"image is too large; this server reads pictures of up to {max_pixels:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        # ValueError: a text chunk that inflates past Pillow's limit (a zTXt bomb)
+        raise LanskapError("image is not a picture lanskap can read (PNG, JPEG or WebP)") from None
+    geninfo = items.pop("parameters", None)
+    if "exif" in items:
+        comment = _exif_comment(items.pop("exif"))
+        geninfo = comment or geninfo
+    elif "comment" in items:
+        value = items["comment"]
+        geninfo = value.decode("utf-8", errors="ignore") if isinstance(value, bytes) else str(value)
+    clean: dict[str, object] = {}
+    for key, value in items.items():
+        if key in IGNORED_INFO_KEYS:
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, str | int | float | bool | list):
+            clean[str(key)] = value
+    return (geninfo if isinstance(geninfo, str) else ""), clean
+
+
+def _exif_comment(raw: object) -> str:
+    """The EXIF UserComment (where A1111 and lanskap put a JPEG's or WebP's infotext), from its bytes."""
+    if not isinstance(raw, bytes):
+        return ""
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        comment = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:  # malformed EXIF: no comment, as A1111 treats it
+        return ""
+    return _decode_user_comment(comment) if comment else ""

@@ -25,6 +25,8 @@ class Sampler:
     batch_noise: bool = False
     #: Written alone (without the schedule) when the schedule is the plain one.
     plain_label: bool = False
+    #: Calls the model twice a step (A1111's "second_order"): prompt edits count those calls.
+    second_order: bool = False
 
     @property
     def label(self) -> str:
@@ -48,6 +50,7 @@ class Algorithm:
     stochastic: bool = False
     batch_noise: bool = False
     aliases: tuple[str, ...] = ()
+    second_order: bool = False
 
 
 #: A1111 schedule types that diffusers reproduces, as scheduler options. "Uniform" is the model's own
@@ -76,7 +79,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm("DPM++ 2M", _DPMPP, {"algorithm_type": "dpmsolver++", "solver_order": 2}, _SIGMA, "Karras",
               aliases=("k_dpmpp_2m", "dpmpp_2m")),
     Algorithm("DPM++ SDE", "DPMSolverSDEScheduler", {}, _SIGMA, "Karras", stochastic=True, batch_noise=True,
-              aliases=("k_dpmpp_sde", "dpmpp_sde")),
+              aliases=("k_dpmpp_sde", "dpmpp_sde"), second_order=True),
     Algorithm("DPM++ 2M SDE", _DPMPP, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, _SIGMA,
               "Exponential", stochastic=True, aliases=("k_dpmpp_2m_sde", "dpmpp_2m_sde")),
     Algorithm("DPM++ 2M SDE Heun", _DPMPP,
@@ -88,10 +91,10 @@ ALGORITHMS: tuple[Algorithm, ...] = (
               aliases=("k_euler_a", "k_euler_ancestral", "euler_ancestral", "euler_a")),
     Algorithm("Euler", "EulerDiscreteScheduler", {}, _SIGMA, aliases=("k_euler",)),
     Algorithm("LMS", "LMSDiscreteScheduler", {}, _SIGMA, aliases=("k_lms",)),
-    Algorithm("Heun", "HeunDiscreteScheduler", {}, _SIGMA, aliases=("k_heun",)),
-    Algorithm("DPM2", "KDPM2DiscreteScheduler", {}, _SIGMA, "Karras", aliases=("k_dpm_2",)),
+    Algorithm("Heun", "HeunDiscreteScheduler", {}, _SIGMA, aliases=("k_heun",), second_order=True),
+    Algorithm("DPM2", "KDPM2DiscreteScheduler", {}, _SIGMA, "Karras", aliases=("k_dpm_2",), second_order=True),
     Algorithm("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, _SIGMA, "Karras", stochastic=True,
-              aliases=("k_dpm_2_a",)),
+              aliases=("k_dpm_2_a",), second_order=True),
     Algorithm("DDIM", "DDIMScheduler", {}, _SPACING),
     Algorithm("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, _SPACING, aliases=("pndm",)),
     Algorithm("UniPC", "UniPCMultistepScheduler", {}, _SIGMA),
@@ -118,7 +121,7 @@ _SCHEDULE_BY_KEY = {_key(k): k for k in SCHEDULE_OPTIONS} | {_key(v): k for k, v
 def _make(algo: Algorithm, schedule: str) -> Sampler:
     options = {**algo.options, **SCHEDULE_OPTIONS[schedule]}
     plain = algo.default == "Uniform"
-    return Sampler(algo.name, schedule, algo.cls, options, algo.stochastic, algo.batch_noise, plain)
+    return Sampler(algo.name, schedule, algo.cls, options, algo.stochastic, algo.batch_noise, plain, algo.second_order)
 
 
 SAMPLERS: tuple[Sampler, ...] = tuple(_make(a, sch) for a in ALGORITHMS for sch in a.schedules)

@@ -181,3 +181,67 @@ def encode_prompt_pair(tokenizer: Any, text_encoder: Any, prompt: str, negative:
         cond = pad_embeddings(cond, chunks, empty)
         uncond = pad_embeddings(uncond, chunks, empty)
     return PromptPair(cond, uncond, chunks, pos.token_count, neg.token_count)
+
+
+@dataclass(frozen=True)
+class ScheduledPrompts:
+    """Embeddings for each stretch of steps (A1111's prompt editing and alternation), all one shape.
+
+    ``cond`` and ``uncond`` are ``(end_step, embeddings)`` lists: an entry holds for sampler steps
+    ``i <= end_step``. A prompt without editing has one entry, exactly :func:`encode_prompt_pair`'s.
+    """
+
+    cond: list[tuple[int, torch.Tensor]]
+    uncond: list[tuple[int, torch.Tensor]]
+    chunks: int
+    prompt_tokens: int
+    negative_tokens: int
+    encodings: int  # distinct texts encoded (each once)
+    forms: tuple[int, int] = (1, 1)  # distinct texts the prompt and the negative prompt take
+
+    @property
+    def static(self) -> bool:
+        return len(self.cond) == 1 and len(self.uncond) == 1
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond) for sampler step ``step`` (from 0)."""
+        return _pick(self.cond, step), _pick(self.uncond, step)
+
+
+def _pick(entries: list[tuple[int, torch.Tensor]], step: int) -> torch.Tensor:
+    for end, z in entries:
+        if step <= end:
+            return z
+    return entries[-1][1]
+
+
+def encode_prompt_schedules(
+    tokenizer: Any, text_encoder: Any, prompt: str, negative: str, steps: int, clip_skip: int = 1
+) -> ScheduledPrompts:
+    """Encode every text the prompt and negative prompt take while sampling, each distinct one once."""
+    from lanskap.prompts.schedule import prompt_schedule
+
+    pos, neg = prompt_schedule(prompt, steps), prompt_schedule(negative, steps)
+    encoded: dict[str, tuple[torch.Tensor, TokenizedPrompt]] = {}
+    for _, text in (*pos, *neg):
+        if text not in encoded:
+            tok = tokenize_prompt(tokenizer, text)
+            encoded[text] = (encode_tokenized(text_encoder, tok, clip_skip), tok)
+    chunks = max(tok.chunks for _, tok in encoded.values())
+    empty = None
+    if any(tok.chunks != chunks for _, tok in encoded.values()):
+        empty = encode_tokenized(text_encoder, tokenize_prompt(tokenizer, ""), clip_skip)
+
+    def padded(text: str) -> torch.Tensor:
+        z = encoded[text][0]
+        return pad_embeddings(z, chunks, empty) if empty is not None else z
+
+    return ScheduledPrompts(
+        cond=[(end, padded(text)) for end, text in pos],
+        uncond=[(end, padded(text)) for end, text in neg],
+        chunks=chunks,
+        prompt_tokens=max(encoded[text][1].token_count for _, text in pos),
+        negative_tokens=max(encoded[text][1].token_count for _, text in neg),
+        encodings=len(encoded),
+        forms=(len({t for _, t in pos}), len({t for _, t in neg})),
+    )

@@ -39,3 +39,14 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[LoraSpec]]:
 
 def lora_tag(name: str, scale: float) -> str:
     return f"<lora:{name}:{scale:g}>"
+
+
+def drop_lora_tags(prompt: str, names: set[str]) -> str:
+    """``prompt`` without the ``<lora:NAME:…>`` tags of ``names`` (other tags and text untouched)."""
+
+    def keep(match: re.Match[str]) -> str:
+        is_lora = match.group(1).lower() in ("lora", "lyco")
+        return "" if is_lora and match.group(2).split(":")[0].strip() in names else match.group(0)
+
+    cleaned = _TAG.sub(keep, prompt)
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip()

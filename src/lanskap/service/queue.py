@@ -45,6 +45,7 @@ class Job:
     error: str | None = None
     user_error: bool = False  # the error is the caller's to fix (a LanskapError), not a crash
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    skip: threading.Event = field(default_factory=threading.Event, repr=False)  # end the current batch only
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def report(self, step: int, total: int, message: str = "") -> None:

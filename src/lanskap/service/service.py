@@ -223,9 +223,12 @@ class Service:
             if model is not None:
                 self.engine.use_model(model)
             job.report(0, request.steps * request.num_images, "loading the model" if not self.engine.loaded else "")
-            result = self.engine.generate(request, progress=progress, cancel=job.cancel)
+            # Interrupted or skipped, the images so far come back (A1111's habit); only whole ones are saved.
+            result = self.engine.generate(
+                request, progress=progress, cancel=job.cancel, skip=job.skip, keep_partial=True
+            )
             out_dir = self.settings.outputs / mode_folder / date.today().isoformat()
-            saved = save_result(result, out_dir, fmt, self.gallery if record else None, source=source)
+            saved = save_result(result.complete(), out_dir, fmt, self.gallery if record else None, source=source)
             return GenerationOutput(result, [p for p, _ in saved], [e for _, e in saved])
 
         label = f"{request.mode}: {_short(request.prompt)}"

@@ -265,15 +265,20 @@ def _results(out: Any) -> None:
     result = out.result
     for notice in result.notices:
         st.caption(f":material/info: {notice}")
+    if not out.paths:
+        st.warning("Cancelled before any image was finished.", icon=":material/stop_circle:")
+        return
+    seeds = result.complete().seeds  # the saved images: those that ran every step
     st.success(
         f"{len(out.paths)} image(s) in {result.seconds:.1f}s on {result.device}/{result.dtype}, "
-        f"seed {result.seeds[0]} · saved to the gallery",
+        f"seed {seeds[0]} · saved to the gallery"
+        + (" · cancelled, the rest were not made" if result.interrupted else ""),
         icon=":material/check_circle:",
     )
     cols = st.columns(min(2, len(out.paths)))
     for i, (path, entry) in enumerate(zip(out.paths, out.entries, strict=True)):
         with cols[i % len(cols)]:
-            st.image(str(path), caption=f"#{entry.id if entry else '-'} · seed {result.seeds[i]}", width="stretch")
+            st.image(str(path), caption=f"#{entry.id if entry else '-'} · seed {seeds[i]}", width="stretch")
             if entry is not None and _exists(svc, entry.id):  # it may have been deleted in the gallery since
                 download_buttons(entry, key=f"res-{entry.id}")
 
