@@ -190,3 +190,37 @@ def test_png_info_bombs_get_a_4xx_and_health_stays_quick(tiny_sd: Path, tiny_lor
         assert codes == [200] * 4 and slowest < 0.2, (codes, slowest)
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needle"),
+    [
+        ("GET", "/api/v1/gallery?offset=99999999999999999999", None, "less than or equal"),
+        ("GET", "/api/v1/gallery?width=99999999999999999999", None, "less than or equal"),
+        ("GET", "/api/v1/gallery/99999999999999999999", None, "less than or equal"),
+        ("GET", "/api/v1/gallery/99999999999999999999/image", None, "less than or equal"),
+        ("DELETE", "/api/v1/gallery/99999999999999999999", None, "less than or equal"),
+        ("POST", "/api/v1/gallery/export", '{"ids": [99999999999999999999]}', "less than or equal"),
+        ("POST", "/sdapi/v1/txt2img", '{"prompt": "x", "cfg_scale": NaN}', "finite"),
+        ("POST", "/sdapi/v1/txt2img", '{"prompt": "x", "cfg_scale": Infinity}', "finite"),
+        ("POST", "/sdapi/v1/txt2img", '{"prompt": "\\ud800", "steps": 1}', "not text"),
+        ("POST", "/sdapi/v1/txt2img", '{"prompt": "x", "override_settings": {"eta_noise_seed_delta": 1e400}}', "whole"),
+        ("POST", "/sdapi/v1/txt2img", '{"prompt": "x", "scheduler": "Nope"}', "unknown schedule type"),
+        ("POST", "/sdapi/v1/options", '{"CLIP_stop_at_last_layers": NaN}', "whole number"),
+        ("POST", "/sdapi/v1/options", '{"jpeg_quality": NaN}', "NaN"),
+        ("POST", "/sdapi/v1/png-info", '{"image": "!!!!"}', "not valid base64"),
+    ],
+)
+def test_bad_input_is_a_4xx_never_a_5xx(
+    tiny_sd: Path, tiny_lora: Path, isolated_home: Path, method: str, path: str, body: str | None, needle: str
+) -> None:
+    s = _start(tiny_sd, tiny_lora, isolated_home, rate_per_minute=100_000, rate_burst=1000)
+    try:
+        headers = {"Content-Type": "application/json"} if body else {}
+        r = requests.request(method, s.url + path, data=body, headers=headers, timeout=60)
+        assert r.status_code == 422, r.text
+        assert needle.lower() in r.text.lower(), r.text
+        assert requests.get(s.url + "/sdapi/v1/options", timeout=10).status_code == 200, "nothing bad was stored"
+        assert requests.head(s.url + "/health", timeout=10).status_code == 200
+    finally:
+        s.stop()

@@ -67,13 +67,13 @@ FILL_MODES = {0: "fill", 1: "original", 2: "noise", 3: "fill"}
 class Txt2ImgBody(BaseModel):
     """A1111's StableDiffusionTxt2ImgProcessingAPI (the fields lanskap uses, and anything else)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # NaN/Infinity are refused at the door
 
     prompt: str = ""
     negative_prompt: str = ""
-    seed: int = -1
+    seed: int = Field(-1, ge=-1, le=2**63 - 1)
     sampler_name: str | None = None
-    sampler_index: str = "Euler"
+    sampler_index: str | None = "Euler"
     scheduler: str | None = None
     batch_size: int = Field(1, ge=1, le=64)
     n_iter: int = Field(1, ge=1, le=1000)
@@ -114,7 +114,7 @@ def decode_bytes(data: str, what: str = "image") -> bytes:
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
-        raw = base64.b64decode(data, validate=False)
+        raw = base64.b64decode("".join(data.split()), validate=True)  # line breaks allowed, junk not
     except (binascii.Error, ValueError):
         raise LanskapError(f"{what} is not valid base64") from None
     if not raw:

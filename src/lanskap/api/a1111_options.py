@@ -10,6 +10,7 @@ the rest are stored, shown back, and named as having no effect. The set is saved
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,23 @@ class Effective:
 
 
 def _int(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, bool) or not finite or value != int(value):
         raise LanskapError(f"{key} must be a whole number, got {value!r}")
     if not low <= int(value) <= high:
         raise LanskapError(f"{key} must be between {low} and {high}, got {int(value)}")
     return int(value)
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or Infinity anywhere inside (JSON can't carry them back out)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 class A1111Options:
@@ -119,6 +132,8 @@ class A1111Options:
             elif key == "samples_format":
                 clean[key] = check_format(str(value))
             else:
+                if not _finite(value):
+                    raise LanskapError(f"{key} must not hold NaN or Infinity")
                 clean[key] = value
                 notes.append(f"option {key!r} is stored but has no effect in lanskap")
         return clean, notes

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from lanskap import __version__
@@ -45,6 +46,15 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         if not slots:
             slots.append(anyio.CapacityLimiter(2))
         return slots[0]
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which fails on NaN and repeats huge bodies: where and why only.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @api.exception_handler(LanskapError)
     async def _user_error(request: Request, exc: LanskapError) -> JSONResponse:
@@ -205,7 +215,7 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
     register(api, service, cfg)
 
     # -- operations --------------------------------------------------------------------------------
-    @api.get("/health", tags=["operations"])
+    @api.api_route("/health", methods=["GET", "HEAD"], tags=["operations"])
     async def health() -> dict[str, Any]:
         info = service.engine.info()
         return {

@@ -7,13 +7,17 @@ path of its choosing.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from lanskap.errors import LanskapError
+
+#: SQLite's integers are 64-bit: larger ids and counts are refused at the boundary (422), not in SQLite.
+MAX_INT = 2**63 - 1
+ImageId = Path(ge=1, le=MAX_INT)
 
 
 class DatasetJob(BaseModel):
@@ -49,7 +53,7 @@ class EvaluationJob(BaseModel):
 
 
 class ExportBody(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_INT)]] = Field(min_length=1, max_length=1000)
     format: Literal["png", "jpg", "webp"] | None = None
 
 
@@ -87,12 +91,12 @@ def register(api: FastAPI, service: Any, cfg: Any) -> None:
     async def gallery_list(
         search: str | None = Query(None, max_length=500),
         lora: str | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        width: int | None = Query(None, ge=1, le=MAX_INT),
+        height: int | None = Query(None, ge=1, le=MAX_INT),
+        since: str | None = Query(None, max_length=64),
+        until: str | None = Query(None, max_length=64),
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_INT),
     ) -> dict[str, Any]:
         entries, total = gallery.query(
             search, lora=lora, width=width, height=height, since=since, until=until, limit=limit, offset=offset
@@ -100,11 +104,11 @@ def register(api: FastAPI, service: Any, cfg: Any) -> None:
         return {"total": total, "items": [_entry(e) for e in entries]}
 
     @api.get("/api/v1/gallery/{image_id}", tags=["gallery"])
-    async def gallery_get(image_id: int) -> dict[str, Any]:
+    async def gallery_get(image_id: int = ImageId) -> dict[str, Any]:
         return _entry(_get(image_id))
 
     @api.get("/api/v1/gallery/{image_id}/image", tags=["gallery"])
-    async def gallery_image(image_id: int, format: Literal["png", "jpg", "webp"] | None = None) -> Response:
+    async def gallery_image(image_id: int = ImageId, format: Literal["png", "jpg", "webp"] | None = None) -> Response:
         from lanskap.gallery.export import image_bytes
 
         data, name = image_bytes(_get(image_id), format)
@@ -113,7 +117,7 @@ def register(api: FastAPI, service: Any, cfg: Any) -> None:
         return Response(data, media_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @api.delete("/api/v1/gallery/{image_id}", tags=["gallery"])
-    async def gallery_delete(image_id: int) -> dict[str, Any]:
+    async def gallery_delete(image_id: int = ImageId) -> dict[str, Any]:
         _get(image_id)
         return {"deleted": gallery.delete([image_id])}
 

@@ -98,6 +98,11 @@ class GenerationRequest:
 
     def validate(self) -> GenerationRequest:
         """Raise a LanskapError naming the first bad parameter; return self."""
+        for name, text in (("prompt", self.prompt), ("negative prompt", self.negative_prompt)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LanskapError(f"the {name} holds something that is not text (a lone surrogate)") from None
         for side, value in (("width", self.width), ("height", self.height)):
             if value is None:
                 continue
