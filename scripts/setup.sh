@@ -17,7 +17,6 @@ extras=""
 
 VENV=${LANSKAP_VENV:-.venv}
 pins=(-c constraints.txt)
-[ "${LANSKAP_UNPINNED:-0}" = 1 ] && pins=(--upgrade --upgrade-strategy eager)
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 # shellcheck disable=SC1091
@@ -34,6 +33,12 @@ if ! python -c "import torch" >/dev/null 2>&1; then
       --extra-index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
       || pip install -q "torch==${TORCH_VERSION}"
   fi
+fi
+if [ "${LANSKAP_UNPINNED:-0}" = 1 ]; then
+  # The newest of everything but torch, which stays the build installed above (CPU or CUDA).
+  keep_torch=$(mktemp)
+  python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' >"$keep_torch"
+  pins=(--upgrade --upgrade-strategy eager -c "$keep_torch")
 fi
 pip install -q "${pins[@]}" -e ".${extras}"
 if python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then
