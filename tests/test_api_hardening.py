@@ -224,3 +224,30 @@ def test_bad_input_is_a_4xx_never_a_5xx(
         assert requests.head(s.url + "/health", timeout=10).status_code == 200
     finally:
         s.stop()
+
+
+def test_failed_logins_are_throttled_and_weak_public_passwords_refused(
+    tiny_sd: Path, tiny_lora: Path, isolated_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import time
+
+    from conftest import assert_one_line_error, run_cli
+
+    s = _start(tiny_sd, tiny_lora, isolated_home, basic_auth=[("ann", "s3cret-pass")], rate_per_minute=100_000)
+    u = s.url + "/sdapi/v1/samplers"
+    try:
+        with caplog.at_level(logging.WARNING, logger="lanskap.access"):
+            logging.getLogger("lanskap.access").addHandler(caplog.handler)  # it does not propagate
+            codes = [requests.get(u, auth=("ann", f"guess{i}"), timeout=10).status_code for i in range(8)]
+        assert codes[:6] == [401] * 6 and codes[6:] == [429, 429], codes
+        r = requests.get(u, auth=("ann", "s3cret-pass"), timeout=10)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, "even the right password waits"
+        assert any("failed login" in rec.getMessage() for rec in caplog.records)
+        time.sleep(int(r.headers["retry-after"]) + 0.1)
+        assert requests.get(u, auth=("ann", "s3cret-pass"), timeout=10).status_code == 200
+        assert requests.get(u, auth=("ann", "wrong"), timeout=10).status_code == 401, "a success clears the record"
+    finally:
+        s.stop()
+    proc = run_cli("serve", "--host", "0.0.0.0", "--api-auth", "ann:short")
+    assert_one_line_error(proc, "password", "16 characters")

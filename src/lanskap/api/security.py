@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import secrets
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Any
 
 from lanskap.errors import LanskapError
 from lanskap.netaddr import is_ip_literal, is_loopback, split_host_port
+
+log = logging.getLogger("lanskap.access")
 
 #: Paths anyone may call: liveness for load balancers and process managers.
 OPEN_PATHS = ("/health",)
@@ -60,6 +63,12 @@ class ServeConfig:
         for key in self.api_keys:
             if len(key) < 16:
                 raise LanskapError("an API key must be at least 16 characters long")
+        if not is_loopback(self.host):
+            for user, password in self.basic_auth:
+                if len(password) < 16:
+                    raise LanskapError(
+                        f"the password of {user!r} must be at least 16 characters long to listen on {self.host}"
+                    )
         return self
 
 
@@ -157,6 +166,41 @@ def is_preflight(method: str, headers: dict[str, str], cfg: ServeConfig) -> bool
     )
 
 
+class FailedLogins:
+    """Per-client back-off after wrong credentials: free tries, then waits that double with each failure.
+
+    Guessing a password over the network then costs hours, while a user who mistypes once or twice
+    notices nothing. A success clears the client's record.
+    """
+
+    def __init__(self, free: int = 5, base_s: float = 1.0, cap_s: float = 3600.0, max_clients: int = 10_000) -> None:
+        self.free, self.base_s, self.cap_s, self.max_clients = free, base_s, cap_s, max_clients
+        self._state: dict[str, tuple[int, float]] = {}  # client -> (failures, blocked until)
+        self._lock = threading.Lock()
+
+    def wait(self, client: str) -> float:
+        """Seconds this client must wait before its next try (0: go ahead)."""
+        with self._lock:
+            _, until = self._state.get(client, (0, 0.0))
+            return max(0.0, until - time.monotonic())
+
+    def failed(self, client: str) -> int:
+        with self._lock:
+            failures, _ = self._state.get(client, (0, 0.0))
+            failures += 1
+            over = failures - self.free
+            delay = min(self.cap_s, self.base_s * 2 ** (over - 1)) if over > 0 else 0.0
+            self._state[client] = (failures, time.monotonic() + delay)
+            if len(self._state) > self.max_clients:
+                for k in sorted(self._state, key=lambda k: self._state[k][1])[: self.max_clients // 10]:
+                    del self._state[k]
+            return failures
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._state.pop(client, None)
+
+
 class TokenBucket:
     """Per-client request budget: ``rate`` per minute, bursts up to ``burst``."""
 
@@ -207,6 +251,7 @@ class GuardMiddleware:
         self.cfg = cfg
         self.max_body = int(cfg.max_body_mb * 2**20)
         self.bucket = TokenBucket(cfg.rate_per_minute, cfg.rate_burst)
+        self.logins = FailedLogins()
 
     def _refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
         """Requests a web page could forge against this server: a foreign Host, Origin or body type."""
@@ -233,14 +278,25 @@ class GuardMiddleware:
         if path in OPEN_PATHS or is_preflight(method, headers, self.cfg):
             await self.app(scope, receive, send)
             return
+        client = (scope.get("client") or ("?", 0))[0]
         if self.cfg.auth_enabled:
+            wait = self.logins.wait(client)
+            if wait > 0:
+                retry = str(max(1, int(wait + 0.999))).encode()
+                await _send_json(
+                    send, 429, {"detail": "too many failed logins; wait and try again"}, [(b"retry-after", retry)]
+                )
+                return
             who = authenticate(headers, self.cfg)
             if who is None:
+                if "authorization" in headers or "x-api-key" in headers:  # a wrong credential, not a missing one
+                    failures = self.logins.failed(client)
+                    log.warning("failed login from %s (%d in a row) for %s", client, failures, path)
                 challenge = [(b"www-authenticate", b'Basic realm="lanskap"')] if self.cfg.basic_auth else []
                 await _send_json(send, 401, {"detail": "authentication required"}, challenge)
                 return
+            self.logins.succeeded(client)
             scope.setdefault("state", {})["user"] = who
-        client = (scope.get("client") or ("?", 0))[0]
         if path != "/metrics":
             wait = self.bucket.take(scope.get("state", {}).get("user") or client)
             if wait > 0:
