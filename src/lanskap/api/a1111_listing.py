@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
     from lanskap.api.a1111_options import A1111Options
@@ -65,7 +66,65 @@ def _memory(service: Service) -> dict[str, Any]:
 
 
 def register(api: FastAPI, service: Service, options: A1111Options, cfg: ServeConfig) -> None:
-    """Add the listing and refresh routes to ``api``."""
+    """Add the settings, listing and refresh routes to ``api``."""
+    _register_settings(api, service, options)
+    _register_lists(api, service, options, cfg)
+
+
+def _register_settings(api: FastAPI, service: Service, options: A1111Options) -> None:
+    """Models, samplers, schedule types and the options."""
+
+    @api.get("/sdapi/v1/sd-models", tags=["A1111"])
+    async def sd_models() -> list[dict[str, Any]]:
+        info = service.engine.info()
+        titles = options.model_titles()
+        return [
+            {
+                "title": titles[name],
+                "model_name": name,
+                "hash": info["model_hash"] if titles[name] != name else None,
+                "sha256": None,
+                "filename": name,  # names, never server paths
+                "config": None,
+            }
+            for name in service.models()
+        ]
+
+    @api.get("/sdapi/v1/samplers", tags=["A1111"])
+    async def samplers() -> list[dict[str, Any]]:
+        from lanskap.generation.schedulers import ALGORITHMS, SCHEDULE_IDS
+
+        return [
+            {"name": a.name, "aliases": list(a.aliases), "options": {"scheduler": SCHEDULE_IDS[a.default]}}
+            if a.default != "Uniform"
+            else {"name": a.name, "aliases": list(a.aliases), "options": {}}
+            for a in ALGORITHMS
+        ]
+
+    @api.get("/sdapi/v1/schedulers", tags=["A1111"])
+    async def schedulers() -> list[dict[str, Any]]:
+        from lanskap.generation.schedulers import SCHEDULE_IDS
+
+        rho = {"Karras": 7.0}
+        listed = [("automatic", "Automatic"), *((v, k) for k, v in SCHEDULE_IDS.items())]
+        return [
+            {"name": name, "label": label, "aliases": ["SGMUniform"] if name == "sgm_uniform" else None,
+             "default_rho": rho.get(label, -1), "need_inner_model": name in ("uniform", "sgm_uniform")}
+            for name, label in listed
+        ]  # fmt: skip
+
+    @api.get("/sdapi/v1/options", tags=["A1111"])
+    async def get_options() -> dict[str, Any]:
+        return options.snapshot()
+
+    @api.post("/sdapi/v1/options", tags=["A1111"])
+    async def set_options(body: dict[str, Any]) -> Response:
+        notes = options.update(body)
+        # A1111 answers null; what lanskap stores without effect is said in a header.
+        return JSONResponse(None, headers={"X-Lanskap-Warnings": _json(notes[:20])})
+
+
+def _register_lists(api: FastAPI, service: Service, options: A1111Options, cfg: ServeConfig) -> None:
     from lanskap.generation.lora import list_loras
     from lanskap.prompts.styles import load_styles
 
@@ -143,6 +202,10 @@ def register(api: FastAPI, service: Service, options: A1111Options, cfg: ServeCo
     async def unload_checkpoint() -> dict[str, Any]:
         service.submit_unload()
         return {}
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj)
 
 
 async def _empty_list() -> list[Any]:

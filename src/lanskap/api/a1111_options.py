@@ -67,7 +67,7 @@ class A1111Options:
         self.service = service
         self._lock = threading.Lock()
         self._values: dict[str, Any] = json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
-        self._model = next(iter(service.models()))  # the chosen model's name: the one in use at start
+        self._model: str | None = None  # the chosen model's name; None: the one the server started with
         self._load_saved()
 
     @property
@@ -95,7 +95,7 @@ class A1111Options:
         return titles
 
     def current_model_name(self) -> str:
-        return self._model
+        return self._model or next(iter(self.service.models()))  # the starting model comes first
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -143,7 +143,9 @@ class A1111Options:
         clean, notes = self.check(changes)
         with self._lock:
             if "sd_model_checkpoint" in clean:
-                self._model = clean.pop("sd_model_checkpoint")
+                chosen = clean.pop("sd_model_checkpoint")
+                starting = self.service.check_model(chosen) == self.service.start_model
+                self._model = None if starting else chosen
             self._values.update(clean)
             stored = dict(self._values)
         try:

@@ -161,10 +161,13 @@ class Service:
         from lanskap.models.resolve import installed_models
 
         start = self.start_model
-        found = {name: name for name in installed_models(self.settings)}
-        if start in found:
-            return {start: start, **found}
-        return {model_display_name(start): start, **found}
+        info = self.engine.info()
+        # After a fallback the starting model is shown by what was loaded (lanskap-mini), under that name.
+        shown = info["model"] if info["loaded"] and self.engine.model_spec == start else model_display_name(start)
+        names = {str(shown): start}
+        for name in installed_models(self.settings):
+            names.setdefault(name, name)
+        return names
 
     def check_model(self, name: str) -> str:
         """What the engine loads for an installed model's name, or a one-line error listing the names."""
