@@ -83,6 +83,10 @@ def ui(
         "viewer",
         "--theme.primaryColor",
         "#2f6f5e",
+        # Streamlit runs a full gc.collect after every script run; the job panel reruns twice a second,
+        # and those collections hold the GIL, starving the model thread (a tiny model's load took minutes).
+        "--runner.postScriptGC",
+        "false",
     ]
     typer.secho(f"lanskap web app on http://{host}:{port} (model {settings.model}); Ctrl-C stops it", err=True)
     try:
