@@ -18,8 +18,11 @@ from lanskap.errors import LanskapError
 MAX_PIXELS = 16384 * 16384
 
 
-def open_image(path: str | Path | IO[bytes], what: str = "image") -> Image.Image:
-    """Decode a file or an upload fully, apply its EXIF orientation and return it (mode unchanged)."""
+def open_image(path: str | Path | IO[bytes], what: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a file or an upload fully, apply its EXIF orientation and return it (mode unchanged).
+
+    The size is checked from the header, before any pixel is decoded.
+    """
     if isinstance(path, str | Path):
         p = Path(path)
         if not p.exists():
@@ -34,15 +37,19 @@ def open_image(path: str | Path | IO[bytes], what: str = "image") -> Image.Image
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise LanskapError(f"{what} {p.name} is too large ({im.width}x{im.height})")
+                if im.width * im.height > max_pixels:
+                    raise LanskapError(
+                        f"{what} {p.name} is too large ({im.width}x{im.height}; at most {max_pixels:,} pixels)"
+                    )
                 im.load()
                 return ImageOps.exif_transpose(im) or im
     except LanskapError:
         raise
     except UnidentifiedImageError:
         raise LanskapError(f"{what} {p.name} is not an image (PNG, JPEG, WebP or BMP expected)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise LanskapError(f"{what} {p.name} is too large (at most {max_pixels:,} pixels)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LanskapError(f"{what} {p.name} is corrupt or truncated: {first}") from None
 

@@ -121,7 +121,7 @@ def _register_settings(api: FastAPI, service: Service, options: A1111Options) ->
     async def set_options(body: dict[str, Any]) -> Response:
         notes = options.update(body)
         # A1111 answers null; what lanskap stores without effect is said in a header.
-        return JSONResponse(None, headers={"X-Lanskap-Warnings": _json(notes[:20])})
+        return JSONResponse(None, headers={"X-Lanskap-Warnings": json.dumps(notes[:20])})
 
 
 def _register_lists(api: FastAPI, service: Service, options: A1111Options, cfg: ServeConfig) -> None:
@@ -202,10 +202,6 @@ def _register_lists(api: FastAPI, service: Service, options: A1111Options, cfg: 
     async def unload_checkpoint() -> dict[str, Any]:
         service.submit_unload()
         return {}
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj)
 
 
 async def _empty_list() -> list[Any]:

@@ -120,21 +120,17 @@ def _decode_user_comment(raw: bytes | str) -> str:
 
 
 def read_infotext(path: Path) -> str | None:
-    """The infotext stored in an image file, or None when it has none."""
+    """The infotext stored in an image file, or None when it has none (read as :func:`image_info` reads it)."""
+    from lanskap.images import MAX_PIXELS
+
+    path = Path(path)
+    if not path.is_file():
+        raise LanskapError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            text = img.info.get("parameters")
-            if isinstance(text, str) and text:
-                return text
-            comment = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    except FileNotFoundError:
-        raise LanskapError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError):
+        text, _ = image_info(path.read_bytes(), MAX_PIXELS)
+    except (LanskapError, OSError):
         raise LanskapError(f"{path} is not a readable image") from None
-    if comment:
-        text = _decode_user_comment(comment)
-        return text or None
-    return None
+    return text or None
 
 
 #: Keys of ``Image.info`` A1111's PNG Info leaves out of "items" (``images.IGNORED_INFO_KEYS``).

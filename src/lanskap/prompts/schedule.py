@@ -189,18 +189,3 @@ def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
             if node.step >= 1:
                 ends.add(node.step)
     return [(end, _render(tree, end)) for end in sorted(ends)]
-
-
-def text_at(schedule: list[tuple[int, str]], step: int) -> str:
-    """The entry for sampler step ``step`` (from 0): the first whose end is at or after it."""
-    for end, text in schedule:
-        if step <= end:
-            return text
-    return schedule[-1][1]
-
-
-def index_at(schedule: list[tuple[int, str]], step: int) -> int:
-    for i, (end, _) in enumerate(schedule):
-        if step <= end:
-            return i
-    return len(schedule) - 1
