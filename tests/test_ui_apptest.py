@@ -75,6 +75,7 @@ def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_e
     at.slider(key="g_lora_scale").set_value(0.7)
     at.number_input(key="g_seed").set_value(-1)  # random, and recorded
     at.number_input(key="g_clip_skip").set_value(2)
+    at.number_input(key="g_ensd").set_value(31337)
     _small(at)
     at.button(key="go-txt2img").click().run()
     _wait_idle()
@@ -84,6 +85,7 @@ def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_e
     assert total == 1 and entry.loras[0]["name"] == "mist-style" and entry.loras[0]["scale"] == 0.7
     assert entry.prompt == "ruins in a (misty:1.2) valley" and entry.source == "ui"
     assert entry.params["clip_skip"] == 2 and "Clip skip: 2" in entry.infotext
+    assert entry.params["ensd"] == 31337 and "ENSD: 31337" in entry.infotext
     # "Reuse" puts the random seed that was used back in the seed box.
     at.button[[b.label for b in at.button].index(":material/replay: Reuse")].click().run()
     assert at.number_input(key="g_seed").value == entry.seed
@@ -97,7 +99,7 @@ def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_e
     assert at.slider(key="g_lora_scale").value == pytest.approx(0.7)
     assert at.number_input(key="g_seed").value == entry.seed
     assert (at.number_input(key="g_width").value, at.number_input(key="g_height").value) == (64, 64)
-    assert at.number_input(key="g_clip_skip").value == 2
+    assert at.number_input(key="g_clip_skip").value == 2 and at.number_input(key="g_ensd").value == 31337
 
 
 def _add_images(home: Path, prompts: list[str], size: int = 64) -> list[int]:

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "g_height": 512,
     "g_sampler": DEFAULT_SAMPLER,
     "g_clip_skip": 1,
+    "g_ensd": 0,
     "g_styles": [],
 }
 FORM_KEYS = tuple(DEFAULTS)
@@ -62,6 +63,7 @@ def prefill(params: dict[str, Any]) -> None:
         "g_height": int(params.get("height") or 512),
         "g_sampler": _sampler_label(params.get("scheduler")),
         "g_clip_skip": int(params.get("clip_skip") or 1),
+        "g_ensd": int(params.get("ensd") or 0),
         "g_styles": [],  # the recorded prompt already holds the styles' text
     }
     for key, value in values.items():
@@ -97,6 +99,7 @@ def _request(**extra: Any) -> GenerationRequest:
         num_images=int(s["g_num"]),
         scheduler=s["g_sampler"],
         clip_skip=int(s["g_clip_skip"]),
+        ensd=int(s["g_ensd"]),
         loras=loras,
         **extra,
     )
@@ -178,8 +181,11 @@ def _inputs(svc: Any, native: int | None) -> None:
     c[3].number_input(
         "Clip skip", 1, MAX_CLIP_SKIP, key="g_clip_skip", help="1 uses the text encoder's last layer.", **keep
     )
-    c = st.columns([2, 1, 1], vertical_alignment="bottom")
+    c = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
     c[0].number_input("Seed", -1, MAX_SEED, key="g_seed", help="-1 picks a random seed (it is recorded).", **keep)
+    c[3].number_input(
+        "ENSD", 0, MAX_SEED, key="g_ensd", help="Eta noise seed delta (A1111's): text-to-image sampler noise.", **keep
+    )
     c[1].button(":material/casino: Random", on_click=_set_seed, args=(-1,), width="stretch", help="New seed each time.")
     last = st.session_state.get("g_last_seed")
     c[2].button(
