@@ -25,8 +25,7 @@ from lanskap import __version__
 from lanskap.errors import LanskapError
 from lanskap.io import atomic_write_bytes
 from lanskap.training.config import TEXT_ENCODER_TARGETS, TrainConfig
-
-DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+from lanskap.training.layout import DIFFUSERS_FILE
 
 
 def attach_lora(unet: Any, text_encoder: Any | None, cfg: TrainConfig) -> None:

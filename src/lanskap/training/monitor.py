@@ -14,8 +14,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from lanskap.io import atomic_write, atomic_write_text
-
-METRICS = "metrics.jsonl"
+from lanskap.training.layout import METRICS_FILE as METRICS
 
 
 class MetricsLog:
@@ -95,11 +94,8 @@ def plot_loss(rows: list[dict[str, Any]], dest: Path, title: str = "LoRA trainin
     return Path(dest)
 
 
-def validation_grid(folder: Path, dest: Path, thumb: int = 192) -> Path | None:
+def validation_grid(steps: list[tuple[int, Path]], dest: Path, thumb: int = 192) -> Path | None:
     """Rows: validation prompt × seed; columns: the steps they were rendered at (step 0 = base)."""
-    steps = sorted(
-        (int(p.name.split("-")[1]), p) for p in Path(folder).glob("step-*") if p.is_dir() and p.name[5:].isdigit()
-    )
     if not steps:
         return None
     names = sorted({f.name for _, p in steps for f in p.glob("*.png")})

@@ -80,10 +80,10 @@ def _start_form(svc: Any) -> None:
 
 def _resume(svc: Any, run: Any) -> None:
     from lanskap.training import build_config
-    from lanskap.training.trainer import CONFIG_FILE
+    from lanskap.training.layout import RunLayout
 
     def submit() -> Any:
-        cfg = build_config(None, run.path / CONFIG_FILE, {})
+        cfg = build_config(None, RunLayout(run.path).config, {})
         return svc.submit_training(cfg, run.name, resume=True)
 
     if try_action(submit) is not None:
@@ -91,6 +91,7 @@ def _resume(svc: Any, run: Any) -> None:
 
 
 def _show_run(svc: Any, run: Any) -> None:
+    from lanskap.training.layout import RunLayout
     from lanskap.training.monitor import MetricsLog, smoothed
 
     job = _active_training(svc, run.name)
@@ -125,20 +126,19 @@ def _show_run(svc: Any, run: Any) -> None:
         )
         last = losses[-1]
         st.caption(f"step {last['step']}: loss {last['loss']:.4f}, learning rate {last.get('lr', 0):.2e}")
-    folders = sorted(
-        (p for p in (run.path / "validation").glob("step-*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:])
-    )
+    layout = RunLayout(run.path)
+    folders = layout.validation_steps()
     if folders:
-        latest = folders[-1]
+        step, latest = folders[-1]
         shots = sorted(latest.glob("*.png"))
-        label = "the base model" if latest.name == "step-0" else latest.name.replace("-", " ")
+        label = "the base model" if step == 0 else f"step {step}"
         st.markdown(f"**Validation images** ({label})")
         cols = st.columns(max(1, min(4, len(shots))))
         for i, shot in enumerate(shots):
             cols[i % len(cols)].image(str(shot), caption=shot.stem, width="stretch")
-    for picture, caption in (("loss.png", "Loss curve"), ("validation_grid.png", "Validation images over the run")):
-        if (run.path / picture).is_file() and run.finished:
-            st.image(str(run.path / picture), caption=caption)
+    for picture, caption in ((layout.loss_curve, "Loss curve"), (layout.grid, "Validation images over the run")):
+        if picture.is_file() and run.finished:
+            st.image(str(picture), caption=caption)
 
 
 def page() -> None:

@@ -1,0 +1,128 @@
+"""Training data as the run sees it: bucket sizes, the seeded order, augmentation and the caches.
+
+Cached VAE latents (both flips) and text embeddings are made once here, and so are
+the few fixed views the fixed-noise loss is measured on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from lanskap.data.augment import Augment, center_crop, hflip, resize_cover
+from lanskap.images import load_rgb
+from lanskap.training.batches import CachedMicroBatches, CaptionTokens, MicroBatches, Stream, to_tensor
+from lanskap.training.buckets import plan as make_plan
+from lanskap.training.context import Networks, Session, TrainData, TrainRun
+from lanskap.training.events import TrainEvent
+
+if TYPE_CHECKING:
+    from lanskap.training.config import TrainConfig
+    from lanskap.training.sources import TrainingSet
+
+#: The fixed-noise loss: this many training images, each at this many evenly spaced timesteps.
+EVAL_IMAGES, EVAL_TIMESTEPS = 4, 5
+
+
+def prepare_data(session: Session, cfg: TrainConfig, tset: TrainingSet, nets: Networks) -> TrainData:
+    records = tset.records
+    resolution = int(cfg.resolution)  # type: ignore[arg-type]
+    plan, buckets = make_plan(
+        [(r.width, r.height) for r in records], resolution, bucketing=cfg.bucketing, step=cfg.bucket_step
+    )
+    acc = session.accelerator
+    stream = Stream(plan, cfg.train_batch_size, cfg.seed, acc.process_index, acc.num_processes)
+    aug = Augment(
+        resolution,
+        random_crop=not cfg.center_crop,
+        crop_scale=(cfg.crop_scale, 1.0),
+        flip=cfg.random_flip,
+        jitter=cfg.color_jitter,
+    )
+    per_step = acc.num_processes * cfg.train_batch_size * cfg.gradient_accumulation_steps
+    tokens = CaptionTokens(nets.tokenizer, cfg.max_token_length)
+    cut = sum(tokens.truncated(r.caption) for r in records)
+    session.say(
+        f"{len(records)} training images ({tset.kind}); {len(buckets)} bucket(s): "
+        + ", ".join(f"{w}x{h}" for w, h in buckets[:6])
+        + (" …" if len(buckets) > 6 else "")
+        + f"; {stream.batches_per_epoch} batches per epoch"
+        + (f"; {acc.num_processes} processes, {per_step} images per step" if acc.num_processes > 1 else "")
+    )
+    if cut:
+        session.say(f"{cut} caption(s) are longer than {cfg.max_token_length} tokens and are cut")
+    data = TrainData(records, plan, stream, aug, tokens)
+    if cfg.cache_latents:
+        _cache_latents(session, cfg, nets, data)
+    if cfg.cache_text_embeddings:
+        with torch.no_grad():
+            for cap in sorted({r.caption for r in records}):
+                z = encode_ids(nets.text_encoder, tokens.batch([cap]).to(session.device), 1)
+                data.text_cache[cap] = z[0]
+    if cfg.validation_loss and session.main:
+        data.eval_views = _eval_views(session, nets, data)
+    if cfg.cache_latents and session.on_cuda:
+        nets.vae.to("cpu")  # not needed on the GPU again until validation
+    return data
+
+
+def _cache_latents(session: Session, cfg: TrainConfig, nets: Networks, data: TrainData) -> None:
+    variants = (False, True) if cfg.random_flip else (False,)
+    with torch.no_grad():
+        for i, rec in enumerate(data.records):
+            w, h = data.plan.sizes[i]
+            view = center_crop(resize_cover(load_rgb(rec.path), w, h), (w, h))
+            pixels = torch.stack([to_tensor(hflip(view) if f else view) for f in variants])
+            params = nets.vae.encode(pixels.to(session.device, session.weight_dtype)).latent_dist.parameters
+            for f, p in zip(variants, params, strict=True):
+                data.latent_cache[(i, f)] = p
+            session.emit(TrainEvent("cache", step=i + 1, total=len(data.records), message="caching latents"))
+
+
+def _eval_views(session: Session, nets: Networks, data: TrainData) -> list[tuple[torch.Tensor, str]]:
+    views = []
+    with torch.no_grad():
+        for i in range(min(EVAL_IMAGES, len(data.records))):
+            w, h = data.plan.sizes[i]
+            view = center_crop(resize_cover(load_rgb(data.records[i].path), w, h), (w, h))
+            mean = nets.vae.encode(to_tensor(view)[None].to(session.device, session.weight_dtype)).latent_dist.mean
+            views.append((mean * nets.vae.config.scaling_factor, data.records[i].caption))
+    return views
+
+
+def micro_batches(run: TrainRun) -> torch.utils.data.DataLoader:
+    """The micro-batches still to come, from the run's step on (a resume continues the same order)."""
+    accum, total, data = run.cfg.gradient_accumulation_steps, run.cfg.max_train_steps, run.data
+    dataset_cls = CachedMicroBatches if data.latent_cache else MicroBatches
+    left = max(0, total - run.step) * accum
+    return torch.utils.data.DataLoader(
+        dataset_cls(data.stream, data.records, data.aug, start=run.step * accum, count=left),
+        batch_size=None,
+        shuffle=False,
+        num_workers=0 if data.latent_cache else run.cfg.dataloader_num_workers,
+        collate_fn=_identity,
+    )
+
+
+def _identity(x: object) -> object:
+    return x
+
+
+def encode_captions(run: TrainRun, captions: list[str]) -> torch.Tensor:
+    """Text-encoder hidden states for a batch of captions (cached, or with gradients when it trains)."""
+    if run.data.text_cache:
+        return torch.stack([run.data.text_cache[c] for c in captions])
+    ids = run.data.tokens.batch(captions).to(run.session.device)
+    if run.method.trains_text_encoder:
+        return encode_ids(run.nets.text_encoder, ids, len(captions))
+    with torch.no_grad():
+        return encode_ids(run.nets.text_encoder, ids, len(captions))
+
+
+def encode_ids(text_encoder: torch.nn.Module, ids: torch.Tensor, batch: int) -> torch.Tensor:
+    """(batch · chunks, 77) ids → (batch, 77 · chunks, dim) hidden states."""
+    from lanskap.prompts.encode import encode_rows
+
+    z = encode_rows(text_encoder, ids)
+    return z.reshape(batch, -1, z.shape[-1])
