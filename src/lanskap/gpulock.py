@@ -5,12 +5,17 @@ rule to the web app, the API and CLI commands running side by side, so two of
 them never load SD 2.1 onto the same GPU at once. ``fcntl.flock`` is released by
 the kernel when a process dies, so a crash never leaves it stuck. Where fcntl
 doesn't exist (Windows) the lock is a no-op and only the in-process queue applies.
+
+The lock is re-entrant within a thread: every job function takes it (``lanskap/jobs``), and
+a front that already holds it (the CLI around a model load and a batch of prompts, the
+Service around a queued job) doesn't deadlock on itself. Other threads still wait.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +26,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = "gpu.lock"
+_held = threading.local()  # the lock files this thread holds, with how deeply
 
 
 @contextlib.contextmanager
@@ -32,6 +38,15 @@ def gpu_lock(home: Path, on_wait: Callable[[], None] | None = None, poll: float 
         yield
         return
     path = Path(home) / LOCK_FILE
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    key = str(path.resolve())
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -47,9 +62,11 @@ def gpu_lock(home: Path, on_wait: Callable[[], None] | None = None, poll: float 
                 time.sleep(poll)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
+        depth[key] = 1
         try:
             yield
         finally:
+            depth[key] = 0
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

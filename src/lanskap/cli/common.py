@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 def quiet_libraries(quiet: bool) -> None:
@@ -20,26 +20,36 @@ def quiet_libraries(quiet: bool) -> None:
 
 
 @contextlib.contextmanager
-def step_bar(quiet: bool, desc: str) -> Iterator:
-    """A tqdm bar fed by the engine's Progress events; a no-op when quiet."""
+def step_bar(quiet: bool, desc: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A tqdm bar fed by a job's ``report(done, total, message)``; a no-op when quiet.
+
+    The bar opens at the first report with a step count, so it never shows an empty "0step".
+    """
     if quiet:
-        yield lambda p: None
+        yield lambda done, total, message: None
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+    bars: list[tqdm] = []
 
-    def update(p) -> None:  # type: ignore[no-untyped-def]
-        if bar.total != p.total:
-            bar.total = p.total
-        bar.set_postfix_str(f"batch {p.batch}/{p.batches}")
-        bar.n = p.done
+    def update(done: int, total: int, message: str) -> None:
+        if not total:
+            return
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True))
+        bar = bars[0]
+        if bar.total != total:
+            bar.total = total
+        if ", batch " in message:
+            bar.set_postfix_str("batch " + message.split(", batch ")[1].replace(" of ", "/"), refresh=False)
+        bar.n = done
         bar.refresh()
 
     try:
         yield update
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def wait_notice() -> None:

@@ -48,7 +48,7 @@ def prepare(
 ) -> None:
     """Ingest, caption, enrich and split a folder of images."""
     from lanskap.config import load_settings
-    from lanskap.data.prepare import PrepareOptions, prepare_dataset
+    from lanskap.data.prepare import PrepareOptions
 
     opts = PrepareOptions(
         min_side=min_side,
@@ -82,7 +82,12 @@ def prepare(
         from lanskap.cli.common import quiet_libraries
 
         quiet_libraries(False)
-    manifest = prepare_dataset(src, out, opts, progress)
+    from lanskap.cli.common import wait_notice
+    from lanskap.jobs import JobControl
+    from lanskap.jobs.dataset import run_dataset
+
+    control = JobControl(on_wait=wait_notice)
+    manifest = run_dataset(src, out, opts, load_settings(), control=control, stages=progress)
     counts = manifest["counts"]
     if as_json:
         typer.echo(json.dumps({"out": str(out), "counts": counts, "rejected": manifest["rejected"]}, indent=2))

@@ -103,7 +103,7 @@ def evaluate_cmd(
 ) -> None:
     """Measure a LoRA against its base (CMMD, FID, KID, CLIP score) and write an HTML report."""
     from lanskap.cli.common import quiet_libraries
-    from lanskap.evaluation import EvalConfig, evaluate
+    from lanskap.evaluation import EvalConfig
     from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
     from lanskap.generation.params import LoraSpec
 
@@ -141,10 +141,10 @@ def evaluate_cmd(
     bars = _Bars(job.quiet)
     try:
         from lanskap.cli.common import wait_notice
-        from lanskap.gpulock import gpu_lock
+        from lanskap.jobs import JobControl
+        from lanskap.jobs.evaluation import run_evaluation
 
-        with gpu_lock(settings.home, on_wait=wait_notice):
-            result = evaluate(cfg, settings, events=bars)
+        result = run_evaluation(cfg, settings, control=JobControl(on_wait=wait_notice), events=bars)
     finally:
         bars.close()
     report = result.report

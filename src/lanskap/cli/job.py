@@ -9,13 +9,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from lanskap.cli.common import step_bar
 from lanskap.errors import LanskapError
+
+if TYPE_CHECKING:
+    from lanskap.config import Settings
+    from lanskap.generation.batchfile import Shard
+    from lanskap.generation.engine import Engine, GenerationResult
+    from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.replay import Replay
+    from lanskap.jobs.generation import GenerationOutput
 
 
 @dataclass
@@ -42,7 +50,7 @@ class JobOptions:
     quiet: bool = False
     as_json: bool = False
 
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         from lanskap.config import load_settings
 
         return load_settings(
@@ -71,62 +79,63 @@ def request_fields(fields: dict[str, Any], opts: JobOptions) -> dict[str, Any]:
     return clean
 
 
-def build_request(fields: dict[str, Any], opts: JobOptions) -> Any:
+def build_request(fields: dict[str, Any], opts: JobOptions) -> GenerationRequest:
     """A validated GenerationRequest from the given fields (None = default) and the LoRA flags."""
     from lanskap.generation.params import GenerationRequest
 
     return GenerationRequest(**request_fields(fields, opts)).validate()
 
 
-def run_job(request: Any, opts: JobOptions, mode_folder: str, settings: Any = None, replay: Any = None) -> None:
+def run_job(
+    request: GenerationRequest,
+    opts: JobOptions,
+    mode_folder: str,
+    settings: Settings | None = None,
+    replay: Replay | None = None,
+) -> None:
     """Load the model, generate ``request`` with a progress bar, save and report the images."""
     run_jobs([request], opts, mode_folder, settings=settings, replay=replay)
 
 
 def run_jobs(
-    requests: list[Any],
+    requests: list[GenerationRequest],
     opts: JobOptions,
     mode_folder: str,
-    settings: Any = None,
-    replay: Any = None,
-    shard: Any = None,
+    settings: Settings | None = None,
+    replay: Replay | None = None,
+    shard: Shard | None = None,
 ) -> None:
     """Generate ``requests`` (this process's share of them, under ``accelerate launch``) with one engine."""
+    from lanskap.cli.common import quiet_libraries, wait_notice
     from lanskap.gallery import Gallery
-    from lanskap.gallery.record import save_result
-    from lanskap.generation.lora import resolve_lora
     from lanskap.generation.output import check_format, ensure_writable_dir
-    from lanskap.prompts.lora_tags import extract_lora_tags
-    from lanskap.prompts.styles import apply_styles
+    from lanskap.gpulock import gpu_lock
+    from lanskap.jobs import JobControl
+    from lanskap.jobs.generation import check_generation, output_folder, run_generation
 
     fmt = check_format(opts.fmt)  # before anything slow
     settings = settings or opts.settings()
-    requests = [apply_styles(r, opts.style or [], settings.home)[0] for r in requests]
-    # Fail on missing LoRAs (on any line, on any process) before spending time loading the base model.
-    for request in requests:
-        for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
-            resolve_lora(spec.name, settings)
-    folder = ensure_writable_dir(opts.out or settings.outputs / mode_folder / date.today().isoformat())
+    # Every line is checked (LoRAs too, on any process) before time goes into loading the base model.
+    requests = [check_generation(r, settings, styles=opts.style) for r in requests]
+    folder = ensure_writable_dir(output_folder(settings, mode_folder, opts.out))
     gallery = None if opts.no_gallery else Gallery(settings.home)
     mine = shard.take(requests) if shard is not None else requests
     if shard is not None and shard.world > 1:
         from accelerate import PartialState
 
         PartialState()  # puts this process on its own GPU (cuda:LOCAL_RANK)
-
-    from lanskap.cli.common import quiet_libraries, wait_notice
-    from lanskap.gpulock import gpu_lock
-
     quiet_libraries(opts.quiet)
     start, count = time.perf_counter(), 0
-    # One model job at a time, also across processes (the web app, the API, other CLI runs).
+    # Held over the load and every prompt, so another process can't take the GPU in between.
     with gpu_lock(settings.home, on_wait=wait_notice):
         engine = _engine(opts, settings, replay)
         for request in mine:
-            result = _generate(engine, request, opts)
-            saved = save_result(result, folder, fmt, gallery, source="cli")
-            count += len(saved)
-            _report(result, [path for path, _ in saved], [e.id for _, e in saved if e is not None], opts, len(mine))
+            with step_bar(opts.quiet, "generating") as report:
+                output = run_generation(engine, request, folder, fmt=fmt, gallery=gallery, source="cli",
+                                        control=JobControl(report=report))  # fmt: skip
+            _notices(output.result, engine, opts)
+            count += len(output.paths)
+            _report(output, opts, len(mine))
     if shard is not None and not opts.quiet:
         where = f"process {shard.rank + 1} of {shard.world}: " if shard.world > 1 else ""
         typer.secho(
@@ -135,31 +144,18 @@ def run_jobs(
         )
 
 
-def _report(result: Any, paths: list[Path], ids: list[int], opts: JobOptions, jobs: int) -> None:
+def _report(output: GenerationOutput, opts: JobOptions, jobs: int) -> None:
     if opts.as_json:
-        summary = {
-            "images": [str(p) for p in paths],
-            "gallery_ids": ids,
-            "seeds": result.seeds,
-            "mode": result.request.mode,
-            "size": list(result.images[0].size),
-            "model": result.model_name,
-            "model_hash": result.model_hash,
-            "seconds": round(result.seconds, 3),
-            "device": result.device,
-            "dtype": result.dtype,
-            "loras": [lo.__dict__ for lo in result.loras],
-            "infotexts": result.infotexts,
-            "notices": result.notices,
-        }
         # One indented object for one job; JSON lines (one per prompt) for a prompt file.
-        typer.echo(json.dumps(summary, indent=2 if jobs == 1 else None))
+        typer.echo(json.dumps(output.summary(), indent=2 if jobs == 1 else None))
         return
-    for p in paths:
+    for p in output.paths:
         typer.echo(str(p))
     if not opts.quiet:
+        result = output.result
         typer.secho(
-            f"{len(paths)} image(s), seed {result.seeds[0]}, {result.seconds:.1f}s on {result.device}/{result.dtype}",
+            f"{len(output.paths)} image(s), seed {result.seeds[0]}, {result.seconds:.1f}s "
+            f"on {result.device}/{result.dtype}",
             err=True,
         )
 
@@ -170,7 +166,7 @@ def require_prompt(prompt: str | None) -> str:
     return prompt
 
 
-def _engine(opts: JobOptions, settings: Any, replay: Any) -> Any:
+def _engine(opts: JobOptions, settings: Settings, replay: Replay | None) -> Engine:
     """Load the model once (while holding the GPU lock) and say what was loaded."""
     from lanskap.generation.engine import Engine
 
@@ -188,13 +184,8 @@ def _engine(opts: JobOptions, settings: Any, replay: Any) -> Any:
     return engine
 
 
-def _generate(engine: Any, request: Any, opts: JobOptions) -> Any:
-    """Generate one request with a progress bar, then show the notices the model didn't already give."""
-    from lanskap.cli.common import step_bar
-
-    with step_bar(opts.quiet, "generating") as update:
-        result = engine.generate(request, progress=update)
+def _notices(result: GenerationResult, engine: Engine, opts: JobOptions) -> None:
+    """The notices of a job that the model's load didn't already give."""
     for notice in result.notices[len(engine.model.notices) :]:
         if not opts.quiet:
             typer.secho(notice, err=True, fg=typer.colors.YELLOW)
-    return result

@@ -74,8 +74,9 @@ def train_cmd(
     """Fine-tune a LoRA on a captioned image set (thesis run: --preset thesis)."""
     from lanskap.cli.common import quiet_libraries, wait_notice
     from lanskap.config import load_settings
-    from lanskap.gpulock import gpu_lock
-    from lanskap.training import build_config, train
+    from lanskap.jobs import JobControl
+    from lanskap.jobs.training import run_training
+    from lanskap.training import build_config
 
     quiet_libraries(quiet)
     overrides = {
@@ -133,8 +134,8 @@ def train_cmd(
     progress = _Progress(quiet)
     try:
         settings = load_settings(device=device)
-        with gpu_lock(settings.home, on_wait=wait_notice):
-            result = train(cfg, settings, events=progress)
+        control = JobControl(on_wait=wait_notice)
+        result = run_training(cfg, settings, control=control, events=progress).result
     finally:
         progress.close()
     if not result.main_process:

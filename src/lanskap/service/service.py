@@ -3,48 +3,36 @@
 One :class:`Service` per process holds the settings, the one :class:`Engine`
 (so the model loads once), the gallery and the job queue. Its ``submit_*``
 methods check their inputs at once, so a bad request fails before it waits
-in line, and then queue the same core calls the CLI makes (``Engine.generate``
-+ ``save_result``, ``train``, ``evaluate``). The shells only draw widgets or
-map HTTP onto these methods.
+in line, and then queue the same job functions the CLI calls (``lanskap/jobs``:
+``run_generation``, ``run_training``, ``run_evaluation``, ``run_dataset``). The
+shells only draw widgets or map HTTP onto these methods.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.config import Settings
 from lanskap.errors import LanskapError
 from lanskap.gallery import Gallery
-from lanskap.gallery.store import Entry
 from lanskap.generation.params import GenerationRequest
-from lanskap.io import atomic_write
-from lanskap.names import check_name, child
+from lanskap.jobs import JobControl
+from lanskap.jobs.generation import GenerationOutput, check_generation, output_folder, run_generation
+from lanskap.jobs.training import TrainingOutput
+from lanskap.names import child
 from lanskap.service.queue import Job, JobQueue
 
+if TYPE_CHECKING:
+    from lanskap.data.prepare import PrepareOptions
+    from lanskap.evaluation.run import EvalConfig, EvalResult
+    from lanskap.generation.engine import Engine
+    from lanskap.training.config import TrainConfig
 
-@dataclass
-class GenerationOutput:
-    """What a finished generation job hands back: the engine's result and where each image went."""
-
-    result: Any  # GenerationResult
-    paths: list[Path]
-    entries: list[Entry | None]
-
-    @property
-    def ids(self) -> list[int]:
-        return [e.id for e in self.entries if e is not None]
-
-
-@dataclass
-class TrainingOutput:
-    result: Any  # TrainResult
-    published: Path | None  # the LoRA copied into the LoRA folder, ready for the Generate page
+__all__ = ["GenerationOutput", "RunInfo", "Service", "TrainingOutput"]
 
 
 @dataclass
@@ -68,7 +56,7 @@ class Service:
         *,
         max_pending: int = 16,
         prediction_type: str | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         from lanskap.generation.engine import Engine
 
@@ -102,18 +90,18 @@ class Service:
     @staticmethod
     def run_info(path: Path) -> RunInfo:
         """One run's progress, read from what the trainer writes."""
-        from lanskap.training.adapters import DIFFUSERS_FILE
         from lanskap.training.checkpoint import list_checkpoints
+        from lanskap.training.layout import RunLayout
         from lanskap.training.monitor import MetricsLog
-        from lanskap.training.trainer import CONFIG_FILE
 
+        layout = RunLayout(path)
         rows = [r for r in MetricsLog(path).read() if "loss" in r]
         return RunInfo(
             name=path.name,
             path=path,
             steps_done=rows[-1]["step"] if rows else 0,
-            max_steps=_read_yaml(path / CONFIG_FILE).get("max_train_steps"),
-            finished=(path / DIFFUSERS_FILE).is_file(),
+            max_steps=_read_yaml(layout.config).get("max_train_steps"),
+            finished=layout.finished,
             checkpoints=[s for s, _ in list_checkpoints(path)],
         )
 
@@ -187,13 +175,7 @@ class Service:
 
     def check_generation(self, request: GenerationRequest) -> GenerationRequest:
         """Validate now, including LoRA names, so a bad request never waits in line."""
-        from lanskap.generation.lora import resolve_lora
-        from lanskap.prompts.lora_tags import extract_lora_tags
-
-        request.validate()
-        for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
-            resolve_lora(spec.name, self.settings, allow_paths=False)
-        return request
+        return check_generation(request, self.settings, allow_paths=False)
 
     def submit_generation(
         self,
@@ -209,80 +191,45 @@ class Service:
 
         ``model`` (an installed model's name, see :meth:`models`) is switched to before this job runs.
         """
-        from lanskap.gallery.record import save_result
         from lanskap.generation.output import check_format
 
         fmt = check_format(fmt)
-        request = self.check_generation(request).with_seed()  # the seed is known (and shown) while waiting
-        mode_folder = folder or request.mode
+        request = self.check_generation(request)  # the seed is known (and shown) while waiting
+        out_dir = output_folder(self.settings, folder or request.mode)
         if model is not None:
             model = self.check_model(model)
 
         def work(job: Job) -> GenerationOutput:
-            def progress(p: Any) -> None:
-                batch = f", batch {p.batch} of {p.batches}" if p.batches > 1 else ""
-                job.report(p.done, p.total, f"step {p.step} of {p.steps}{batch}")
-
             if model is not None:
                 self.engine.use_model(model)
-            job.report(0, request.steps * request.num_images, "loading the model" if not self.engine.loaded else "")
-            # Interrupted or skipped, the images so far come back (A1111's habit); only whole ones are saved.
-            result = self.engine.generate(
-                request, progress=progress, cancel=job.cancel, skip=job.skip, keep_partial=True
-            )
-            out_dir = self.settings.outputs / mode_folder / date.today().isoformat()
-            saved = save_result(result.complete(), out_dir, fmt, self.gallery if record else None, source=source)
-            return GenerationOutput(result, [p for p, _ in saved], [e for _, e in saved])
+            gallery = self.gallery if record else None
+            return run_generation(self.engine, request, out_dir, fmt=fmt, gallery=gallery, source=source,
+                                  control=_control(job))  # fmt: skip
 
         label = f"{request.mode}: {_short(request.prompt)}"
         return self._submit("generate", label, work)
 
-    def submit_training(self, cfg: Any, name: str, *, resume: bool = False) -> Job:
+    def submit_training(self, cfg: TrainConfig, name: str, *, resume: bool = False) -> Job:
         """Queue a LoRA training run in ``$LANSKAP_HOME/training/NAME``; on success the LoRA is published."""
-        from lanskap.training import train
+        from lanskap.jobs.training import named_run, run_training
 
-        run_dir = child(self.settings.training_dir, check_name(name, "run name"), "run name")
-        cfg = replace(cfg, out=str(run_dir), resume_from_checkpoint="latest" if resume else cfg.resume_from_checkpoint)
-        if not resume and run_dir.exists() and any(run_dir.iterdir()):
-            raise LanskapError(f"a training run named {name!r} already exists; resume it or choose another name")
-        if resume and not run_dir.is_dir():
-            raise LanskapError(f"no training run named {name!r} to resume")
-        cfg.check()
+        cfg = named_run(self.settings, cfg, name, resume=resume)
 
         def work(job: Job) -> TrainingOutput:
             self.engine.unload()  # the trainer loads its own copy; don't hold two on the GPU
-
-            def events(e: Any) -> None:
-                if e.kind == "step":
-                    job.report(e.step, e.total, f"step {e.step} of {e.total}, loss {e.metrics.get('loss', 0):.4f}")
-                elif e.kind == "cache":
-                    job.report(0, cfg.max_train_steps, f"caching latents {e.step}/{e.total}")
-                elif e.message:
-                    job.message = e.message
-
-            result = train(cfg, self.settings, events=events, cancel=job.cancel)
-            published = None
-            if not result.interrupted and result.kohya is not None:
-                published = self._publish_lora(result.kohya, name)
-            return TrainingOutput(result, published)
+            return run_training(cfg, self.settings, control=_control(job), publish_as=name)
 
         return self._submit("train", f"train {name}", work)
-
-    def _publish_lora(self, source: Path, name: str) -> Path:
-        dest = child(self.settings.default_lora_dir, f"{name}.safetensors", "LoRA name")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as src:
-            atomic_write(dest, lambda fh: shutil.copyfileobj(src, fh))
-        return dest
 
     @property
     def incoming_dir(self) -> Path:
         """Where raw image folders wait to be prepared (the API takes folder names, never paths)."""
         return self.settings.home / "incoming"
 
-    def submit_dataset(self, source: str, name: str, options: Any = None) -> Job:
+    def submit_dataset(self, source: str, name: str, options: PrepareOptions | None = None) -> Job:
         """Queue ``lanskap dataset prepare incoming/SOURCE datasets/NAME`` (captioning uses the GPU)."""
-        from lanskap.data.prepare import PrepareOptions, prepare_dataset
+        from lanskap.data.prepare import PrepareOptions
+        from lanskap.jobs.dataset import run_dataset
 
         src = child(self.incoming_dir, source, "source folder")
         out = child(self.settings.datasets_dir, name, "dataset name")
@@ -292,29 +239,20 @@ class Service:
         opts.check()
 
         def work(job: Job) -> dict[str, Any]:
-            def progress(stage: str, done: int, total: int) -> None:
-                job.report(done, total, f"{stage} {done}/{total}")
-
-            manifest = prepare_dataset(src, out, opts, progress)
+            manifest = run_dataset(src, out, opts, self.settings, control=_control(job))
             return {"dataset": name, "path": str(out), "images": len(manifest.get("items", []))}
 
         return self._submit("dataset", f"dataset {name}", work)
 
-    def submit_evaluation(self, cfg: Any) -> Job:
+    def submit_evaluation(self, cfg: EvalConfig) -> Job:
         """Queue an evaluation; the report lands in ``cfg.out`` (default: a timestamped folder)."""
-        from lanskap.evaluation import evaluate
+        from lanskap.jobs.evaluation import report_folder, run_evaluation
 
-        if not cfg.out:
-            cfg = replace(cfg, out=self.settings.evaluations_dir / datetime.now().strftime("%Y%m%d-%H%M%S"))
-        cfg.check()
+        cfg = report_folder(self.settings, cfg)
 
-        def work(job: Job) -> Any:
+        def work(job: Job) -> EvalResult:
             self.engine.unload()
-
-            def events(e: Any) -> None:
-                job.report(e.done, e.total, f"{e.phase} {e.done}/{e.total}" + (f": {e.message}" if e.message else ""))
-
-            return evaluate(cfg, self.settings, events=events, cancel=job.cancel)
+            return run_evaluation(cfg, self.settings, control=_control(job))
 
         return self._submit("evaluate", f"evaluate → {Path(cfg.out).name}", work)
 
@@ -349,6 +287,15 @@ class Service:
             "queue": self.queue.snapshot(),
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+
+def _control(job: Job) -> JobControl:
+    """A queued job as the job functions see it: its progress, cancel and skip."""
+
+    def note(message: str) -> None:
+        job.message = message
+
+    return JobControl(report=job.report, cancel=job.cancel, skip=job.skip, note=note)
 
 
 def model_display_name(spec: str) -> str:
