@@ -188,3 +188,25 @@ def test_jobs_wait_for_another_process_holding_the_gpu_lock(service) -> None:
         holder.kill()  # a dead holder releases the lock
         holder.wait()
     assert job.wait(60) and job.state == "done", job.error
+
+
+def test_the_gpu_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path: Path) -> None:
+    """Job functions take the lock inside fronts that already hold it; that must not deadlock,
+    while another thread (another job of this process) still waits its turn."""
+    from lanskap.gpulock import gpu_lock
+
+    order: list[str] = []
+    with gpu_lock(tmp_path), gpu_lock(tmp_path):  # nested: a front, then its job function
+        waiter = threading.Thread(target=lambda: _take(tmp_path, order))
+        waiter.start()
+        time.sleep(0.5)
+        order.append("holder done")
+    waiter.join(10)
+    assert order == ["holder done", "other thread got it"]
+
+
+def _take(home: Path, order: list[str]) -> None:
+    from lanskap.gpulock import gpu_lock
+
+    with gpu_lock(home, poll=0.05):
+        order.append("other thread got it")
