@@ -64,26 +64,11 @@ def train_cmd(
     unet_channels: str = typer.Option(
         None, "--unet-channels", help="UNet channels per level, three multiples of 16 [64,128,192]."
     ),
-    text_time_embed: bool = typer.Option(
-        False, "--text-time-embed", help="Add the pooled prompt to the UNet's timestep embedding [off]."
-    ),
     vae_from: str = typer.Option(
         None, "--vae-from", help="Reuse this lanskap-mini's VAE (a folder, or lanskap-mini) instead of fitting one."
     ),
-    short_captions: float = typer.Option(
-        None, "--short-captions", help="Share of captions cut to terrain, one thing and the sky, 0-1 [0]."
-    ),
     min_snr_gamma: float = typer.Option(
         None, "--min-snr-gamma", help="Min-SNR-γ loss weighting, e.g. 5 [0: off, the plain v-prediction loss]."
-    ),
-    beta_end: float = typer.Option(
-        None, "--beta-end", help="The noise schedule's last beta [0.012, SD 2.1's]; larger hides more of the image."
-    ),
-    low_freq_noise: float = typer.Option(
-        None, "--low-freq-noise", help="Coarse (1x1-4x4) training noise, 0-2 [0]; hides the sky at high noise."
-    ),
-    low_freq_noise_from: int = typer.Option(
-        None, "--low-freq-noise-from", help="Apply --low-freq-noise only above this timestep, ramping up to 999."
     ),
     mixed_precision: str = typer.Option(
         None, "--mixed-precision", help="no (fp32) [default] or bf16: faster on CPUs with native bf16 and on GPUs."
@@ -102,9 +87,7 @@ def train_cmd(
     given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
     given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
     given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
-    given |= {"short_captions": short_captions, "beta_end": beta_end, "low_freq_noise": low_freq_noise}
-    given |= {"low_freq_noise_from": low_freq_noise_from, "mixed_precision": mixed_precision, "device": device}
-    given |= {"text_time_embed": text_time_embed or None, "min_snr_gamma": min_snr_gamma}
+    given |= {"mixed_precision": mixed_precision, "device": device, "min_snr_gamma": min_snr_gamma}
     cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)

@@ -14,8 +14,7 @@ gives the same weights. Stages:
    (``polish_decoder``: the latents stay what they are);
 4. train the UNet and the CLIP text encoder together on
    (latent, caption) pairs, with a fresh phrasing of the caption at every visit, 10% empty
-   captions so classifier-free guidance works and, with ``short_captions``, a share cut short
-   the way people type quick prompts; keep an EMA of the weights, which is what ships.
+   captions so classifier-free guidance works; keep an EMA of the weights, which is what ships.
 
 ``vae_from`` skips stages 2 and 3 by reusing a trained model's VAE. The UNet stage has its own
 random stream and the full run encodes with the fp16 weights that ship, so reusing the VAE of a
@@ -40,14 +39,7 @@ import torch.nn.functional as F
 from lanskap.errors import LanskapError
 from lanskap.mini import model as arch
 from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
-from lanskap.models.reference import SD21_SCHEDULER
-from lanskap.training.loss import (
-    add_low_frequency_noise,
-    diffusion_loss,
-    min_snr_weights,
-    ramp_from_timestep,
-    training_target,
-)
+from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
 from lanskap.training.monitor import MetricsLog, plot_loss
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]  # stage, done, total, metrics
@@ -73,33 +65,16 @@ class MiniConfig:
     warmup: int = 150
     ema: float = 0.999
     uncond: float = 0.1
-    #: Share of the other captions cut to terrain, at most one thing and the sky (``caption(short=True)``).
-    short_captions: float = 0.0
     #: Min-SNR-γ loss weighting (Hang et al. 2023), off at 0: the plain v-prediction loss, SD 2.1's own,
     #: which the shipped weights use. For v-prediction min-SNR weighs a timestep min(SNR, γ)/(SNR + 1),
     #: about SNR itself (0.005-0.05) at the noisiest ones, where the prompt has to decide the sky; there
     #: the model then learns to read the sky from the seed's noise instead (docs/tutorial-mini.md).
     min_snr_gamma: float = 0.0
-    #: The noise schedule's last beta (scaled_linear from SD 2.1's 0.00085). SD 2.1's 0.012 leaves
-    #: 6.8% of the image in the noisiest latent, so the model learns to read the sky's brightness
-    #: from the seed's noise rather than the prompt (Lin et al. 2024, "Common diffusion noise
-    #: schedules and sample steps are flawed"); a larger value leaves less.
-    beta_end: float = arch.SD21_BETA_END
-    #: Strength of coarse noise (1×1 to 4×4 grids) added to the training noise (``add_low_frequency_noise``):
-    #: it hides the sky in the noisiest latents but keeps SD 2.1's schedule, where a larger ``beta_end``
-    #: adds noise at every scale. Measured at 0.5 it fixes the sky and loses objects (docs/tutorial-mini.md).
-    low_freq_noise: float = 0.0
-    #: When set, ``low_freq_noise`` applies only above this timestep, rising linearly from 0 there to
-    #: full strength at the noisiest one (``ramp_from_timestep``), so mid-noise training stays white.
-    #: Measured (1.0 from 800): the sky is fixed, but short castle prompts lose their castle.
-    low_freq_noise_from: int | None = None
     snapshot_every: int = 600  # save the EMA weights this often, to watch quality during a run
     #: End after this many steps, keeping the schedule of ``steps`` (the result equals that snapshot).
     stop_after: int | None = None
     #: UNet channels per level (32×32, 16×16, 8×8 latents); multiples of 16.
     unet_channels: tuple[int, int, int] = arch.UNET_CHANNELS
-    #: Add the attention-pooled prompt to the UNet's timestep embedding (``model.unet``'s ``text_time``).
-    text_time_embed: bool = False
     #: A lanskap-mini folder (or "lanskap-mini", the shipped one) whose VAE to reuse instead of fitting one.
     vae_from: str | None = None
     #: "no" (fp32) or "bf16": autocast the UNet and text encoder's forward pass (fp32 master weights).
@@ -123,20 +98,8 @@ class MiniConfig:
             raise LanskapError(f"vae_recolour must be in [0, 1], got {self.vae_recolour}")
         if not 0 <= self.uncond < 1:
             raise LanskapError(f"uncond must be in [0, 1), got {self.uncond}")
-        if not 0 <= self.short_captions <= 1:
-            raise LanskapError(f"short_captions must be in [0, 1], got {self.short_captions}")
-        start = SD21_SCHEDULER["beta_start"]  # the schedule runs from it to beta_end
-        if not start < self.beta_end <= 0.05:
-            raise LanskapError(f"beta_end must be above {start:g} and at most 0.05, got {self.beta_end}")
         if not 0 <= self.min_snr_gamma <= 100:
             raise LanskapError(f"min_snr_gamma must be between 0 (off) and 100, got {self.min_snr_gamma}")
-        if not 0 <= self.low_freq_noise <= 2:
-            raise LanskapError(f"low_freq_noise must be between 0 and 2, got {self.low_freq_noise}")
-        last = SD21_SCHEDULER["num_train_timesteps"] - 1
-        if self.low_freq_noise_from is not None and not 0 <= self.low_freq_noise_from < last:
-            raise LanskapError(f"low_freq_noise_from must be between 0 and {last - 1}, got {self.low_freq_noise_from}")
-        if self.low_freq_noise_from is not None and not self.low_freq_noise:
-            raise LanskapError("low_freq_noise_from needs low_freq_noise above 0 (it says where that noise applies)")
         if len(self.unet_channels) != 3 or any(c < 16 or c % 16 for c in self.unet_channels):
             raise LanskapError(f"unet_channels must be three multiples of 16, got {list(self.unet_channels)}")
         if self.mixed_precision not in ("no", "bf16"):
@@ -177,13 +140,8 @@ _WEIGHT_FLAGS = (
     ("lr", "--learning-rate"),
     ("stop_after", "--stop-after"),
     ("unet_channels", "--unet-channels"),
-    ("text_time_embed", "--text-time-embed"),
     ("vae_from", "--vae-from"),
-    ("short_captions", "--short-captions"),
     ("min_snr_gamma", "--min-snr-gamma"),
-    ("beta_end", "--beta-end"),
-    ("low_freq_noise", "--low-freq-noise"),
-    ("low_freq_noise_from", "--low-freq-noise-from"),
     ("mixed_precision", "--mixed-precision"),
 )
 
@@ -363,15 +321,10 @@ class _EMA:
 
 
 def _caption(scene: Any, rng: np.random.Generator, cfg: MiniConfig) -> str:
-    """A training caption: empty (for guidance), short, or a full fresh phrasing.
-
-    The short draw is only made when ``short_captions`` is on, so runs without it keep the random
-    stream, and so the weights, of runs made before it existed.
-    """
+    """A training caption: empty (for guidance) or a full fresh phrasing."""
     if rng.random() < cfg.uncond:
         return ""
-    short = bool(cfg.short_captions) and rng.random() < cfg.short_captions
-    return caption(scene, seed=int(rng.integers(2**31)), short=short)
+    return caption(scene, seed=int(rng.integers(2**31)))
 
 
 def fit_unet(
@@ -389,9 +342,9 @@ def fit_unet(
     torch.manual_seed(cfg.seed + 4)
     gen = torch.Generator().manual_seed(cfg.seed + 4)
     dev = cfg.torch_device()
-    unet, text = arch.unet(cfg.unet_channels, cfg.text_time_embed).to(dev), arch.text_encoder(len(tok)).to(dev)
+    unet, text = arch.unet(cfg.unet_channels).to(dev), arch.text_encoder(len(tok)).to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
-    config = arch.scheduler_config(cfg.beta_end)
+    config = arch.scheduler_config()
     sched = DDPMScheduler(**{k: v for k, v in config.items() if k != "set_alpha_to_one"})
     params = [*unet.parameters(), *text.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -406,10 +359,6 @@ def fit_unet(
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
-        lf: float | torch.Tensor = cfg.low_freq_noise
-        if cfg.low_freq_noise_from is not None:  # validate() makes it need low_freq_noise above 0
-            lf = ramp_from_timestep(t, cfg.low_freq_noise, cfg.low_freq_noise_from, sched.config.num_train_timesteps)
-        noise = add_low_frequency_noise(noise, lf, gen)  # draws only when on: old runs keep theirs
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         noisy = sched.add_noise(x0, noise, t)
         with autocast:
@@ -492,9 +441,7 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
     def snapshot(step: int, unet: Any, text: Any) -> None:
         card = {"name": arch.NAME, "snapshot_step": step, "config": asdict(cfg)}
         dest = out / "snapshots" / f"step-{step:05d}"
-        arch.save_pipeline(
-            dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card, beta_end=cfg.beta_end
-        )
+        arch.save_pipeline(dest, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
 
     unet, text = fit_unet(latents, scenes, tok, cfg, log, progress, snapshot)
     rows = _plot_stage(log, "unet", out)
@@ -508,7 +455,5 @@ def train_mini(out: Path, cfg: MiniConfig, progress: ProgressFn | None = None) -
         "prediction_type": arch.PREDICTION_TYPE,
         "native_size": arch.SIZE,
     }
-    arch.save_pipeline(
-        model_dir, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card, beta_end=cfg.beta_end
-    )
+    arch.save_pipeline(model_dir, vae_model=vae, text_model=text, tok=tok, unet_model=unet, card=card)
     return model_dir

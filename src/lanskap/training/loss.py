@@ -37,46 +37,15 @@ def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float, predi
 
 
 def add_noise_offset(noise: torch.Tensor, offset: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Noise offset (Guttenberg 2023): a per-channel constant lets the model learn very dark and bright images."""
-    return add_low_frequency_noise(noise, offset, generator, grids=(1,))
+    """Noise offset (Guttenberg 2023): a per-channel constant lets the model learn very dark and bright images.
 
-
-def add_low_frequency_noise(
-    noise: torch.Tensor,
-    strength: float | torch.Tensor,
-    generator: torch.Generator | None,
-    grids: tuple[int, ...] = (1, 2, 3, 4),
-) -> torch.Tensor:
-    """Offset noise on coarse grids too: ``strength``·N(0, 1) drawn on each grid and upsampled bilinearly.
-
-    The 1×1 grid is Guttenberg's noise offset; the 2×2 to 4×4 grids also hide where the light sits
-    (a sky over a ground), which SD 2.1's schedule leaves readable in the noisiest latent, so that
-    the prompt rather than the seed decides it. Not rescaled to unit variance (kohya's pyramid noise
-    is): sampling starts from white noise, so the fine grain stays the one training saw.
-    ``strength`` may be one value per sample (see ``ramp_from_timestep``); then it always draws.
+    Draws nothing when off, so a run without it keeps its random stream.
     """
-    if not isinstance(strength, torch.Tensor) and strength <= 0:
+    if offset <= 0:
         return noise
-    b, c, h, w = noise.shape
-    if isinstance(strength, torch.Tensor):
-        strength = strength.to(device=noise.device, dtype=noise.dtype).reshape(b, 1, 1, 1)
-    out = noise
-    for grid in grids:
-        coarse = torch.randn((b, c, grid, grid), generator=generator, device=noise.device, dtype=noise.dtype)
-        # a 1×1 grid broadcasts exactly (bilinear upsampling of it is off by an ulp in fp32)
-        up = coarse if grid == 1 else F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-        out = out + strength * up
-    return out
-
-
-def ramp_from_timestep(t: torch.Tensor, strength: float, start: int, num_train_timesteps: int) -> torch.Tensor:
-    """Per-sample strength: 0 up to timestep ``start``, rising linearly to ``strength`` at the noisiest one.
-
-    Puts coarse noise only where the seed's noise decides the sky (the first few sampling steps) and
-    keeps lower timesteps white. Measured on lanskap-mini it still loses objects (docs/tutorial-mini.md).
-    """
-    span = max(num_train_timesteps - 1 - start, 1)
-    return strength * ((t.float() - start) / span).clamp(0, 1)
+    b, c = noise.shape[:2]
+    coarse = torch.randn((b, c, 1, 1), generator=generator, device=noise.device, dtype=noise.dtype)
+    return noise + offset * coarse  # broadcasts exactly (bilinear upsampling of it is off by an ulp in fp32)
 
 
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
