@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lanskap.errors import LanskapError
-from lanskap.models.device import Placement
+
+if TYPE_CHECKING:
+    import torch
+
+    from lanskap.models.device import Placement
 
 #: GPUs with less free memory than this at load time (the 4-8 GB cards) get the low-memory mode.
 LOW_MEMORY_BELOW_GIB = 9.0
@@ -76,6 +78,8 @@ class SpeedPlan:
 
 def free_memory_gib(device: torch.device) -> float | None:
     """Free memory where the model will live: the GPU's, or the system's available RAM."""
+    import torch  # here, not at the top: settings are checked without loading torch
+
     if device.type == "cuda" and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info(device)
         return free / 2**30
@@ -117,6 +121,8 @@ def make_plan(placement: Placement, options: SpeedOptions, free_gib: float | Non
 
 def apply_plan(pipe: Any, plan: SpeedPlan, placement: Placement, cache_dir: Path | None = None) -> None:
     """Put the pipeline on its device with the planned levers."""
+    import torch
+
     if plan.threads:
         torch.set_num_threads(plan.threads)
     if plan.offload:
