@@ -414,7 +414,7 @@ def test_a_single_image_is_fine_without_fid(tiny_clip: Path, tmp_path: Path) -> 
 def test_config_refuses_contradictions() -> None:
     with pytest.raises(LanskapError, match="not both"):
         EvalConfig(out=Path("x"), data=Path("d"), real=Path("r"), generated=[Path("g")]).check()
-    with pytest.raises(LanskapError, match="--lora applies"):
+    with pytest.raises(LanskapError, match="a LoRA applies when generating from a dataset"):
         EvalConfig(out=Path("x"), real=Path("r"), generated=[Path("g")], loras=(LoraSpec("mist"),)).check()
     with pytest.raises(LanskapError, match="nothing to measure"):
         EvalConfig(out=Path("x"), data=Path("d"), clip_model=None, metrics=("cmmd", "fid", "kid", "clip")).check()

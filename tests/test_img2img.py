@@ -135,7 +135,7 @@ def test_bad_image_parameters(picture: Image.Image, box_mask: Image.Image, build
 def test_outpaint_margins_are_checked(picture: Image.Image) -> None:
     with pytest.raises(LanskapError, match="at least one"):
         outpaint_inputs(picture)
-    with pytest.raises(LanskapError, match="--left must be between"):
+    with pytest.raises(LanskapError, match="left must be between"):
         outpaint_inputs(picture, left=-8)
 
 

@@ -73,7 +73,7 @@ def test_score_cli_reports_on_a_fresh_held_out_set(tmp_path: Path) -> None:
     from lanskap.mini.follow import HELD_OUT_SEED, held_out_prompts
 
     start = HELD_OUT_SEED + 500_000
-    args = ("mini", "score", "-n", "2", "--steps", "2", "-q", "--start", str(start), "--out", str(tmp_path / "r"))
+    args = ("mini", "score", "--count", "2", "--steps", "2", "-q", "--start", str(start), "--out", str(tmp_path / "r"))
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r" / "follow.json").read_text())

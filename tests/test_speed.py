@@ -41,7 +41,7 @@ def test_low_memory_is_picked_from_free_gpu_memory_and_forced_by_the_flag() -> N
 
 def test_speed_flags_reach_the_engine(tiny_sd: Path, tmp_path: Path) -> None:
     bad = run_cli("generate", "castle", "--model", str(tiny_sd), "--low-memory", "sometimes")
-    assert_one_line_error(bad, "--low-memory must be auto, on or off")
+    assert_one_line_error(bad, "low_memory must be auto, on or off", "(--low-memory)")
     proc = run_cli(
         "generate", "castle", "--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "1",
         "--low-memory", "on", "--threads", "1", "--out", str(tmp_path), "--json",
@@ -51,13 +51,13 @@ def test_speed_flags_reach_the_engine(tiny_sd: Path, tmp_path: Path) -> None:
 
 
 def test_bad_speed_options_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(LanskapError, match="--low-memory must be auto, on or off"):
+    with pytest.raises(LanskapError, match="low_memory must be auto, on or off"):
         load_settings(low_memory="sometimes")
     monkeypatch.setenv("LANSKAP_THREADS", "many")
     with pytest.raises(LanskapError, match="threads must be a whole number"):
         load_settings()
     monkeypatch.setenv("LANSKAP_THREADS", "0")
-    with pytest.raises(LanskapError, match="--threads must be between 1 and 1024"):
+    with pytest.raises(LanskapError, match="threads must be between 1 and 1024"):
         load_settings()
 
 

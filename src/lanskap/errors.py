@@ -15,6 +15,15 @@ class LanskapError(Exception):
     exit_code: int = 2
 
 
+class SettingError(LanskapError):
+    """A setting's value can't be used. The message names the setting as the core knows it
+    (``resolution``); each front adds how its user types it: a flag, a form field, a JSON key."""
+
+    def __init__(self, message: str, *settings: str) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
 class ModelUnavailableError(LanskapError):
     """The base model could not be found locally or fetched from the hub."""
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.netaddr import is_ip_literal, is_loopback, split_host_port
 
 log = logging.getLogger("lanskap.access")
@@ -57,9 +57,15 @@ class ServeConfig:
                 "your GPU; add --api-key KEY or --api-auth user:password (or keep the default 127.0.0.1)"
             )
         if not 1 <= self.port <= 65535:
-            raise LanskapError(f"--port must be between 1 and 65535, got {self.port}")
+            raise SettingError(f"port must be between 1 and 65535, got {self.port}", "port")
         if self.max_body_mb <= 0 or self.rate_per_minute < 1 or self.rate_burst < 1 or self.max_queue < 1:
-            raise LanskapError("--max-body-mb, --rate-limit, --rate-burst and --max-queue must be positive")
+            raise SettingError(
+                "the body size, rate limit, burst and queue length must be positive",
+                "max_body_mb",
+                "rate_limit",
+                "rate_burst",
+                "max_queue",
+            )
         for key in self.api_keys:
             if len(key) < 16:
                 raise LanskapError("an API key must be at least 16 characters long")
@@ -78,7 +84,7 @@ def parse_basic_auth(text: str) -> list[tuple[str, str]]:
     for item in text.split(","):
         user, sep, password = item.strip().partition(":")
         if not sep or not user or not password:
-            raise LanskapError("--api-auth must look like user:password[,user2:password2]")
+            raise SettingError("API logins must look like user:password[,user2:password2]", "api_auth")
         pairs.append((user, password))
     return pairs
 

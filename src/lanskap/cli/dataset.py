@@ -9,8 +9,10 @@ import typer
 
 from lanskap.errors import LanskapError
 
-app = typer.Typer(no_args_is_help=True, help="Prepare a captioned image set for LoRA training.")
-captions_app = typer.Typer(no_args_is_help=True, help="List and fix captions of a prepared dataset.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Prepare a captioned image set for LoRA training.")
+captions_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="List and fix captions of a prepared dataset."
+)
 app.add_typer(captions_app, name="captions")
 
 

@@ -9,7 +9,7 @@ import typer
 
 from lanskap.errors import LanskapError
 
-app = typer.Typer(no_args_is_help=True, help="The gallery of every generated image.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The gallery of every generated image.")
 
 
 def _gallery():  # type: ignore[no-untyped-def]
@@ -25,7 +25,7 @@ def list_cmd(
     lora: str = typer.Option(None, "--lora", help="Only images made with this LoRA."),
     size: str = typer.Option(None, "--size", help="Only this size, e.g. 768x768."),
     since: str = typer.Option(None, "--since", help="Made on or after this date (YYYY-MM-DD)."),
-    limit: int = typer.Option(20, "--limit", "-n", help="How many to show [20]."),
+    limit: int = typer.Option(20, "--limit", help="How many to show [20]."),
     offset: int = typer.Option(0, "--offset", help="Skip this many (paging)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

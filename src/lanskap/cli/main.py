@@ -9,13 +9,15 @@ from pathlib import Path
 import typer
 
 from lanskap import __version__
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 app = typer.Typer(
     name="lanskap",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: Rich markup would eat "[defaults]" in help texts and show <bool> on flags.
+    rich_markup_mode=None,
     help="Fantasy-landscape concept art from text with Stable Diffusion 2.1 and LoRA.",
 )
 
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit codes
         if isinstance(rc, int):
             return rc
+    except SettingError as exc:  # the core names the setting; here it is a flag
+        flags = ", ".join("--" + name.replace("_", "-") for name in exc.settings)
+        _error(f"{exc} ({flags})" if flags else str(exc))
+        return exc.exit_code
     except LanskapError as exc:
         _error(str(exc))
         return exc.exit_code

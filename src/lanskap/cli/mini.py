@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="lanskap-mini, the small built-in landscape model.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="lanskap-mini, the small built-in landscape model.")
 
 
 _STAGE_NAMES = {
@@ -116,7 +116,7 @@ def _channels(text: str) -> tuple[int, int, int]:
 @app.command("score")
 def score_cmd(
     model: str = typer.Option("lanskap-mini", "--model", help="Model to measure."),
-    count: int = typer.Option(40, "--count", "-n", help="Held-out prompts."),
+    count: int = typer.Option(40, "--count", help="Held-out prompts."),
     seed: int = typer.Option(1, "--seed", help="Image seed of the first prompt (then +1 each)."),
     start: int = typer.Option(
         None, "--start", help="Seed of the first held-out scene, at least 10^9 [10^9]; another start, another set."
@@ -170,7 +170,7 @@ def score_cmd(
 @app.command("dataset")
 def dataset_cmd(
     out: Path = typer.Argument(..., help="New folder for the imagefolder (train/ and test/)."),
-    count: int = typer.Option(60, "--count", "-n", help="Training images."),
+    count: int = typer.Option(60, "--count", help="Training images."),
     test: int = typer.Option(12, "--test", help="Test images (for lanskap evaluate)."),
     style: str = typer.Option(None, "--style", help="Repaint in a style the base never saw: verdigris."),
     size: int = typer.Option(128, "--size", help="Image side in pixels."),

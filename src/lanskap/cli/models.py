@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Model utilities: tiny models, samplers, LoRAs.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model utilities: tiny models, samplers, LoRAs.")
 
 
 @app.command("make-tiny")

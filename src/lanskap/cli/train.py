@@ -3,75 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from lanskap.training.config import LR_SCHEDULERS
+from lanskap.cli.config_flags import config_command
+from lanskap.training.config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
 
 
+@config_command(TrainConfig, skip=("preset",))
 def train_cmd(
-    data: str = typer.Option(None, "--data", help="Prepared dataset, imagefolder, or thesis CSV (image,captions)."),
-    out: Path = typer.Option(None, "--out", "--output-dir", help="Where the LoRA, checkpoints and logs go."),
-    model: str = typer.Option(None, "--model", "--pretrained-model-name-or-path", help="Base model: hub id or path."),
     preset: str = typer.Option(None, "--preset", help="default (about 50 images) or thesis (the thesis's run)."),
     config: Path = typer.Option(None, "--config", help="TOML or YAML file of settings (flags override it)."),
-    image_column: str = typer.Option(None, "--image-column", help="CSV column with image paths [image]."),
-    caption_column: str = typer.Option(None, "--caption-column", help="Caption column [text, caption or captions]."),
-    resolution: int = typer.Option(None, "--resolution", help="Training size, a multiple of 8 [model's native]."),
-    center_crop: bool = typer.Option(None, "--center-crop/--random-crop", help="Crop at the centre [random]."),
-    random_flip: bool = typer.Option(None, "--random-flip/--no-random-flip", help="Horizontal flips [on]."),
-    crop_scale: float = typer.Option(None, "--crop-scale", help="Below 1: random zoom-in crops down to this area."),
-    color_jitter: float = typer.Option(None, "--color-jitter", help="Colour jitter strength [0: off]."),
-    bucketing: bool = typer.Option(None, "--bucketing/--no-bucketing", help="Aspect-ratio buckets [on]."),
-    bucket_step: int = typer.Option(None, "--bucket-step", help="Bucket side step in pixels [64]."),
-    max_token_length: int = typer.Option(None, "--max-token-length", help="Caption tokens: 75, 150 or 225 [75]."),
-    train_batch_size: int = typer.Option(None, "--train-batch-size", help="Images per batch per device [1]."),
-    grad_accum: int = typer.Option(None, "--gradient-accumulation-steps", help="Batches per optimizer step [1]."),
-    max_train_steps: int = typer.Option(None, "--max-train-steps", help="Optimizer steps [1500]."),
-    learning_rate: float = typer.Option(None, "--learning-rate", help="[1e-4]"),
-    text_encoder_lr: float = typer.Option(None, "--text-encoder-lr", help="[the learning rate]"),
-    lr_scheduler: str = typer.Option(None, "--lr-scheduler", help=f"One of {', '.join(LR_SCHEDULERS)} [cosine]."),
-    lr_warmup_steps: int = typer.Option(None, "--lr-warmup-steps", help="[100]"),
-    lr_num_cycles: int = typer.Option(None, "--lr-num-cycles", help="Restarts for cosine_with_restarts [1]."),
-    max_grad_norm: float = typer.Option(None, "--max-grad-norm", help="Gradient clipping; 0 turns it off [1]."),
-    optimizer: str = typer.Option(None, "--optimizer", help="auto, adamw or adamw8bit [auto]."),
     use_8bit_adam: bool = typer.Option(False, "--use-8bit-adam", help="Same as --optimizer adamw8bit."),
-    rank: int = typer.Option(None, "--rank", help="LoRA rank [16]."),
-    lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA alpha [the rank]."),
-    train_proj: bool = typer.Option(None, "--train-proj/--no-train-proj", help="Also proj_in/proj_out."),
-    train_ff: bool = typer.Option(None, "--train-ff/--no-train-ff", help="Also the feed-forward layers."),
-    train_te: bool = typer.Option(
-        None, "--train-text-encoder/--no-train-text-encoder", help="LoRA on the text encoder."
-    ),
-    prediction_type: str = typer.Option(None, "--prediction-type", help="Override: epsilon or v_prediction."),
-    snr_gamma: float = typer.Option(None, "--snr-gamma", help="Min-SNR-γ weighting [5]; 0 turns it off."),
-    noise_offset: float = typer.Option(None, "--noise-offset", help="Noise offset [0]."),
-    mixed_precision: str = typer.Option(None, "--mixed-precision", help="auto, no, fp16 or bf16 [auto]."),
-    grad_ckpt: bool = typer.Option(
-        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Trade speed for memory [on]."
-    ),
-    cache_latents: bool = typer.Option(None, "--cache-latents/--no-cache-latents", help="Encode images once."),
-    cache_text: bool = typer.Option(None, "--cache-text-embeddings/--no-cache-text-embeddings", help="Encode once."),
-    workers: int = typer.Option(None, "--dataloader-num-workers", help="Image-decoding worker processes [0]."),
-    checkpointing_steps: int = typer.Option(None, "--checkpointing-steps", help="Save the whole state every N steps."),
-    checkpoints_total_limit: int = typer.Option(None, "--checkpoints-total-limit", help="Keep at most K [3]."),
-    resume: str = typer.Option(None, "--resume", "--resume-from-checkpoint", help="latest, or a checkpoint folder."),
-    validation_prompt: list[str] = typer.Option(None, "--validation-prompt", help="Repeatable [thesis prompt]."),
-    num_validation_images: int = typer.Option(None, "--num-validation-images", help="Seeds per prompt [2]."),
-    validation_steps: int = typer.Option(None, "--validation-inference-steps", help="Sampling steps [25]."),
     no_validation: bool = typer.Option(False, "--no-validation", help="Render no validation images."),
-    report_to: str = typer.Option(None, "--report-to", help="tensorboard or none [tensorboard]."),
-    seed: int = typer.Option(None, "--seed", help="[42]"),
-    output_name: str = typer.Option(None, "--output-name", help="Name of the kohya/A1111 file [lanskap-lora]."),
-    save_precision: str = typer.Option(None, "--save-precision", help="kohya file: fp16, bf16 or fp32 [fp16]."),
     device: str = typer.Option(None, "--device", help="auto, cuda or cpu."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    given: dict[str, Any] | None = None,
 ) -> None:
-    """Fine-tune a LoRA on a captioned image set (thesis run: --preset thesis)."""
+    """Fine-tune a LoRA on a captioned image set (thesis run: --preset thesis).
+
+    Every TrainConfig setting is a flag of the same name (lanskap/training/config.py).
+    """
     from lanskap.cli.common import quiet_libraries, wait_notice
     from lanskap.config import load_settings
     from lanskap.jobs import JobControl
@@ -79,56 +36,10 @@ def train_cmd(
     from lanskap.training import build_config
 
     quiet_libraries(quiet)
-    overrides = {
-        "data": data,
-        "out": out,
-        "model": model,
-        "image_column": image_column,
-        "caption_column": caption_column,
-        "resolution": resolution,
-        "center_crop": center_crop,
-        "random_flip": random_flip,
-        "crop_scale": crop_scale,
-        "color_jitter": color_jitter,
-        "bucketing": bucketing,
-        "bucket_step": bucket_step,
-        "max_token_length": max_token_length,
-        "train_batch_size": train_batch_size,
-        "gradient_accumulation_steps": grad_accum,
-        "max_train_steps": max_train_steps,
-        "learning_rate": learning_rate,
-        "text_encoder_lr": text_encoder_lr,
-        "lr_scheduler": lr_scheduler,
-        "lr_warmup_steps": lr_warmup_steps,
-        "lr_num_cycles": lr_num_cycles,
-        "max_grad_norm": max_grad_norm,
-        "optimizer": "adamw8bit" if use_8bit_adam else optimizer,
-        "rank": rank,
-        "lora_alpha": lora_alpha,
-        "train_proj": train_proj,
-        "train_ff": train_ff,
-        "train_text_encoder": train_te,
-        "prediction_type": prediction_type,
-        "noise_offset": noise_offset,
-        "mixed_precision": mixed_precision,
-        "gradient_checkpointing": grad_ckpt,
-        "cache_latents": cache_latents,
-        "cache_text_embeddings": cache_text,
-        "dataloader_num_workers": workers,
-        "checkpointing_steps": checkpointing_steps,
-        "checkpoints_total_limit": checkpoints_total_limit,
-        "resume_from_checkpoint": resume,
-        "validation_prompt": list(validation_prompt) if validation_prompt else None,
-        "num_validation_images": num_validation_images,
-        "validation_inference_steps": validation_steps,
-        "report_to": report_to,
-        "seed": seed,
-        "output_name": output_name,
-        "save_precision": save_precision,
-    }
+    overrides = dict(given or {})
+    if use_8bit_adam:
+        overrides["optimizer"] = "adamw8bit"
     cfg = build_config(preset, config, overrides)
-    if snr_gamma is not None:
-        cfg.snr_gamma = snr_gamma or None
     if no_validation:
         cfg.validation_prompt = []
     progress = _Progress(quiet)

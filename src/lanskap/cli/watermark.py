@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="The invisible DWT-DCT watermark.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The invisible DWT-DCT watermark.")
 
 
 @app.command("check")

@@ -23,7 +23,7 @@ from lanskap.data.captions import DEFAULT_CAPTIONER, BlipCaptioner, lookup, meta
 from lanskap.data.enrich import enrich, load_rules
 from lanskap.data.layout import MANIFEST, caption_source_counts, read_manifest, write_captions
 from lanskap.data.scan import Picture, Rejected, dedupe, scan
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 TOKEN_WINDOW = 77
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -45,11 +45,13 @@ class PrepareOptions:
 
     def check(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
-            raise LanskapError(f"--test-fraction must be at least 0 and below 1, got {self.test_fraction:g}")
+            raise SettingError(
+                f"test_fraction must be at least 0 and below 1, got {self.test_fraction:g}", "test_fraction"
+            )
         if self.min_side < 1:
-            raise LanskapError("--min-side must be at least 1")
+            raise SettingError("min_side must be at least 1", "min_side")
         if self.caption_batch_size < 1:
-            raise LanskapError("--caption-batch-size must be at least 1")
+            raise SettingError("caption_batch_size must be at least 1", "caption_batch_size")
 
 
 def _safe_stem(rel: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lanskap.config import Settings
-from lanskap.errors import CancelledError, LanskapError
+from lanskap.errors import CancelledError, LanskapError, SettingError
 from lanskap.evaluation import distances as D
 from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
 from lanskap.evaluation.imagesets import (
@@ -76,7 +76,9 @@ class EvalConfig:
                 "give a DATASET (its test split is generated and compared), or --real DIR --generated DIR"
             )
         if self.mode == "folders" and self.loras:
-            raise LanskapError("--lora applies when generating from a DATASET; folders are compared as they are")
+            raise SettingError(
+                "a LoRA applies when generating from a dataset; folders are compared as they are", "lora"
+            )
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise LanskapError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
@@ -86,9 +88,9 @@ class EvalConfig:
                 "or add palette to --metrics"
             )
         if not 1 <= self.per_prompt <= 100:
-            raise LanskapError(f"--num-images (per prompt) must be between 1 and 100, got {self.per_prompt}")
+            raise SettingError(f"images per prompt must be between 1 and 100, got {self.per_prompt}", "num_images")
         if self.limit is not None and self.limit < 1:
-            raise LanskapError(f"--limit must be 1 or more, got {self.limit}")
+            raise SettingError(f"limit must be 1 or more, got {self.limit}", "limit")
         return self
 
     def wants(self, metric: str) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.generation.imageops import (
     blur_mask,
     crop_region,
@@ -128,9 +128,9 @@ def outpaint_inputs(
     margins = {"left": left, "right": right, "up": up, "down": down}
     for name, value in margins.items():
         if not 0 <= value <= MAX_MARGIN:
-            raise LanskapError(f"--{name} must be between 0 and {MAX_MARGIN} pixels, got {value}")
+            raise SettingError(f"{name} must be between 0 and {MAX_MARGIN} pixels, got {value}", name)
     if not any(margins.values()):
-        raise LanskapError("give at least one of --left, --right, --up, --down")
+        raise SettingError("give at least one margin to extend", "left", "right", "up", "down")
     if not 0 <= overlap <= 256:
         raise LanskapError(f"overlap must be between 0 and 256 pixels, got {overlap}")
     canvas, mask = outpaint_canvas(image, left, right, up, down, overlap=overlap)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.mini import model as arch
 from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
 from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
@@ -244,7 +244,7 @@ def load_vae(source: str) -> Any:
 
     folder = arch.shipped() if source == arch.NAME else Path(source).expanduser()
     if not arch.is_mini(folder) or not any((folder / "vae").glob("*.safetensors")):
-        raise LanskapError(f"--vae-from {source}: not a lanskap-mini folder with a safetensors VAE")
+        raise SettingError(f"{source} is not a lanskap-mini folder with a safetensors VAE to reuse", "vae_from")
     loaded = AutoencoderKL.from_pretrained(str(folder / "vae"), use_safetensors=True)
     # Rebuilt from its config without ``_name_or_path``, so the source's path doesn't leak into ours.
     vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if k != "_name_or_path"})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -42,9 +42,9 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
-        raise LanskapError("--device cuda was asked for, but no CUDA GPU is available to torch")
+        raise SettingError("the cuda device was asked for, but no CUDA GPU is available to torch", "device")
     elif device == "mps" and not mps_ok:
-        raise LanskapError("--device mps was asked for, but Apple MPS is not available")
+        raise SettingError("the mps device was asked for, but Apple MPS is not available", "device")
     if dtype == "auto":
         dtype = "fp16" if device in ("cuda", "mps") else "fp32"
     if device == "cpu" and dtype == "fp16":

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from lanskap.config import DEFAULT_MODEL, Settings
-from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
 from lanskap.mini.model import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
 from lanskap.models.hashing import model_hash
@@ -153,7 +153,7 @@ def _config_source(settings: Settings) -> str:
     spec = settings.model_config or DEFAULT_MODEL
     ref = resolve_model_ref(spec, settings)
     if ref.kind == "single_file":
-        raise LanskapError("--model-config must be a diffusers folder or hub id, not a single file")
+        raise SettingError("the model config must be a diffusers folder or hub id, not a single file", "model_config")
     if ref.kind == "hub":
         try:
             from huggingface_hub import snapshot_download

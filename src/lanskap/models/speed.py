@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lanskap.errors import LanskapError
+from lanskap.errors import SettingError
 
 if TYPE_CHECKING:
     import torch
@@ -41,10 +41,9 @@ class SpeedOptions:
     def validate(self) -> SpeedOptions:
         for name in ("low_memory", "channels_last", "fuse_lora"):
             if getattr(self, name) not in CHOICES:
-                flag = name.replace("_", "-")
-                raise LanskapError(f"--{flag} must be auto, on or off, not {getattr(self, name)!r}")
+                raise SettingError(f"{name} must be auto, on or off, not {getattr(self, name)!r}", name)
         if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise LanskapError(f"--threads must be between 1 and 1024, not {self.threads}")
+            raise SettingError(f"threads must be between 1 and 1024, not {self.threads}", "threads")
         return self
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.io import atomic_write_text
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -45,7 +45,7 @@ def find_checkpoint(out: Path, spec: str) -> Path:
     if spec == "latest":
         found = list_checkpoints(out)
         if not found:
-            raise LanskapError(f"--resume latest: no checkpoint in {out} yet; start without --resume")
+            raise SettingError(f"no checkpoint in {out} yet to resume from; start a new run", "resume")
         return found[-1][1]
     path = Path(spec).expanduser()
     if not path.is_absolute() and not path.exists():

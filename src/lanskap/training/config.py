@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
+from lanskap.fields import setting
 
 #: The validation prompt of the thesis's training run (section 4.3).
 THESIS_VALIDATION_PROMPT = "Create a mystical fantasy landscape at the edge of an enchanted forest."
@@ -39,72 +40,78 @@ class TrainConfig:
     """Every setting of a training run. ``None`` means "work it out" (see the field comments)."""
 
     # what and where
-    data: str = ""
-    out: str = ""
-    model: str | None = None  # None: the configured base model (SD 2.1 by default)
-    preset: str | None = None
-    image_column: str = "image"
-    caption_column: str | None = None  # None: text, caption or captions
+    data: str = setting("", "Prepared dataset, imagefolder, or thesis CSV (image,captions).", show_default=False)
+    out: str = setting("", "Where the LoRA, checkpoints and logs go.", aliases=("--output-dir",), show_default=False)
+    model: str | None = setting(  # None: the configured base model (SD 2.1 by default)
+        None, "Base model: hub id or path [the configured one].", aliases=("--pretrained-model-name-or-path",)
+    )
+    preset: str | None = setting(None, "default (about 50 images) or thesis (the thesis's run).")
+    image_column: str = setting("image", "CSV column with image paths.")
+    caption_column: str | None = setting(None, "Caption column [text, caption or captions].")
     # images
-    resolution: int | None = None  # None: the base model's native size (768 for SD 2.1)
-    center_crop: bool = False
-    random_flip: bool = True
-    crop_scale: float = 1.0  # below 1: random zoom-in crops of that area fraction at least
-    color_jitter: float = 0.0
-    bucketing: bool = True
-    bucket_step: int = 64
-    max_token_length: int = 75  # 75, 150 or 225: longer captions are encoded in 75-token chunks
+    resolution: int | None = setting(None, "Training size, a multiple of 8 [the model's native size].")
+    center_crop: bool = setting(False, "Crop at the centre, not at random.", negative="--random-crop")
+    random_flip: bool = setting(True, "Horizontal flips.")
+    crop_scale: float = setting(1.0, "Below 1: random zoom-in crops down to this area fraction.")
+    color_jitter: float = setting(0.0, "Colour jitter strength (0: off).")
+    bucketing: bool = setting(True, "Aspect-ratio buckets, so wide concept art isn't cropped away.")
+    bucket_step: int = setting(64, "Bucket side step in pixels.")
+    max_token_length: int = setting(75, "Caption tokens: 75, 150 or 225 (longer ones in 75-token chunks).")
     # schedule
-    train_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    max_train_steps: int = 1500
-    learning_rate: float = 1e-4
-    text_encoder_lr: float | None = None  # None: learning_rate
-    lr_scheduler: str = "cosine"
-    lr_warmup_steps: int = 100
-    lr_num_cycles: int = 1
-    lr_power: float = 1.0
-    max_grad_norm: float = 1.0
-    optimizer: str = "auto"  # auto: 8-bit AdamW when bitsandbytes and CUDA are present
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
+    train_batch_size: int = setting(1, "Images per batch per device.")
+    gradient_accumulation_steps: int = setting(1, "Batches per optimizer step.")
+    max_train_steps: int = setting(1500, "Optimizer steps.")
+    learning_rate: float = setting(1e-4, "Learning rate.")
+    text_encoder_lr: float | None = setting(None, "Text encoder learning rate [the learning rate].")
+    lr_scheduler: str = setting("cosine", f"One of {', '.join(LR_SCHEDULERS)}.")
+    lr_warmup_steps: int = setting(100, "Learning-rate warm-up steps.")
+    lr_num_cycles: int = setting(1, "Restarts for cosine_with_restarts.")
+    lr_power: float = setting(1.0, "Power of the polynomial schedule.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping; 0 turns it off.")
+    optimizer: str = setting("auto", "auto (8-bit AdamW with bitsandbytes on CUDA), adamw or adamw8bit.")
+    adam_beta1: float = setting(0.9, "AdamW beta1.")
+    adam_beta2: float = setting(0.999, "AdamW beta2.")
+    adam_weight_decay: float = setting(1e-2, "AdamW weight decay.")
+    adam_epsilon: float = setting(1e-8, "AdamW epsilon.")
     # LoRA
-    rank: int = 16
-    lora_alpha: float | None = None  # None: rank (scale 1)
-    lora_dropout: float = 0.0
-    train_proj: bool = False
-    train_ff: bool = False
-    train_text_encoder: bool = False
+    rank: int = setting(16, "LoRA rank.")
+    lora_alpha: float | None = setting(None, "LoRA alpha [the rank: scale 1].")
+    lora_dropout: float = setting(0.0, "LoRA dropout.")
+    train_proj: bool = setting(False, "Also train proj_in/proj_out.")
+    train_ff: bool = setting(False, "Also train the feed-forward layers.")
+    train_text_encoder: bool = setting(False, "LoRA on the text encoder too.")
     # objective
-    prediction_type: str | None = None  # None: the scheduler config's (v_prediction for SD 2.1 768)
-    snr_gamma: float | None = 5.0
-    noise_offset: float = 0.0
+    prediction_type: str | None = setting(None, "Override the model's: epsilon or v_prediction.")
+    snr_gamma: float | None = setting(5.0, "Min-SNR-γ loss weighting; 0 turns it off.")
+    noise_offset: float = setting(0.0, "Noise offset.")
     # efficiency
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = True
-    cache_latents: bool = False
-    cache_text_embeddings: bool = False
-    dataloader_num_workers: int = 0
-    allow_tf32: bool = True
+    mixed_precision: str = setting("auto", "auto, no, fp16 or bf16.")
+    gradient_checkpointing: bool = setting(True, "Trade speed for memory.")
+    cache_latents: bool = setting(False, "Encode the images once (needs center_crop, no colour jitter).")
+    cache_text_embeddings: bool = setting(False, "Encode the captions once (not with train_text_encoder).")
+    dataloader_num_workers: int = setting(0, "Image-decoding worker processes.")
+    allow_tf32: bool = setting(True, "TF32 matmuls on Ampere and newer GPUs.")
     # checkpoints
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    checkpointing_steps: int = setting(500, "Save the whole state every N steps (and render validation images).")
+    checkpoints_total_limit: int | None = setting(3, "Keep at most this many checkpoints.")
+    resume_from_checkpoint: str | None = setting(  # "latest" or a checkpoint folder
+        None, "latest, or a checkpoint folder.", aliases=("--resume",)
+    )
     # monitoring
-    validation_prompt: list[str] = field(default_factory=lambda: [THESIS_VALIDATION_PROMPT])
-    validation_negative_prompt: str = ""
-    num_validation_images: int = 2
-    validation_seeds: list[int] | None = None  # None: seed, seed + 1, ...
-    validation_inference_steps: int = 25
-    validation_guidance_scale: float = 7.5
-    validation_at_start: bool = True
-    validation_loss: bool = True  # a fixed-noise loss on training images at each checkpoint: a smooth curve
-    report_to: str = "tensorboard"
-    seed: int = 42
-    output_name: str = "lanskap-lora"
-    save_precision: str = "fp16"  # of the kohya/A1111 file (A1111 LoRAs are usually fp16)
+    validation_prompt: list[str] = setting(
+        help="Validation prompt; repeatable [the thesis's].", factory=lambda: [THESIS_VALIDATION_PROMPT]
+    )
+    validation_negative_prompt: str = setting("", "Negative prompt of the validation images.", show_default=False)
+    num_validation_images: int = setting(2, "Seeds per validation prompt.")
+    validation_seeds: list[int] | None = setting(None, "Validation seeds; repeatable [seed, seed + 1, …].")
+    validation_inference_steps: int = setting(25, "Sampling steps of the validation images.")
+    validation_guidance_scale: float = setting(7.5, "Guidance scale of the validation images.")
+    validation_at_start: bool = setting(True, "Render the validation images of the base model at step 0.")
+    validation_loss: bool = setting(True, "A fixed-noise loss on training images at each checkpoint: a smooth curve.")
+    report_to: str = setting("tensorboard", "tensorboard or none.")
+    seed: int = setting(42, "Seed of the whole run.")
+    output_name: str = setting("lanskap-lora", "Name of the kohya/A1111 file.")
+    save_precision: str = setting("fp16", "Precision of the kohya/A1111 file: fp16, bf16 or fp32.")
 
     # -- derived -------------------------------------------------------------------------------
     def unet_targets(self) -> list[str]:
@@ -136,67 +143,81 @@ class TrainConfig:
         }
 
     def check(self) -> None:
-        """Reject impossible settings before anything is loaded."""
+        """Reject impossible settings before anything is loaded (named as settings, not flags)."""
         if not self.data:
-            raise LanskapError("no training data: pass --data with a prepared dataset, an imagefolder or a CSV")
+            raise SettingError("no training data: give a prepared dataset, an imagefolder or a CSV", "data")
         if not self.out:
-            raise LanskapError("no output folder: pass --out")
+            raise SettingError("no output folder for the run", "out")
         if self.resolution is not None and (self.resolution <= 0 or self.resolution % 8):
-            raise LanskapError(f"--resolution must be a positive multiple of 8, not {self.resolution}")
+            raise SettingError(f"resolution must be a positive multiple of 8, not {self.resolution}", "resolution")
         if self.bucket_step <= 0 or self.bucket_step % 8:
-            raise LanskapError(f"--bucket-step must be a positive multiple of 8, not {self.bucket_step}")
+            raise SettingError(f"bucket_step must be a positive multiple of 8, not {self.bucket_step}", "bucket_step")
         if self.rank <= 0:
-            raise LanskapError(f"--rank must be 1 or more, not {self.rank}")
+            raise SettingError(f"rank must be 1 or more, not {self.rank}", "rank")
         if self.lora_alpha is not None and self.lora_alpha <= 0:
-            raise LanskapError("--lora-alpha must be positive")
-        positive = {
-            "train_batch_size": self.train_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "max_train_steps": self.max_train_steps,
-            "checkpointing_steps": self.checkpointing_steps,
-            "lr_num_cycles": self.lr_num_cycles,
-            "validation_inference_steps": self.validation_inference_steps,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise LanskapError(f"--{name.replace('_', '-')} must be 1 or more, not {value}")
-        if self.learning_rate <= 0:
-            raise LanskapError("--learning-rate must be positive")
-        if self.lr_warmup_steps < 0 or self.dataloader_num_workers < 0:
-            raise LanskapError("--lr-warmup-steps and --dataloader-num-workers can't be negative")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise LanskapError(f"unknown --lr-scheduler {self.lr_scheduler!r}; choose {', '.join(LR_SCHEDULERS)}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise LanskapError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise LanskapError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.max_token_length not in (75, 150, 225):
-            raise LanskapError("--max-token-length must be 75, 150 or 225")
-        if not 0 < self.crop_scale <= 1:
-            raise LanskapError("--crop-scale must be in (0, 1]")
-        if not 0 <= self.color_jitter < 1:
-            raise LanskapError("--color-jitter must be in [0, 1)")
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise LanskapError("--snr-gamma must be positive (leave it out to turn min-SNR weighting off)")
-        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
-            raise LanskapError("--checkpoints-total-limit must be 1 or more")
-        if self.save_precision not in ("fp16", "bf16", "fp32"):
-            raise LanskapError("--save-precision must be fp16, bf16 or fp32")
-        if self.report_to not in ("tensorboard", "none"):
-            raise LanskapError("--report-to must be tensorboard or none")
-        if self.cache_latents:
-            if self.color_jitter > 0:
-                raise LanskapError(
-                    "--cache-latents can't be used with --color-jitter: every step sees new colours, "
-                    "so cached latents would be wrong; turn one of them off"
-                )
-            if not self.center_crop:
-                raise LanskapError(
-                    "--cache-latents needs --center-crop: a random crop differs every step, so cached latents "
-                    "would be wrong (flipped views are cached too, so --random-flip is fine)"
-                )
+            raise SettingError("lora_alpha must be positive", "lora_alpha")
+        self._check_schedule()
+        self._check_choices()
+        if self.cache_latents and self.color_jitter > 0:
+            raise SettingError(
+                "cache_latents can't be used with color_jitter: every step sees new colours, "
+                "so cached latents would be wrong; turn one of them off",
+                "cache_latents",
+                "color_jitter",
+            )
+        if self.cache_latents and not self.center_crop:
+            raise SettingError(
+                "cache_latents needs center_crop: a random crop differs every step, so cached latents "
+                "would be wrong (flipped views are cached too, so random_flip is fine)",
+                "cache_latents",
+                "center_crop",
+            )
         if self.cache_text_embeddings and self.train_text_encoder:
-            raise LanskapError("--cache-text-embeddings can't be used with --train-text-encoder: the encoder changes")
+            raise SettingError(
+                "cache_text_embeddings can't be used with train_text_encoder: the encoder changes",
+                "cache_text_embeddings",
+                "train_text_encoder",
+            )
+
+    def _check_schedule(self) -> None:
+        positive = (
+            "train_batch_size",
+            "gradient_accumulation_steps",
+            "max_train_steps",
+            "checkpointing_steps",
+            "lr_num_cycles",
+            "validation_inference_steps",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SettingError(f"{name} must be 1 or more, not {getattr(self, name)}", name)
+        if self.learning_rate <= 0:
+            raise SettingError("learning_rate must be positive", "learning_rate")
+        for name in ("lr_warmup_steps", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise SettingError(f"{name} can't be negative", name)
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise SettingError("checkpoints_total_limit must be 1 or more", "checkpoints_total_limit")
+
+    def _check_choices(self) -> None:
+        choices = {
+            "lr_scheduler": LR_SCHEDULERS,
+            "mixed_precision": MIXED_PRECISION,
+            "optimizer": OPTIMIZERS,
+            "max_token_length": (75, 150, 225),
+            "save_precision": ("fp16", "bf16", "fp32"),
+            "report_to": ("tensorboard", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                shown = ", ".join(map(str, allowed))
+                raise SettingError(f"{name} must be one of {shown}, not {getattr(self, name)!r}", name)
+        if not 0 < self.crop_scale <= 1:
+            raise SettingError("crop_scale must be in (0, 1]", "crop_scale")
+        if not 0 <= self.color_jitter < 1:
+            raise SettingError("color_jitter must be in [0, 1)", "color_jitter")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise SettingError("snr_gamma must be positive (0 or none turns min-SNR weighting off)", "snr_gamma")
 
 
 #: Presets; a config file and flags override them.
@@ -290,6 +311,8 @@ def build_config(
         raise LanskapError(f"unknown preset {chosen!r}; choose {', '.join(PRESETS)}")
     values: dict[str, Any] = {**PRESETS[chosen], **file_values}
     values.update({_key(k): v for k, v in (overrides or {}).items() if v is not None})
+    if values.get("snr_gamma") == 0:
+        values["snr_gamma"] = None  # 0 turns min-SNR weighting off, as the help says
     values["preset"] = chosen
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
