@@ -99,7 +99,10 @@ def _ridge(rng: np.random.Generator, w: int, base: float, amp: float, roughness:
 
 
 def render(scene: Scene, size: int = 128) -> Image.Image:
-    """Paint ``scene`` as a ``size``×``size`` RGB picture (the scene's seed fixes the layout)."""
+    """Paint ``scene`` as a ``size``×``size`` RGB picture (the scene's seed fixes the layout).
+
+    Layer by layer, back to front; the layers draw from one random stream in this order.
+    """
     rng = np.random.default_rng(scene.seed + 1)
     s = size
     img = np.zeros((s, s, 3), dtype=np.float32)
@@ -107,7 +110,16 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
     top, low = (np.asarray(c, dtype=np.float32) for c in SKIES[scene.sky])
     t = np.clip(np.arange(s) / horizon, 0, 1)[:, None, None]
     img[:] = top * (1 - t) + low * t
+    for layer in (_sky_lights, _islands, _terrain, _water, _building, _plants):
+        layer(img, scene, rng, s, horizon)
+    if scene.mist:
+        band = np.exp(-(((np.arange(s) - horizon) / (0.08 * s)) ** 2))[:, None] * np.ones((1, s))
+        _blend(img, band.astype(np.float32), (235, 235, 240), 0.55)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
+
+def _sky_lights(img: np.ndarray, scene: Scene, rng: np.random.Generator, s: int, horizon: int) -> None:
+    """Sun, moons, stars or an aurora, in the sky above the tallest peak."""
     sky_h = horizon - int(0.28 * s)  # the part of the sky above the tallest peak
     if scene.celestial == "sun":
         _blend(img, _disc(s, s, rng.uniform(0.12, 0.3) * s, rng.uniform(0.2, 0.8) * s, 0.07 * s), SUN)
@@ -126,6 +138,9 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
             band = np.exp(-(((yy - centre) / 0.025) ** 2))
             _blend(img, band, (70, 235, 150), 0.75)
 
+
+def _islands(img: np.ndarray, scene: Scene, rng: np.random.Generator, s: int, horizon: int) -> None:
+    """Floating islands: rock wedges with a grass top."""
     if scene.islands:
         for _ in range(int(rng.integers(1, 3))):
             cx, cy, r = rng.uniform(0.15, 0.85) * s, rng.uniform(0.2, 0.35) * s, rng.uniform(0.06, 0.1) * s
@@ -135,6 +150,9 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
             grass = (np.abs(yy - cy) < max(1.5, 0.015 * s)) & (np.abs(xx - cx) < r)
             _blend(img, grass.astype(np.float32), GREEN)
 
+
+def _terrain(img: np.ndarray, scene: Scene, rng: np.random.Generator, s: int, horizon: int) -> None:
+    """Mountains (green, rocky or snowy), hills or plains, and the ground below the horizon."""
     rows = np.arange(s)[:, None]
     if scene.terrain.endswith("mountains"):
         ridge = _ridge(rng, s, horizon, 0.3 * s, 6)
@@ -155,6 +173,10 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
     ground = (rows >= horizon).astype(np.float32) * np.ones((1, s))
     _blend(img, ground, (74, 118, 56))
 
+
+def _water(img: np.ndarray, scene: Scene, rng: np.random.Generator, s: int, horizon: int) -> None:
+    """A sea, a lake, a river or a waterfall with its pool."""
+    rows = np.arange(s)[:, None]
     if scene.water == "sea":
         _blend(img, ((rows >= horizon) & (rows < horizon + 0.22 * s)).astype(np.float32) * np.ones((1, s)), WATER)
     elif scene.water == "lake":
@@ -177,6 +199,9 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
         pool = (((xx - x0) / (0.18 * s)) ** 2 + ((yy - (horizon + 0.14 * s)) / (0.06 * s)) ** 2) <= 1
         _blend(img, pool.astype(np.float32), WATER)
 
+
+def _building(img: np.ndarray, scene: Scene, rng: np.random.Generator, s: int, horizon: int) -> None:
+    """A castle, a tower, a village or ruins standing on the horizon."""
     base_y = int(horizon + 0.02 * s)
     if scene.building == "castle":
         cx, w = rng.uniform(0.25, 0.75) * s, 0.26 * s
@@ -209,6 +234,9 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
             hgt = int(rng.uniform(0.05, 0.15) * s)
             img[base_y - hgt : base_y, cx : cx + cw] = (150, 146, 136)
 
+
+def _plants(img: np.ndarray, scene: Scene, rng: np.random.Generator, s: int, horizon: int) -> None:
+    """A forest, glowing trees or giant mushrooms in the foreground."""
     ground_y = int(horizon + 0.24 * s)
     if scene.plants == "forest":
         for _ in range(14):
@@ -230,11 +258,6 @@ def render(scene: Scene, size: int = 128) -> Image.Image:
             else:
                 cap = _disc(s, s, by - hh, cx, 0.07 * s) * (np.arange(s)[:, None] <= by - hh)
                 _blend(img, cap, (200, 40, 60))
-
-    if scene.mist:
-        band = np.exp(-(((np.arange(s) - horizon) / (0.08 * s)) ** 2))[:, None] * np.ones((1, s))
-        _blend(img, band.astype(np.float32), (235, 235, 240), 0.55)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
 # -- words ------------------------------------------------------------------------------------------
