@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 #: The original ``stabilityai/stable-diffusion-2-1`` repo left the hub in Nov 2025;
 #: this community mirror holds the same SD 2.1 768-v weights.
@@ -52,6 +52,28 @@ def config_path() -> Path | None:
 FALLBACKS = ("mini", "tiny", "none")
 
 
+CHOICES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """What the user asked for; ``auto`` lets ``models.speed.make_plan`` decide from the device."""
+
+    low_memory: str = "auto"
+    channels_last: str = "auto"
+    fuse_lora: str = "auto"
+    compile: bool = False
+    threads: int | None = None
+
+    def validate(self) -> SpeedOptions:
+        for name in ("low_memory", "channels_last", "fuse_lora"):
+            if getattr(self, name) not in CHOICES:
+                raise SettingError(f"{name} must be auto, on or off, not {getattr(self, name)!r}", name)
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise SettingError(f"threads must be between 1 and 1024, not {self.threads}", "threads")
+        return self
+
+
 @dataclass
 class Settings:
     """Resolved settings; build with :func:`load_settings`."""
@@ -68,7 +90,7 @@ class Settings:
     #: What to do when the base model can't be had: "mini" (the built-in lanskap-mini),
     #: "tiny" (a tiny random-weight model, for tests) or "none" (a one-line error).
     fallback: str = "mini"
-    #: Speed and memory levers (lanskap.models.speed): auto, on or off.
+    #: Speed and memory levers (SpeedOptions; lanskap.models.speed plans them): auto, on or off.
     low_memory: str = "auto"
     channels_last: str = "auto"
     fuse_lora: str = "auto"
@@ -76,9 +98,7 @@ class Settings:
     threads: int | None = None
 
     @property
-    def speed(self) -> Any:
-        from lanskap.models.speed import SpeedOptions
-
+    def speed(self) -> SpeedOptions:
         return SpeedOptions(
             low_memory=self.low_memory,
             channels_last=self.channels_last,

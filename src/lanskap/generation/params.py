@@ -15,37 +15,13 @@ from PIL import Image
 from lanskap.errors import LanskapError
 from lanskap.generation.imageops import FILL_MODES, RESIZE_MODES
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
+from lanskap.prompts.lora_tags import LoraSpec
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_STEPS, MAX_STEPS = 1, 150
 MAX_IMAGES = 1000
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12  # A1111's slider
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """A LoRA by name (in the LoRA folders) or path, with its scale."""
-
-    name: str
-    scale: float = 1.0
-
-    @classmethod
-    def parse(cls, text: str) -> LoraSpec:
-        """``NAME``, ``NAME:0.7`` or ``C:\\path\\x.safetensors:0.7``."""
-        text = text.strip()
-        head, sep, tail = text.rpartition(":")
-        if sep and head:
-            try:
-                return cls(head, float(tail))
-            except ValueError:
-                pass
-        if not text:
-            raise LanskapError("empty --lora value; use NAME or NAME:SCALE")
-        return cls(text, 1.0)
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.scale:g}"
 
 
 @dataclass(frozen=True)

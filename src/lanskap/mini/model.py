@@ -10,16 +10,15 @@ UNet has 11 M parameters, so an image takes a few seconds on a laptop CPU.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lanskap.errors import LanskapError
 from lanskap.io import atomic_dir
 
-NAME = "lanskap-mini"
-MARKER = "lanskap_mini.json"
-SIZE = 128  # native image size
+# Where the shipped weights live and how a folder is recognised: models/builtin.py, so the
+# loader finds lanskap-mini without importing this module.
+from lanskap.models.builtin import MARKER, NAME, SIZE, card, is_mini, shipped  # noqa: F401
+
 TEXT_DIM = 128
 PREDICTION_TYPE = "v_prediction"
 
@@ -108,7 +107,7 @@ def save_pipeline(
     text_model: Any,
     tok: Any,
     unet_model: Any,
-    card: dict,
+    card: dict,  # noqa: F811 - the argument shadows card() inside this function only
 ) -> Path:
     """Write a diffusers folder (fp16 safetensors) atomically: a temp folder, then a rename."""
     import copy
@@ -132,21 +131,3 @@ def save_pipeline(
         pipe.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / MARKER).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return out
-
-
-def shipped() -> Path:
-    """The weights inside the installed package."""
-    folder = Path(str(resources.files("lanskap.mini") / "weights"))
-    if not (folder / MARKER).is_file():
-        raise LanskapError(
-            f"lanskap-mini's weights are missing from {folder}; reinstall lanskap or run `lanskap mini train`"
-        )
-    return folder
-
-
-def is_mini(folder: Path) -> bool:
-    return (Path(folder) / MARKER).is_file()
-
-
-def card(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))

@@ -17,7 +17,7 @@ import torch
 
 from lanskap.config import DEFAULT_MODEL, Settings
 from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
-from lanskap.mini.model import SIZE as MINI_SIZE
+from lanskap.models.builtin import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
 from lanskap.models.hashing import model_hash
 from lanskap.models.resolve import MINI_NAME, ModelRef, fetch_hub_model, resolve_model_ref

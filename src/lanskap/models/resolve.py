@@ -62,7 +62,7 @@ def resolve_model_ref(spec: str, settings: Settings) -> ModelRef:
     if not spec:
         raise LanskapError("no model given")
     if spec == MINI_NAME:
-        from lanskap.mini.model import shipped
+        from lanskap.models.builtin import shipped
 
         return ModelRef("folder", str(shipped().resolve()), MINI_NAME)
     found = _local(Path(spec).expanduser(), settings.allow_pickle)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lanskap.errors import SettingError
+from lanskap.config import CHOICES, SpeedOptions  # noqa: F401 - re-exported: callers import them from here
 
 if TYPE_CHECKING:
     import torch
@@ -25,26 +25,6 @@ LOW_MEMORY_BELOW_GIB = 9.0
 #: The VAE decoder's peak, per output pixel: about six live activations of 128 channels at
 #: full resolution (its last up block), which is where decoding a large image runs out.
 VAE_BYTES_PER_PIXEL_PER_BYTE = 128 * 6
-CHOICES = ("auto", "on", "off")
-
-
-@dataclass(frozen=True)
-class SpeedOptions:
-    """What the user asked for; ``auto`` lets :func:`make_plan` decide from the device."""
-
-    low_memory: str = "auto"
-    channels_last: str = "auto"
-    fuse_lora: str = "auto"
-    compile: bool = False
-    threads: int | None = None
-
-    def validate(self) -> SpeedOptions:
-        for name in ("low_memory", "channels_last", "fuse_lora"):
-            if getattr(self, name) not in CHOICES:
-                raise SettingError(f"{name} must be auto, on or off, not {getattr(self, name)!r}", name)
-        if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise SettingError(f"threads must be between 1 and 1024, not {self.threads}", "threads")
-        return self
 
 
 @dataclass

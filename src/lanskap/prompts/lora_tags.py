@@ -7,8 +7,35 @@ how A1111 (and ``lanskap generate --from``) records which LoRAs made an image.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from lanskap.generation.params import LoraSpec
+from lanskap.errors import SettingError
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA by name (in the LoRA folders) or path, with its scale."""
+
+    name: str
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """``NAME``, ``NAME:0.7`` or ``C:\\path\\x.safetensors:0.7``."""
+        text = text.strip()
+        head, sep, tail = text.rpartition(":")
+        if sep and head:
+            try:
+                return cls(head, float(tail))
+            except ValueError:
+                pass
+        if not text:
+            raise SettingError("an empty LoRA value; use NAME or NAME:SCALE", "lora")
+        return cls(text, 1.0)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.scale:g}"
+
 
 # A1111's extra-network regex: <name:arg1:arg2...>
 _TAG = re.compile(r"<(\w+):([^>]+)>")

@@ -12,12 +12,19 @@ import csv
 import io
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from lanskap.errors import LanskapError
 
-if TYPE_CHECKING:
-    from lanskap.generation.params import GenerationRequest
+
+class _Prompted(Protocol):
+    """Anything with the two prompts a style merges into (a GenerationRequest)."""
+
+    prompt: str
+    negative_prompt: str
+
+
+Request = TypeVar("Request", bound=_Prompted)
 
 STYLES_FILE = "styles.csv"
 MAX_STYLES_BYTES = 4 * 2**20
@@ -75,8 +82,8 @@ def merge_prompts(style_prompt: str, prompt: str) -> str:
 
 
 def apply_styles(
-    request: GenerationRequest, names: list[str] | tuple[str, ...], home: Path, *, strict: bool = True
-) -> tuple[GenerationRequest, list[str]]:
+    request: Request, names: list[str] | tuple[str, ...], home: Path, *, strict: bool = True
+) -> tuple[Request, list[str]]:
     """``request`` with the named styles merged into its prompts, and the names that are unknown.
 
     ``strict`` makes an unknown name an error (CLI, web app); the A1111 API skips it and says so.
