@@ -27,6 +27,7 @@ from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lo
 from lanskap.generation.params import GenerationRequest, LoraSpec
 from lanskap.generation.prepare import Prepared, prepare
 from lanskap.generation.schedulers import Sampler, build_scheduler, get_sampler
+from lanskap.generation.steps import ExtraConditioning, PostStep
 from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
@@ -161,6 +162,17 @@ class Engine:
         self._base_scheduler_config: Any = None
         self._pipes: dict[str, Any] = {}
         self._fused: tuple[tuple[str, float], ...] | None = None  # LoRAs fused into the weights, with scales
+        self.conditioning: list[ExtraConditioning] = []  # the seams for new capabilities (generation/steps.py)
+        self.post_steps: list[PostStep] = []
+
+    def add_step(self, step: ExtraConditioning | PostStep) -> None:
+        """Plug in a capability: extra pipeline inputs, or a step on the decoded images."""
+        if isinstance(step, PostStep):
+            self.post_steps.append(step)
+        elif isinstance(step, ExtraConditioning):
+            self.conditioning.append(step)
+        else:
+            raise TypeError(f"{step!r} is neither an ExtraConditioning nor a PostStep")
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -334,17 +346,16 @@ class Engine:
         return latents.to(m.placement.device, m.placement.dtype), gens
 
     def _pipeline(self, kind: str) -> Any:
-        """The diffusers pipeline for ``kind``, sharing the loaded components (no second copy in memory)."""
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+        """The diffusers pipeline for ``kind``, sharing the loaded components (no second copy in memory).
+
+        The model family names the pipeline class of each mode (``models/family.py``).
+        """
+        import diffusers
 
         m = self.model
         if m.inpainting:
             kind = "inpaint"  # a 9-channel UNet runs every mode through the inpainting pipeline
-        cls = {
-            "txt2img": StableDiffusionPipeline,
-            "img2img": StableDiffusionImg2ImgPipeline,
-            "inpaint": StableDiffusionInpaintPipeline,
-        }[kind]
+        cls = getattr(diffusers, m.family.pipelines[kind])
         if type(m.pipe) is cls:
             return m.pipe
         if kind not in self._pipes:
@@ -531,9 +542,12 @@ class Engine:
     def _finish(
         self, run: _Run, images: list[Image.Image], partial: list[bool], *, interrupted: bool
     ) -> GenerationResult:
-        """Watermark, infotext, the result and the job log."""
+        """Post-steps, watermark, infotext, the result and the job log."""
         req, m = run.req, run.model
         seeds = [s for batch in run.batches for s in batch][: len(images)]
+        for step in self.post_steps:
+            if step.applies(req) and images:
+                images = list(step(self, req, images, seeds))
         marked = [False] * len(images)
         if req.watermark:
             for i, im in enumerate(images):
@@ -610,7 +624,7 @@ class Engine:
                 args["image"] = [Image.new("RGB", (req.width, req.height), (127, 127, 127))] * n
                 args["mask_image"] = [Image.new("L", (req.width, req.height), 255)] * n
                 args["strength"] = 1.0
-            return args
+            return self._conditioned(args, req, seeds)
         assert prep.start is not None
         args["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         args["image"] = [prep.start(s) for s in seeds]
@@ -619,6 +633,13 @@ class Engine:
             args["mask_image"] = [prep.mask] * n
         elif m.inpainting:  # img2img on an inpainting model: repaint everything, starting from the picture
             args["mask_image"] = [Image.new("L", (req.width, req.height), 255)] * n
+        return self._conditioned(args, req, seeds)
+
+    def _conditioned(self, args: dict[str, Any], req: GenerationRequest, seeds: list[int]) -> dict[str, Any]:
+        """The pipeline arguments with every applicable extra conditioning added."""
+        for extra in self.conditioning:
+            if extra.applies(req):
+                args.update(extra.call_args(self, req, seeds))
         return args
 
     def _infotext(
@@ -663,5 +684,8 @@ class Engine:
                 params["Masked area padding"] = req.mask.padding
         if watermarked:
             params["Watermark"] = MESSAGE.decode()
+        for step in [*self.conditioning, *self.post_steps]:
+            if step.applies(req):
+                params.update(step.infotext(req))
         params["Version"] = f"lanskap {__version__}"
         return build_infotext(prompt, req.negative_prompt, params)

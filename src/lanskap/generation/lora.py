@@ -102,14 +102,18 @@ def inspect_lora(path: Path, settings: Settings) -> LoraInfo:
 
 def check_compatible(info: LoraInfo, cross_attention_dim: int, model_name: str) -> None:
     """Refuse a LoRA whose cross-attention width differs from the base's."""
-    families = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+    from lanskap.models.family import SD1, SD2, width_label
+
     if info.context_dim is not None and info.context_dim != cross_attention_dim:
-        made_for = families.get(info.context_dim, f"a model with {info.context_dim}-wide text embeddings")
-        this = families.get(cross_attention_dim, f"{cross_attention_dim}-wide")
+        made_for = width_label(info.context_dim)
+        if made_for.endswith("-wide"):
+            made_for = f"a model with {info.context_dim}-wide text embeddings"
+        this = width_label(cross_attention_dim)
         raise LoraError(
             f"LoRA {info.name!r} was made for another base ({made_for}); {model_name!r} is {this}. "
             "Use a LoRA trained on this base model"
         )
     hint = (info.base_hint or "").lower()
-    if cross_attention_dim == 1024 and info.context_dim is None and (hint.startswith("sd_v1") or "-v1" in hint):
+    made_for_sd1 = hint.startswith(SD1.kohya_version) or "-v1" in hint
+    if cross_attention_dim == SD2.text_width and info.context_dim is None and made_for_sd1:
         raise LoraError(f"LoRA {info.name!r} was made for SD 1.x; this base is SD 2.x")

@@ -17,6 +17,7 @@ import torch
 
 from lanskap.errors import LanskapError
 from lanskap.io import atomic_write
+from lanskap.models.family import family_of
 from lanskap.models.safety import read_safetensors_header
 
 _RESNET = [
@@ -167,7 +168,8 @@ def export_single_file(folder: Path, out: Path, *, prediction_type: str | None =
     text = {
         k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in _load(folder / "text_encoder").items()
     }
-    if int(unet_cfg["cross_attention_dim"]) == 768:  # SD 1.x keeps HF CLIP names in LDM files
+    if not family_of(int(unet_cfg["cross_attention_dim"]), prediction_type or "epsilon").open_clip_text:
+        # SD 1.x keeps HF CLIP names in LDM files
         state.update({f"cond_stage_model.transformer.{k}": v for k, v in text.items()})
     else:
         state.update(open_clip_text_to_ldm(text))

@@ -19,6 +19,7 @@ from lanskap.config import DEFAULT_MODEL, Settings
 from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
 from lanskap.models.builtin import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
+from lanskap.models.family import SD1, ModelFamily, family_of
 from lanskap.models.hashing import model_hash
 from lanskap.models.resolve import MINI_NAME, ModelRef, fetch_hub_model, resolve_model_ref
 from lanskap.models.safety import read_safetensors_header, safetensors_metadata, validate_weights_dir
@@ -55,6 +56,11 @@ class LoadedModel:
     def cross_attention_dim(self) -> int:
         dim = self.pipe.unet.config.cross_attention_dim
         return int(dim[0] if isinstance(dim, list | tuple) else dim)
+
+    @property
+    def family(self) -> ModelFamily:
+        """SD 1.x, SD 2.x or SD 2.x 768-v: what the pipelines, LoRA checks and exports go by."""
+        return family_of(self.cross_attention_dim, self.prediction_type)
 
     @property
     def inpainting(self) -> bool:
@@ -209,8 +215,8 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
             if isinstance(module, Attention):
                 module.upcast_attention = True
     if pred is None:
-        if pipe.unet.config.cross_attention_dim == 768:
-            pred, how = "epsilon", "SD 1.x architecture"
+        if pipe.unet.config.cross_attention_dim == SD1.text_width:
+            pred, how = SD1.prediction_type, "SD 1.x architecture"
         else:
             pred = "v_prediction" if probe_v_prediction(pipe.unet) else "epsilon"
             how = "detected by probing the UNet; pass --prediction-type to override"

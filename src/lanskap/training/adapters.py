@@ -17,7 +17,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from lanskap.errors import LanskapError
 from lanskap.io import atomic_write_bytes
 from lanskap.training.config import TEXT_ENCODER_TARGETS, TrainConfig
 from lanskap.training.layout import DIFFUSERS_FILE
+
+if TYPE_CHECKING:
+    from lanskap.models.family import ModelFamily
 
 
 def attach_lora(unet: Any, text_encoder: Any | None, cfg: TrainConfig) -> None:
@@ -158,11 +161,11 @@ def kohya_metadata(
     steps: int,
     captions: list[str],
     started: float,
-    sd2: bool,
+    family: ModelFamily,
 ) -> dict[str, str]:
     """The ``ss_*`` keys kohya writes and A1111's LoRA browser reads, plus SAI ``modelspec``."""
     v_pred = prediction_type == "v_prediction"
-    arch = ("stable-diffusion-v2-768-v" if v_pred else "stable-diffusion-v2-512") if sd2 else "stable-diffusion-v1"
+    sd2, arch = family.is_sd2, family.modelspec
     words: dict[str, int] = {}
     for cap in captions:
         for tag in (t.strip() for t in cap.split(",")):
@@ -172,7 +175,7 @@ def kohya_metadata(
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(cfg.rank),
         "ss_network_alpha": str(cfg.alpha),
-        "ss_base_model_version": "sd_v2" if sd2 else "sd_v1",
+        "ss_base_model_version": family.kohya_version,
         "ss_v2": str(sd2),
         "ss_v_parameterization": str(v_pred),
         "ss_sd_model_name": model_name,

@@ -90,7 +90,7 @@ class LoraMethod:
             steps=run.step,
             captions=[r.caption for r in run.data.records],
             started=run.started,
-            sd2=model.cross_attention_dim != 768,
+            family=model.family,
         )
         tensors = to_kohya(unet_state, te_state, cfg.alpha, SAVE_DTYPES[cfg.save_precision])
         kohya_path = save_kohya(run.layout.kohya(cfg.output_name), tensors, meta)

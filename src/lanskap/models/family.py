@@ -1,0 +1,65 @@
+"""Model families as data: what distinguishes SD 1.x, SD 2.x 512 and SD 2.x 768-v.
+
+A family says which diffusers pipelines run each mode, how wide the text embeddings are,
+the native size and prediction type it was trained at, how its text encoder is named in
+single-file checkpoints, and how kohya and SAI's modelspec name it in LoRA metadata. The
+loader, the engine, the LoRA checks, the trainer's exports and the converter read these
+fields instead of testing widths and prediction types themselves, so SDXL is a new entry
+here (with its pipelines and its two text encoders), not a new branch in each of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SD_PIPELINES = {
+    "txt2img": "StableDiffusionPipeline",
+    "img2img": "StableDiffusionImg2ImgPipeline",
+    "inpaint": "StableDiffusionInpaintPipeline",
+}
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    key: str
+    label: str  # as people say it: "SD 2.x"
+    text_width: int  # the text encoder's hidden size, the UNet's cross-attention width
+    native_size: int  # the training resolution of the family's reference checkpoint
+    prediction_type: str  # the family's usual objective; a model's own scheduler config decides
+    kohya_version: str  # ss_base_model_version in kohya LoRA metadata
+    modelspec: str  # SAI modelspec.architecture, without the "/lora" suffix
+    open_clip_text: bool  # single-file checkpoints name the text encoder as OpenCLIP does
+    pipelines: dict[str, str] = field(default_factory=lambda: dict(SD_PIPELINES))
+
+    @property
+    def is_sd2(self) -> bool:
+        return self.kohya_version == "sd_v2"
+
+
+SD1 = ModelFamily("sd1", "SD 1.x", 768, 512, "epsilon", "sd_v1", "stable-diffusion-v1", open_clip_text=False)
+SD2 = ModelFamily("sd2", "SD 2.x", 1024, 512, "epsilon", "sd_v2", "stable-diffusion-v2-512", open_clip_text=True)
+SD2_V = ModelFamily(
+    "sd2-v", "SD 2.x 768-v", 1024, 768, "v_prediction", "sd_v2", "stable-diffusion-v2-768-v", open_clip_text=True
+)
+FAMILIES = (SD1, SD2, SD2_V)
+#: Text widths of families lanskap doesn't run yet, for messages about LoRAs made for them.
+OTHER_WIDTHS = {2048: "SDXL"}
+
+
+def family_of(text_width: int, prediction_type: str) -> ModelFamily:
+    """The family a loaded model belongs to, from its text width and objective.
+
+    CLIP-L's 768 is SD 1.x; every other width (OpenCLIP-H's 1024, and lanskap-mini's and the
+    tiny test models' smaller ones, which are shaped as SD 2.x) is SD 2.x, split by objective.
+    """
+    if text_width == SD1.text_width:
+        return SD1
+    return SD2_V if prediction_type == "v_prediction" else SD2
+
+
+def width_label(text_width: int) -> str:
+    """How to name a base by its text width in a message: "SD 1.x", "SD 2.x", "SDXL" or "N-wide"."""
+    for fam in FAMILIES:
+        if fam.text_width == text_width:
+            return fam.label.split(" 768")[0]
+    return OTHER_WIDTHS.get(text_width, f"{text_width}-wide")
