@@ -82,7 +82,7 @@ def _register_settings(api: FastAPI, service: Service, options: A1111Options) ->
             {
                 "title": titles[name],
                 "model_name": name,
-                "hash": info["model_hash"] if titles[name] != name else None,
+                "hash": info.model_hash if titles[name] != name else None,
                 "sha256": None,
                 "filename": name,  # names, never server paths
                 "config": None,

@@ -90,8 +90,8 @@ class A1111Options:
         info = self.service.engine.info()
         titles = {}
         for name, spec in self.service.models().items():
-            loaded = spec == self.service.engine.model_spec and info["model_hash"]
-            titles[name] = f"{name} [{info['model_hash']}]" if loaded else name
+            loaded = spec == self.service.engine.model_spec and info.model_hash
+            titles[name] = f"{name} [{info.model_hash}]" if loaded else name
         return titles
 
     def current_model_name(self) -> str:
@@ -102,7 +102,7 @@ class A1111Options:
             values = dict(self._values)
         titles = self.model_titles()
         values["sd_model_checkpoint"] = titles.get(self.current_model_name(), self.current_model_name())
-        values["sd_checkpoint_hash"] = self.service.engine.info()["model_hash"] or ""
+        values["sd_checkpoint_hash"] = self.service.engine.info().model_hash or ""
         return values
 
     # -- changing ------------------------------------------------------------------------------

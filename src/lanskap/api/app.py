@@ -68,9 +68,9 @@ def create_app(service: Any, cfg: ServeConfig) -> Any:
         return {
             "status": "ok",
             "version": __version__,
-            "model": info["model"],
-            "model_loaded": info["loaded"],
-            "device": info["device"],
+            "model": info.model,
+            "model_loaded": info.loaded,
+            "device": info.device,
             "queue_depth": _queue_depth(service),
         }
 

@@ -167,7 +167,6 @@ def register(api: FastAPI, service: Any, cfg: Any) -> None:
         data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
         loras = (LoraSpec(check_name(body.lora, "LoRA name"), body.lora_scale),) if body.lora else ()
         evaluation = EvalConfig(
-            out=None,  # type: ignore[arg-type]  # the Service picks a timestamped folder
             data=data,
             limit=body.limit,
             request_fields={"steps": body.steps},

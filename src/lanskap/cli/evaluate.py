@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -114,9 +113,8 @@ def evaluate_cmd(
     if job.no_watermark:
         request_fields["watermark"] = False
     clip = clip_model or DEFAULT_CLIP_MODEL
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = EvalConfig(
-        out=job.out or settings.evaluations_dir / stamp,
+        out=job.out,
         data=data,
         split=split,
         image_column=image_column,

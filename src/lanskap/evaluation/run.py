@@ -14,7 +14,7 @@ import datetime as _dt
 import platform
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ METRICS = ("cmmd", "fid", "kid", "clip", "palette")
 class EvalConfig:
     """What to compare and how; ``None``/empty means "not used"."""
 
-    out: Path
+    out: Path | None = None  # None: a timestamped folder under $LANSKAP_HOME/evaluations
     # a dataset split whose captions are generated from (model mode)
     data: Path | None = None
     split: str = "test"
@@ -169,6 +169,15 @@ def _device(settings: Settings) -> str:
     return str(resolve_placement(settings.device, "fp32").device)  # metrics run in fp32, like the references
 
 
+def with_report_folder(cfg: EvalConfig, settings: Settings) -> EvalConfig:
+    """``cfg`` with its report folder (a timestamped one when none was given), checked."""
+    if cfg.out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        cfg = replace(cfg, out=settings.evaluations_dir / stamp)
+    cfg.check()
+    return cfg
+
+
 def evaluate(
     cfg: EvalConfig,
     settings: Settings,
@@ -177,7 +186,7 @@ def evaluate(
     cancel: threading.Event | None = None,
 ) -> EvalResult:
     """Generate (when given a dataset), measure, and write ``report.json`` + ``report.html`` to ``cfg.out``."""
-    cfg.check()
+    cfg = with_report_folder(cfg, settings)
     emit: Emit = events or (lambda e: None)
     warnings: list[str] = []
     started = _dt.datetime.now(_dt.UTC)
@@ -193,6 +202,7 @@ def evaluate(
         _check_sizes(cfg, {s.label: len(s) for s in [real, *gens]})
     from lanskap.generation.output import ensure_writable_dir
 
+    assert cfg.out is not None  # with_report_folder fills it
     out = ensure_writable_dir(Path(cfg.out))
 
     # 2. Metric models, before any slow generation, so a missing one fails fast.

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -99,6 +99,27 @@ class GenerationResult:
             infotexts=[self.infotexts[i] for i in keep],
             partial=[False] * len(keep),
         )
+
+
+@dataclass
+class EngineInfo:
+    """The engine's state: the model (loaded or not), its family, device, precision and levers."""
+
+    model: str
+    model_hash: str | None
+    loaded: bool
+    prediction_type: str | None
+    native_size: int | None
+    tiny: bool | None
+    fallback: str | None  # the one-line notice when a fallback model stands in for the asked one
+    device: str
+    dtype: str
+    levers: Any
+    loras_cached: list[str]
+    family: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -245,21 +266,23 @@ class Engine:
     def model(self) -> LoadedModel:
         return self.load()
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> EngineInfo:
+        """What is loaded and where, for status panels and the APIs."""
         m = self._model
-        return {
-            "model": m.name if m else self.model_spec,
-            "model_hash": m.hash if m else None,
-            "loaded": m is not None,
-            "prediction_type": m.prediction_type if m else None,
-            "native_size": m.native_size if m else None,
-            "tiny": m.tiny if m else None,
-            "fallback": next((n for n in m.notices if n.startswith("FALLBACK")), None) if m else None,
-            "device": str(self.placement.device),
-            "dtype": self.placement.dtype_name,
-            "levers": m.speed.summary() if m else None,
-            "loras_cached": [i.name for i in self._adapters.values()],
-        }
+        return EngineInfo(
+            model=m.name if m else self.model_spec,
+            model_hash=m.hash if m else None,
+            loaded=m is not None,
+            prediction_type=m.prediction_type if m else None,
+            native_size=m.native_size if m else None,
+            tiny=m.tiny if m else None,
+            fallback=next((n for n in m.notices if n.startswith("FALLBACK")), None) if m else None,
+            device=str(self.placement.device),
+            dtype=self.placement.dtype_name,
+            levers=m.speed.summary() if m else None,
+            loras_cached=[i.name for i in self._adapters.values()],
+            family=m.family.label if m else None,
+        )
 
     # -- LoRA ----------------------------------------------------------------------------------
     def _load_lora_state(self, info: LoraInfo) -> dict[str, torch.Tensor]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from lanskap.gpulock import gpu_lock
@@ -17,10 +15,9 @@ if TYPE_CHECKING:
 
 def report_folder(settings: Settings, cfg: EvalConfig) -> EvalConfig:
     """``cfg`` with its report folder: the one given, or a timestamped one under ``evaluations/``."""
-    if not cfg.out:
-        cfg = replace(cfg, out=settings.evaluations_dir / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    cfg.check()
-    return cfg
+    from lanskap.evaluation.run import with_report_folder
+
+    return with_report_folder(cfg, settings)
 
 
 def run_evaluation(

@@ -137,7 +137,7 @@ class Service:
                 self.engine.use_model(spec)
             self.engine.load()
             job.report(1, 1, "loaded")
-            return self.engine.info()
+            return self.engine.info().to_dict()
 
         return self._submit("load", f"load {self.engine.model_spec}", work)
 
@@ -151,7 +151,7 @@ class Service:
         start = self.start_model
         info = self.engine.info()
         # After a fallback the starting model is shown by what was loaded (lanskap-mini), under that name.
-        shown = info["model"] if info["loaded"] and self.engine.model_spec == start else model_display_name(start)
+        shown = info.model if info.loaded and self.engine.model_spec == start else model_display_name(start)
         names = {str(shown): start}
         for name in installed_models(self.settings):
             names.setdefault(name, name)
@@ -169,7 +169,7 @@ class Service:
 
         def work(job: Job) -> dict[str, Any]:
             self.engine.unload()
-            return self.engine.info()
+            return self.engine.info().to_dict()
 
         return self._submit("load", f"unload {self.engine.model_spec}", work)
 
@@ -269,7 +269,7 @@ class Service:
             "system_total_mb": round(vm.total / 2**20, 1),
         }
         info = self.engine.info()
-        if info["device"].startswith("cuda"):
+        if info.device.startswith("cuda"):
             import torch
 
             free, total = torch.cuda.mem_get_info()
@@ -280,10 +280,10 @@ class Service:
                 gpu_name=torch.cuda.get_device_name(),
             )
         return {
-            "device": info["device"],
-            "dtype": info["dtype"],
+            "device": info.device,
+            "dtype": info.dtype,
             "memory": memory,
-            "model": info,
+            "model": info.to_dict(),
             "queue": self.queue.snapshot(),
             "uptime_s": round(time.time() - self.started, 1),
         }

@@ -47,7 +47,6 @@ def _start_form(svc: Any) -> None:
         if not data:
             raise LanskapError("choose a prepared dataset or type its path")
         cfg = EvalConfig(
-            out=None,  # type: ignore[arg-type]  # the Service picks a timestamped folder
             data=Path(data),
             limit=int(limit) or None,
             request_fields={"steps": int(steps)},

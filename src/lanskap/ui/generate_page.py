@@ -302,20 +302,20 @@ def _exists(svc: Any, entry_id: int) -> bool:
 def page() -> None:
     svc = service()
     info = svc.engine.info()
-    state = "loaded" if info["loaded"] else "loads with the first job"
-    lines = f"**Base model:** `{info['model']}` ({state}) · {info['device']}/{info['dtype']}"
-    if info.get("tiny"):
+    state = "loaded" if info.loaded else "loads with the first job"
+    lines = f"**Base model:** `{info.model}` ({state}) · {info.device}/{info.dtype}"
+    if info.tiny:
         lines += " · :material/warning: tiny random-weight model: images are noise that prove the flow"
     st.markdown(lines)
-    if info.get("fallback"):
-        st.info(info["fallback"], icon=":material/info:")
+    if info.fallback:
+        st.info(info.fallback, icon=":material/info:")
     shown = st.session_state.get("g_job")
     finished = next((j for j in svc.queue.recent(50) if j.id == shown and j.result is not None), None)
     if finished is not None:  # before the inputs, so "Reuse" offers this job's seed
         st.session_state["g_last_seed"] = finished.result.result.seeds[0]
     left, right = st.columns([5, 4], gap="large")
     with left:
-        _inputs(svc, info.get("native_size"))
+        _inputs(svc, info.native_size)
         _modes()
     with right:
         st.subheader("Result")
