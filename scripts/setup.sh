@@ -46,3 +46,4 @@ if python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torc
   exit 1
 fi
 echo "lanskap ready in $VENV ($(python -c 'import torch; print("torch", torch.__version__)'))"
+echo "put 'lanskap' on your PATH with:  . $VENV/bin/activate   (or call $VENV/bin/lanskap)"

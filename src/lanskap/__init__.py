@@ -6,9 +6,17 @@ loading torch.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# torch's OpenMP threads spin-wait for each other by default. When another process keeps a core
+# busy, the spinning thread and the descheduled one cost a 2-core machine most of its speed: a
+# lanskap-mini image took 14 s instead of 5.5 s (docs/performance.md). Passive waiting keeps the
+# thread count, so the same seed still gives the same pixels. Read once, when torch loads; a
+# value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
     "Engine": "lanskap.generation.engine",
