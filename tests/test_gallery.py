@@ -237,3 +237,6 @@ def test_empty_gallery_says_so_and_a_filter_miss_says_no_match(isolated_home: Pa
     Gallery(isolated_home).add(png(1), isolated_home / "out", "png", record(1))
     rc, out, _ = _cli("gallery", "list", "--lora", "nope")
     assert rc == 0 and "no images match" in out
+    rc, out, _ = _cli("gallery", "list")
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["id", "made", "size", "seed", "prompt"] and row.split()[0] == "1"

@@ -46,12 +46,12 @@ def list_cmd(
         filtered = any(v for v in (search, lora, size, since)) or offset
         typer.echo("no images match" if filtered else "no images yet: make some with 'lanskap generate \"a castle\"'")
         return
+    typer.echo(f"{'id':>6}  {'made':<19}  {'size':<9}  {'seed':<10}  prompt")
     for e in entries:
         loras = " ".join(f"<{lo['name']}:{lo['scale']:g}>" for lo in e.loras)
         prompt = e.prompt if len(e.prompt) <= 70 else e.prompt[:67] + "..."
-        typer.echo(
-            f"{e.id:>6}  {e.created[:19].replace('T', ' ')}  {e.width}x{e.height}  {e.seed:<10}  {prompt} {loras}"
-        )
+        made, size = e.created[:19].replace("T", " "), f"{e.width}x{e.height}"
+        typer.echo(f"{e.id:>6}  {made}  {size:<9}  {e.seed:<10}  {prompt} {loras}")
     typer.echo(f"{len(entries)} of {total}", err=True)
 
 
