@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+
+from lanskap.cli.config_flags import config_command
+from lanskap.mini.config import MiniConfig
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="lanskap-mini, the small built-in landscape model.")
 
@@ -46,49 +50,31 @@ class _Bars:
 
 
 @app.command("train")
+@config_command(MiniConfig, skip=("seed",))
 def train_cmd(
     out: Path = typer.Option(None, "--out", help="Run folder [$LANSKAP_HOME/training/lanskap-mini]."),
-    seed: int = typer.Option(0, "--seed", help="Decides every weight [0: the shipped model]."),
-    scenes: int = typer.Option(None, "--scenes", help="Procedural training scenes [12000]."),
-    vae_steps: int = typer.Option(None, "--vae-steps", help="VAE optimizer steps [2000]."),
-    decoder_steps: int = typer.Option(
-        None, "--decoder-steps", help="Decoder-only steps on whole scenes after encoding [300]; 0 skips."
-    ),
-    steps: int = typer.Option(None, "--steps", help="UNet + text encoder optimizer steps [2400]."),
-    batch: int = typer.Option(None, "--batch", help="UNet batch size [32]."),
-    lr: float = typer.Option(None, "--learning-rate", help="UNet + text encoder learning rate [4e-4]."),
-    snapshot_every: int = typer.Option(None, "--snapshot-every", help="Save the EMA weights every N steps [600]."),
-    stop_after: int = typer.Option(
-        None, "--stop-after", help="End at step N on the --steps schedule (= that step's snapshot)."
-    ),
+    seed: int = typer.Option(0, "--seed", help="Decides every weight [0: the shipped model].", show_default=False),
     unet_channels: str = typer.Option(
         None, "--unet-channels", help="UNet channels per level, three multiples of 16 [64,128,192]."
     ),
-    vae_from: str = typer.Option(
-        None, "--vae-from", help="Reuse this lanskap-mini's VAE (a folder, or lanskap-mini) instead of fitting one."
-    ),
-    min_snr_gamma: float = typer.Option(
-        None, "--min-snr-gamma", help="Min-SNR-γ loss weighting, e.g. 5 [0: off, the plain v-prediction loss]."
-    ),
-    mixed_precision: str = typer.Option(
-        None, "--mixed-precision", help="no (fp32) [default] or bf16: faster on CPUs with native bf16 and on GPUs."
-    ),
-    device: str = typer.Option(None, "--device", help="auto (a CUDA GPU when there is one) [default], cuda or cpu."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    given: dict[str, Any] | None = None,
 ) -> None:
-    """Train lanskap-mini from scratch (one to two hours on a 2-core CPU, minutes on a GPU)."""
+    """Train lanskap-mini from scratch (one to two hours on a 2-core CPU, minutes on a GPU).
+
+    Every MiniConfig setting with help is a flag of the same name (lanskap/mini/config.py).
+    """
     from dataclasses import replace
 
     from lanskap.cli.common import quiet_libraries
     from lanskap.config import load_settings
-    from lanskap.mini.train import LOSS_PLOTS, MiniConfig, train_mini
+    from lanskap.mini.train import LOSS_PLOTS, train_mini
 
     quiet_libraries(True)
-    given = {"scenes": scenes, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps}
-    given |= {"batch": batch, "lr": lr, "snapshot_every": snapshot_every, "stop_after": stop_after}
-    given |= {"unet_channels": _channels(unet_channels) if unet_channels else None, "vae_from": vae_from}
-    given |= {"mixed_precision": mixed_precision, "device": device, "min_snr_gamma": min_snr_gamma}
-    cfg = replace(MiniConfig(seed=seed), **{k: v for k, v in given.items() if v is not None}).validate()
+    given = dict(given or {})
+    if unet_channels:
+        given["unet_channels"] = _channels(unet_channels)
+    cfg = replace(MiniConfig(seed=seed), **given).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)
     try:
