@@ -78,7 +78,7 @@ def test_outpaint_command(tiny_sd: Path, files: dict[str, Path], tmp_path: Path)
         (["img2img", "{text}", "x"], ["notes.png", "not an image"]),
         (["inpaint", "{pic}", "{text}", "x"], ["mask", "not an image"]),
         (["img2img", "{pic}", "x", "--resize-mode", "zoom"], ["resize mode"]),
-        (["outpaint", "{pic}", "x"], ["at least one of --left"]),
+        (["outpaint", "{pic}", "x"], ["at least one margin", "(--left"]),
         (["generate", "a castle <lora:no-such-style:0.6>"], ["no-such-style", "not found"]),
         (["img2img", "{pic}", "a castle <lora:no-such-style>"], ["no-such-style", "not found"]),
     ],
