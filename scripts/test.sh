@@ -14,6 +14,10 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
 fi
 . .venv/bin/activate
 if [ "$#" -eq 0 ]; then
-  set -- -m "not slow or e2e"
+  # Two workers even on two cores: many tests wait on a subprocess's imports, a server or the
+  # browser, and torch's OpenMP threads wait passively (lanskap sets OMP_WAIT_POLICY), so the
+  # workers overlap instead of fighting. worksteal keeps the long end-to-end tests from
+  # queueing behind each other.
+  set -- -m "not slow or e2e" -n "${LANSKAP_TEST_WORKERS:-2}" --dist worksteal
 fi
 exec python -m pytest "$@"

@@ -51,6 +51,7 @@ def test_shipped_weights_are_sd_classes_in_safetensors_under_30_mb() -> None:
     assert card["config"]["seed"] == 0 and "lanskap mini train" in card["command"]
 
 
+@pytest.mark.slow  # 72 generations (70 s); test_the_prompt_changes_the_picture keeps a quality check in the default run
 def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     """A lower bound on the share of requested attributes present (sky, moons, water, snow, castle).
 
@@ -207,11 +208,15 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+MINI_ARGS = ("mini", "train", "--scenes", "16", "--vae-steps", "2", "--decoder-steps", "2", "--steps", "2")
+MINI_ARGS += ("--batch", "2")
+
+
+@pytest.mark.slow  # five small training runs through the CLI (3 minutes); the core trainer is tested above
 def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    args = ("mini", "train", "--scenes", "16", "--vae-steps", "2", "--decoder-steps", "2", "--steps", "2")
-    args += ("--batch", "2")
+    args = MINI_ARGS
     proc = run_cli(*args, "--seed", "5", "--out", str(tmp_path / "s5"))
     assert proc.returncode == 0, proc.stderr
     assert "UNet + text" in proc.stderr and "VAE decoder" in proc.stderr and "decoder_loss.png" in proc.stdout
@@ -246,6 +251,10 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert any(not (bf16[k] == fp32[k]).all() for k in fp32) and all(bf16[k].isfinite().all() for k in bf16)
     assert "--mixed-precision bf16" in arch.card(tmp_path / "h" / "model")["command"]
     assert arch.card(tmp_path / "h" / "model")["config"]["mixed_precision"] == "bf16"
+
+
+def test_mini_train_cli_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
+    args = MINI_ARGS
     bad = run_cli(*args, "--min-snr-gamma", "-1", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "min_snr_gamma must be between 0 (off) and 100")
     for removed in ("--short-captions", "--beta-end", "--low-freq-noise", "--low-freq-noise-from", "--text-time-embed"):
