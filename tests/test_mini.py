@@ -362,6 +362,37 @@ def test_large_sizes_on_a_small_model_say_so(mini_engine) -> None:
 
 
 @pytest.mark.e2e
+def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
+    """The tutorial's loop in miniature, through the CLI: style set → lanskap train → lanskap evaluate.
+
+    A short run (40 steps): it proves the path, and that the LoRA reaches the evaluation's
+    pictures. How far a full run moves the palette is the slow test below.
+    """
+    from lanskap.mini.dataset import write_scene_set
+
+    data = write_scene_set(tmp_path / "verdigris", 12, test=4, style="verdigris")
+    run = tmp_path / "run"
+    train = run_cli(
+        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "40",
+        "--train-batch-size", "2", "--rank", "8", "--learning-rate", "3e-3", "--lr-warmup-steps", "5",
+        "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
+        "--checkpointing-steps", "1000", "-q",
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert (run / "lanskap-lora.safetensors").is_file() and (run / "loss.png").is_file()
+    proc = run_cli(
+        "evaluate", str(data), "--model", "lanskap-mini", "--lora", str(run / "lanskap-lora.safetensors"),
+        "--clip-model", "none", "--metrics", "palette", "--steps", "8", "--out", str(tmp_path / "report"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)["metrics"]
+    base, lora = (metrics[name]["palette"]["value"] for name in ("base", "lora"))
+    assert metrics["lora"]["palette"]["n_generated"] == 4
+    assert 0 < lora < 2 and lora != base, "the LoRA changes the evaluated pictures"
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow  # 300 training steps: about five minutes on two cores
 def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     """The tutorial's loop, shortened: style set → lanskap train → lanskap evaluate, on the built-in model.
 
@@ -378,6 +409,7 @@ def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
         "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3", "--lr-warmup-steps", "10",
         "--train-ff", "--train-proj", "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
         "--checkpointing-steps", "1000", "-q",
+        timeout=900,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr
     proc = run_cli(

@@ -66,15 +66,16 @@ def train_cmd(
     """
     from dataclasses import replace
 
+    given = dict(given or {})
+    if unet_channels:
+        given["unet_channels"] = _channels(unet_channels)
+    cfg = replace(MiniConfig(seed=seed), **given).validate()  # before torch loads: a bad value answers at once
+
     from lanskap.cli.common import quiet_libraries
     from lanskap.config import load_settings
     from lanskap.mini.train import LOSS_PLOTS, train_mini
 
     quiet_libraries(True)
-    given = dict(given or {})
-    if unet_channels:
-        given["unet_channels"] = _channels(unet_channels)
-    cfg = replace(MiniConfig(seed=seed), **given).validate()
     out = out or load_settings().home / "training" / "lanskap-mini"
     bars = _Bars(quiet)
     try:
