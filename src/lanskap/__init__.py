@@ -11,12 +11,22 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# torch's OpenMP threads spin-wait for each other by default. When another process keeps a core
-# busy, the spinning thread and the descheduled one cost a 2-core machine most of its speed: a
-# lanskap-mini image took 14 s instead of 5.5 s (docs/performance.md). Passive waiting keeps the
-# thread count, so the same seed still gives the same pixels. Read once, when torch loads; a
-# value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def _busy_elsewhere() -> bool:
+    """Another process keeps at least most of a core busy (the 1-minute load average, before we start)."""
+    try:
+        return os.getloadavg()[0] >= 0.75
+    except (AttributeError, OSError):  # no load average (Windows)
+        return False
+
+
+# torch's OpenMP threads spin-wait for each other. When another process keeps a core busy, a
+# thread spins for one that isn't running: on 2 cores a lanskap-mini image took 15 s instead of
+# 5.8 s with passive waiting, but passive waiting costs a quiet machine about 19% (3.3 -> 4.0 s;
+# benchmarks/busy_cpu.py, docs/performance.md). So lanskap waits passively only when the machine
+# is already busy as it starts. The thread count stays, so the same seed gives the same pixels.
+# Read once, when torch loads; the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ) and _busy_elsewhere():
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 _EXPORTS = {
     "Engine": "lanskap.generation.engine",
