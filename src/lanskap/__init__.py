@@ -11,6 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+
 def _busy_elsewhere() -> bool:
     """Another process keeps at least most of a core busy (the 1-minute load average, before we start)."""
     try:
