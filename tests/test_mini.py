@@ -155,6 +155,8 @@ def test_generate_falls_back_to_mini_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     fallback = [ln for ln in proc.stderr.splitlines() if "FALLBACK" in ln]
     assert len(fallback) == 1 and "lanskap-mini" in fallback[0] and "sd2-community" in fallback[0]
+    # said before lanskap-mini's loading progress, not after it
+    assert proc.stderr.index("FALLBACK") < proc.stderr.index("Loading pipeline components"), proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["model"] == "lanskap-mini" and summary["size"] == [128, 128]
     with Image.open(summary["images"][0]) as im:

@@ -171,9 +171,9 @@ def _engine(opts: JobOptions, settings: Settings, replay: Replay | None) -> Engi
     from lanskap.generation.engine import Engine
 
     engine = Engine(settings=settings, prediction_type=opts.prediction_type)
+    # Each notice as it arises: a fallback is said before the fallback model's loading bars.
+    engine.on_notice = lambda notice: typer.secho(notice, err=True, fg=typer.colors.YELLOW)
     loaded = engine.load()
-    for notice in loaded.notices:
-        typer.secho(notice, err=True, fg=typer.colors.YELLOW)
     if replay is not None and replay.model_hash and replay.model_hash != loaded.hash:
         typer.secho(
             f"note: the image was made with model hash {replay.model_hash}; {loaded.name} is "

@@ -183,6 +183,7 @@ class Engine:
         self._base_scheduler_config: Any = None
         self._pipes: dict[str, Any] = {}
         self._fused: tuple[tuple[str, float], ...] | None = None  # LoRAs fused into the weights, with scales
+        self.on_notice: Callable[[str], None] | None = None  # told each load notice as it arises
         self.conditioning: list[ExtraConditioning] = []  # the seams for new capabilities (generation/steps.py)
         self.post_steps: list[PostStep] = []
 
@@ -224,7 +225,11 @@ class Engine:
         with self._lock:
             if self._model is None:
                 self._model = load_model(
-                    self.model_spec, self.placement, self.settings, prediction_type=self.prediction_type
+                    self.model_spec,
+                    self.placement,
+                    self.settings,
+                    prediction_type=self.prediction_type,
+                    on_notice=self.on_notice,
                 )
                 self._base_scheduler_config = self._model.pipe.scheduler.config
             return self._model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,12 +242,31 @@ def _tiny_fallback(exc: Exception, settings: Settings, notices: list[str]) -> tu
     return ref, source
 
 
+class _Notices(list[str]):
+    """The load's notices, also told as they arise (``on_notice``): a fallback is announced before
+    the fallback model's loading progress, not after it."""
+
+    def __init__(self, on_notice: Callable[[str], None] | None) -> None:
+        super().__init__()
+        self.on_notice = on_notice
+
+    def append(self, notice: str) -> None:
+        super().append(notice)
+        if self.on_notice is not None:
+            self.on_notice(notice)
+
+    def extend(self, notices: Iterable[str]) -> None:
+        for notice in notices:
+            self.append(notice)
+
+
 def load_model(
     spec: str | None,
     placement: Placement,
     settings: Settings,
     *,
     prediction_type: str | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> LoadedModel:
     """Resolve and load a base model; if it can't be had, fall back as ``settings.fallback`` says.
 
@@ -255,7 +275,7 @@ def load_model(
     """
     spec = spec or settings.model
     pred = normalize_prediction_type(prediction_type)
-    notices: list[str] = []
+    notices = _Notices(on_notice)
     try:
         ref = resolve_model_ref(spec, settings)
         source = fetch_hub_model(ref.location, settings) if ref.kind == "hub" else ref.path
@@ -294,6 +314,6 @@ def load_model(
         prediction_type=pred,
         placement=placement,
         tiny=tiny,
-        notices=notices,
+        notices=list(notices),
         speed=speed,
     )
