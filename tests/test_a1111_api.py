@@ -6,6 +6,7 @@ switching, prompt styles, and the listing and refresh routes.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -129,6 +130,10 @@ def test_prompt_styles(server, isolated_home: Path) -> None:  # type: ignore[no-
     assert out["info"]["infotexts"][0].startswith("oil painting of a castle, brush strokes, misty, soft light\n")
     assert any("'Nope'" in w for w in out["info"]["warnings"]), "an unknown style is skipped, as A1111 does"
     assert out["info"]["styles"] == ["Painterly", "Misty", "Nope"]
+    # the image sent back is the very file the gallery keeps (encoded once, not again for the answer)
+    (gid,) = out["info"]["gallery_ids"]
+    kept = requests.get(u + f"/api/v1/gallery/{gid}/image", timeout=10).content
+    assert base64.b64decode(out["images"][0]) == kept
 
 
 def test_listing_and_refresh_routes_answer_with_a1111_shapes(server, isolated_home: Path, tiny_lora: Path) -> None:  # type: ignore[no-untyped-def]

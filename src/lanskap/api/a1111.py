@@ -13,13 +13,16 @@ import binascii
 import io
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
 from lanskap import __version__
 from lanskap.errors import LanskapError
+
+if TYPE_CHECKING:
+    from lanskap.jobs.generation import GenerationOutput
 
 #: A1111's own "nothing set" values; a field at one of these is not worth a warning.
 _QUIET = (None, False, 0, 0.0, -1, "", [], {})
@@ -131,6 +134,21 @@ def decode_image(data: str, what: str = "image", max_pixels: int | None = None) 
     return open_image(buf, what, max_pixels or MAX_PIXELS)
 
 
+def _response_images(output: GenerationOutput) -> list[str]:
+    """Each image as base64 PNG: a saved PNG's own bytes (encoded once, by save_result), the others
+    (images stopped early, which the gallery doesn't keep, or a JPG/WebP save) encoded here."""
+    result = output.result
+    saved = iter(output.paths)
+    images = []
+    for i, (image, text) in enumerate(zip(result.images, result.infotexts, strict=True)):
+        path = None if result.partial and result.partial[i] else next(saved, None)
+        if path is not None and path.suffix.lower() == ".png" and path.is_file():
+            images.append(base64.b64encode(path.read_bytes()).decode("ascii"))
+        else:
+            images.append(encode_png(image, text))
+    return images
+
+
 def encode_png(image: Image.Image, infotext: str | None) -> str:
     from lanskap.generation.output import encode_image
 
@@ -221,7 +239,7 @@ def img2img_inputs(body: Img2ImgBody, max_pixels: int | None = None) -> tuple[An
     return init, InpaintMask(mask, blur, FILL_MODES[body.inpainting_fill], body.inpaint_full_res, padding), notes
 
 
-def response(body: Txt2ImgBody, output: Any, warnings: list[str], started: float) -> dict[str, Any]:
+def response(body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], started: float) -> dict[str, Any]:
     """A1111's ``{"images", "parameters", "info"}``; ``info`` is a JSON string, as A1111 sends it."""
     result = output.result
     req = result.request
@@ -266,7 +284,7 @@ def response(body: Txt2ImgBody, output: Any, warnings: list[str], started: float
         "interrupted": result.interrupted,
         "skipped_images": [i for i, stopped in enumerate(result.partial) if stopped],
     }
-    images = [encode_png(im, text) for im, text in zip(result.images, result.infotexts, strict=True)]
+    images = _response_images(output)
     params = body.model_dump()
     for key in ("init_images", "mask"):
         if key in params:
