@@ -63,8 +63,7 @@ def run_training(
         if events is not None:
             events(e)
 
-    cfg.check()
-    with gpu_lock(settings.home, on_wait=control.on_wait):
+    with gpu_lock(settings.home, on_wait=control.on_wait):  # train() checks cfg before it loads anything
         result = train(cfg, settings, events=relay, cancel=control.cancel)
     published = None
     if publish_as is not None and not result.interrupted and result.kohya is not None:

@@ -45,10 +45,8 @@ def resolve_precision(requested: str, on_cuda: bool) -> tuple[str, str | None]:
 
 def find_resume(cfg: TrainConfig, layout: RunLayout) -> Path | None:
     """The checkpoint to resume from, or None for a new run (which must not overwrite an old one)."""
-    from lanskap.training.layout import DIFFUSERS_FILE
-
     resume_dir = ckpt.find_checkpoint(layout.root, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
-    has_run = bool(ckpt.list_checkpoints(layout.root)) or (layout.root / DIFFUSERS_FILE).is_file()
+    has_run = bool(ckpt.list_checkpoints(layout.root)) or layout.finished
     if resume_dir is None and has_run:
         raise LanskapError(f"{layout.root} already holds a training run; resume it, or train into another folder")
     return resume_dir
