@@ -470,3 +470,26 @@ def test_lanskap_serve_command_answers_health(tiny_sd: Path, isolated_home: Path
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def test_each_app_serves_its_own_service(tmp_path: Path, tiny_sd: Path) -> None:
+    """The routers get the Service through a dependency, so two apps in one process never share one."""
+    from lanskap.api.security import ServeConfig
+    from lanskap.config import load_settings
+    from lanskap.service import Service
+
+    servers = []
+    for name in ("north", "south"):
+        home = tmp_path / name
+        home.mkdir()
+        (home / "styles.csv").write_text(f'name,prompt,negative_prompt\n{name},"{{prompt}}, {name}",\n')
+        settings = load_settings(model=str(tiny_sd), home=str(home))
+        servers.append(Server(Service(settings), ServeConfig(rate_per_minute=100_000, rate_burst=1000)))
+    try:
+        for s, name in zip(servers, ("north", "south"), strict=True):
+            styles = requests.get(s.url + "/sdapi/v1/prompt-styles", timeout=10).json()
+            assert [st["name"] for st in styles] == [name]
+            assert requests.get(s.url + "/api/v1/jobs", timeout=10).json() == {"active": [], "recent": []}
+    finally:
+        for s in servers:
+            s.stop()

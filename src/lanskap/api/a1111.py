@@ -22,6 +22,9 @@ from lanskap import __version__
 from lanskap.errors import LanskapError
 
 if TYPE_CHECKING:
+    from lanskap.api.security import ServeConfig
+    from lanskap.config import Settings
+    from lanskap.generation.params import GenerationRequest, InitImage, InpaintMask
     from lanskap.jobs.generation import GenerationOutput
 
 #: A1111's own "nothing set" values; a field at one of these is not worth a warning.
@@ -169,7 +172,9 @@ def sampler_label(body: Txt2ImgBody) -> str:
     return get_sampler(name, body.scheduler).label
 
 
-def build_request(body: Txt2ImgBody, limits: Any, init: Any = None, mask: Any = None) -> Any:
+def build_request(
+    body: Txt2ImgBody, limits: ServeConfig, init: InitImage | None = None, mask: InpaintMask | None = None
+) -> GenerationRequest:
     """A lanskap GenerationRequest from an A1111 body, within the server's limits."""
     from lanskap.generation.params import GenerationRequest
 
@@ -198,7 +203,7 @@ def build_request(body: Txt2ImgBody, limits: Any, init: Any = None, mask: Any = 
     ).validate()
 
 
-def without_missing_loras(body: Txt2ImgBody, settings: Any) -> tuple[Txt2ImgBody, list[str]]:
+def without_missing_loras(body: Txt2ImgBody, settings: Settings) -> tuple[Txt2ImgBody, list[str]]:
     """A1111 makes the image without a LoRA it can't find (and says so); names that are not plain
     names (paths, traversal) stay in, to be refused."""
     from lanskap.generation.lora import lora_missing
@@ -210,7 +215,7 @@ def without_missing_loras(body: Txt2ImgBody, settings: Any) -> tuple[Txt2ImgBody
     return body.model_copy(update={"prompt": drop_lora_tags(body.prompt, set(missing))}), missing
 
 
-def img2img_inputs(body: Img2ImgBody, max_pixels: int | None = None) -> tuple[Any, Any, list[str]]:
+def img2img_inputs(body: Img2ImgBody, max_pixels: int | None = None) -> tuple[InitImage, InpaintMask | None, list[str]]:
     """InitImage and InpaintMask from A1111's img2img fields, plus warnings for approximations."""
     from lanskap.generation.params import InitImage, InpaintMask
     from lanskap.images import to_rgb

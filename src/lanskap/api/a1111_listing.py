@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from lanskap.api.deps import ServiceDep, StateDep
+from lanskap.generation.lora import list_loras
+from lanskap.prompts.styles import load_styles
+
 if TYPE_CHECKING:
-    from lanskap.api.a1111_options import A1111Options
-    from lanskap.api.security import ServeConfig
     from lanskap.service.service import Service
 
+router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
 
-def lora_metadata(path: Any) -> dict[str, Any]:
+
+def lora_metadata(path: Path) -> dict[str, Any]:
     """The ``__metadata__`` of a LoRA file, JSON values decoded as A1111's ``read_metadata_from_safetensors``."""
     from lanskap.models.safety import read_safetensors_header
 
@@ -65,144 +70,144 @@ def _memory(service: Service) -> dict[str, Any]:
     return {"ram": ram, "cuda": cuda}
 
 
-def register(api: FastAPI, service: Service, options: A1111Options, cfg: ServeConfig) -> None:
-    """Add the settings, listing and refresh routes to ``api``."""
-    _register_settings(api, service, options)
-    _register_lists(api, service, options, cfg)
-
-
-def _register_settings(api: FastAPI, service: Service, options: A1111Options) -> None:
-    """Models, samplers, schedule types and the options."""
-
-    @api.get("/sdapi/v1/sd-models", tags=["A1111"])
-    async def sd_models() -> list[dict[str, Any]]:
-        info = service.engine.info()
-        titles = options.model_titles()
-        return [
-            {
-                "title": titles[name],
-                "model_name": name,
-                "hash": info.model_hash if titles[name] != name else None,
-                "sha256": None,
-                "filename": name,  # names, never server paths
-                "config": None,
-            }
-            for name in service.models()
-        ]
-
-    @api.get("/sdapi/v1/samplers", tags=["A1111"])
-    async def samplers() -> list[dict[str, Any]]:
-        from lanskap.generation.schedulers import ALGORITHMS, SCHEDULE_IDS
-
-        return [
-            {"name": a.name, "aliases": list(a.aliases), "options": {"scheduler": SCHEDULE_IDS[a.default]}}
-            if a.default != "Uniform"
-            else {"name": a.name, "aliases": list(a.aliases), "options": {}}
-            for a in ALGORITHMS
-        ]
-
-    @api.get("/sdapi/v1/schedulers", tags=["A1111"])
-    async def schedulers() -> list[dict[str, Any]]:
-        from lanskap.generation.schedulers import SCHEDULE_IDS
-
-        rho = {"Karras": 7.0}
-        listed = [("automatic", "Automatic"), *((v, k) for k, v in SCHEDULE_IDS.items())]
-        return [
-            {"name": name, "label": label, "aliases": ["SGMUniform"] if name == "sgm_uniform" else None,
-             "default_rho": rho.get(label, -1), "need_inner_model": name in ("uniform", "sgm_uniform")}
-            for name, label in listed
-        ]  # fmt: skip
-
-    @api.get("/sdapi/v1/options", tags=["A1111"])
-    async def get_options() -> dict[str, Any]:
-        return options.snapshot()
-
-    @api.post("/sdapi/v1/options", tags=["A1111"])
-    async def set_options(body: dict[str, Any]) -> Response:
-        notes = options.update(body)
-        # A1111 answers null; what lanskap stores without effect is said in a header.
-        return JSONResponse(None, headers={"X-Lanskap-Warnings": json.dumps(notes[:20])})
-
-
-def _register_lists(api: FastAPI, service: Service, options: A1111Options, cfg: ServeConfig) -> None:
-    from lanskap.generation.lora import list_loras
-    from lanskap.prompts.styles import load_styles
-
-    tags = ["A1111"]
-    empty_lists = (
-        "upscalers",
-        "latent-upscale-modes",
-        "hypernetworks",
-        "face-restorers",
-        "realesrgan-models",
-        "sd-vae",
-        "sd-modules",
-        "script-info",
-        "extensions",
-    )
-    for name in empty_lists:
-        api.add_api_route(f"/sdapi/v1/{name}", _empty_list, methods=["GET"], tags=tags, name=name)
-
-    @api.get("/sdapi/v1/loras", tags=tags)
-    async def loras() -> list[dict[str, Any]]:
-        found = []
-        for p in list_loras(service.settings):
-            meta = lora_metadata(p)
-            alias = meta.get("ss_output_name", p.stem)
-            found.append({"name": p.stem, "alias": alias, "path": str(p), "metadata": meta})
-        return found
-
-    @api.get("/sdapi/v1/prompt-styles", tags=tags)
-    async def prompt_styles() -> list[dict[str, Any]]:
-        return [s.to_a1111() for s in load_styles(service.settings.home).values()]
-
-    @api.get("/sdapi/v1/embeddings", tags=tags)
-    async def embeddings() -> dict[str, Any]:
-        return {"loaded": {}, "skipped": {}}
-
-    @api.get("/sdapi/v1/scripts", tags=tags)
-    async def scripts() -> dict[str, Any]:
-        return {"txt2img": [], "img2img": []}
-
-    @api.get("/sdapi/v1/cmd-flags", tags=tags)
-    async def cmd_flags() -> dict[str, Any]:
-        # The flags A1111 clients read; credentials and server paths are never sent.
-        return {
-            "api": True,
-            "nowebui": True,
-            "listen": cfg.host not in ("127.0.0.1", "localhost", "::1"),
-            "port": cfg.port,
-            "api_auth": None,
-            "api_log": True,
-            "cors_allow_origins": ",".join(cfg.cors_origins) or None,
-            "lowvram": False,
-            "medvram": False,
-            "no_half": service.engine.placement.dtype_name == "fp32",
-            "skip_torch_cuda_test": True,
+@router.get("/sd-models")
+async def sd_models(state: StateDep) -> list[dict[str, Any]]:
+    info = state.service.engine.info()
+    titles = state.options.model_titles()
+    return [
+        {
+            "title": titles[name],
+            "model_name": name,
+            "hash": info.model_hash if titles[name] != name else None,
+            "sha256": None,
+            "filename": name,  # names, never server paths
+            "config": None,
         }
+        for name in state.service.models()
+    ]
 
-    @api.get("/sdapi/v1/memory", tags=tags)
-    async def memory() -> dict[str, Any]:
-        return _memory(service)
 
-    async def rescan() -> None:
-        service.models()
-        list_loras(service.settings)
-        load_styles(service.settings.home)
+@router.get("/samplers")
+async def samplers() -> list[dict[str, Any]]:
+    from lanskap.generation.schedulers import ALGORITHMS, SCHEDULE_IDS
 
-    for name in ("refresh-checkpoints", "refresh-loras", "refresh-vae", "refresh-embeddings"):
-        api.add_api_route(f"/sdapi/v1/{name}", rescan, methods=["POST"], tags=tags, name=name)
+    return [
+        {"name": a.name, "aliases": list(a.aliases), "options": {"scheduler": SCHEDULE_IDS[a.default]}}
+        if a.default != "Uniform"
+        else {"name": a.name, "aliases": list(a.aliases), "options": {}}
+        for a in ALGORITHMS
+    ]
 
-    @api.post("/sdapi/v1/reload-checkpoint", tags=tags)
-    async def reload_checkpoint() -> dict[str, Any]:
-        service.submit_load(options.current_model_name())
-        return {}
 
-    @api.post("/sdapi/v1/unload-checkpoint", tags=tags)
-    async def unload_checkpoint() -> dict[str, Any]:
-        service.submit_unload()
-        return {}
+@router.get("/schedulers")
+async def schedulers() -> list[dict[str, Any]]:
+    from lanskap.generation.schedulers import SCHEDULE_IDS
+
+    rho = {"Karras": 7.0}
+    listed = [("automatic", "Automatic"), *((v, k) for k, v in SCHEDULE_IDS.items())]
+    return [
+        {"name": name, "label": label, "aliases": ["SGMUniform"] if name == "sgm_uniform" else None,
+         "default_rho": rho.get(label, -1), "need_inner_model": name in ("uniform", "sgm_uniform")}
+        for name, label in listed
+    ]  # fmt: skip
+
+
+@router.get("/options")
+async def get_options(state: StateDep) -> dict[str, Any]:
+    return state.options.snapshot()
+
+
+@router.post("/options")
+async def set_options(body: dict[str, Any], state: StateDep) -> Response:
+    notes = state.options.update(body)
+    # A1111 answers null; what lanskap stores without effect is said in a header.
+    return JSONResponse(None, headers={"X-Lanskap-Warnings": json.dumps(notes[:20])})
+
+
+@router.get("/loras")
+async def loras(service: ServiceDep) -> list[dict[str, Any]]:
+    found = []
+    for p in list_loras(service.settings):
+        meta = lora_metadata(p)
+        alias = meta.get("ss_output_name", p.stem)
+        found.append({"name": p.stem, "alias": alias, "path": str(p), "metadata": meta})
+    return found
+
+
+@router.get("/prompt-styles")
+async def prompt_styles(service: ServiceDep) -> list[dict[str, Any]]:
+    return [s.to_a1111() for s in load_styles(service.settings.home).values()]
+
+
+@router.get("/embeddings")
+async def embeddings() -> dict[str, Any]:
+    return {"loaded": {}, "skipped": {}}
+
+
+@router.get("/scripts")
+async def scripts() -> dict[str, Any]:
+    return {"txt2img": [], "img2img": []}
+
+
+@router.get("/cmd-flags")
+async def cmd_flags(state: StateDep) -> dict[str, Any]:
+    # The flags A1111 clients read; credentials and server paths are never sent.
+    cfg = state.cfg
+    return {
+        "api": True,
+        "nowebui": True,
+        "listen": cfg.host not in ("127.0.0.1", "localhost", "::1"),
+        "port": cfg.port,
+        "api_auth": None,
+        "api_log": True,
+        "cors_allow_origins": ",".join(cfg.cors_origins) or None,
+        "lowvram": False,
+        "medvram": False,
+        "no_half": state.service.engine.placement.dtype_name == "fp32",
+        "skip_torch_cuda_test": True,
+    }
+
+
+@router.get("/memory")
+async def memory(service: ServiceDep) -> dict[str, Any]:
+    return _memory(service)
+
+
+async def _rescan(service: ServiceDep) -> None:
+    service.models()
+    list_loras(service.settings)
+    load_styles(service.settings.home)
+
+
+@router.post("/reload-checkpoint")
+async def reload_checkpoint(state: StateDep) -> dict[str, Any]:
+    state.service.submit_load(state.options.current_model_name())
+    return {}
+
+
+@router.post("/unload-checkpoint")
+async def unload_checkpoint(service: ServiceDep) -> dict[str, Any]:
+    service.submit_unload()
+    return {}
 
 
 async def _empty_list() -> list[Any]:
     return []
+
+
+#: Listings lanskap has nothing for yet: A1111's empty answer, so clients that read them on start-up go on.
+EMPTY_LISTS = (
+    "upscalers",
+    "latent-upscale-modes",
+    "hypernetworks",
+    "face-restorers",
+    "realesrgan-models",
+    "sd-vae",
+    "sd-modules",
+    "script-info",
+    "extensions",
+)
+for _name in EMPTY_LISTS:
+    router.add_api_route(f"/{_name}", _empty_list, methods=["GET"], name=_name)
+for _name in ("refresh-checkpoints", "refresh-loras", "refresh-vae", "refresh-embeddings"):
+    router.add_api_route(f"/{_name}", _rescan, methods=["POST"], name=_name)

@@ -7,13 +7,25 @@ path of its choosing.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from lanskap.api.deps import ServiceDep
 from lanskap.errors import LanskapError
+from lanskap.names import check_name
+
+if TYPE_CHECKING:
+    from lanskap.gallery.store import Entry as GalleryEntry
+    from lanskap.service.queue import Job
+    from lanskap.service.service import Service
+
+K = TypeVar("K")
+V = TypeVar("V")
+router = APIRouter(prefix="/api/v1")
 
 #: SQLite's integers are 64-bit: larger ids and counts are refused at the boundary (422), not in SQLite.
 MAX_INT = 2**63 - 1
@@ -57,7 +69,7 @@ class ExportBody(BaseModel):
     format: Literal["png", "jpg", "webp"] | None = None
 
 
-def _job(job: Any) -> dict[str, Any]:
+def _job(job: Job) -> dict[str, Any]:
     out = job.to_dict()
     result = job.result
     if job.kind == "generate" and result is not None:
@@ -73,7 +85,7 @@ def _job(job: Any) -> dict[str, Any]:
     return out
 
 
-def _or_404(lookup: Any, key: Any) -> Any:
+def _or_404(lookup: Callable[[K], V], key: K) -> V:
     """``lookup(key)``; an unknown id is a 404 with the lookup's own message."""
     try:
         return lookup(key)
@@ -81,115 +93,125 @@ def _or_404(lookup: Any, key: Any) -> Any:
         raise HTTPException(404, detail=str(exc)) from None
 
 
-def register(api: FastAPI, service: Any, cfg: Any) -> None:
-    """Add the ``/api/v1`` routes for ``service`` to ``api``."""
-    from lanskap.names import check_name
+@router.get("/gallery", tags=["gallery"])
+async def gallery_list(
+    service: ServiceDep,
+    search: str | None = Query(None, max_length=500),
+    lora: str | None = None,
+    width: int | None = Query(None, ge=1, le=MAX_INT),
+    height: int | None = Query(None, ge=1, le=MAX_INT),
+    since: str | None = Query(None, max_length=64),
+    until: str | None = Query(None, max_length=64),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=MAX_INT),
+) -> dict[str, Any]:
+    entries, total = service.gallery.query(
+        search, lora=lora, width=width, height=height, since=since, until=until, limit=limit, offset=offset
+    )
+    return {"total": total, "items": [_entry(e) for e in entries]}
 
-    gallery = service.gallery
 
-    @api.get("/api/v1/gallery", tags=["gallery"])
-    async def gallery_list(
-        search: str | None = Query(None, max_length=500),
-        lora: str | None = None,
-        width: int | None = Query(None, ge=1, le=MAX_INT),
-        height: int | None = Query(None, ge=1, le=MAX_INT),
-        since: str | None = Query(None, max_length=64),
-        until: str | None = Query(None, max_length=64),
-        limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0, le=MAX_INT),
-    ) -> dict[str, Any]:
-        entries, total = gallery.query(
-            search, lora=lora, width=width, height=height, since=since, until=until, limit=limit, offset=offset
-        )
-        return {"total": total, "items": [_entry(e) for e in entries]}
+@router.get("/gallery/{image_id}", tags=["gallery"])
+async def gallery_get(service: ServiceDep, image_id: int = ImageId) -> dict[str, Any]:
+    return _entry(_get(service, image_id))
 
-    @api.get("/api/v1/gallery/{image_id}", tags=["gallery"])
-    async def gallery_get(image_id: int = ImageId) -> dict[str, Any]:
-        return _entry(_get(image_id))
 
-    @api.get("/api/v1/gallery/{image_id}/image", tags=["gallery"])
-    async def gallery_image(image_id: int = ImageId, format: Literal["png", "jpg", "webp"] | None = None) -> Response:
-        from lanskap.gallery.export import image_bytes
+@router.get("/gallery/{image_id}/image", tags=["gallery"])
+async def gallery_image(
+    service: ServiceDep, image_id: int = ImageId, format: Literal["png", "jpg", "webp"] | None = None
+) -> Response:
+    from lanskap.gallery.export import image_bytes
 
-        data, name = image_bytes(_get(image_id), format)
-        media = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
-        kind = media[name.rsplit(".", 1)[-1].lower()]
-        return Response(data, media_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    data, name = image_bytes(_get(service, image_id), format)
+    media = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+    kind = media[name.rsplit(".", 1)[-1].lower()]
+    return Response(data, media_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-    @api.delete("/api/v1/gallery/{image_id}", tags=["gallery"])
-    async def gallery_delete(image_id: int = ImageId) -> dict[str, Any]:
-        _get(image_id)
-        return {"deleted": gallery.delete([image_id])}
 
-    @api.post("/api/v1/gallery/export", tags=["gallery"])
-    async def gallery_export(body: ExportBody) -> Response:
-        from lanskap.gallery.export import zip_bytes
+@router.delete("/gallery/{image_id}", tags=["gallery"])
+async def gallery_delete(service: ServiceDep, image_id: int = ImageId) -> dict[str, Any]:
+    _get(service, image_id)
+    return {"deleted": service.gallery.delete([image_id])}
 
-        data = zip_bytes([_get(i) for i in body.ids], body.format)
-        return Response(
-            data, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="lanskap.zip"'}
-        )
 
-    def _get(image_id: int) -> Any:
-        return _or_404(gallery.get, image_id)
+@router.post("/gallery/export", tags=["gallery"])
+async def gallery_export(body: ExportBody, service: ServiceDep) -> Response:
+    from lanskap.gallery.export import zip_bytes
 
-    def _entry(e: Any) -> dict[str, Any]:
-        d = e.to_dict()
-        d.pop("path", None)  # the server's filesystem layout is not the client's business
-        d["image_url"] = f"/api/v1/gallery/{e.id}/image"
-        return d
+    data = zip_bytes([_get(service, i) for i in body.ids], body.format)
+    return Response(
+        data, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="lanskap.zip"'}
+    )
 
-    # -- jobs ------------------------------------------------------------------------------------
-    @api.post("/api/v1/jobs/dataset", tags=["jobs"], status_code=202)
-    async def start_dataset(body: DatasetJob) -> dict[str, Any]:
-        from lanskap.data.prepare import PrepareOptions
 
-        opts = PrepareOptions(
-            captioner=body.captioner, min_side=body.min_side, test_fraction=body.test_fraction, enrich=body.enrich
-        )
-        return _job(service.submit_dataset(body.source, body.name, opts))
+def _get(service: Service, image_id: int) -> GalleryEntry:
+    return _or_404(service.gallery.get, image_id)
 
-    @api.post("/api/v1/jobs/training", tags=["jobs"], status_code=202)
-    async def start_training(body: TrainingJob) -> dict[str, Any]:
-        from lanskap.training import build_config
 
-        data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
-        fields = body.model_dump(exclude={"dataset", "name", "preset", "resume"})
-        cfg = build_config(body.preset, None, {**fields, "data": str(data), "output_name": body.name})
-        return _job(service.submit_training(cfg, body.name, resume=body.resume))
+def _entry(e: GalleryEntry) -> dict[str, Any]:
+    d = e.to_dict()
+    d.pop("path", None)  # the server's filesystem layout is not the client's business
+    d["image_url"] = f"/api/v1/gallery/{e.id}/image"
+    return d
 
-    @api.post("/api/v1/jobs/evaluation", tags=["jobs"], status_code=202)
-    async def start_evaluation(body: EvaluationJob) -> dict[str, Any]:
-        from lanskap.evaluation import EvalConfig
-        from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
-        from lanskap.generation.params import LoraSpec
 
-        data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
-        loras = (LoraSpec(check_name(body.lora, "LoRA name"), body.lora_scale),) if body.lora else ()
-        evaluation = EvalConfig(
-            data=data,
-            limit=body.limit,
-            request_fields={"steps": body.steps},
-            loras=loras,
-            clip_model=body.clip_model or DEFAULT_CLIP_MODEL,
-            inception_model=body.inception_model,
-        )
-        return _job(service.submit_evaluation(evaluation))
+# -- jobs ------------------------------------------------------------------------------------
+@router.post("/jobs/dataset", tags=["jobs"], status_code=202)
+async def start_dataset(body: DatasetJob, service: ServiceDep) -> dict[str, Any]:
+    from lanskap.data.prepare import PrepareOptions
 
-    @api.get("/api/v1/jobs", tags=["jobs"])
-    async def jobs() -> dict[str, Any]:
-        q = service.queue
-        current = [q.current] if q.current is not None else []
-        return {"active": [_job(j) for j in [*current, *q.pending()]], "recent": [_job(j) for j in q.recent(50)]}
+    opts = PrepareOptions(
+        captioner=body.captioner, min_side=body.min_side, test_fraction=body.test_fraction, enrich=body.enrich
+    )
+    return _job(service.submit_dataset(body.source, body.name, opts))
 
-    @api.get("/api/v1/jobs/{job_id}", tags=["jobs"])
-    async def job_status(job_id: str) -> dict[str, Any]:
-        return _job(_job_or_404(job_id))
 
-    @api.post("/api/v1/jobs/{job_id}/cancel", tags=["jobs"])
-    async def job_cancel(job_id: str) -> dict[str, Any]:
-        job = _job_or_404(job_id)
-        return {"cancelled": service.queue.cancel(job.id), "job": _job(job)}
+@router.post("/jobs/training", tags=["jobs"], status_code=202)
+async def start_training(body: TrainingJob, service: ServiceDep) -> dict[str, Any]:
+    from lanskap.training import build_config
 
-    def _job_or_404(job_id: str) -> Any:
-        return _or_404(service.queue.get, job_id)
+    data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
+    fields = body.model_dump(exclude={"dataset", "name", "preset", "resume"})
+    cfg = build_config(body.preset, None, {**fields, "data": str(data), "output_name": body.name})
+    return _job(service.submit_training(cfg, body.name, resume=body.resume))
+
+
+@router.post("/jobs/evaluation", tags=["jobs"], status_code=202)
+async def start_evaluation(body: EvaluationJob, service: ServiceDep) -> dict[str, Any]:
+    from lanskap.evaluation import EvalConfig
+    from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
+    from lanskap.generation.params import LoraSpec
+
+    data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
+    loras = (LoraSpec(check_name(body.lora, "LoRA name"), body.lora_scale),) if body.lora else ()
+    evaluation = EvalConfig(
+        data=data,
+        limit=body.limit,
+        request_fields={"steps": body.steps},
+        loras=loras,
+        clip_model=body.clip_model or DEFAULT_CLIP_MODEL,
+        inception_model=body.inception_model,
+    )
+    return _job(service.submit_evaluation(evaluation))
+
+
+@router.get("/jobs", tags=["jobs"])
+async def jobs(service: ServiceDep) -> dict[str, Any]:
+    q = service.queue
+    current = [q.current] if q.current is not None else []
+    return {"active": [_job(j) for j in [*current, *q.pending()]], "recent": [_job(j) for j in q.recent(50)]}
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"])
+async def job_status(job_id: str, service: ServiceDep) -> dict[str, Any]:
+    return _job(_job_or_404(service, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+async def job_cancel(job_id: str, service: ServiceDep) -> dict[str, Any]:
+    job = _job_or_404(service, job_id)
+    return {"cancelled": service.queue.cancel(job.id), "job": _job(job)}
+
+
+def _job_or_404(service: Service, job_id: str) -> Job:
+    return _or_404(service.queue.get, job_id)

@@ -1,0 +1,39 @@
+"""Operations routes: ``/health`` for load balancers and ``/metrics`` for Prometheus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
+
+from lanskap import __version__
+from lanskap.api.deps import StateDep
+from lanskap.service.service import Service
+
+router = APIRouter(tags=["operations"])
+
+
+def queue_depth(service: Service) -> float:
+    """Jobs waiting plus the one running: the gauge Prometheus scrapes and ``/health`` reports."""
+    return len(service.queue.pending()) + (1 if service.queue.current is not None else 0)
+
+
+@router.api_route("/health", methods=["GET", "HEAD"])
+async def health(state: StateDep) -> dict[str, Any]:
+    info = state.service.engine.info()
+    return {
+        "status": "ok",
+        "version": __version__,
+        "model": info.model,
+        "model_loaded": info.loaded,
+        "device": info.device,
+        "queue_depth": queue_depth(state.service),
+    }
+
+
+@router.get("/metrics")
+async def prometheus(state: StateDep) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
