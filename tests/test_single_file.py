@@ -9,6 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from lanskap.config import Settings
+from lanskap.errors import ModelUnavailableError
 from lanskap.generation.engine import Engine
 from lanskap.generation.params import GenerationRequest
 from lanskap.models.convert import export_single_file
@@ -48,7 +49,7 @@ def test_undeclared_sd2_checkpoint_is_probed_not_assumed(tiny_sd: Path, tmp_path
     ckpt = export_single_file(tiny_sd, tmp_path / "mystery.safetensors")
     e = _engine(ckpt, tiny_sd, tmp_path)
     note = next(n for n in e.model.notices if "mystery.safetensors" in n)
-    assert "probing the UNet" in note and "--prediction-type" in note
+    assert "probing the UNet" in note and "set the prediction type" in note
     assert e.model.prediction_type in ("v_prediction", "epsilon")
 
 
@@ -90,5 +91,6 @@ def test_truncated_single_file(tiny_sd: Path, tmp_path: Path) -> None:
 
 def test_single_file_without_configs_offline(tiny_sd: Path, tmp_path: Path) -> None:
     ckpt = export_single_file(tiny_sd, tmp_path / "alone.safetensors", prediction_type="v_prediction")
-    with pytest.raises(Exception, match="--model-config"):
+    with pytest.raises(ModelUnavailableError, match="configs of a local diffusers folder") as info:
         Engine(settings=Settings(home=tmp_path / "h", model=str(ckpt))).load()
+    assert info.value.settings == ("model_config",)

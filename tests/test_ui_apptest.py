@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
@@ -330,3 +331,15 @@ def test_style_picker_expands_the_prompt(app_env: Path) -> None:
     _wait_idle()
     (entry,), _ = Gallery(app_env).query()
     assert entry.prompt == "a lake at dusk, ink drawing" and entry.negative_prompt == "noon"
+
+
+def test_a_refused_setting_is_named_as_the_page_shows_it() -> None:
+    """The core names the setting; the web app says it in words, never as a CLI flag."""
+    from lanskap.errors import LanskapError, SettingError
+    from lanskap.generation.prepare import outpaint_inputs
+    from lanskap.ui.common import user_message
+
+    with pytest.raises(SettingError) as info:
+        outpaint_inputs(Image.new("RGB", (64, 64)), left=0, right=0, up=0, down=0, overlap=8)
+    assert user_message(info.value) == "give at least one margin to extend (setting: left, right, up, down)"
+    assert user_message(LanskapError("the queue is full")) == "the queue is full"

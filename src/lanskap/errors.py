@@ -24,11 +24,11 @@ class SettingError(LanskapError):
         self.settings = settings
 
 
-class ModelUnavailableError(LanskapError):
+class ModelUnavailableError(SettingError):
     """The base model could not be found locally or fetched from the hub."""
 
 
-class UnsafeFileError(LanskapError):
+class UnsafeFileError(SettingError):
     """A pickled weights file was refused because pickle opt-in was not given."""
 
 
@@ -40,7 +40,7 @@ class LoraError(LanskapError):
     """A LoRA is missing, corrupt or made for another base model."""
 
 
-class OutOfMemoryError(LanskapError):
+class OutOfMemoryError(SettingError):
     """Generation ran out of device memory."""
 
 

@@ -19,13 +19,19 @@ def setting(
     aliases: tuple[str, ...] = (),
     negative: str | None = None,
     show_default: bool = True,
+    flag: str | None = None,
+    text: bool = False,
 ) -> Any:
     """A dataclass field with what a person needs to set it.
 
     ``aliases`` are other flag spellings (the diffusers example's names); ``negative`` names the
-    off switch of a yes/no setting when ``--no-NAME`` would read badly (``--random-crop``).
+    off switch of a yes/no setting when ``--no-NAME`` would read badly (``--random-crop``);
+    ``flag`` replaces ``--NAME`` where the name alone would mislead beside other flags
+    (``--metric-batch-size``); ``text`` says the setting is typed as one text its config parses
+    (``cmmd,fid``).
     """
     meta = {"help": help, "aliases": aliases, "negative": negative, "show_default": show_default}
+    meta.update(flag=flag, text=text)
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,3 +39,8 @@ def setting(
 
 def described(f: Field[Any]) -> bool:
     return bool(f.metadata.get("help"))
+
+
+def flag_name(f: Field[Any]) -> str:
+    """How the CLI spells a setting: ``--field-name`` unless the setting names its own flag."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")

@@ -21,7 +21,7 @@ from lanskap.api.a1111_options import A1111Options
 from lanskap.api.deps import ServerState
 from lanskap.api.observability import AccessMiddleware, Metrics, setup_access_log
 from lanskap.api.security import GuardMiddleware, ServeConfig
-from lanskap.errors import LanskapError, QueueFullError
+from lanskap.errors import LanskapError, QueueFullError, SettingError
 from lanskap.service.service import Service
 
 
@@ -37,6 +37,8 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 async def _user_error(request: Request, exc: LanskapError) -> JSONResponse:
     if isinstance(exc, QueueFullError):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+    if isinstance(exc, SettingError) and exc.settings:  # which settings to change, as lanskap names them
+        return JSONResponse({"detail": str(exc), "settings": list(exc.settings)}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=422)
 
 

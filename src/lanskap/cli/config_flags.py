@@ -14,11 +14,12 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from lanskap.fields import described
+from lanskap.fields import described, flag_name
 
 
 def config_flags(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
@@ -29,12 +30,15 @@ def config_flags(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, Any, 
         if not described(f) or f.name in skip:
             continue
         meta = f.metadata
-        typ = _option_type(hints[f.name])
-        name = "--" + f.name.replace("_", "-")
+        typ = str if meta.get("text") else _option_type(hints[f.name])
+        name = flag_name(f)
         decls = [name, *meta["aliases"]]
         if typ is bool:
             decls[0] = f"{name}/{meta['negative'] or '--no-' + name[2:]}"
-        flags.append((f.name, typ, typer.Option(None, *decls, help=_help(f, typ))))
+        # A repeatable flag takes one value at a time: its metavar is the item's, not "list[Path]".
+        item = typing.get_args(typ)[0] if typing.get_origin(typ) is list else None
+        metavar = f"<{'path' if item is Path else 'str'}>" if item is not None else None
+        flags.append((f.name, typ, typer.Option(None, *decls, help=_help(f, typ), metavar=metavar)))
     return flags
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import typer
 
+from lanskap.cli.config_flags import config_command
 from lanskap.cli.job import JobOptions
 from lanskap.cli.options import job_command
+from lanskap.evaluation.run import EvalConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -74,36 +76,19 @@ def _summary(report: dict[str, Any]) -> list[str]:
         "out": "Report folder [$LANSKAP_HOME/evaluations/TIME].",
     },
 )
+@config_command(EvalConfig)
 def evaluate_cmd(
     data: Path = typer.Argument(None, help="Prepared dataset, imagefolder or thesis CSV: its --split is rendered."),
-    split: str = typer.Option("test", "--split", help="Which split's captions and images to use [test]."),
-    limit: int = typer.Option(None, "--limit", help="Use only the first N captions."),
-    image_column: str = typer.Option("image", "--image-column", help="CSV column with image paths [image]."),
-    caption_column: str = typer.Option(None, "--caption-column", help="Caption column [text, caption or captions]."),
-    real: Path = typer.Option(None, "--real", help="A folder of real (reference) images."),
-    generated: list[Path] = typer.Option(None, "--generated", help="A folder of generated images; repeatable."),
-    prompts: Path = typer.Option(None, "--prompts", help="Prompts for --generated: .txt (a line each) or .jsonl/.csv."),
-    clip_model: str = typer.Option(
-        None, "--clip-model", help="CLIP hub id or folder [openai/clip-vit-large-patch14-336]; 'none' skips it."
-    ),
-    inception_model: str = typer.Option(
-        None, "--inception-model", help="FID Inception weights (pt_inception-2015-12-05) file or folder."
-    ),
-    metrics: str = typer.Option(
-        "cmmd,fid,kid,clip,palette", "--metrics", help="Which of cmmd,fid,kid,clip,palette to compute."
-    ),
-    kid_subsets: int = typer.Option(100, "--kid-subsets", help="KID: random subsets to average [100]."),
-    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", help="KID: images per subset (max) [1000]."),
-    metric_batch_size: int = typer.Option(32, "--metric-batch-size", help="Images per CLIP/Inception batch [32]."),
-    title: str = typer.Option(None, "--title", help="Report title."),
     *,
     job: JobOptions,
     fields: dict[str, Any],
+    given: dict[str, Any],
 ) -> None:
-    """Measure a LoRA against its base (CMMD, FID, KID, CLIP score) and write an HTML report."""
+    """Measure a LoRA against its base (CMMD, FID, KID, CLIP score) and write an HTML report.
+
+    Every described EvalConfig setting is a flag (lanskap/evaluation/run.py).
+    """
     from lanskap.cli.common import quiet_libraries
-    from lanskap.evaluation import EvalConfig
-    from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
     from lanskap.generation.params import LoraSpec
 
     settings = job.settings()
@@ -112,28 +97,15 @@ def evaluate_cmd(
     request_fields = {k: v for k, v in fields.items() if v is not None}
     if job.no_watermark:
         request_fields["watermark"] = False
-    clip = clip_model or DEFAULT_CLIP_MODEL
+    given.setdefault("title", "lanskap evaluation: base vs LoRA" if job.lora else "lanskap evaluation")
     cfg = EvalConfig(
         out=job.out,
         data=data,
-        split=split,
-        image_column=image_column,
-        caption_column=caption_column,
-        limit=limit,
         per_prompt=per_prompt,
         seed=42 if seed is None or seed == -1 else seed,
         request_fields=request_fields,
         loras=tuple(LoraSpec.parse(s) for s in job.lora),
-        real=real,
-        generated=list(generated or []),
-        prompts=prompts,
-        clip_model=None if clip.lower() == "none" else clip,
-        inception_model=inception_model,
-        metrics=tuple(m.strip().lower().replace("clip_score", "clip") for m in metrics.split(",") if m.strip()),
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        batch_size=metric_batch_size,
-        title=title or ("lanskap evaluation: base vs LoRA" if job.lora else "lanskap evaluation"),
+        **given,
     ).check()
     quiet_libraries(job.quiet)
     bars = _Bars(job.quiet)

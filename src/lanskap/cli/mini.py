@@ -111,7 +111,7 @@ def score_cmd(
     steps: int = typer.Option(20, "--steps", help="Sampling steps."),
     guidance: float = typer.Option(7.5, "--cfg-scale", "--guidance", help="Guidance scale."),
     sampler: str = typer.Option(None, "--sampler", help="Sampler [the engine's default]."),
-    lora: list[str] = typer.Option(None, "--lora", help="NAME[:SCALE], repeatable."),
+    lora: list[str] = typer.Option(None, "--lora", metavar="<str>", help="NAME[:SCALE], repeatable."),
     out: Path = typer.Option(None, "--out", help="Write follow.json and a contact sheet follow.png here."),
     device: str = typer.Option(None, "--device", help="auto, cuda or cpu."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

@@ -39,12 +39,16 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     (
         "lora",
         list[str],
-        typer.Option(None, "--lora", help="PATH_OR_NAME[:SCALE]; repeatable. <lora:NAME:W> works too."),
+        typer.Option(
+            None, "--lora", metavar="<str>", help="PATH_OR_NAME[:SCALE]; repeatable. <lora:NAME:W> works too."
+        ),
     ),
     (
         "style",
         list[str],
-        typer.Option(None, "--style", help="A style from $LANSKAP_HOME/styles.csv (A1111 format); repeatable."),
+        typer.Option(
+            None, "--style", metavar="<str>", help="A style from $LANSKAP_HOME/styles.csv (A1111 format); repeatable."
+        ),
     ),
     ("model", str, typer.Option(None, "--model", "-m", help="Hub id, diffusers folder or .safetensors file.")),
     ("model_config", str, typer.Option(None, "--model-config", help="Configs for a single-file checkpoint.")),
@@ -53,7 +57,11 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ("dtype", str, typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")),
     ("out", Path, typer.Option(None, "--out", "-o", help="Output folder.")),
     ("fmt", str, typer.Option("png", "--format", "-f", help="png, jpg or webp.")),
-    ("lora_dir", list[Path], typer.Option(None, "--lora-dir", help="Extra folder to look up LoRA names in.")),
+    (
+        "lora_dir",
+        list[Path],
+        typer.Option(None, "--lora-dir", metavar="<path>", help="Extra folder to look up LoRA names in."),
+    ),
     ("allow_pickle", bool, typer.Option(None, "--allow-pickle", help="Allow pickled .ckpt/.bin/.pt weights.")),
     (
         "fallback",
@@ -79,7 +87,7 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
 SERVER_MODEL = typer.Option(None, "--model", "-m", help="Base model: hub id, folder or .safetensors.")
 SERVER_DEVICE = typer.Option(None, "--device", help="auto, cuda, mps or cpu.")
 SERVER_DTYPE = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")
-SERVER_LORA_DIR = typer.Option(None, "--lora-dir", help="Extra LoRA folder; repeatable.")
+SERVER_LORA_DIR = typer.Option(None, "--lora-dir", metavar="<path>", help="Extra LoRA folder; repeatable.")
 SERVER_FALLBACK = typer.Option(
     None, "--fallback", help="If SD 2.1 is absent: mini (built-in model) [default], tiny (random), none."
 )

@@ -22,15 +22,22 @@ def serve(
     dtype: str = SERVER_DTYPE,
     lora_dir: list[Path] = SERVER_LORA_DIR,
     fallback: str = SERVER_FALLBACK,
-    api_key: list[str] = typer.Option(None, "--api-key", help="Accept this key (Bearer or X-API-Key); repeatable."),
+    api_key: list[str] = typer.Option(
+        None, "--api-key", metavar="<str>", help="Accept this key (Bearer or X-API-Key); repeatable."
+    ),
     api_auth: str = typer.Option(None, "--api-auth", help="HTTP Basic users, A1111 style: user:pass[,user2:pass2]."),
     max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Largest request body."),
     rate_limit: int = typer.Option(120, "--rate-limit", help="Requests per minute per client."),
     rate_burst: int = typer.Option(30, "--rate-burst", help="Requests a client may make at once."),
     max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait; more get 503 + Retry-After."),
-    cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow browser calls from this origin."),
+    cors_origin: list[str] = typer.Option(
+        None, "--cors-origin", metavar="<str>", help="Allow browser calls from this origin."
+    ),
     allowed_host: list[str] = typer.Option(
-        None, "--allowed-host", help="Also answer requests for this host name (a proxy's); repeatable, * for any."
+        None,
+        "--allowed-host",
+        metavar="<str>",
+        help="Also answer requests for this host name (a proxy's); repeatable, * for any.",
     ),
 ) -> None:
     """Serve the HTTP API: /sdapi/v1 (A1111 clients), /api/v1 (gallery, jobs), /docs, /health, /metrics."""

@@ -102,7 +102,8 @@ class BlipCaptioner:
         except OSError:
             raise ModelUnavailableError(
                 f"captioner {model!r} is not available offline; download it with 'hf download {model}', "
-                f"give a local folder with --captioner PATH, or use --captioner none"
+                "give a local folder as the captioner, or caption with none",
+                "captioner",
             ) from None
         self.model.to(device).eval()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
 from lanskap.images import load_rgb
 
 #: The CMMD paper's embedding model.
@@ -74,18 +74,22 @@ class ClipEvaluator:
             self.processor = CLIPImageProcessorPil.from_pretrained(source)
         except OSError as exc:
             if local.exists():
-                raise LanskapError(
+                raise SettingError(
                     f"{local} holds no loadable CLIP model ({str(exc).splitlines()[0][:160]}); pickled weights "
-                    "need --allow-pickle"
+                    "need pickle files allowed",
+                    "clip_model",
+                    "allow_pickle",
                 ) from None
             if "safetensors" in str(exc).lower() and not allow_pickle:
-                raise LanskapError(
-                    f"CLIP model {ref!r} has no .safetensors weights; add --allow-pickle to read its "
-                    "pytorch_model.bin (as tensors only)"
+                raise SettingError(
+                    f"CLIP model {ref!r} has no .safetensors weights; allow pickle files to read its "
+                    "pytorch_model.bin (as tensors only)",
+                    "allow_pickle",
                 ) from None
             raise ModelUnavailableError(
                 f"CLIP model {ref!r} is not available offline: run `hf download {ref}` on a connected machine, "
-                "or give a local folder with --clip-model PATH"
+                "or give a local folder as the CLIP model",
+                "clip_model",
             ) from None
         self.model.to(device).eval()
         self.hash = _weights_hash(local if local.exists() else _hub_folder(ref))

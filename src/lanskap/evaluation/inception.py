@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 
 class BasicConv2d(nn.Module):
@@ -233,9 +233,10 @@ def _from_hub(ref: Path | str) -> Path:
 
             return Path(snapshot_download(str(ref)))
         except Exception:  # offline, missing repo: one message below
-            raise LanskapError(
+            raise SettingError(
                 f"Inception model {ref!r} is not available offline: run `hf download {ref}` on a connected "
-                "machine, or give a local file with --inception-model PATH"
+                "machine, or give a local file as the Inception model",
+                "inception_model",
             ) from None
     return path
 
@@ -269,10 +270,11 @@ def load_inception(path: Path | str, *, allow_pickle: bool = False) -> FIDIncept
         width = state["Conv2d_1a_3x3.conv.weight"].shape[0] / 32  # 1.0 for the real weights
         model = FIDInceptionV3(width=width, num_classes=int(state["fc.weight"].shape[0]))
     else:
-        raise LanskapError(
+        raise SettingError(
             f"Inception weights not found: {path}; give the FID weights (pytorch-fid's "
-            "pt_inception-2015-12-05-6726825d.pth, with --allow-pickle, or a converted .safetensors) "
-            "with --inception-model"
+            "pt_inception-2015-12-05-6726825d.pth, with pickle files allowed, or a converted .safetensors) "
+            "as the Inception model",
+            "inception_model",
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or [k for k in unexpected if not k.endswith("num_batches_tracked")]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lanskap.config import Settings
-from lanskap.errors import CancelledError, LanskapError, SettingError
+from lanskap.errors import CancelledError, SettingError
 from lanskap.evaluation import distances as D
 from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
 from lanskap.evaluation.imagesets import (
@@ -32,37 +32,58 @@ from lanskap.evaluation.imagesets import (
     load_folder,
     read_prompts,
 )
+from lanskap.fields import setting
+from lanskap.prompts.lora_tags import LoraSpec
 
 METRICS = ("cmmd", "fid", "kid", "clip", "palette")
 
 
 @dataclass
 class EvalConfig:
-    """What to compare and how; ``None``/empty means "not used"."""
+    """What to compare and how; ``None``/empty means "not used".
+
+    The described fields are the settings a person types (``lanskap evaluate`` makes a flag of
+    each); the rest come from the job's own options (the generation fields, LoRAs, seed).
+    """
 
     out: Path | None = None  # None: a timestamped folder under $LANSKAP_HOME/evaluations
     # a dataset split whose captions are generated from (model mode)
     data: Path | None = None
-    split: str = "test"
-    image_column: str = "image"
-    caption_column: str | None = None
-    limit: int | None = None
+    split: str = setting("test", "Which split's captions and images to use.")
+    image_column: str = setting("image", "CSV column with image paths.")
+    caption_column: str | None = setting(None, "Caption column [text, caption or captions].")
+    limit: int | None = setting(None, "Use only the first N captions.")
     per_prompt: int = 1
     seed: int = 42
     request_fields: dict[str, Any] = field(default_factory=dict)  # negative_prompt, steps, guidance, size, sampler
-    loras: tuple = ()  # LoraSpec, stacked: the "LoRA" set is base + all of them
+    loras: tuple[LoraSpec, ...] = ()  # stacked: the "LoRA" set is base + all of them
     # any folders (folder mode)
-    real: Path | None = None
-    generated: list[Path] = field(default_factory=list)
-    prompts: Path | None = None
+    real: Path | None = setting(None, "A folder of real (reference) images.")
+    generated: list[Path] = setting(help="A folder of generated images; repeatable.", factory=list)
+    prompts: Path | None = setting(None, "Prompts for the generated folders: .txt (a line each) or .jsonl/.csv.")
     # metric models
-    clip_model: str | None = DEFAULT_CLIP_MODEL  # None: no CMMD and no CLIP score
-    inception_model: str | None = None  # None: no FID/KID
-    metrics: tuple[str, ...] = METRICS
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    batch_size: int = 32
-    title: str = "lanskap evaluation"
+    clip_model: str | None = setting(  # None (or "none"): no CMMD and no CLIP score
+        DEFAULT_CLIP_MODEL, "CLIP hub id or folder; 'none' skips CMMD and the CLIP score."
+    )
+    inception_model: str | None = setting(  # None: no FID/KID
+        None, "FID Inception weights (pt_inception-2015-12-05) file or folder."
+    )
+    metrics: tuple[str, ...] = setting(
+        METRICS, f"Which of {','.join(METRICS)} to compute [all].", text=True, show_default=False
+    )
+    kid_subsets: int = setting(100, "KID: random subsets to average.")
+    kid_subset_size: int = setting(1000, "KID: images per subset (max).")
+    batch_size: int = setting(32, "Images per CLIP/Inception batch.", flag="--metric-batch-size")
+    title: str = setting("lanskap evaluation", "Report title.", show_default=False)
+
+    def __post_init__(self) -> None:
+        # Every front may hand over settings as typed: "cmmd, FID" or "clip_score"; "none" for no CLIP.
+        if isinstance(self.metrics, str):
+            self.metrics = tuple(m for m in self.metrics.split(",") if m.strip())
+        self.metrics = tuple(m.strip().lower().replace("clip_score", "clip") for m in self.metrics)
+        if self.clip_model is not None and self.clip_model.strip().lower() in ("", "none"):
+            self.clip_model = None
+        self.loras = tuple(self.loras)
 
     @property
     def mode(self) -> str:
@@ -70,10 +91,17 @@ class EvalConfig:
 
     def check(self) -> EvalConfig:
         if self.data is not None and (self.real is not None or self.generated):
-            raise LanskapError("give either a DATASET to generate from, or --real and --generated folders, not both")
+            raise SettingError(
+                "give either a dataset to generate from, or real and generated folders, not both",
+                "real",
+                "generated",
+            )
         if self.data is None and (self.real is None or not self.generated):
-            raise LanskapError(
-                "give a DATASET (its test split is generated and compared), or --real DIR --generated DIR"
+            raise SettingError(
+                "give a dataset (its test split is generated and compared), or a folder of real images "
+                "and one or more folders of generated images",
+                "real",
+                "generated",
             )
         if self.mode == "folders" and self.loras:
             raise SettingError(
@@ -81,11 +109,15 @@ class EvalConfig:
             )
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
-            raise LanskapError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
+            names = ", ".join(unknown) or "(none)"
+            raise SettingError(f"unknown metric(s) {names}; choose from {', '.join(METRICS)}", "metrics")
         if self.clip_model is None and self.inception_model is None and "palette" not in self.metrics:
-            raise LanskapError(
-                "nothing to measure: give --clip-model (CMMD, CLIP score) or --inception-model (FID, KID), "
-                "or add palette to --metrics"
+            raise SettingError(
+                "nothing to measure: give a CLIP model (CMMD, CLIP score) or Inception weights (FID, KID), "
+                "or add palette to the metrics",
+                "clip_model",
+                "inception_model",
+                "metrics",
             )
         if not 1 <= self.per_prompt <= 100:
             raise SettingError(f"images per prompt must be between 1 and 100, got {self.per_prompt}", "num_images")
@@ -135,11 +167,11 @@ def _model_mode_sets(cfg: EvalConfig) -> tuple[ImageSet, list[str]]:
 
 
 def _folder_mode_sets(cfg: EvalConfig) -> tuple[ImageSet, list[ImageSet]]:
-    real = load_folder(cfg.real, "--real", name="real")  # type: ignore[arg-type]
+    real = load_folder(cfg.real, "real images", name="real")  # type: ignore[arg-type]
     real.label = f"real ({Path(cfg.real).name})"  # type: ignore[arg-type]
     gens, names = [], set()
     for folder in cfg.generated:
-        s = load_folder(folder, "--generated")
+        s = load_folder(folder, "generated images")
         base = s.name
         n = 2
         while s.name in names or s.name == "real":  # two folders both called "out"
@@ -157,9 +189,10 @@ def _check_sizes(cfg: EvalConfig, sizes: dict[str, int]) -> None:
     if cfg.wants("fid") or cfg.wants("kid"):
         for label, n in sizes.items():
             if n < 2:
-                raise LanskapError(
+                raise SettingError(
                     f"FID and KID need at least 2 images in each set; {label} has {n}. "
-                    "Add images, or measure CMMD and CLIP score only with --metrics cmmd,clip"
+                    "Add images, or measure CMMD and CLIP score only (metrics cmmd,clip)",
+                    "metrics",
                 )
 
 
@@ -260,7 +293,7 @@ def evaluate(
             truncated = max(truncated, sum(clip.truncated(p) for p in s.prompts))
         _check_cancel(cancel)
     if cfg.wants("clip") and clip is not None and not any(s.prompts for s in gens):
-        warnings.append("no CLIP score: the generated images have no prompts (give --prompts FILE)")
+        warnings.append("no CLIP score: the generated images have no prompts (give a prompts file)")
     if truncated:
         warnings.append(
             f"{truncated} prompt(s) are longer than CLIP's {clip.max_tokens} tokens; the CLIP score reads only "  # type: ignore[union-attr]

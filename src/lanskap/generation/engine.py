@@ -552,7 +552,11 @@ class Engine:
                     torch.cuda.empty_cache()
                 raise OutOfMemoryError(
                     f"out of memory generating {len(batch_seeds)} image(s) at {req.width}x{req.height} "
-                    f"on {m.placement.device}; lower the size or --batch-size, or use --dtype fp16/bf16"
+                    f"on {m.placement.device}; lower the size or the batch size, or use fp16/bf16 precision",
+                    "width",
+                    "height",
+                    "batch_size",
+                    "dtype",
                 ) from None
             raise
         images.extend(run.prep.finish(im) for im in out.images)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.io import atomic_dir
 from lanskap.mini.scenes import STYLES, caption, render, sample_scene, stylise
 
@@ -44,7 +44,7 @@ def write_scene_set(
         raise LanskapError(f"size must be a multiple of 8 between 64 and 1024, got {size}")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise LanskapError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+        raise SettingError(f"{out} already exists and is not empty; allow overwriting to replace it", "overwrite")
     with atomic_dir(out) as tmp:
         done = 0
         for split, n, first in (("train", count, seed), ("test", test, seed + count)):

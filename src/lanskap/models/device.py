@@ -48,5 +48,5 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     if dtype == "auto":
         dtype = "fp16" if device in ("cuda", "mps") else "fp32"
     if device == "cpu" and dtype == "fp16":
-        raise LanskapError("fp16 is not supported on CPU; use --dtype fp32 or bf16")
+        raise SettingError("fp16 is not supported on CPU; use fp32 or bf16", "dtype")
     return Placement(torch.device(device), DTYPES[dtype])

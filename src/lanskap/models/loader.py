@@ -172,7 +172,8 @@ def _config_source(settings: Settings) -> str:
         except Exception:
             raise ModelUnavailableError(
                 f"a single-file checkpoint needs the model's configs and tokenizer, and {spec!r} can't be "
-                "fetched; pass --model-config with a local diffusers folder of the same architecture"
+                "fetched; give the configs of a local diffusers folder of the same architecture",
+                "model_config",
             ) from None
     return ref.location
 
@@ -220,7 +221,7 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
             pred, how = SD1.prediction_type, "SD 1.x architecture"
         else:
             pred = "v_prediction" if probe_v_prediction(pipe.unet) else "epsilon"
-            how = "detected by probing the UNet; pass --prediction-type to override"
+            how = "detected by probing the UNet; set the prediction type to override"
     notices.append(f"{path.name}: prediction type {pred} ({how})")
     pipe.scheduler = DDIMScheduler.from_config(scheduler_cfg, prediction_type=pred)
     return pipe, pred
@@ -288,7 +289,7 @@ def load_model(
             notices.append(
                 f"FALLBACK: {spec!r} is not available here, so this is lanskap-mini, the small built-in "
                 f"landscape model ({MINI_SIZE} px; not SD 2.1). Get the real base with `hf download {spec}` "
-                "or --model PATH; --fallback none makes this an error."
+                "or give a local model; a fallback of none makes this an error."
             )
         else:
             ref, source = _tiny_fallback(exc, settings, notices)

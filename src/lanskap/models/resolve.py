@@ -78,7 +78,8 @@ def resolve_model_ref(spec: str, settings: Settings) -> ModelRef:
         return ModelRef("hub", spec, spec)
     raise ModelUnavailableError(
         f"model {spec!r} not found: it is not a diffusers folder, a .safetensors file, a name under "
-        f"{settings.models_dir}, or a hub id like owner/name"
+        f"{settings.models_dir}, or a hub id like owner/name",
+        "model",
     )
 
 
@@ -109,8 +110,8 @@ def unavailable_message(repo: str, settings: Settings) -> str:
     return (
         f"base model {repo!r} is not available: it is not in the local cache and the hub can't be reached. "
         f"On a connected machine run `hf download {repo}`, or copy a diffusers folder or a .safetensors "
-        f"checkpoint here and pass --model PATH (or set LANSKAP_MODEL, or put it in {settings.models_dir}); "
-        "or use --model lanskap-mini (or --fallback mini), the small built-in landscape model"
+        f"checkpoint here and give its path as the model (or set LANSKAP_MODEL, or put it in {settings.models_dir}); "
+        "or use the model lanskap-mini (or the fallback mini), the small built-in landscape model"
     )
 
 
@@ -126,7 +127,7 @@ def fetch_hub_model(repo: str, settings: Settings) -> Path:
     try:
         folder = StableDiffusionPipeline.download(repo, use_safetensors=not settings.allow_pickle)
     except (OSError, ValueError):
-        raise ModelUnavailableError(unavailable_message(repo, settings)) from None
+        raise ModelUnavailableError(unavailable_message(repo, settings), "model", "fallback") from None
     finally:
         dlogging.set_verbosity(previous)
     return Path(folder)

@@ -48,7 +48,8 @@ def check_allowed(path: Path, allow_pickle: bool) -> None:
     if is_pickle(path) and not allow_pickle:
         raise UnsafeFileError(
             f"refusing to load pickled weights {path.name}: pickle files can run code. Convert it to "
-            ".safetensors, or pass --allow-pickle if you trust its source"
+            ".safetensors, or allow pickle files if you trust its source",
+            "allow_pickle",
         )
 
 

@@ -81,7 +81,7 @@ def make_plan(placement: Placement, options: SpeedOptions, free_gib: float | Non
         plan.low_memory = True
         plan.reasons.append(
             f"low-memory mode: only {free_gib:.1f} GiB free on the GPU (under {LOW_MEMORY_BELOW_GIB:g}); "
-            "--low-memory off to disable"
+            "set low-memory mode off to disable"
         )
     plan.offload = plan.low_memory and cuda
     # channels_last: benchmarks/generate.py measured no gain on CPU (oneDNN reorders anyway); on

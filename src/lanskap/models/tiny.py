@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.io import atomic_dir
 from lanskap.models.tokenizer import write_clip_tokenizer
 
@@ -134,7 +134,7 @@ def make_tiny(
     out = Path(out)
     occupied = any(out.iterdir()) if out.is_dir() else out.exists()
     if occupied and not overwrite:
-        raise LanskapError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+        raise SettingError(f"{out} already exists and is not empty; allow overwriting to replace it", "overwrite")
     torch.manual_seed(seed)
     with atomic_dir(out) as tmp:
         if kind in ("sd", "sd-inpaint"):

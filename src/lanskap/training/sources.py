@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from lanskap.data.captions import sidecar_caption
 from lanskap.data.layout import MANIFEST, read_manifest
 from lanskap.data.scan import IMAGE_EXTS
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 CAPTION_COLUMNS = ("text", "caption", "captions")
 
@@ -54,9 +54,10 @@ def _pick_caption_column(columns: list[str], wanted: str | None, where: Path) ->
     for name in CAPTION_COLUMNS:
         if name in columns:
             return name
-    raise LanskapError(
+    raise SettingError(
         f"{where.name} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}; columns: "
-        f"{', '.join(columns) or 'none'}); name it with --caption-column"
+        f"{', '.join(columns) or 'none'}); name the column that holds the captions",
+        "caption_column",
     )
 
 

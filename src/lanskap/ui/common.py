@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner import RerunException, StopException
 
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 
 log = logging.getLogger("lanskap.ui")
 
@@ -44,7 +44,7 @@ def guarded(page: Callable[[], None]) -> Callable[[], None]:
         except (RerunException, StopException):
             raise  # Streamlit's own control flow (st.rerun, st.switch_page, st.stop)
         except LanskapError as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(user_message(exc), icon=":material/warning:")
         except Exception as exc:
             log.exception("page %s failed", page.__name__)
             st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.")
@@ -57,8 +57,15 @@ def try_action(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except LanskapError as exc:
-        st.error(str(exc), icon=":material/warning:")
+        st.error(user_message(exc), icon=":material/warning:")
         return None
+
+
+def user_message(exc: LanskapError) -> str:
+    """The core's message, plus the settings it names as a person finds them on the page."""
+    if isinstance(exc, SettingError) and exc.settings:
+        return f"{exc} (setting: {', '.join(s.replace('_', ' ') for s in exc.settings)})"
+    return str(exc)
 
 
 def _duration(seconds: float | None) -> str:
