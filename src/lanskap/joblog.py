@@ -13,14 +13,17 @@ import os
 import resource
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def log_path(home: Path, kind: str) -> Path:
     return Path(home) / "logs" / f"{kind}.jsonl"
 
 
-def reset_peak(device: Any) -> None:
+def reset_peak(device: torch.device) -> None:
     """Start a fresh peak for this job (CUDA only; the CPU figure is the process's peak RSS)."""
     import torch
 
@@ -28,7 +31,7 @@ def reset_peak(device: Any) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory(device: Any) -> dict[str, float]:
+def peak_memory(device: torch.device) -> dict[str, float]:
     """Peak GPU memory of the job (CUDA) and the process's peak resident memory, in MiB."""
     import torch
 

@@ -6,9 +6,15 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from starlette.types import ASGIApp, Receive, Send
+
 
 access_log = logging.getLogger("lanskap.access")
 
@@ -16,7 +22,7 @@ access_log = logging.getLogger("lanskap.access")
 class Metrics:
     """One registry per app, so several apps (tests) in one process don't collide."""
 
-    def __init__(self, queue_depth: Any) -> None:
+    def __init__(self, queue_depth: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "lanskap_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry
@@ -46,11 +52,11 @@ def setup_access_log() -> None:
 class AccessMiddleware:
     """Counts every request by route template and status, and logs it as one JSON line."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

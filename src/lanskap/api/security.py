@@ -15,10 +15,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.errors import LanskapError, SettingError
 from lanskap.netaddr import is_ip_literal, is_loopback, split_host_port
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Send
+
 
 log = logging.getLogger("lanskap.access")
 
@@ -235,7 +239,7 @@ class TokenBucket:
             return wait
 
 
-async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
     import json
 
     data = json.dumps(body).encode()
@@ -252,7 +256,7 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list
 class GuardMiddleware:
     """Host and origin checks, body size limit, authentication and rate limiting, before any route runs."""
 
-    def __init__(self, app: Any, cfg: ServeConfig) -> None:
+    def __init__(self, app: ASGIApp, cfg: ServeConfig) -> None:
         self.app = app
         self.cfg = cfg
         self.max_body = int(cfg.max_body_mb * 2**20)
@@ -270,7 +274,7 @@ class GuardMiddleware:
             return 415, "the request body must be JSON (Content-Type: application/json)"
         return None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from lanskap.cli.config_flags import config_command
 from lanskap.cli.job import JobOptions
 from lanskap.cli.options import job_command
 from lanskap.evaluation.run import EvalConfig
+
+if TYPE_CHECKING:
+    from lanskap.evaluation.run import EvalEvent
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +27,7 @@ class _Bars:
     def __init__(self, quiet: bool) -> None:
         self.quiet, self.bar, self.key = quiet, None, None
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: EvalEvent) -> None:
         if event.phase == "notice":
             typer.secho(event.message, err=True, fg=typer.colors.YELLOW)
             return

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from lanskap.evaluation.imagesets import (
 )
 from lanskap.fields import setting
 from lanskap.prompts.lora_tags import LoraSpec
+
+if TYPE_CHECKING:
+    from lanskap.generation.engine import Progress
+
 
 METRICS = ("cmmd", "fid", "kid", "clip", "palette")
 
@@ -141,7 +145,7 @@ class EvalEvent:
     done: int = 0
     total: int = 0
     message: str = ""
-    step: Any = None  # the engine's Progress while an image is being generated
+    step: Progress | None = None  # the engine's, while an image is being generated
 
 
 @dataclass

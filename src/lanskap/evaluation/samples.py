@@ -16,11 +16,18 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.evaluation.imagesets import ImageItem, ImageSet
 from lanskap.generation.output import encode_image
 from lanskap.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import threading
+
+    from lanskap.generation.engine import Engine, Progress
+    from lanskap.prompts.lora_tags import LoraSpec
+
 
 CACHE_VERSION = 1
 
@@ -65,18 +72,18 @@ def _link(src: Path, dest: Path) -> None:
 
 
 def generate_set(
-    engine: Any,
+    engine: Engine,
     plan: SamplePlan,
     *,
     name: str,
     label: str,
-    loras: tuple = (),
+    loras: tuple[LoraSpec, ...] = (),
     lora_hashes: tuple[str, ...] = (),
     out_dir: Path,
     cache_dir: Path,
     progress: Callable[[int, int, bool], None] | None = None,
-    step_progress: Callable[[Any], None] | None = None,
-    cancel: Any = None,
+    step_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[ImageSet, SampleStats]:
     """Make (or find) every image of ``plan`` with ``loras`` (whose file hashes are ``lora_hashes``)."""
     from lanskap.generation.params import GenerationRequest

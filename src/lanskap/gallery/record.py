@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.gallery.store import Entry, Gallery
 from lanskap.generation.output import check_format, encode_image, save_bytes
 
+if TYPE_CHECKING:
+    from lanskap.generation.engine import GenerationResult
 
-def gallery_record(result: Any, index: int, source: str) -> dict[str, Any]:
+
+def gallery_record(result: GenerationResult, index: int, source: str) -> dict[str, Any]:
     """The row for image ``index`` of ``result``: every parameter that made it, and its cost."""
     req = result.request
     seed = result.seeds[index]
@@ -43,7 +46,7 @@ def gallery_record(result: Any, index: int, source: str) -> dict[str, Any]:
 
 
 def save_result(
-    result: Any, folder: Path, fmt: str = "png", gallery: Gallery | None = None, source: str = "cli"
+    result: GenerationResult, folder: Path, fmt: str = "png", gallery: Gallery | None = None, source: str = "cli"
 ) -> list[tuple[Path, Entry | None]]:
     """Write every image of ``result`` into ``folder`` (A1111 names), recording each in ``gallery``."""
     fmt = check_format(fmt)

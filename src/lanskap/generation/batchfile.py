@@ -13,9 +13,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.errors import LanskapError
+
+if TYPE_CHECKING:
+    from lanskap.generation.params import GenerationRequest
+
 
 FIELDS = {
     "prompt": str,
@@ -101,7 +105,7 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def plan_requests(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> list[Any]:
+def plan_requests(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> list[GenerationRequest]:
     """One validated GenerationRequest per row: the row's fields over the flags' ``defaults``.
 
     With a base ``seed`` in the defaults, row i without its own seed starts at

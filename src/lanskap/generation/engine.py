@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -40,6 +40,10 @@ from lanskap.prompts.encode import (
     text_encoder_layers,
 )
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
+
+if TYPE_CHECKING:
+    from lanskap.generation.schedulers import Sampler
+
 
 MAX_CACHED_ADAPTERS = 8
 
@@ -114,7 +118,7 @@ class EngineInfo:
     fallback: str | None  # the one-line notice when a fallback model stands in for the asked one
     device: str
     dtype: str
-    levers: Any
+    levers: str | None  # the speed levers in use, in words
     loras_cached: list[str]
     family: str | None = None
 
@@ -677,7 +681,7 @@ class Engine:
     def _infotext(
         self,
         req: GenerationRequest,
-        sampler: Any,
+        sampler: Sampler,
         m: LoadedModel,
         loras: list[AppliedLora],
         seed: int,

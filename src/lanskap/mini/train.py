@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,10 @@ from lanskap.mini.config import _WEIGHT_FLAGS, MiniConfig  # noqa: F401 - re-exp
 from lanskap.mini.scenes import caption, gradient_map, render, sample_scene
 from lanskap.training.loss import diffusion_loss, min_snr_weights, training_target
 from lanskap.training.monitor import MetricsLog, plot_loss
+
+if TYPE_CHECKING:
+    from lanskap.mini.scenes import Scene
+
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]  # stage, done, total, metrics
 
@@ -220,7 +224,7 @@ class _EMA:
             s.lerp_(p.detach(), 1 - d)
 
 
-def _caption(scene: Any, rng: np.random.Generator, cfg: MiniConfig) -> str:
+def _caption(scene: Scene, rng: np.random.Generator, cfg: MiniConfig) -> str:
     """A training caption: empty (for guidance) or a full fresh phrasing."""
     if rng.random() < cfg.uncond:
         return ""
@@ -229,7 +233,7 @@ def _caption(scene: Any, rng: np.random.Generator, cfg: MiniConfig) -> str:
 
 def fit_unet(
     latents: torch.Tensor,
-    scenes: list[Any],
+    scenes: list[Scene],
     tok: Any,
     cfg: MiniConfig,
     log: MetricsLog,

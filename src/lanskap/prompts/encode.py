@@ -16,11 +16,15 @@ pipeline's pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from lanskap.prompts.attention import BREAK, parse_attention
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextModel, CLIPTokenizer
+
 
 CHUNK = 75
 COMMA_BACKTRACK = 20
@@ -45,7 +49,7 @@ class TokenizedPrompt:
         return len(self.ids)
 
 
-def _special_ids(tokenizer: Any) -> tuple[int, int, int, int | None]:
+def _special_ids(tokenizer: CLIPTokenizer) -> tuple[int, int, int, int | None]:
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     comma = tokenizer.convert_tokens_to_ids(",</w>")
@@ -54,7 +58,7 @@ def _special_ids(tokenizer: Any) -> tuple[int, int, int, int | None]:
     return bos, eos, pad, comma
 
 
-def tokenize_prompt(tokenizer: Any, prompt: str) -> TokenizedPrompt:
+def tokenize_prompt(tokenizer: CLIPTokenizer, prompt: str) -> TokenizedPrompt:
     """Split ``prompt`` into weighted 75-token chunks (A1111's ``tokenize_line``)."""
     bos, eos, pad, comma = _special_ids(tokenizer)
     parsed = parse_attention(prompt)
@@ -103,12 +107,12 @@ def tokenize_prompt(tokenizer: Any, prompt: str) -> TokenizedPrompt:
     return TokenizedPrompt(ids, weights, count)
 
 
-def count_tokens(tokenizer: Any, prompt: str) -> int:
+def count_tokens(tokenizer: CLIPTokenizer, prompt: str) -> int:
     """How many CLIP tokens a prompt uses (weights and BREAKs not counted), for the 77-token check."""
     return tokenize_prompt(tokenizer, prompt).token_count
 
 
-def encode_rows(text_encoder: Any, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
+def encode_rows(text_encoder: CLIPTextModel, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
     """(rows, 77) token ids → (rows, 77, dim) hidden states; shared by generation and training.
 
     ``clip_skip`` is A1111's: 1 is the last layer's output; N takes the hidden state N layers from
@@ -126,11 +130,11 @@ def encode_rows(text_encoder: Any, ids: torch.Tensor, clip_skip: int = 1) -> tor
     return norm(out.hidden_states[-clip_skip])
 
 
-def text_encoder_layers(text_encoder: Any) -> int:
+def text_encoder_layers(text_encoder: CLIPTextModel) -> int:
     return int(text_encoder.config.num_hidden_layers)
 
 
-def encode_tokenized(text_encoder: Any, tok: TokenizedPrompt, clip_skip: int = 1) -> torch.Tensor:
+def encode_tokenized(text_encoder: CLIPTextModel, tok: TokenizedPrompt, clip_skip: int = 1) -> torch.Tensor:
     """Embeddings of shape (1, 77 * chunks, dim), with emphasis applied and the mean restored."""
     device = text_encoder.device
     dtype = text_encoder.dtype
@@ -169,7 +173,9 @@ class PromptPair:
     negative_tokens: int
 
 
-def encode_prompt_pair(tokenizer: Any, text_encoder: Any, prompt: str, negative: str, clip_skip: int = 1) -> PromptPair:
+def encode_prompt_pair(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompt: str, negative: str, clip_skip: int = 1
+) -> PromptPair:
     """Encode a prompt and a negative prompt of any length to embeddings of the same shape."""
     pos = tokenize_prompt(tokenizer, prompt)
     neg = tokenize_prompt(tokenizer, negative)
@@ -216,7 +222,7 @@ def _pick(entries: list[tuple[int, torch.Tensor]], step: int) -> torch.Tensor:
 
 
 def encode_prompt_schedules(
-    tokenizer: Any, text_encoder: Any, prompt: str, negative: str, steps: int, clip_skip: int = 1
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompt: str, negative: str, steps: int, clip_skip: int = 1
 ) -> ScheduledPrompts:
     """Encode every text the prompt and negative prompt take while sampling, each distinct one once."""
     from lanskap.prompts.schedule import prompt_schedule

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,11 +115,11 @@ class Service:
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     # -- jobs ----------------------------------------------------------------------------------
-    def _submit(self, kind: str, label: str, work: Any) -> Job:
+    def _submit(self, kind: str, label: str, work: Callable[[Job], object]) -> Job:
         """Queue ``work`` to run under the cross-process GPU lock (another lanskap process may hold it)."""
         from lanskap.gpulock import gpu_lock
 
-        def locked(job: Job) -> Any:
+        def locked(job: Job) -> object:
             def waiting() -> None:
                 job.message = "waiting for another lanskap process to finish with the GPU"
 

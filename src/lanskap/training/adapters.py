@@ -17,7 +17,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,14 +28,18 @@ from lanskap.training.config import TEXT_ENCODER_TARGETS, TrainConfig
 from lanskap.training.layout import DIFFUSERS_FILE
 
 if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from transformers import CLIPTextModel
+
     from lanskap.models.family import ModelFamily
 
 
-def attach_lora(unet: Any, text_encoder: Any | None, cfg: TrainConfig) -> None:
+def attach_lora(unet: UNet2DConditionModel, text_encoder: CLIPTextModel | None, cfg: TrainConfig) -> None:
     """Add trainable LoRAs (B = 0 at start, so step 0 is exactly the base model)."""
     from peft import LoraConfig
 
-    def config(targets: list[str]) -> Any:
+    def config(targets: list[str]) -> LoraConfig:
         return LoraConfig(
             r=cfg.rank,
             lora_alpha=cfg.alpha,
@@ -75,18 +79,18 @@ def version_clash(detail: str) -> str:
     )
 
 
-def lora_parameters(module: Any) -> list[torch.nn.Parameter]:
+def lora_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for n, p in module.named_parameters() if "lora_" in n]
 
 
-def peft_state(module: Any) -> dict[str, torch.Tensor]:
+def peft_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The adapter's own tensors (peft naming), detached on CPU in fp32: a checkpoint's exact copy."""
     from peft.utils import get_peft_model_state_dict
 
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(module).items()}
 
 
-def load_peft_state(module: Any, state: dict[str, torch.Tensor]) -> None:
+def load_peft_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     from peft.utils import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(module, state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,10 @@ from lanskap.data.augment import Augment, augment
 from lanskap.images import load_rgb
 from lanskap.training.buckets import Plan
 from lanskap.training.sources import Record
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from transformers import CLIPTokenizer
 
 
 @dataclass
@@ -46,7 +50,7 @@ def sample_rng(seed: int, epoch: int, g: int, index: int) -> random.Random:
     return random.Random(f"lanskap-aug:{seed}:{epoch}:{g}:{index}")
 
 
-def to_tensor(im: Any) -> torch.Tensor:
+def to_tensor(im: Image.Image) -> torch.Tensor:
     """PIL RGB → (3, H, W) float in [-1, 1], as the VAE expects."""
     arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
@@ -69,7 +73,7 @@ class CaptionTokens:
     longer limits concatenate chunk encodings like kohya's ``--max_token_length``.
     """
 
-    def __init__(self, tokenizer: Any, max_tokens: int) -> None:
+    def __init__(self, tokenizer: CLIPTokenizer, max_tokens: int) -> None:
         self.tokenizer = tokenizer
         self.chunks = max_tokens // 75
         self.bos = tokenizer.bos_token_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +17,10 @@ from lanskap.training.events import EventFn, TrainEvent
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     from lanskap.config import Settings
     from lanskap.data.augment import Augment
@@ -68,15 +72,15 @@ class Session:
 class Networks:
     """The base model's parts as training uses them, with the optimizer and the noise schedule."""
 
-    unet: Any  # as ``accelerator.prepare`` wrapped it (DDP on several processes)
-    text_encoder: Any
-    raw_unet: Any  # the unwrapped modules: checkpoints, validation and exports read these
-    raw_te: Any
-    vae: Any
-    tokenizer: Any
+    unet: torch.nn.Module  # as ``accelerator.prepare`` wrapped it (DDP on several processes)
+    text_encoder: torch.nn.Module
+    raw_unet: UNet2DConditionModel  # the unwrapped modules: checkpoints, validation and exports read these
+    raw_te: CLIPTextModel
+    vae: AutoencoderKL
+    tokenizer: CLIPTokenizer
     optimizer: torch.optim.Optimizer
-    lr_scheduler: Any
-    noise_scheduler: Any
+    lr_scheduler: LRScheduler
+    noise_scheduler: DDPMScheduler
     trainable: list[torch.nn.Parameter]
 
     @property
@@ -122,7 +126,7 @@ class TrainRun:
     last_checkpoint: Path | None = None
     interrupted: bool = False
     started: float = 0.0
-    tracker: Any = None  # TensorBoard's SummaryWriter on the main process, when reporting to it
+    tracker: SummaryWriter | None = None  # TensorBoard's on the main process, when reporting to it
     engine: Engine | None = None  # made at the first validation render, around the in-memory model
 
     @property

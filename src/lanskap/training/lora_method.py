@@ -24,6 +24,9 @@ from lanskap.training.adapters import (
 )
 
 if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
     from lanskap.training.config import TrainConfig
     from lanskap.training.context import Networks, TrainRun
 
@@ -42,10 +45,10 @@ class LoraMethod:
     def trains_text_encoder(self) -> bool:
         return bool(self.cfg.train_text_encoder)
 
-    def attach(self, unet: Any, text_encoder: Any) -> None:
+    def attach(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
         attach_lora(unet, text_encoder if self.trains_text_encoder else None, self.cfg)
 
-    def param_groups(self, unet: Any, text_encoder: Any) -> list[dict[str, Any]]:
+    def param_groups(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> list[dict[str, Any]]:
         groups = [{"params": lora_parameters(unet), "lr": self.cfg.learning_rate}]
         if self.trains_text_encoder:
             groups.append(

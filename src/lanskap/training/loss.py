@@ -7,20 +7,23 @@ target must follow the scheduler's ``prediction_type``, and min-SNR-γ weighting
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
 
-def snr(scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
+
+def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) at each timestep."""
     alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
     return alphas / (1 - alphas)
 
 
 def training_target(
-    scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, prediction_type: str
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, prediction_type: str
 ) -> torch.Tensor:
     if prediction_type == "epsilon":
         return noise
@@ -29,7 +32,9 @@ def training_target(
     raise ValueError(f"unknown prediction type {prediction_type!r}")
 
 
-def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+def min_snr_weights(
+    scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str
+) -> torch.Tensor:
     """Per-sample loss weights min(SNR, γ)/SNR (ε) or min(SNR, γ)/(SNR + 1) (v)."""
     s = snr(scheduler, timesteps)
     clipped = torch.minimum(s, torch.full_like(s, gamma))

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
     from lanskap.training.config import TrainConfig
     from lanskap.training.context import Networks, TrainRun
 
@@ -24,11 +27,11 @@ class TrainingMethod(Protocol):
         """Whether the text encoder gets gradients (and goes through ``accelerator.prepare``)."""
         ...
 
-    def attach(self, unet: Any, text_encoder: Any) -> None:
+    def attach(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
         """Add the trainable parameters to the base model's modules."""
         ...
 
-    def param_groups(self, unet: Any, text_encoder: Any) -> list[dict[str, Any]]:
+    def param_groups(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> list[dict[str, Any]]:
         """Optimizer parameter groups, with their learning rates."""
         ...
 

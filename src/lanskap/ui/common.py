@@ -12,18 +12,25 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import RerunException, StopException
 
 from lanskap.errors import LanskapError, SettingError
 
+if TYPE_CHECKING:
+    from lanskap.gallery.store import Entry
+    from lanskap.service.service import Service
+
+T = TypeVar("T")
+
+
 log = logging.getLogger("lanskap.ui")
 
 
 @st.cache_resource(show_spinner=False)
-def service() -> Any:
+def service() -> Service:
     """The process's Service, built from the settings ``lanskap ui`` put in the environment."""
     from lanskap.config import load_settings
     from lanskap.service import Service
@@ -52,7 +59,7 @@ def guarded(page: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def try_action(action: Callable[[], Any]) -> Any:
+def try_action(action: Callable[[], T]) -> T | None:
     """Run a button's action; show a LanskapError next to the button instead of failing the page."""
     try:
         return action()
@@ -75,7 +82,7 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def job_panel(job_id: str | None, key: str, show_result: Callable[[Any], None], *, poll: float = 0.5) -> Any:
+def job_panel(job_id: str | None, key: str, show_result: Callable[[Any], None], *, poll: float = 0.5) -> object | None:
     """Live progress of a queued job (position, step x of y, ETA, cancel), then its result or error."""
     if not job_id:
         return None
@@ -134,7 +141,7 @@ def thumb_of(path: Path) -> bytes | None:
         return None
 
 
-def download_buttons(entry: Any, key: str) -> None:
+def download_buttons(entry: Entry, key: str) -> None:
     """PNG and JPG downloads of one gallery image; both keep the A1111 parameters."""
     from lanskap.gallery.export import image_bytes
 

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from lanskap.ui.common import job_panel, service, try_action
 
+if TYPE_CHECKING:
+    from lanskap.service.queue import Job
+    from lanskap.service.service import Service
+
+
 NAMES = {"cmmd": "CMMD ↓", "fid": "FID ↓", "kid": "KID ↓", "clip_score": "CLIP score ↑"}
 
 
-def _start_form(svc: Any) -> None:
+def _start_form(svc: Service) -> None:
     from lanskap.evaluation import EvalConfig
     from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
     from lanskap.generation.params import LoraSpec
@@ -41,7 +46,7 @@ def _start_form(svc: Any) -> None:
         return
     data = path.strip() or (picked if datasets else "")
 
-    def submit() -> Any:
+    def submit() -> Job:
         from lanskap.errors import LanskapError
 
         if not data:

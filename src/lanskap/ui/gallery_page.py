@@ -9,12 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from lanskap.errors import LanskapError
 from lanskap.ui.common import download_buttons, service, thumb_of, try_action
+
+if TYPE_CHECKING:
+    from lanskap.gallery.store import Entry, Gallery
+
 
 PAGE_SIZE = 12
 ALL = "All"
@@ -31,7 +35,7 @@ def _clear_selection(ids: list[int]) -> None:
         st.session_state.pop(f"sel-{i}", None)
 
 
-def _filters(g: Any) -> dict[str, Any]:
+def _filters(g: Gallery) -> dict[str, Any]:
     c = st.columns([4, 2, 2, 2, 2])
     search = c[0].text_input("Search prompts", key="gl_search", placeholder="castle mist", persist_state="session")
     lora = c[1].selectbox("LoRA", [ALL, *g.loras()], key="gl_lora", persist_state="session")
@@ -52,7 +56,7 @@ def _filters(g: Any) -> dict[str, Any]:
     }
 
 
-def _use_settings(entry: Any) -> None:
+def _use_settings(entry: Entry) -> None:
     from lanskap.ui import nav
     from lanskap.ui.generate_page import prefill
 
@@ -60,7 +64,7 @@ def _use_settings(entry: Any) -> None:
     st.switch_page(nav.page("generate"))
 
 
-def _confirm_delete(g: Any) -> None:
+def _confirm_delete(g: Gallery) -> None:
     ids = st.session_state.get("gl_confirm") or []
     if not ids:
         return
@@ -82,7 +86,7 @@ def _confirm_delete(g: Any) -> None:
             st.rerun()
 
 
-def _detail(g: Any, entry_id: int) -> None:
+def _detail(g: Gallery, entry_id: int) -> None:
     try:
         e = g.get(entry_id)
     except LanskapError:
@@ -137,7 +141,7 @@ def _open(entry_id: int) -> None:
     st.session_state["gl_open"] = entry_id
 
 
-def _grid(entries: list[Any]) -> None:
+def _grid(entries: list[Entry]) -> None:
     cols = st.columns(4)
     for i, e in enumerate(entries):
         with cols[i % 4], st.container(border=True):

@@ -6,7 +6,7 @@ the checks, the queue, the gallery rows and the files are the CLI's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -24,6 +24,13 @@ from lanskap.generation.params import (
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
 from lanskap.ui.common import download_buttons, job_panel, service, try_action
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from lanskap.service.queue import Job
+    from lanskap.service.service import GenerationOutput, Service
+
 
 NO_LORA = "(none)"
 #: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
@@ -110,7 +117,7 @@ def _submit(folder: str | None = None, **extra: Any) -> None:
         st.warning("Write a prompt first: what should the landscape show?", icon=":material/edit:")
         return
 
-    def submit() -> Any:
+    def submit() -> Job:
         svc = service()
         request, _ = apply_styles(_request(**extra), st.session_state.get("g_styles") or [], svc.settings.home)
         return svc.submit_generation(request, source="ui", folder=folder)
@@ -120,7 +127,7 @@ def _submit(folder: str | None = None, **extra: Any) -> None:
         st.session_state["g_job"] = job.id
 
 
-def _upload(label: str, key: str) -> Any:
+def _upload(label: str, key: str) -> Image.Image | None:
     from lanskap.images import load_rgb
 
     f = st.file_uploader(label, type=["png", "jpg", "jpeg", "webp", "bmp"], key=key)
@@ -140,7 +147,7 @@ def _fit_size(native: int | None) -> None:
     s["g_size_fitted"] = True
 
 
-def _inputs(svc: Any, native: int | None) -> None:
+def _inputs(svc: Service, native: int | None) -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     _fit_size(native)
@@ -266,7 +273,7 @@ def _outpaint_tab() -> None:
             _submit("outpaint", init=init, mask=mask, width=w // 8 * 8, height=h // 8 * 8)
 
 
-def _results(out: Any) -> None:
+def _results(out: GenerationOutput) -> None:
     svc = service()
     result = out.result
     for notice in result.notices:
@@ -289,7 +296,7 @@ def _results(out: Any) -> None:
                 download_buttons(entry, key=f"res-{entry.id}")
 
 
-def _exists(svc: Any, entry_id: int) -> bool:
+def _exists(svc: Service, entry_id: int) -> bool:
     from lanskap.errors import LanskapError
 
     try:

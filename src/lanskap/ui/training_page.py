@@ -8,21 +8,25 @@ checkpoints), so it also shows runs started from the CLI into the same folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from lanskap.ui.common import job_panel, service, try_action
 
+if TYPE_CHECKING:
+    from lanskap.service.queue import Job
+    from lanskap.service.service import RunInfo, Service, TrainingOutput
 
-def _active_training(svc: Any, name: str) -> Any:
+
+def _active_training(svc: Service, name: str) -> Job | None:
     for job in [svc.queue.current, *svc.queue.pending()]:
         if job is not None and job.kind == "train" and job.label == f"train {name}":
             return job
     return None
 
 
-def _start_form(svc: Any) -> None:
+def _start_form(svc: Service) -> None:
     from lanskap.training import build_config
     from lanskap.training.config import PRESETS
 
@@ -65,7 +69,7 @@ def _start_form(svc: Any) -> None:
         "output_name": name,
     }
 
-    def submit() -> Any:
+    def submit() -> Job:
         if not data:
             from lanskap.errors import LanskapError
 
@@ -78,11 +82,11 @@ def _start_form(svc: Any) -> None:
         st.toast(f"Training {name} queued.", icon=":material/model_training:")
 
 
-def _resume(svc: Any, run: Any) -> None:
+def _resume(svc: Service, run: RunInfo) -> None:
     from lanskap.training import build_config
     from lanskap.training.layout import RunLayout
 
-    def submit() -> Any:
+    def submit() -> Job:
         cfg = build_config(None, RunLayout(run.path).config, {})
         return svc.submit_training(cfg, run.name, resume=True)
 
@@ -90,7 +94,7 @@ def _resume(svc: Any, run: Any) -> None:
         st.toast(f"Resuming {run.name}.", icon=":material/play_arrow:")
 
 
-def _show_run(svc: Any, run: Any) -> None:
+def _show_run(svc: Service, run: RunInfo) -> None:
     from lanskap.training.layout import RunLayout
     from lanskap.training.monitor import MetricsLog, smoothed
 
@@ -169,7 +173,7 @@ def page() -> None:
         job_panel(finished[0].id, "tr-job", lambda out: _published(out))
 
 
-def _published(out: Any) -> None:
+def _published(out: TrainingOutput) -> None:
     if getattr(out, "published", None):
         ready = f"LoRA ready: {Path(out.published).stem} is now in the Generate page's LoRA list."
         st.success(ready, icon=":material/celebration:")
