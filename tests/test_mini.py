@@ -103,11 +103,16 @@ def test_the_prompt_changes_the_picture(mini_engine) -> None:
     """
     from lanskap.mini.detect import detect
 
-    seeds = range(1, 7)
-    sunset = [_gen(mini_engine, "rolling hills and a lake at sunset", s) for s in seeds]
-    day = [np.asarray(_gen(mini_engine, "rolling hills and a lake on a clear day", s), float)[:40] for s in seeds]
-    dark = "rolling hills and a lake in the dark of night"
-    night = [np.asarray(_gen(mini_engine, dark, s), float)[:40] for s in seeds]
+    def six(prompt: str) -> list[Image.Image]:  # seeds 1 to 6 in one batch: each image keeps its own seed
+        from lanskap.generation.params import GenerationRequest
+
+        result = mini_engine.generate(GenerationRequest(prompt, seed=1, steps=20, num_images=6, batch_size=6))
+        assert result.seeds == [1, 2, 3, 4, 5, 6]
+        return result.images
+
+    sunset = six("rolling hills and a lake at sunset")
+    day = [np.asarray(im, float)[:40] for im in six("rolling hills and a lake on a clear day")]
+    night = [np.asarray(im, float)[:40] for im in six("rolling hills and a lake in the dark of night")]
     assert [detect(im)["sky"] for im in sunset] == ["sunset"] * 6
     blue = [d for d in day if d[..., 2].mean() > d[..., 0].mean() + 30 and d.mean() > 120]  # blue and bright
     assert len(blue) == 6
