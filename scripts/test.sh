@@ -22,7 +22,7 @@ if [ "$#" -eq 0 ]; then
   set -- -m "not slow or e2e" -n "$workers" --dist worksteal
   # The cores shared out among the workers: torch in each worker (and in the CLI processes its
   # tests start) gets its share, instead of every process spinning a thread on every core.
-  # Measured on 2 cores: 8 min 39 s with one thread each, 8 min 57 s without (docs/performance.md).
+  # Measured on 2 cores, same tree: 8 min 39 s with one thread each, 8 min 57 s without.
   cores="$(nproc 2>/dev/null || echo 2)"
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}"
 fi

@@ -104,6 +104,17 @@ def run_cli(
     )
 
 
+def main_cli(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI entry point in this process, for tests of what a command says: no interpreter
+    and torch start-up per call. Keep a ``run_cli`` where the process itself is the point."""
+    from lanskap.cli.main import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), rc, out.out, out.err)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
     """A user error: nonzero exit, no traceback, one ``error:`` line that says what is wrong."""
     assert proc.returncode != 0, proc.stdout + proc.stderr

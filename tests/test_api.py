@@ -384,7 +384,14 @@ def test_training_and_evaluation_jobs_start_report_and_cancel(
         build_clip(clip)
     (isolated_home / "datasets" / "held-out").mkdir(parents=True)
     write_imagefolder(isolated_home / "datasets" / "held-out" / "test", n=3)
-    body = {"dataset": "held-out", "lora": "mist-style", "steps": 1, "clip_model": str(clip)}
+    # Metric models are named, never given as server paths; what isn't installed is refused alike.
+    # A path that exists and one that doesn't get the same answer, so a caller learns nothing of the disk.
+    for bad, said in ((str(clip), "bad CLIP model name"), ("/no/such", "bad CLIP model name"), ("../models", "bad"),
+                      ("nope", "no CLIP model named 'nope' is installed")):  # fmt: skip
+        r = requests.post(u + "/api/v1/jobs/evaluation", json={"dataset": "held-out", "clip_model": bad}, timeout=10)
+        assert r.status_code == 422 and said in r.json()["detail"], r.text
+    shutil.copytree(clip, isolated_home / "models" / "tiny-clip")
+    body = {"dataset": "held-out", "lora": "mist-style", "steps": 1, "clip_model": "tiny-clip"}
     job = requests.post(u + "/api/v1/jobs/evaluation", json=body, timeout=10).json()
     assert "id" in job, job
     deadline = time.time() + 180
@@ -396,6 +403,22 @@ def test_training_and_evaluation_jobs_start_report_and_cancel(
         time.sleep(0.2)
     assert status["state"] == "done", status
     assert Path(status["result"]["report"]).is_file() and any("CMMD" in v for v in status["result"]["verdict"])
+
+    # FID only: "none" skips CLIP, and the Inception weights are named too (the renders are cached).
+    from lanskap.models.tiny import make_tiny
+
+    make_tiny(isolated_home / "models" / "tiny-inception", "inception")
+    body = {"dataset": "held-out", "steps": 1, "clip_model": "none", "inception_model": "tiny-inception"}
+    job = requests.post(u + "/api/v1/jobs/evaluation", json=body, timeout=10).json()
+    while (status := requests.get(u + f"/api/v1/jobs/{job['id']}", timeout=10).json())["state"] in (
+        "queued",
+        "running",
+    ):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert status["state"] == "done", status
+    report = json.loads(Path(status["result"]["report"]).read_text())
+    assert "fid" in report["metrics"]["base"] and "cmmd" not in report["metrics"]["base"]
 
 
 def test_cors_is_off_unless_configured_and_requests_are_logged_as_json(

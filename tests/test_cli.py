@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 
 FAST = ["--steps", "2", "-W", "64", "-H", "64", "--quiet"]
 
@@ -137,9 +137,11 @@ def test_progress_bar_unless_quiet(tiny_sd: Path, tmp_path: Path) -> None:
         (["--format", "gif"], "unknown image format"),
     ],
 )
-def test_user_errors_are_one_line_with_no_files(args: list[str], needle: str, tiny_sd: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    proc = run_cli("generate", "x", "--model", str(tiny_sd), "--out", str(out), "--quiet", *args)
+def test_user_errors_are_one_line_with_no_files(
+    args: list[str], needle: str, tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"  # in this process: the real processes' exit codes are tested around it
+    proc = main_cli(capsys, "generate", "x", "--model", str(tiny_sd), "--out", str(out), "--quiet", *args)
     assert_one_line_error(proc, needle)
     assert not out.exists() or not any(out.iterdir())
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 from lanskap.errors import LanskapError
 from lanskap.generation.params import GenerationRequest
 from lanskap.generation.replay import replay_from_infotext
@@ -78,7 +78,9 @@ def test_ensd_moves_ancestral_noise_only(engine) -> None:  # type: ignore[no-unt
     assert np.array_equal(d0, d1), "a deterministic sampler draws no noise after the first"
 
 
-def test_cli_clip_skip_and_from(tiny_sd: Path, tmp_path: Path, isolated_home: Path) -> None:
+def test_cli_clip_skip_and_from(
+    tiny_sd: Path, tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     args = ("--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "2", "--no-watermark", "-q")
     proc = run_cli("generate", "a lake", "--seed", "4", "--clip-skip", "2", "--out", str(out), *args)
@@ -92,4 +94,4 @@ def test_cli_clip_skip_and_from(tiny_sd: Path, tmp_path: Path, isolated_home: Pa
     with Image.open(first) as a, Image.open(second) as b:
         assert "Clip skip: 2" in b.info["parameters"]
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert_one_line_error(run_cli("generate", "x", "--clip-skip", "0", *args), "clip skip")
+    assert_one_line_error(main_cli(capsys, "generate", "x", "--clip-skip", "0", *args), "clip skip")

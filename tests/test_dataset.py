@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 from lanskap.data.augment import Augment, augment, color_jitter, hflip, random_resized_crop
 from lanskap.data.edit import export_csv, import_csv, list_captions, replace_text, set_caption
 from lanskap.data.enrich import enrich, load_rules
@@ -235,23 +235,27 @@ def test_preview_writes_two_pictures(messy: Path, tmp_path: Path) -> None:
         assert len(set(np.asarray(g.convert("L")).ravel().tolist())) > 50, "real pictures, not a blank canvas"
 
 
-def test_dataset_cli(messy: Path, tiny_blip: Path, tiny_sd: Path, tmp_path: Path) -> None:
+def test_dataset_cli(
+    messy: Path, tiny_blip: Path, tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "ds"
-    proc = run_cli(
+    proc = run_cli(  # one real process; the rest run the same entry point in this one
         "dataset", "prepare", str(messy), str(out), "--captioner", str(tiny_blip), "--enrich",
         "--tokenizer", str(tiny_sd), "--json", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["counts"]["images"] == 10 and summary["counts"]["rejected"] == 6
-    shown = run_cli("dataset", "captions", "list", str(out), "--search", "castle")
+    shown = main_cli(capsys, "dataset", "captions", "list", str(out), "--search", "castle")
     assert shown.returncode == 0 and "castle" in shown.stdout
-    assert run_cli("dataset", "captions", "set", str(out), "good0.png", "a red fortress").returncode == 0
-    prev = run_cli("dataset", "preview", str(out), "--resolution", "128", "--samples", "2")
+    assert main_cli(capsys, "dataset", "captions", "set", str(out), "good0.png", "a red fortress").returncode == 0
+    prev = main_cli(capsys, "dataset", "preview", str(out), "--resolution", "128", "--samples", "2")
     assert prev.returncode == 0 and (out / "preview" / "augmentations.png").is_file()
 
-    assert_one_line_error(run_cli("dataset", "prepare", str(messy), str(messy / "out")), "outside SRC")
-    assert_one_line_error(run_cli("dataset", "prepare", str(tmp_path / "nope"), str(tmp_path / "o")), "not found")
-    bad = run_cli("dataset", "prepare", str(messy), str(tmp_path / "o2"), "--test-fraction", "1.5")
+    assert_one_line_error(main_cli(capsys, "dataset", "prepare", str(messy), str(messy / "out")), "outside SRC")
+    assert_one_line_error(
+        main_cli(capsys, "dataset", "prepare", str(tmp_path / "nope"), str(tmp_path / "o")), "not found"
+    )
+    bad = main_cli(capsys, "dataset", "prepare", str(messy), str(tmp_path / "o2"), "--test-fraction", "1.5")
     assert_one_line_error(bad, "--test-fraction")
-    assert_one_line_error(run_cli("dataset", "captions", "list", str(tmp_path)), "not a prepared dataset")
+    assert_one_line_error(main_cli(capsys, "dataset", "captions", "list", str(tmp_path)), "not a prepared dataset")

@@ -440,3 +440,43 @@ def test_pytorch_fid_pth_is_refused_then_imported_once(tiny_inception: Path, tmp
         inception_features(load_inception(tiny_inception), [pic]),
         rtol=1e-6,
     )
+
+
+def test_a_renamed_pickle_is_known_by_its_bytes(
+    tiny_inception: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pickles are found by content (zip or pickle header), not by name; every refusal is one line."""
+    from safetensors.torch import load_file, save_file
+
+    from lanskap.errors import UnsafeFileError
+    from lanskap.evaluation.inception import load_inception
+    from lanskap.models.safety import is_pickle, sniff
+
+    state = load_file(str(tiny_inception / "model.safetensors"))
+    renamed = tmp_path / "weights.dat"
+    torch.save(state, renamed)  # torch's zip archive of pickles, under a harmless-looking name
+    bare = tmp_path / "weights"
+    torch.save(state, bare, _use_new_zipfile_serialization=False)  # a bare pickle stream, no suffix at all
+    as_dat = tmp_path / "converted.dat"
+    save_file(state, str(as_dat))  # safetensors under another name is fine
+    assert (sniff(renamed), sniff(bare), sniff(as_dat)) == ("zip", "pickle", "safetensors")
+    assert is_pickle(renamed) and is_pickle(bare) and not is_pickle(as_dat)
+    assert not is_pickle(tiny_inception / "config.json")  # configs beside the weights are not pickles
+    for path in (renamed, bare):
+        with pytest.raises(UnsafeFileError, match="pickle files can run code"):
+            load_inception(path)
+    assert load_inception(as_dat) is not None
+    assert load_inception(renamed, allow_pickle=True) is not None  # tensors only, when opted in
+
+    garbage = tmp_path / "noise.dat"
+    garbage.write_bytes(b"\x80\x04not really a pickle at all")
+    for name in ("real", "gen"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            _picture(i).save(tmp_path / name / f"{i}.png")
+    folders = ["--real", str(tmp_path / "real"), "--generated", str(tmp_path / "gen"), "--clip-model", "none"]
+    line = _inproc(capsys, "evaluate", *folders, "--inception-model", str(garbage), "--allow-pickle",
+                   "--out", str(tmp_path / "o"))  # fmt: skip
+    assert "noise.dat is not FID Inception-v3 weights: torch could not read it" in line
+    line = _inproc(capsys, "evaluate", *folders, "--inception-model", str(renamed), "--out", str(tmp_path / "o"))
+    assert "refusing to load pickled weights weights.dat" in line and line.endswith("(--allow-pickle)")

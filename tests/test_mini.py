@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 from lanskap.mini import model as arch
 
 
@@ -260,22 +260,22 @@ def test_mini_train_cli_progress_and_other_seed(tmp_path: Path) -> None:
     assert arch.card(tmp_path / "h" / "model")["config"]["mixed_precision"] == "bf16"
 
 
-def test_mini_train_cli_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
+def test_mini_train_cli_refuses_bad_settings_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = MINI_ARGS
-    bad = run_cli(*args, "--min-snr-gamma", "-1", "--out", str(tmp_path / "x"))
+    bad = run_cli(*args, "--min-snr-gamma", "-1", "--out", str(tmp_path / "x"))  # one real process
     assert_one_line_error(bad, "min_snr_gamma must be between 0 (off) and 100")
     for removed in ("--short-captions", "--beta-end", "--low-freq-noise", "--low-freq-noise-from", "--text-time-embed"):
-        gone = run_cli(*args, removed, "1", "--out", str(tmp_path / "x"))
+        gone = main_cli(capsys, *args, removed, "1", "--out", str(tmp_path / "x"))
         assert gone.returncode == 2 and "No such option" in gone.stderr, removed
-    bad = run_cli(*args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
+    bad = main_cli(capsys, *args, "--mixed-precision", "fp16", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "mixed_precision must be no or bf16")
     if not torch.cuda.is_available():
-        bad = run_cli(*args, "--device", "cuda", "--out", str(tmp_path / "x"))
+        bad = main_cli(capsys, *args, "--device", "cuda", "--out", str(tmp_path / "x"))
         assert_one_line_error(bad, "no CUDA GPU is available")
     assert not (tmp_path / "x").exists()
-    bad = run_cli(*args, "--unet-channels", "16,32", "--out", str(tmp_path / "x"))
+    bad = main_cli(capsys, *args, "--unet-channels", "16,32", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "--unet-channels needs three numbers")
-    bad = run_cli(*args, "--vae-from", str(tmp_path), "--out", str(tmp_path / "x"))
+    bad = main_cli(capsys, *args, "--vae-from", str(tmp_path), "--out", str(tmp_path / "x"))
     assert_one_line_error(bad, "not a lanskap-mini folder")
 
 

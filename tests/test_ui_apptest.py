@@ -343,3 +343,12 @@ def test_a_refused_setting_is_named_as_the_page_shows_it() -> None:
         outpaint_inputs(Image.new("RGB", (64, 64)), left=0, right=0, up=0, down=0, overlap=8)
     assert user_message(info.value) == "give at least one margin to extend (setting: left, right, up, down)"
     assert user_message(LanskapError("the queue is full")) == "the queue is full"
+
+
+def test_the_web_app_refuses_pickles_as_serve_does(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LANSKAP_ALLOW_PICKLE is the CLI user's opt-in; a page's user never gets it."""
+    from lanskap.ui.common import service
+
+    monkeypatch.setenv("LANSKAP_ALLOW_PICKLE", "1")
+    service.clear()
+    assert service().settings.allow_pickle is False

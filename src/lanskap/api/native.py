@@ -60,8 +60,12 @@ class EvaluationJob(BaseModel):
     lora_scale: float = Field(1.0, ge=-10, le=10)
     limit: int | None = Field(None, ge=1)
     steps: int = Field(25, ge=1, le=150)
-    clip_model: str | None = None
-    inception_model: str | None = None
+    clip_model: str | None = Field(
+        None, description="A CLIP model installed in $LANSKAP_HOME/models, or 'none' for no CMMD and CLIP score"
+    )
+    inception_model: str | None = Field(
+        None, description="FID Inception weights installed in $LANSKAP_HOME/models (FID and KID)"
+    )
 
 
 class ExportBody(BaseModel):
@@ -189,8 +193,8 @@ async def start_evaluation(body: EvaluationJob, service: ServiceDep) -> dict[str
         limit=body.limit,
         request_fields={"steps": body.steps},
         loras=loras,
-        clip_model=body.clip_model or DEFAULT_CLIP_MODEL,
-        inception_model=body.inception_model,
+        clip_model=service.metric_model(body.clip_model, "CLIP model", "clip_model") or DEFAULT_CLIP_MODEL,
+        inception_model=service.metric_model(body.inception_model, "Inception model", "inception_model"),
     )
     return _job(service.submit_evaluation(evaluation))
 

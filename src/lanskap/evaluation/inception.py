@@ -241,9 +241,20 @@ def _from_hub(ref: Path | str) -> Path:
     return path
 
 
+def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    """A tensors-only ``torch.load`` (the pickle opt-in is checked before); an unreadable file is one line."""
+    import pickle
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise LanskapError(f"{path.name} is not FID Inception-v3 weights: torch could not read it ({reason})") from None
+
+
 def load_inception(path: Path | str, *, allow_pickle: bool = False) -> FIDInceptionV3:
     """Load from a lanskap folder (config + safetensors) or pytorch-fid's ``.pth`` (pickle opt-in)."""
-    from lanskap.models.safety import check_allowed, read_safetensors_header
+    from lanskap.models.safety import check_allowed, read_safetensors_header, sniff
 
     path = _from_hub(path)
     if path.is_dir():
@@ -257,15 +268,15 @@ def load_inception(path: Path | str, *, allow_pickle: bool = False) -> FIDIncept
         model = FIDInceptionV3(width=cfg.get("width", 1.0), num_classes=cfg.get("num_classes", 1008))
         state = load_file(str(weights))
     elif path.is_file():
-        check_allowed(path, allow_pickle)
-        if path.suffix == ".safetensors":
+        check_allowed(path, allow_pickle)  # by name and by content: a renamed pickle is still one
+        if path.suffix == ".safetensors" or sniff(path) == "safetensors":
             from safetensors.torch import load_file
 
             read_safetensors_header(path)
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if "fc.weight" not in state or "Conv2d_1a_3x3.conv.weight" not in state:
+            state = _torch_load(path)
+        if not isinstance(state, dict) or "fc.weight" not in state or "Conv2d_1a_3x3.conv.weight" not in state:
             raise LanskapError(f"{path.name} is not FID Inception-v3 weights (no fc/Conv2d_1a_3x3 tensors)")
         width = state["Conv2d_1a_3x3.conv.weight"].shape[0] / 32  # 1.0 for the real weights
         model = FIDInceptionV3(width=width, num_classes=int(state["fc.weight"].shape[0]))

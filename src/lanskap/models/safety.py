@@ -1,7 +1,8 @@
 """Which weight files may be loaded, and whether they are intact.
 
-Pickled checkpoints (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) can run arbitrary
-code when loaded, so they are refused unless the user opts in. Safetensors files
+Pickled checkpoints (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, or any file whose first bytes are
+not a safetensors header, whatever its name) can run arbitrary code when loaded, so they are
+refused unless the user opts in. Safetensors files
 are checked before use so that a truncated download gives a one-line message
 instead of a deep library error.
 """
@@ -39,15 +40,38 @@ _DTYPE_SIZES = {
 }
 
 
+def sniff(path: Path) -> str:
+    """What a weights file is by its first bytes: "safetensors", "zip" (torch's pickle archive),
+    "pickle" (a bare pickle stream), or "other"."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    return "other"
+
+
 def is_pickle(path: Path) -> bool:
-    return path.suffix.lower() in PICKLE_SUFFIXES
+    """By name or by its first bytes: torch's zip archive or a pickle stream, whatever the name says."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    if path.suffix.lower() in SAFE_SUFFIXES or not path.is_file():
+        return False  # a .safetensors file's header is checked on its own (read_safetensors_header)
+    try:
+        return sniff(path) in ("zip", "pickle")
+    except OSError:
+        return False
 
 
 def check_allowed(path: Path, allow_pickle: bool) -> None:
     """Refuse pickled weights unless the user explicitly opted in."""
     if is_pickle(path) and not allow_pickle:
         raise UnsafeFileError(
-            f"refusing to load pickled weights {path.name}: pickle files can run code. Convert it to "
+            f"refusing to load pickled weights {Path(path).name}: pickle files can run code. Convert it to "
             ".safetensors, or allow pickle files if you trust its source",
             "allow_pickle",
         )

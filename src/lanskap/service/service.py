@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lanskap.config import Settings
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, SettingError
 from lanskap.gallery import Gallery
 from lanskap.generation.params import GenerationRequest
 from lanskap.jobs import JobControl
@@ -244,6 +244,20 @@ class Service:
             return {"dataset": name, "path": str(out), "images": len(manifest.get("items", []))}
 
         return self._submit("dataset", f"dataset {name}", work)
+
+    def metric_model(self, name: str | None, what: str, setting: str) -> str | None:
+        """An installed metric model named by a client: a folder or file directly in the models folder.
+
+        The servers take names, never paths, so a request can't point a loader at any file on the
+        server, nor learn which paths exist. ``None`` stays None (the default), and "none" is kept
+        for the config to read as "skip this metric".
+        """
+        if name is None or name.strip().lower() == "none":
+            return name
+        path = child(self.settings.models_dir, name, f"{what} name")
+        if not path.exists():
+            raise SettingError(f"no {what} named {name!r} is installed in the models folder", setting)
+        return str(path)
 
     def submit_evaluation(self, cfg: EvalConfig) -> Job:
         """Queue an evaluation; the report lands in ``cfg.out`` (default: a timestamped folder)."""

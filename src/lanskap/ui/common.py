@@ -35,7 +35,9 @@ def service() -> Service:
     from lanskap.config import load_settings
     from lanskap.service import Service
 
-    svc = Service(load_settings(), max_pending=int(os.environ.get("LANSKAP_UI_MAX_QUEUE", "8")))
+    # Like ``lanskap serve``: a page's user never opts in to pickles, whatever LANSKAP_ALLOW_PICKLE says.
+    settings = load_settings(allow_pickle=False)
+    svc = Service(settings, max_pending=int(os.environ.get("LANSKAP_UI_MAX_QUEUE", "8")))
     if os.environ.get("LANSKAP_UI_PRELOAD", "1") == "1":
         svc.submit_load()  # warm the model in the background; the status panel shows it
     return svc
