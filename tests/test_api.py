@@ -522,3 +522,30 @@ def test_each_app_serves_its_own_service(tmp_path: Path, tiny_sd: Path) -> None:
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_client_that_hangs_up_cancels_its_queued_job(server) -> None:
+    """A request waiting in line whose client disconnects is dropped, not generated for nobody."""
+    release = threading.Event()
+    server.service.queue.submit("train", "someone else's run", lambda job: release.wait(60))
+    body = json.dumps({"prompt": "a lake nobody will see", "steps": 2, "width": 64, "height": 64}).encode()
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.time() + 10
+        while not any(j.kind == "generate" for j in server.service.queue.pending()):
+            assert time.time() < deadline, "the request never reached the queue"
+            time.sleep(0.05)
+    # The client has hung up: within a few polls its job leaves the queue, cancelled, before it ran.
+    deadline = time.time() + 10
+    while any(j.kind == "generate" for j in server.service.queue.pending()):
+        assert time.time() < deadline, "the hung-up client's job is still waiting"
+        time.sleep(0.05)
+    (job,) = [j for j in server.service.queue.recent(10) if j.kind == "generate"]
+    assert job.state == "cancelled" and job.result is None
+    release.set()
+    assert requests.get(server.url + "/api/v1/gallery", timeout=10).json()["total"] == 0

@@ -251,3 +251,33 @@ def test_failed_logins_are_throttled_and_weak_public_passwords_refused(
         s.stop()
     proc = run_cli("serve", "--host", "0.0.0.0", "--api-auth", "ann:short")
     assert_one_line_error(proc, "password", "16 characters")
+
+
+def test_the_schema_documents_every_answer_and_the_login(tiny_sd: Path, tiny_lora: Path, isolated_home: Path) -> None:
+    """Each operation lists the guard's refusals and its own errors; the 422 body matches its schema."""
+    s = _start(tiny_sd, tiny_lora, isolated_home, api_keys=[KEY])
+    h = {"Authorization": f"Bearer {KEY}"}
+    try:
+        spec = requests.get(s.url + "/openapi.json", headers=h, timeout=10).json()
+        assert set(spec["components"]["securitySchemes"]) == {"apiKeyBearer", "apiKeyHeader", "basic"}
+        assert {"basic": []} in spec["security"]
+        for path, operations in spec["paths"].items():
+            for method, op in operations.items():
+                codes = set(op["responses"])
+                assert {"401", "403", "413", "415", "421", "429"} <= codes, (method, path)
+                if path.endswith(("txt2img", "img2img")) or (path.startswith("/api/v1/jobs/") and method == "post"):
+                    assert {"500", "503"} <= codes or path.endswith("/cancel"), (method, path)
+                if "{" in path:
+                    assert "404" in codes or path.startswith("/sdapi"), (method, path)
+        assert spec["paths"]["/health"]["get"]["security"] == []  # the one route that needs no login
+        assert "head" in spec["paths"]["/health"]
+        # Both kinds of 422 fit the documented body: a list of fields, or a sentence with settings.
+        invalid = spec["components"]["schemas"]["Invalid"]["properties"]["detail"]["anyOf"]
+        assert {"type": "string"} in invalid and any(a.get("type") == "array" for a in invalid)
+        malformed = requests.post(s.url + "/sdapi/v1/txt2img", json={"steps": "many"}, headers=h, timeout=10)
+        assert malformed.status_code == 422 and isinstance(malformed.json()["detail"], list)
+        body = {"dataset": "nowhere", "name": "run", "resolution": 100}
+        refused = requests.post(s.url + "/api/v1/jobs/training", json=body, headers=h, timeout=10)
+        assert refused.status_code == 422 and isinstance(refused.json()["detail"], str)
+    finally:
+        s.stop()

@@ -13,22 +13,41 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from lanskap.api import a1111
 from lanskap.api.deps import ServerState, ServiceDep, StateDep
+from lanskap.api.schema import COMMON, JOBS
 from lanskap.prompts.styles import apply_styles
 from lanskap.service.queue import Job
 
 if TYPE_CHECKING:
     from lanskap.generation.params import InitImage, InpaintMask
 
-router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
+router = APIRouter(prefix="/sdapi/v1", tags=["A1111"], responses=COMMON)
 
 
-async def _run(state: ServerState, job: Job) -> Job:
-    """Wait for ``job`` off the event loop; a failure becomes the HTTP error it deserves."""
-    await anyio.to_thread.run_sync(job.wait)
+#: How often a waiting request checks that its client is still there.
+DISCONNECT_POLL_S = 0.25
+
+
+async def _run(state: ServerState, job: Job, request: Request) -> Job:
+    """Wait for ``job`` off the event loop; a failure becomes the HTTP error it deserves.
+
+    A client that hangs up cancels its job, queued or running: nobody is left to take the images.
+    """
+
+    async def watch() -> None:
+        while not job.wait(0):
+            if await request.is_disconnected():
+                state.service.queue.cancel(job.id)
+                return
+            await anyio.sleep(DISCONNECT_POLL_S)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await anyio.to_thread.run_sync(job.wait)
+        tg.cancel_scope.cancel()
     if job.state == "failed":
         state.metrics.errors.labels(f"job_{job.kind}").inc()
         # A problem with the request found while it ran (a clip skip deeper than this model) is the
@@ -38,7 +57,12 @@ async def _run(state: ServerState, job: Job) -> Job:
 
 
 async def _generate(
-    state: ServerState, body: a1111.Txt2ImgBody, init: InitImage | None, mask: InpaintMask | None, notes: list[str]
+    state: ServerState,
+    request: Request,
+    body: a1111.Txt2ImgBody,
+    init: InitImage | None,
+    mask: InpaintMask | None,
+    notes: list[str],
 ) -> dict[str, Any]:
     """Options, overrides, missing LoRAs and styles resolved, then one queued generation, waited for."""
     service, started = state.service, time.time()
@@ -48,13 +72,13 @@ async def _generate(
     warnings = [f"ignored unsupported field {name!r}" for name in a1111.ignored_fields(body, _supported(body))]
     effective = state.options.for_request(body.override_settings, body.override_settings_restore_afterwards)
     warnings += effective.warnings
-    request = replace(
+    wanted = replace(
         a1111.build_request(body, state.cfg, init, mask), clip_skip=effective.clip_skip, ensd=effective.ensd
     ).validate()
-    request, unknown = apply_styles(request, body.styles, service.settings.home, strict=False)
+    wanted, unknown = apply_styles(wanted, body.styles, service.settings.home, strict=False)
     warnings += [f"style {name!r} not found; the image was made without it" for name in unknown]
-    job = service.submit_generation(request, source="api", fmt=effective.fmt, model=effective.model)
-    await _run(state, job)
+    job = service.submit_generation(wanted, source="api", fmt=effective.fmt, model=effective.model)
+    await _run(state, job, request)
     state.metrics.generation.observe(time.time() - started)
     if job.result is None:  # interrupted before it started
         info = {"interrupted": True, "warnings": [*notes, *warnings, "interrupted"]}
@@ -62,18 +86,18 @@ async def _generate(
     return a1111.response(echo, job.result, [*notes, *warnings], started)
 
 
-@router.post("/txt2img")
-async def txt2img(body: a1111.Txt2ImgBody, state: StateDep) -> dict[str, Any]:
-    return await _generate(state, body, None, None, [])
+@router.post("/txt2img", responses=JOBS)
+async def txt2img(body: a1111.Txt2ImgBody, state: StateDep, request: Request) -> dict[str, Any]:
+    return await _generate(state, request, body, None, None, [])
 
 
-@router.post("/img2img")
-async def img2img(body: a1111.Img2ImgBody, state: StateDep) -> dict[str, Any]:
+@router.post("/img2img", responses=JOBS)
+async def img2img(body: a1111.Img2ImgBody, state: StateDep, request: Request) -> dict[str, Any]:
     # Pictures are decoded off the event loop, two at a time, so /health and /progress stay quick.
     init, mask, notes = await anyio.to_thread.run_sync(
         a1111.img2img_inputs, body, state.cfg.max_input_pixels, limiter=state.decode_slots()
     )
-    return await _generate(state, body, init, mask, notes)
+    return await _generate(state, request, body, init, mask, notes)
 
 
 @router.post("/png-info")

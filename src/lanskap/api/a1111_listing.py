@@ -17,13 +17,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from lanskap.api.deps import ServiceDep, StateDep
+from lanskap.api.schema import COMMON, JOBS
 from lanskap.generation.lora import list_loras
 from lanskap.prompts.styles import load_styles
 
 if TYPE_CHECKING:
     from lanskap.service.service import Service
 
-router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
+router = APIRouter(prefix="/sdapi/v1", tags=["A1111"], responses=COMMON)
 
 
 def lora_metadata(path: Path) -> dict[str, Any]:
@@ -179,7 +180,7 @@ async def _rescan(service: ServiceDep) -> None:
     load_styles(service.settings.home)
 
 
-@router.post("/reload-checkpoint")
+@router.post("/reload-checkpoint", responses=JOBS)
 async def reload_checkpoint(state: StateDep) -> dict[str, Any]:
     state.service.submit_load(state.options.current_model_name())
     return {}

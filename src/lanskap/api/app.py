@@ -20,6 +20,7 @@ from lanskap.api import a1111_generate, a1111_listing, native, operations
 from lanskap.api.a1111_options import A1111Options
 from lanskap.api.deps import ServerState
 from lanskap.api.observability import AccessMiddleware, Metrics, setup_access_log
+from lanskap.api.schema import install_openapi
 from lanskap.api.security import GuardMiddleware, ServeConfig
 from lanskap.errors import LanskapError, QueueFullError, SettingError
 from lanskap.service.service import Service
@@ -56,6 +57,7 @@ def create_app(service: Service, cfg: ServeConfig) -> ASGIApp:
     api.add_exception_handler(LanskapError, _user_error)  # type: ignore[arg-type]
     for module in (a1111_generate, a1111_listing, native, operations):
         api.include_router(module.router)
+    install_openapi(api, cfg)
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from lanskap.api.deps import ServiceDep
+from lanskap.api.schema import COMMON, JOBS, NOT_FOUND
 from lanskap.errors import LanskapError
 from lanskap.names import check_name
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 K = TypeVar("K")
 V = TypeVar("V")
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=COMMON)
 
 #: SQLite's integers are 64-bit: larger ids and counts are refused at the boundary (422), not in SQLite.
 MAX_INT = 2**63 - 1
@@ -115,12 +116,12 @@ async def gallery_list(
     return {"total": total, "items": [_entry(e) for e in entries]}
 
 
-@router.get("/gallery/{image_id}", tags=["gallery"])
+@router.get("/gallery/{image_id}", tags=["gallery"], responses=NOT_FOUND)
 async def gallery_get(service: ServiceDep, image_id: int = ImageId) -> dict[str, Any]:
     return _entry(_get(service, image_id))
 
 
-@router.get("/gallery/{image_id}/image", tags=["gallery"])
+@router.get("/gallery/{image_id}/image", tags=["gallery"], responses=NOT_FOUND)
 async def gallery_image(
     service: ServiceDep, image_id: int = ImageId, format: Literal["png", "jpg", "webp"] | None = None
 ) -> Response:
@@ -132,13 +133,13 @@ async def gallery_image(
     return Response(data, media_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.delete("/gallery/{image_id}", tags=["gallery"])
+@router.delete("/gallery/{image_id}", tags=["gallery"], responses=NOT_FOUND)
 async def gallery_delete(service: ServiceDep, image_id: int = ImageId) -> dict[str, Any]:
     _get(service, image_id)
     return {"deleted": service.gallery.delete([image_id])}
 
 
-@router.post("/gallery/export", tags=["gallery"])
+@router.post("/gallery/export", tags=["gallery"], responses=NOT_FOUND)
 async def gallery_export(body: ExportBody, service: ServiceDep) -> Response:
     from lanskap.gallery.export import zip_bytes
 
@@ -160,7 +161,7 @@ def _entry(e: GalleryEntry) -> dict[str, Any]:
 
 
 # -- jobs ------------------------------------------------------------------------------------
-@router.post("/jobs/dataset", tags=["jobs"], status_code=202)
+@router.post("/jobs/dataset", tags=["jobs"], status_code=202, responses=JOBS)
 async def start_dataset(body: DatasetJob, service: ServiceDep) -> dict[str, Any]:
     from lanskap.data.prepare import PrepareOptions
 
@@ -170,7 +171,7 @@ async def start_dataset(body: DatasetJob, service: ServiceDep) -> dict[str, Any]
     return _job(service.submit_dataset(body.source, body.name, opts))
 
 
-@router.post("/jobs/training", tags=["jobs"], status_code=202)
+@router.post("/jobs/training", tags=["jobs"], status_code=202, responses=JOBS)
 async def start_training(body: TrainingJob, service: ServiceDep) -> dict[str, Any]:
     from lanskap.training import build_config
 
@@ -180,7 +181,7 @@ async def start_training(body: TrainingJob, service: ServiceDep) -> dict[str, An
     return _job(service.submit_training(cfg, body.name, resume=body.resume))
 
 
-@router.post("/jobs/evaluation", tags=["jobs"], status_code=202)
+@router.post("/jobs/evaluation", tags=["jobs"], status_code=202, responses=JOBS)
 async def start_evaluation(body: EvaluationJob, service: ServiceDep) -> dict[str, Any]:
     from lanskap.evaluation import EvalConfig
     from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
@@ -206,12 +207,12 @@ async def jobs(service: ServiceDep) -> dict[str, Any]:
     return {"active": [_job(j) for j in [*current, *q.pending()]], "recent": [_job(j) for j in q.recent(50)]}
 
 
-@router.get("/jobs/{job_id}", tags=["jobs"])
+@router.get("/jobs/{job_id}", tags=["jobs"], responses=NOT_FOUND)
 async def job_status(job_id: str, service: ServiceDep) -> dict[str, Any]:
     return _job(_job_or_404(service, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"], responses=NOT_FOUND)
 async def job_cancel(job_id: str, service: ServiceDep) -> dict[str, Any]:
     job = _job_or_404(service, job_id)
     return {"cancelled": service.queue.cancel(job.id), "job": _job(job)}

@@ -9,9 +9,10 @@ from fastapi.responses import PlainTextResponse, Response
 
 from lanskap import __version__
 from lanskap.api.deps import StateDep
+from lanskap.api.schema import COMMON
 from lanskap.service.service import Service
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses={k: v for k, v in COMMON.items() if k != 422})
 
 
 def queue_depth(service: Service) -> float:
@@ -19,7 +20,7 @@ def queue_depth(service: Service) -> float:
     return len(service.queue.pending()) + (1 if service.queue.current is not None else 0)
 
 
-@router.api_route("/health", methods=["GET", "HEAD"])
+@router.get("/health")
 async def health(state: StateDep) -> dict[str, Any]:
     info = state.service.engine.info()
     return {
@@ -30,6 +31,9 @@ async def health(state: StateDep) -> dict[str, Any]:
         "device": info.device,
         "queue_depth": queue_depth(state.service),
     }
+
+
+router.add_api_route("/health", health, methods=["HEAD"], operation_id="health_head")  # load balancers' probe
 
 
 @router.get("/metrics")
