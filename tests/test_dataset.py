@@ -259,3 +259,44 @@ def test_dataset_cli(
     bad = main_cli(capsys, "dataset", "prepare", str(messy), str(tmp_path / "o2"), "--test-fraction", "1.5")
     assert_one_line_error(bad, "--test-fraction")
     assert_one_line_error(main_cli(capsys, "dataset", "captions", "list", str(tmp_path)), "not a prepared dataset")
+
+
+def test_untrusted_folders_leak_nothing_and_stop_nothing(messy: Path, tmp_path: Path) -> None:
+    """Links out of SRC, FIFOs, hidden files, non-UTF-8 names and sparse giants: each listed, none read."""
+    import os
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the vault code is 0451")
+    landscape(20).save(outside / "secret.png")
+    (messy / "leak.txt").symlink_to(outside / "secret.txt")  # a sidecar for leak.png, below
+    (messy / "leak.png").write_bytes((messy / "good5.png").read_bytes())  # an ordinary picture...
+    (messy / "good5.png").unlink()  # ...not a duplicate of anything
+    (messy / "outside.png").symlink_to(outside / "secret.png")
+    (messy / "inside.png").symlink_to(messy / "good4.png")  # a link within SRC is fine
+    (messy / "world").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(messy / "pipe.png")  # reading it would block the run for ever
+    (messy / ".hidden.png").write_bytes((messy / "good3.png").read_bytes())
+    odd = os.fsencode(str(messy)) + b"/caf\xe9.png"  # Latin-1 bytes: not a UTF-8 name
+    with open(odd, "wb") as f:
+        f.write((messy / "good2.png").read_bytes())
+    giant = messy / "giant.png"
+    giant.write_bytes((messy / "good1.png").read_bytes())
+    with open(giant, "r+b") as f:
+        f.truncate(5 * 1024**3)  # 5 GB on paper, a few KB on disk
+
+    manifest = prepare(messy, tmp_path / "ds", None)
+    reasons = {r["source"]: r["reason"] for r in manifest["rejected"]}
+    assert reasons["outside.png"] == "a link that leads out of the folder"
+    assert reasons["leak.txt"] == "a link that leads out of the folder"
+    assert reasons["world"].startswith("a link to a folder")
+    assert reasons["pipe.png"] == "a FIFO, not a file"
+    assert reasons[".hidden.png"] == "hidden"
+    assert reasons["caf\\xe9.png"].startswith("the name is not valid UTF-8")
+    assert reasons["giant.png"].startswith("too large: 5.0 GB")
+    everything = json.dumps(manifest) + "".join(p.read_text() for p in (tmp_path / "ds").rglob("*.csv"))
+    everything += "".join(p.read_text() for p in (tmp_path / "ds").rglob("*.jsonl"))
+    assert "vault code" not in everything
+    assert reasons["leak.png"].startswith("no caption"), "the secret did not become its caption"
+    assert reasons["inside.png"] == "exact duplicate of good4.png", "a link within SRC is read"
+    assert "outside.png" not in {it["source"] for it in manifest["items"]}

@@ -108,3 +108,23 @@ def test_infotext_names_loras_as_a1111_does() -> None:
     assert lora_display_name("/loras/mist-style.safetensors") == "mist-style"
     assert lora_display_name("mist-style.safetensors") == "mist-style"
     assert lora_display_name("C:\\loras\\mist-style.safetensors") == "mist-style"
+
+
+def test_a_link_out_of_the_lora_folder_is_no_lora(tiny_lora: Path, tmp_path: Path) -> None:
+    """A name never reaches a file the user did not put in the LoRA folder."""
+    from lanskap.config import Settings
+    from lanskap.errors import LoraError
+    from lanskap.generation.lora import list_loras, resolve_lora
+
+    home = tmp_path / "home"
+    (home / "loras").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(tiny_lora, elsewhere / "stolen.safetensors")
+    (home / "loras" / "stolen.safetensors").symlink_to(elsewhere / "stolen.safetensors")
+    shutil.copy(tiny_lora, home / "loras" / "mine.safetensors")
+    settings = Settings(home=home)
+    assert [p.stem for p in list_loras(settings)] == ["mine"]
+    assert resolve_lora("mine", settings).name == "mine.safetensors"
+    with pytest.raises(LoraError, match="not found"):
+        resolve_lora("stolen", settings, allow_paths=False)

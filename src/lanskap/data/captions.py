@@ -11,6 +11,7 @@ from typing import Any
 from PIL import Image
 
 from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.folders import check_entry, walk
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
@@ -19,7 +20,7 @@ def sidecar_caption(src: Path, rel: str) -> str | None:
     """``IMAGE.txt`` beside the image (kohya's convention), or ``IMAGE.png.txt``."""
     path = src / rel
     for cand in (path.with_suffix(".txt"), path.with_name(path.name + ".txt")):
-        if cand.is_file():
+        if cand.is_file() and check_entry(cand, src, cand.relative_to(src).as_posix()) is None:
             text = cand.read_text(encoding="utf-8", errors="replace").strip()
             if text:
                 return " ".join(text.split())
@@ -39,7 +40,8 @@ def metadata_captions(src: Path) -> dict[str, tuple[str, str]]:
     """
     found: dict[str, tuple[str, str]] = {}
     by_name: dict[str, tuple[str, str]] = {}
-    for meta in sorted(src.rglob("metadata.jsonl")):
+    files = walk(src)[0]  # the same files the scan reads: no links out of SRC
+    for meta in [f for f in files if f.name == "metadata.jsonl"]:
         base = meta.parent.relative_to(src).as_posix()
         for n, line in enumerate(meta.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
@@ -49,7 +51,7 @@ def metadata_captions(src: Path) -> dict[str, tuple[str, str]]:
             except json.JSONDecodeError:
                 raise LanskapError(f"{meta.relative_to(src)} line {n} is not JSON") from None
             _add(found, row, base, "metadata.jsonl")
-    for table in sorted(src.rglob("*.csv")):
+    for table in [f for f in files if f.suffix.lower() == ".csv"]:
         try:
             with table.open(newline="", encoding="utf-8", errors="replace") as f:
                 rows = list(csv.DictReader(f))

@@ -13,9 +13,12 @@ from pathlib import Path
 from PIL import Image
 
 from lanskap.errors import LanskapError
+from lanskap.folders import walk
 from lanskap.images import open_image, to_rgb
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+#: Larger files are not read: no training picture is this big, and a sparse file can claim gigabytes.
+MAX_IMAGE_BYTES = 512 * 1024**2
 # Files that travel with images and are read, not rejected.
 COMPANION_EXTS = {".txt", ".csv", ".jsonl", ".json", ".toml", ".yaml", ".yml", ".md"}
 
@@ -52,9 +55,9 @@ def scan(
 
     if not src.is_dir():
         raise LanskapError(f"source folder not found: {src}")
-    files = sorted(p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts))
+    files, passed_over = walk(src)  # no links out of SRC, no FIFOs or devices, odd names listed
     pictures: list[Picture] = []
-    rejected: list[Rejected] = []
+    rejected: list[Rejected] = [Rejected(s.rel, s.reason) for s in passed_over]
     for i, path in enumerate(files, 1):
         if progress:
             progress(i, len(files))
@@ -64,6 +67,12 @@ def scan(
             continue
         if ext not in IMAGE_EXTS:
             rejected.append(Rejected(rel, f"not an image ({ext or 'no extension'})"))
+            continue
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            rejected.append(
+                Rejected(rel, f"too large: {size / 1024**3:.1f} GB (at most {MAX_IMAGE_BYTES // 1024**2} MB)")
+            )
             continue
         try:
             raw = open_image(path)
@@ -75,7 +84,8 @@ def scan(
         if min(rgb.size) < min_side:
             rejected.append(Rejected(rel, f"too small: {rgb.width}x{rgb.height} (minimum side {min_side})"))
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with open(path, "rb") as f:  # in chunks: the file's size never becomes memory
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         pictures.append(Picture(rel, digest, str(imagehash.phash(rgb)), rgb.width, rgb.height, rgb))
     return pictures, rejected
 

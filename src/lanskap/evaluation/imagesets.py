@@ -15,6 +15,7 @@ from PIL import Image
 
 from lanskap.data.scan import IMAGE_EXTS
 from lanskap.errors import LanskapError
+from lanskap.folders import walk
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def folder_images(folder: Path, what: str) -> list[Path]:
         raise LanskapError(f"{what} folder not found: {folder}")
     if not folder.is_dir():
         raise LanskapError(f"{what} must be a folder of images: {folder}")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    paths = [p for p in walk(folder)[0] if p.suffix.lower() in IMAGE_EXTS]  # no links out, no FIFOs
     if not paths:
         raise LanskapError(f"{what} folder {folder} has no images (PNG, JPEG, WebP or BMP)")
     check_readable(paths, str(folder))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lanskap.config import Settings
 from lanskap.errors import LoraError
+from lanskap.folders import check_entry, walk
 from lanskap.models.hashing import lora_hash
 from lanskap.models.resolve import SAFE_NAME
 from lanskap.models.safety import PICKLE_SUFFIXES, check_allowed, read_safetensors_header
@@ -35,8 +36,9 @@ def list_loras(settings: Settings) -> list[Path]:
     found: dict[str, Path] = {}
     for folder in settings.all_lora_dirs:
         if folder.is_dir():
-            for p in sorted(folder.glob("*.safetensors")):
-                found.setdefault(p.stem, p)
+            for p in walk(folder, recursive=False)[0]:  # links out of the folder don't count
+                if p.suffix.lower() == ".safetensors":
+                    found.setdefault(p.stem, p)
     return list(found.values())
 
 
@@ -64,7 +66,7 @@ def resolve_lora(name: str, settings: Settings, *, allow_paths: bool = True) -> 
     for folder in settings.all_lora_dirs:
         for suffix in LORA_SUFFIXES:
             p = folder / f"{name}{suffix}"
-            if p.is_file():
+            if p.is_file() and check_entry(p, folder, p.name) is None:  # a link out of the folder is no LoRA
                 check_allowed(p, settings.allow_pickle)
                 return p.resolve()
     dirs = ", ".join(str(d) for d in settings.all_lora_dirs)

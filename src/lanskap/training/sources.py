@@ -18,6 +18,7 @@ from lanskap.data.captions import sidecar_caption
 from lanskap.data.layout import MANIFEST, read_manifest
 from lanskap.data.scan import IMAGE_EXTS
 from lanskap.errors import LanskapError, SettingError
+from lanskap.folders import walk
 
 CAPTION_COLUMNS = ("text", "caption", "captions")
 
@@ -120,7 +121,7 @@ def _from_table(
 
 def _from_folder(folder: Path) -> list[tuple[Path, str]]:
     """An imagefolder without metadata: captions from ``IMAGE.txt`` sidecars (kohya's layout)."""
-    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    images = [p for p in walk(folder)[0] if p.suffix.lower() in IMAGE_EXTS]  # no links out, no FIFOs
     pairs, uncaptioned = [], []
     for p in images:
         rel = p.relative_to(folder).as_posix()
