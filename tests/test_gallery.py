@@ -174,9 +174,10 @@ def test_repair_finishes_what_a_dead_process_left(tmp_path: Path) -> None:
     dead = _dead_pid()
     with sqlite3.connect(g.db) as con:
         # crashed after the file appeared, before the row was marked ok: keep it
-        con.execute("UPDATE images SET state='pending', owner_pid=? WHERE id=?", (dead, kept.id))
+        # (owner NULL: rows from before writer leases, judged by their PID)
+        con.execute("UPDATE images SET state='pending', owner_pid=?, owner=NULL WHERE id=?", (dead, kept.id))
         # crashed half-way through a delete: finish it
-        con.execute("UPDATE images SET state='deleting', owner_pid=? WHERE id=?", (dead, doomed.id))
+        con.execute("UPDATE images SET state='deleting', owner_pid=?, owner=NULL WHERE id=?", (dead, doomed.id))
         # crashed before the file was written: drop the row
         con.execute(
             "INSERT INTO images (path, state, owner_pid, created, prompt, seed, width, height) "
@@ -240,3 +241,94 @@ def test_empty_gallery_says_so_and_a_filter_miss_says_no_match(isolated_home: Pa
     rc, out, _ = _cli("gallery", "list")
     header, row = out.splitlines()[:2]
     assert header.split() == ["id", "made", "size", "seed", "prompt"] and row.split()[0] == "1"
+
+
+def _saved(g: Gallery, folder: Path, seed: int, prompt: str) -> None:
+    """An image saved as lanskap saves it: the PNG carries its A1111 infotext."""
+    from PIL import PngImagePlugin
+
+    text = f"{prompt}\nNegative prompt: blur\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: {seed}, Size: 8x8"
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", text)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed % 256, 40, 90)).save(buf, "PNG", pnginfo=meta)
+    g.add(buf.getvalue(), folder, "png", record(seed, prompt, infotext=text))
+
+
+def test_a_lost_or_damaged_database_loses_no_images(isolated_home: Path) -> None:
+    """0 bytes or a damaged page is an error that names the file and the repair, never an empty gallery;
+    repair keeps the rows it can read, indexes the rest from the files, and keeps the old database."""
+    g = Gallery(isolated_home)
+    outputs = isolated_home / "outputs" / "2026-11-30"
+    for seed in range(40):  # enough rows for several database pages
+        _saved(g, outputs, seed, f"castle number {seed} " + "with a long winding road " * 8)
+    db = g.db
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # A damaged page in the middle: one line that says what to do, and `check` fails.
+    data = bytearray(db.read_bytes())
+    page = 4096
+    data[2 * page :] = b"\xff" * (len(data) - 2 * page)  # every page past the schema
+    db.write_bytes(bytes(data))
+    rc, out, err = _cli("gallery", "list")
+    assert rc != 0 and "Traceback" not in err and "lanskap gallery repair" in err and str(db) in err, err
+    rc, out, _ = _cli("gallery", "check")
+    assert rc == 1 and "database damage" in out
+
+    rc, out, err = _cli("gallery", "repair")
+    assert rc == 0, err
+    assert "40 indexed from files" in out or "kept from the old database" in out
+    entries, total = Gallery(isolated_home).query(limit=100)
+    assert total == 40 and {e.seed for e in entries} == set(range(40))
+    assert all(e.prompt.startswith("castle number") and e.steps == 20 for e in entries)
+    assert list(isolated_home.glob("gallery.sqlite3.old-*")), "the damaged database is kept aside"
+    assert _cli("gallery", "check")[0] == 0
+
+    # A 0-byte database: the same, never "no images yet".
+    for side in db.parent.glob("gallery.sqlite3-*"):
+        side.unlink()
+    db.write_bytes(b"")
+    rc, out, err = _cli("gallery", "list")
+    assert rc != 0 and "is empty (0 bytes)" in err and "lanskap gallery repair" in err and "no images" not in out
+    assert _cli("gallery", "repair")[0] == 0
+    assert Gallery(isolated_home).query(limit=100)[1] == 40
+
+
+LEASE_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_repair_knows_dead_writers_across_pid_namespaces(tmp_path: Path) -> None:
+    """A writer is judged by its lease (an flock), not its PID: a container's PID 1 exists here too."""
+    g = Gallery(tmp_path / "home")
+    folder = tmp_path / "out"
+    leases = tmp_path / "home" / ".gallery-writers"
+    leases.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(leases / "alive.lock")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        (leases / "gone.lock").write_text("")  # a lease nobody holds: its writer died
+        with sqlite3.connect(g.db) as con:
+            for seed, owner in ((5, "gone"), (6, "alive")):
+                path = folder / f"0000{seed}-{seed}.png"
+                folder.mkdir(exist_ok=True)
+                (folder / f".{path.name}.x.tmp").write_bytes(b"half")  # the writer's partial file
+                con.execute(
+                    "INSERT INTO images (path, state, owner_pid, owner, created, prompt, seed, width, height) "
+                    "VALUES (?, 'pending', 1, ?, '2026-01-01', 'x', ?, 8, 8)",  # PID 1 exists in this namespace
+                    (str(path), owner, seed),
+                )
+        assert g.repair() == {"kept": 0, "dropped": 1, "deleted": 0}
+        assert not (folder / ".00005-5.png.x.tmp").exists() and not (leases / "gone.lock").exists()
+        assert g.check()["unfinished"] != [], "the live writer's row waits"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert g.repair()["dropped"] == 1, "once its writer is gone, that row goes too"
+    assert g.check()["unfinished"] == []

@@ -95,3 +95,52 @@ def export_cmd(
 
     path = export_zip(_gallery(), ids, zip_path, fmt)
     typer.echo(str(path))
+
+
+@app.command("check")
+def check_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check the database and its files; exit 1 when something needs 'lanskap gallery repair'."""
+    from lanskap.config import load_settings
+    from lanskap.gallery.store import Gallery, GalleryDamagedError
+
+    settings = load_settings()
+    try:
+        gallery = Gallery(settings.home)
+        report: dict[str, object] = {"database": str(gallery.db), "integrity": gallery.integrity(), **gallery.check()}
+    except GalleryDamagedError as exc:
+        report = {"database": str(settings.home / "gallery.sqlite3"), "integrity": [str(exc)]}
+    bad = any(report.get(k) for k in ("integrity", "missing_files", "unfinished"))
+    if as_json:
+        typer.echo(json.dumps({**report, "ok": not bad}, indent=2))
+    else:
+        for key, label in (("integrity", "database damage"), ("missing_files", "rows whose file is gone"),
+                           ("unfinished", "unfinished rows")):  # fmt: skip
+            for item in report.get(key) or []:  # type: ignore[attr-defined]
+                typer.echo(f"{label}: {item}")
+        typer.echo("gallery ok" if not bad else "run 'lanskap gallery repair' to rebuild it from the image files")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("repair")
+def repair_cmd(
+    folder: list[Path] = typer.Option(
+        None, "--folder", metavar="<path>", help="Another folder of lanskap images to index; repeatable."
+    ),
+) -> None:
+    """Rebuild the database from the old rows that can be read and the images' own infotexts.
+
+    The old database is kept beside the new one.
+    """
+    from lanskap.config import load_settings
+    from lanskap.gallery.rebuild import rebuild
+
+    settings = load_settings()
+    report = rebuild(settings.home, [settings.outputs, *(folder or [])])
+    typer.echo(
+        f"gallery rebuilt: {report.copied} images kept from the old database, {report.indexed} indexed from files"
+    )
+    if report.old_database is not None:
+        typer.echo(f"the old database is kept as {report.old_database}")
+    for path in report.skipped[:20]:
+        typer.echo(f"skipped (no lanskap infotext): {path}", err=True)

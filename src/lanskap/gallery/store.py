@@ -13,17 +13,26 @@ its row, so every change is journalled in the row's ``state``:
 :meth:`Gallery.repair` finishes whatever a dead process left half-done (a
 pending row whose file exists is kept, one without a file is dropped; deleting
 rows are completed). It runs whenever a gallery is opened. Rows of processes
-that are still alive are left alone.
+that are still alive are left alone: each writing process holds an ``flock`` on its
+own lease file in ``.gallery-writers/`` and signs its rows with the lease's name, so a
+writer is known dead when its lease can be locked, also when it ran as another PID in
+another PID namespace (a container's server as PID 1).
+
+A database that is empty or damaged is never taken for an empty gallery: opening it is
+a one-line error, and ``lanskap gallery repair`` (:mod:`lanskap.gallery.rebuild`) builds
+a fresh one from the image files' own infotexts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +65,8 @@ CREATE TABLE IF NOT EXISTS images (
     seconds REAL,
     device TEXT,
     dtype TEXT,
-    source TEXT NOT NULL DEFAULT 'cli'
+    source TEXT NOT NULL DEFAULT 'cli',
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS images_created ON images(created);
 CREATE INDEX IF NOT EXISTS images_state ON images(state);
@@ -107,6 +117,51 @@ def _entry(row: sqlite3.Row) -> Entry:
     return Entry(**d)
 
 
+class GalleryDamagedError(LanskapError):
+    """The gallery database is empty or damaged; its images are still on disk."""
+
+
+#: How a damaged database is put right, said in every message about one.
+REPAIR_HINT = "its images are still on disk; run 'lanskap gallery repair' to rebuild it from them"
+
+_LEASES: dict[Path, tuple[str, int]] = {}  # gallery home -> (this process's lease name, its locked fd)
+
+
+def _lease(home: Path) -> str:
+    """This process's writer lease for the gallery in ``home``: a file it holds an flock on until it exits."""
+    key = Path(home).resolve()
+    if key not in _LEASES:
+        folder = key / ".gallery-writers"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _LEASES[key] = (name, fd)
+    return _LEASES[key][0]
+
+
+def _writer_alive(home: Path, owner: str | None, pid: int) -> bool:
+    """Whether the process that left a row half-done still runs: by its lease, else (older rows) by PID."""
+    if not owner:
+        return _alive(pid)
+    if _LEASES.get(Path(home).resolve(), ("", 0))[0] == owner:
+        return True
+    lock = Path(home) / ".gallery-writers" / f"{owner}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+    with contextlib.suppress(OSError):
+        lock.unlink()  # the writer is gone: its lease goes too
+    return False
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -140,26 +195,34 @@ def _ensure_wal(con: sqlite3.Connection, patience: float = 30.0) -> None:
 class Gallery:
     """The gallery database at ``home/gallery.sqlite3``; image files live wherever they were saved."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, db: Path | None = None) -> None:
         self.home = Path(home)
-        self.db = self.home / "gallery.sqlite3"
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                con.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise LanskapError(f"gallery database {self.db} can't be opened: {exc}") from None
+        self.db = Path(db) if db is not None else self.home / "gallery.sqlite3"
+        if self.db.is_file() and self.db.stat().st_size == 0:  # SQLite would call it a new, empty gallery
+            raise GalleryDamagedError(f"gallery database {self.db} is empty (0 bytes); {REPAIR_HINT}")
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+            if "owner" not in {r[1] for r in con.execute("PRAGMA table_info(images)")}:  # a gallery from before leases
+                con.execute("ALTER TABLE images ADD COLUMN owner TEXT")
         self.repair()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        try:
+            con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise GalleryDamagedError(f"gallery database {self.db} can't be opened ({exc}); {REPAIR_HINT}") from None
         try:
             con.row_factory = sqlite3.Row
             _ensure_wal(con)
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=30000")
             yield con
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError) or "locked" in str(exc):
+                raise  # a name taken by another writer, or a busy database: not damage
+            raise GalleryDamagedError(f"gallery database {self.db} is damaged ({exc}); {REPAIR_HINT}") from None
         finally:
             con.close()
 
@@ -199,9 +262,9 @@ class Gallery:
             with self._connect() as con:
                 try:
                     cur = con.execute(
-                        f"INSERT INTO images (path, state, owner_pid, {', '.join(fields)}) "
-                        f"VALUES (?, 'pending', ?, {', '.join('?' * len(fields))})",
-                        (str(path), os.getpid(), *fields.values()),
+                        f"INSERT INTO images (path, state, owner_pid, owner, {', '.join(fields)}) "
+                        f"VALUES (?, 'pending', ?, ?, {', '.join('?' * len(fields))})",
+                        (str(path), os.getpid(), _lease(self.home), *fields.values()),
                     )
                 except sqlite3.IntegrityError:  # another process reserved this name first
                     continue
@@ -230,7 +293,10 @@ class Gallery:
                 row = con.execute("SELECT path FROM images WHERE id=? AND state='ok'", (row_id,)).fetchone()
                 if row is None:
                     continue
-                con.execute("UPDATE images SET state='deleting', owner_pid=? WHERE id=?", (os.getpid(), row_id))
+                con.execute(
+                    "UPDATE images SET state='deleting', owner_pid=?, owner=? WHERE id=?",
+                    (os.getpid(), _lease(self.home), row_id),
+                )
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(row["path"])
             self._drop(row_id)
@@ -241,9 +307,9 @@ class Gallery:
         """Finish the adds and deletes of processes that died half-way (see the module docstring)."""
         fixed = {"kept": 0, "dropped": 0, "deleted": 0}
         with self._connect() as con:
-            rows = con.execute("SELECT id, path, state, owner_pid FROM images WHERE state != 'ok'").fetchall()
+            rows = con.execute("SELECT id, path, state, owner_pid, owner FROM images WHERE state != 'ok'").fetchall()
         for row in rows:
-            if _alive(row["owner_pid"]):
+            if _writer_alive(self.home, row["owner"], row["owner_pid"]):
                 continue
             path = Path(row["path"])
             with self._connect() as con:
@@ -338,3 +404,26 @@ class Gallery:
             "missing_files": [r["id"] for r in rows if r["state"] == "ok" and not Path(r["path"]).is_file()],
             "unfinished": [r["id"] for r in rows if r["state"] != "ok"],
         }
+
+    def integrity(self) -> list[str]:
+        """SQLite's own check of every page and index: empty when the file is sound."""
+        with self._connect() as con:
+            found = [r[0] for r in con.execute("PRAGMA integrity_check").fetchall()]
+        return [] if found == ["ok"] else found
+
+    def paths(self) -> set[Path]:
+        """Every file the gallery knows, whatever its state."""
+        with self._connect() as con:
+            return {Path(r[0]) for r in con.execute("SELECT path FROM images").fetchall()}
+
+    def index(self, path: Path, record: dict[str, Any]) -> None:
+        """Add a row for an image file that is already in place (a rebuild: the file is not written)."""
+        fields = {name: record[name] for name in COLUMNS if name not in ("id", "path") and name in record}
+        fields["loras"] = json.dumps(fields.get("loras", []))
+        fields["params"] = json.dumps(fields.get("params", {}), default=str)
+        with self._connect() as con:
+            con.execute(
+                f"INSERT OR IGNORE INTO images (path, state, owner_pid, {', '.join(fields)}) "
+                f"VALUES (?, 'ok', ?, {', '.join('?' * len(fields))})",
+                (str(Path(path).resolve()), os.getpid(), *fields.values()),
+            )
