@@ -355,6 +355,15 @@ def test_serve_refuses_a_public_address_without_auth() -> None:
     assert_one_line_error(proc, "refusing to listen on 0.0.0.0 without authentication")
 
 
+def _finished(url: str, job_id: str, deadline: float) -> dict:  # type: ignore[type-arg]
+    """The job's status once it has run, which must be "done"."""
+    while (status := requests.get(url + f"/api/v1/jobs/{job_id}", timeout=10).json())["state"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert status["state"] == "done", status
+    return status
+
+
 def test_training_and_evaluation_jobs_start_report_and_cancel(
     server, isolated_home: Path, tmp_path: Path, models_dir: Path
 ) -> None:
@@ -394,14 +403,7 @@ def test_training_and_evaluation_jobs_start_report_and_cancel(
     body = {"dataset": "held-out", "lora": "mist-style", "steps": 1, "clip_model": "tiny-clip"}
     job = requests.post(u + "/api/v1/jobs/evaluation", json=body, timeout=10).json()
     assert "id" in job, job
-    deadline = time.time() + 180
-    while (status := requests.get(u + f"/api/v1/jobs/{job['id']}", timeout=10).json())["state"] in (
-        "queued",
-        "running",
-    ):
-        assert time.time() < deadline
-        time.sleep(0.2)
-    assert status["state"] == "done", status
+    status = _finished(u, job["id"], time.time() + 180)
     assert Path(status["result"]["report"]).is_file() and any("CMMD" in v for v in status["result"]["verdict"])
 
     # FID only: "none" skips CLIP, and the Inception weights are named too (the renders are cached).
@@ -410,13 +412,7 @@ def test_training_and_evaluation_jobs_start_report_and_cancel(
     make_tiny(isolated_home / "models" / "tiny-inception", "inception")
     body = {"dataset": "held-out", "steps": 1, "clip_model": "none", "inception_model": "tiny-inception"}
     job = requests.post(u + "/api/v1/jobs/evaluation", json=body, timeout=10).json()
-    while (status := requests.get(u + f"/api/v1/jobs/{job['id']}", timeout=10).json())["state"] in (
-        "queued",
-        "running",
-    ):
-        assert time.time() < deadline
-        time.sleep(0.2)
-    assert status["state"] == "done", status
+    status = _finished(u, job["id"], time.time() + 180)
     report = json.loads(Path(status["result"]["report"]).read_text())
     assert "fid" in report["metrics"]["base"] and "cmmd" not in report["metrics"]["base"]
 

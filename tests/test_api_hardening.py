@@ -209,6 +209,8 @@ def test_png_info_bombs_get_a_4xx_and_health_stays_quick(tiny_sd: Path, tiny_lor
         ("POST", "/sdapi/v1/options", '{"CLIP_stop_at_last_layers": NaN}', "whole number"),
         ("POST", "/sdapi/v1/options", '{"jpeg_quality": NaN}', "NaN"),
         ("POST", "/sdapi/v1/png-info", '{"image": "!!!!"}', "not valid base64"),
+        # the field is named once, not "init_images[0] init_images[0] is not an image"
+        ("POST", "/sdapi/v1/img2img", '{"init_images": ["aGVsbG8="]}', '{"detail":"init_images[0] is not an image'),
     ],
 )
 def test_bad_input_is_a_4xx_never_a_5xx(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 
 FAST = ["--steps", "3", "--quiet", "--json"]
 
@@ -91,8 +91,9 @@ def test_errors_are_one_line(args: list[str], needles: list[str], tiny_sd: Path,
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_watermark_check_exit_codes(tiny_sd: Path, tmp_path: Path) -> None:
-    made = run_cli(
+def test_watermark_check_exit_codes(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    made = main_cli(
+        capsys,
         "generate", "a castle", "--model", str(tiny_sd), "-W", "256", "-H", "256", "--seed", "1",
         "--out", str(tmp_path / "o"), *FAST,
     )  # fmt: skip
@@ -102,7 +103,7 @@ def test_watermark_check_exit_codes(tiny_sd: Path, tmp_path: Path) -> None:
     assert yes.returncode == 0 and "watermark found (SDV2)" in yes.stdout
     plain = tmp_path / "plain.png"
     Image.new("RGB", (300, 300), (90, 120, 200)).save(plain)
-    no = run_cli("watermark", "check", str(plain), "--json")
+    no = main_cli(capsys, "watermark", "check", str(plain), "--json")
     assert no.returncode == 1 and json.loads(no.stdout)["watermark"] is False
-    bad = run_cli("watermark", "check", str(tmp_path / "missing.png"))
+    bad = main_cli(capsys, "watermark", "check", str(tmp_path / "missing.png"))
     assert_one_line_error(bad, "not found")

@@ -83,7 +83,7 @@ def test_cli_clip_skip_and_from(
 ) -> None:
     out = tmp_path / "out"
     args = ("--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "2", "--no-watermark", "-q")
-    proc = run_cli("generate", "a lake", "--seed", "4", "--clip-skip", "2", "--out", str(out), *args)
+    proc = main_cli(capsys, "generate", "a lake", "--seed", "4", "--clip-skip", "2", "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr
     (first,) = out.glob("*.png")
     proc = run_cli("generate", "--from", str(first), "--out", str(tmp_path / "again"), *args)

@@ -33,25 +33,24 @@ def open_image(path: str | Path | IO[bytes], what: str = "image", max_pixels: in
     else:  # an upload (web app, API): a binary file object, named when the browser gave a name
         p = Path(str(getattr(path, "name", "") or "upload"))
         source = path
+    label = what if p.name == what else f"{what} {p.name}"  # an upload named after its field says it once
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 if im.width * im.height > max_pixels:
-                    raise LanskapError(
-                        f"{what} {p.name} is too large ({im.width}x{im.height}; at most {max_pixels:,} pixels)"
-                    )
+                    raise LanskapError(f"{label} is too large ({im.width}x{im.height}; at most {max_pixels:,} pixels)")
                 im.load()
                 return ImageOps.exif_transpose(im) or im
     except LanskapError:
         raise
     except UnidentifiedImageError:
-        raise LanskapError(f"{what} {p.name} is not an image (PNG, JPEG, WebP or BMP expected)") from None
+        raise LanskapError(f"{label} is not an image (PNG, JPEG, WebP or BMP expected)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise LanskapError(f"{what} {p.name} is too large (at most {max_pixels:,} pixels)") from None
+        raise LanskapError(f"{label} is too large (at most {max_pixels:,} pixels)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LanskapError(f"{what} {p.name} is corrupt or truncated: {first}") from None
+        raise LanskapError(f"{label} is corrupt or truncated: {first}") from None
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
