@@ -42,9 +42,9 @@ class Server:
         self.thread.start()
         for _ in range(200):
             try:
-                requests.get(self.url + "/health", timeout=1)
+                requests.get(self.url + "/health", timeout=10)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a busy machine
                 time.sleep(0.05)
         raise AssertionError("server did not start")
 
@@ -476,9 +476,9 @@ def test_lanskap_serve_command_answers_health(tiny_sd: Path, isolated_home: Path
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:
-                health = requests.get(url + "/health", timeout=1).json()
+                health = requests.get(url + "/health", timeout=10).json()
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         else:
             raise AssertionError((tmp_path / "serve.log").read_text())
