@@ -372,7 +372,7 @@ def test_large_sizes_on_a_small_model_say_so(mini_engine) -> None:
 def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
     """The tutorial's loop in miniature, through the CLI: style set → lanskap train → lanskap evaluate.
 
-    A short run (40 steps): it proves the path, and that the LoRA reaches the evaluation's
+    A short run (20 steps): it proves the path, and that the LoRA reaches the evaluation's
     pictures. How far a full run moves the palette is the slow test below.
     """
     from lanskap.mini.dataset import write_scene_set
@@ -380,7 +380,7 @@ def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
     data = write_scene_set(tmp_path / "verdigris", 12, test=4, style="verdigris")
     run = tmp_path / "run"
     train = run_cli(
-        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "40",
+        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "20",
         "--train-batch-size", "2", "--rank", "8", "--learning-rate", "3e-3", "--lr-warmup-steps", "5",
         "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
         "--checkpointing-steps", "1000", "-q",
