@@ -368,6 +368,27 @@ def test_large_sizes_on_a_small_model_say_so(mini_engine) -> None:
     assert any("trained at 128 px" in n for n in result.notices)
 
 
+def _train_and_evaluate(
+    tmp_path: Path, data: Path, *, eval_steps: int, train_args: tuple[str, ...], timeout: float = 300
+) -> dict:  # type: ignore[type-arg]
+    """The tutorial's loop through the CLI: lanskap train a style LoRA on mini, then lanskap evaluate its palette."""
+    run = tmp_path / "run"
+    train = run_cli(
+        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), *train_args,
+        "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
+        "--checkpointing-steps", "1000", "-q", timeout=timeout,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert (run / "lanskap-lora.safetensors").is_file()
+    proc = run_cli(
+        "evaluate", str(data), "--model", "lanskap-mini", "--lora", str(run / "lanskap-lora.safetensors"),
+        "--clip-model", "none", "--metrics", "palette", "--steps", str(eval_steps),
+        "--out", str(tmp_path / "report"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["metrics"]
+
+
 @pytest.mark.e2e
 def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
     """The tutorial's loop in miniature, through the CLI: style set → lanskap train → lanskap evaluate.
@@ -378,21 +399,11 @@ def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
     from lanskap.mini.dataset import write_scene_set
 
     data = write_scene_set(tmp_path / "verdigris", 12, test=4, style="verdigris")
-    run = tmp_path / "run"
-    train = run_cli(
-        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "20",
-        "--train-batch-size", "2", "--rank", "8", "--learning-rate", "3e-3", "--lr-warmup-steps", "5",
-        "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
-        "--checkpointing-steps", "1000", "-q",
-    )  # fmt: skip
-    assert train.returncode == 0, train.stderr
-    assert (run / "lanskap-lora.safetensors").is_file() and (run / "loss.png").is_file()
-    proc = run_cli(
-        "evaluate", str(data), "--model", "lanskap-mini", "--lora", str(run / "lanskap-lora.safetensors"),
-        "--clip-model", "none", "--metrics", "palette", "--steps", "8", "--out", str(tmp_path / "report"), "--json",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    metrics = json.loads(proc.stdout)["metrics"]
+    metrics = _train_and_evaluate(tmp_path, data, eval_steps=8, train_args=(
+        "--max-train-steps", "20", "--train-batch-size", "2", "--rank", "8", "--learning-rate", "3e-3",
+        "--lr-warmup-steps", "5",
+    ))  # fmt: skip
+    assert (tmp_path / "run" / "loss.png").is_file()
     base, lora = (metrics[name]["palette"]["value"] for name in ("base", "lora"))
     assert metrics["lora"]["palette"]["n_generated"] == 4
     assert 0 < lora < 2 and lora != base, "the LoRA changes the evaluated pictures"
@@ -410,21 +421,10 @@ def test_a_style_lora_on_mini_moves_its_palette(tmp_path: Path) -> None:
     from lanskap.mini.dataset import write_scene_set
 
     data = write_scene_set(tmp_path / "verdigris", 24, test=8, style="verdigris")
-    run = tmp_path / "run"
-    train = run_cli(
-        "train", "--data", str(data), "--model", "lanskap-mini", "--out", str(run), "--max-train-steps", "300",
-        "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3", "--lr-warmup-steps", "10",
-        "--train-ff", "--train-proj", "--center-crop", "--cache-latents", "--cache-text-embeddings", "--no-validation",
-        "--checkpointing-steps", "1000", "-q",
-        timeout=900,
-    )  # fmt: skip
-    assert train.returncode == 0, train.stderr
-    proc = run_cli(
-        "evaluate", str(data), "--model", "lanskap-mini", "--lora", str(run / "lanskap-lora.safetensors"),
-        "--clip-model", "none", "--metrics", "palette", "--steps", "12", "--out", str(tmp_path / "report"), "--json",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    metrics = json.loads(proc.stdout)["metrics"]
+    metrics = _train_and_evaluate(tmp_path, data, eval_steps=12, timeout=900, train_args=(
+        "--max-train-steps", "300", "--train-batch-size", "4", "--rank", "16", "--learning-rate", "2e-3",
+        "--lr-warmup-steps", "10", "--train-ff", "--train-proj",
+    ))  # fmt: skip
     base, lora = (metrics[name]["palette"]["value"] for name in ("base", "lora"))
     assert metrics["lora"]["palette"]["n_generated"] == 8
     assert lora < base - 0.08, (base, lora)

@@ -77,10 +77,11 @@ def walk(root: Path, *, recursive: bool = True) -> tuple[list[Path], list[Skippe
         base = here.relative_to(root).as_posix()
         prefix = "" if base == "." else base + "/"
         for name in sorted(dirnames):
-            if name.startswith(".") or (here / name).is_symlink() or not recursive:
-                if name.startswith(".") or (here / name).is_symlink():
-                    why = "hidden" if name.startswith(".") else "a link to a folder (links to folders are not followed)"
-                    skipped.append(Skipped(shown(prefix + name), why))
+            hidden, link = name.startswith("."), (here / name).is_symlink()
+            if hidden or link:
+                why = "hidden" if hidden else "a link to a folder (links to folders are not followed)"
+                skipped.append(Skipped(shown(prefix + name), why))
+            if hidden or link or not recursive:
                 dirnames.remove(name)
         for name in filenames:
             rel = prefix + name
