@@ -201,11 +201,30 @@ class Gallery:
         if self.db.is_file() and self.db.stat().st_size == 0:  # SQLite would call it a new, empty gallery
             raise GalleryDamagedError(f"gallery database {self.db} is empty (0 bytes); {REPAIR_HINT}")
         self.home.mkdir(parents=True, exist_ok=True)
+        if not self.db.exists():
+            self._create()
         with self._connect() as con:
             con.executescript(SCHEMA)
             if "owner" not in {r[1] for r in con.execute("PRAGMA table_info(images)")}:  # a gallery from before leases
                 con.execute("ALTER TABLE images ADD COLUMN owner TEXT")
         self.repair()
+
+    def _create(self) -> None:
+        """Make the database whole in a temp file and link it into place, so ``gallery.sqlite3`` is
+        never seen empty while another process creates it: an empty one is always damage."""
+        tmp = self.db.with_name(f".{self.db.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        try:
+            con = sqlite3.connect(tmp)
+            try:
+                con.executescript(SCHEMA)
+                con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
+            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, self.db)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
