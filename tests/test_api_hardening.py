@@ -283,3 +283,52 @@ def test_the_schema_documents_every_answer_and_the_login(tiny_sd: Path, tiny_lor
         assert refused.status_code == 422 and isinstance(refused.json()["detail"], str)
     finally:
         s.stop()
+
+
+def test_stored_logins_work_for_a1111_clients_and_removing_one_locks_it_out(
+    tiny_sd: Path, tiny_lora: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lanskap users`` logins (argon2 hashes on disk) are what ``serve`` checks; a removal acts at once."""
+    import subprocess
+    import sys
+
+    import webuiapi
+
+    from conftest import main_cli
+    from lanskap.auth import store_at
+
+    password = "a long enough passphrase"
+    add = subprocess.run(
+        [sys.executable, "-m", "lanskap.cli.main", "users", "add", "ann", "--password-stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert add.returncode == 0, add.stderr
+    made = main_cli(capsys, "users", "key", "tablet")
+    assert made.returncode == 0 and made.stdout.startswith("lk_")
+    key = made.stdout.strip()
+    store = store_at(isolated_home)
+    listing = main_cli(capsys, "users", "list").stdout
+    assert "ann" in listing and "tablet" in listing and key[:7] in listing and key not in listing
+    on_disk = store.path.read_text()
+    assert password not in on_disk and key not in on_disk and "$argon2id$" in on_disk
+    assert oct(store.path.stat().st_mode & 0o777) == "0o600"
+
+    s = _start(tiny_sd, tiny_lora, isolated_home, users=store, rate_per_minute=100_000, rate_burst=1000)
+    try:
+        api = webuiapi.WebUIApi(host="127.0.0.1", port=int(s.url.rsplit(":", 1)[1]))
+        api.set_auth("ann", password)
+        assert "Euler a" in [x["name"] for x in api.get_samplers()]
+        r = requests.get(s.url + "/sdapi/v1/samplers", auth=("ann", "a wrong but long passphrase"), timeout=30)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+        r = requests.get(s.url + "/sdapi/v1/samplers", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200
+        assert main_cli(capsys, "users", "remove", "ann").returncode == 0
+        assert requests.get(s.url + "/sdapi/v1/samplers", auth=("ann", password), timeout=30).status_code == 401
+        assert main_cli(capsys, "users", "remove", "tablet").returncode == 0
+        # The last login gone, the server stays locked rather than opening up.
+        assert requests.get(s.url + "/sdapi/v1/samplers", timeout=30).status_code == 401
+    finally:
+        s.stop()

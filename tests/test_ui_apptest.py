@@ -36,7 +36,7 @@ def _app(page: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -92,7 +92,7 @@ def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_e
     assert at.number_input(key="g_seed").value == entry.seed
 
     # Gallery: open it, "use these settings" fills the Generate page.
-    at.switch_page("pages/gallery.py").run()
+    at.switch_page("views/gallery.py").run()
     at.button(key=f"open-{entry.id}").click().run()
     at.button(key="gl-use").click().run()
     assert at.text_area(key="g_prompt").value == entry.prompt
@@ -283,11 +283,76 @@ def test_evaluation_page_lists_and_shows_reports(app_env: Path, tmp_path: Path, 
     assert "CMMD ↓" in table.columns and list(table["N"]) == [4]  # one row per set compared with the real one
 
 
-def test_ui_refuses_a_public_address_without_allow_remote() -> None:
-    from conftest import assert_one_line_error, run_cli
+def test_ui_refuses_a_public_address_without_a_login(isolated_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import assert_one_line_error, main_cli
 
-    proc = run_cli("ui", "--host", "0.0.0.0", "--port", "8599")
-    assert_one_line_error(proc, "refusing to serve the web app on 0.0.0.0", "--allow-remote")
+    proc = main_cli(capsys, "ui", "--host", "0.0.0.0", "--port", "8599")
+    assert_one_line_error(proc, "refusing to serve the web app on 0.0.0.0 without a login", "lanskap users add")
+
+
+PASSWORD = "a long enough passphrase"
+
+
+def _login(at: AppTest, user: str, secret: str) -> AppTest:
+    at.text_input(key="lk-login-user").input(user)
+    at.text_input(key="lk-login-secret").input(secret)
+    return at.button[0].click().run()  # the form's submit button
+
+
+def test_the_login_shares_the_api_users_refuses_wrong_ones_expires_and_logs_out(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lanskap.auth import store_at
+    from lanskap.ui import login
+
+    store = store_at(app_env)
+    store.add_user("ana", PASSWORD)
+    key = store.add_key("tablet")
+    monkeypatch.setenv("LANSKAP_UI_LOGIN", "1")
+    monkeypatch.setenv("LANSKAP_UI_SESSION_MINUTES", "0.05")  # 3 s
+    login._store.clear()
+    login._failures.clear()
+
+    at = _app()
+    assert "Log in" in _texts(at) and not at.text_area  # no page before a login
+    _login(at, "ana", "wrong password, long enough")
+    assert "Wrong user name or password." in [e.value for e in at.error]
+    assert not at.text_area
+    _login(at, "ana", PASSWORD)
+    assert not at.exception and at.text_area(key="g_prompt")  # the generate page
+    assert "ana" in _texts(at)
+    at.button(key="lk-logout").click().run()
+    assert not at.text_area and "Log in" in _texts(at)
+
+    _login(at, "", key)  # an API key logs in without a user name
+    assert at.text_area(key="g_prompt") and "key:tablet" in _texts(at)
+    time.sleep(3.2)
+    at.run()
+    assert not at.text_area and "Your session has ended" in _texts(at)
+
+    _login(at, "ana", PASSWORD)
+    assert at.text_area(key="g_prompt")
+    store.remove("ana")  # a removed user is out at the next rerun
+    at.run()
+    assert not at.text_area and "Your session has ended" in _texts(at)
+
+
+def test_the_login_form_backs_off_after_repeated_failures(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lanskap.auth import store_at
+    from lanskap.ui import login
+
+    store_at(app_env).add_user("ana", PASSWORD)
+    monkeypatch.setenv("LANSKAP_UI_LOGIN", "1")
+    login._store.clear()
+    login._failures.clear()
+    at = _app()
+    for _ in range(5):  # the free tries, through the form
+        _login(at, "ana", "not the password at all")
+    for _ in range(5):  # five more failures from this client (AppTest has no address: "?") make a 16 s wait
+        login._failures().failed("?")
+    _login(at, "ana", PASSWORD)  # even the right one waits out the back-off
+    assert any("Too many failed logins" in e.value for e in at.error)
+    assert not at.text_area
 
 
 def test_a_painted_mask_comes_back_full_size_and_binary() -> None:

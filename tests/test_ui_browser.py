@@ -68,19 +68,16 @@ def screenshots() -> Path:
     return folder
 
 
-@pytest.fixture
-def ui_server(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, tmp_path: Path):
-    """The real ``lanskap ui`` command in a subprocess, with a LoRA in the LoRA folder."""
-    loras = isolated_home / "loras"
-    loras.mkdir(parents=True)
-    shutil.copy(tiny_lora, loras / tiny_lora.name)
+@contextlib.contextmanager
+def _serve_ui(tiny_sd: Path, home: Path, tmp_path: Path, *extra: str):
+    """The real ``lanskap ui`` command in a subprocess; yields its URL."""
     port = _free_port()
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lanskap.cli.main", "ui", "--port", str(port), "--model", str(tiny_sd)],
+        [sys.executable, "-m", "lanskap.cli.main", "ui", "--port", str(port), "--model", str(tiny_sd), *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "LANSKAP_HOME": str(isolated_home)},
+        env={**os.environ, "LANSKAP_HOME": str(home)},
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -99,6 +96,16 @@ def ui_server(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, tmp_path: Pat
         os.killpg(proc.pid, 15)
         proc.wait(30)
         log.close()
+
+
+@pytest.fixture
+def ui_server(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, tmp_path: Path):
+    """``lanskap ui`` with a LoRA in the LoRA folder."""
+    loras = isolated_home / "loras"
+    loras.mkdir(parents=True)
+    shutil.copy(tiny_lora, loras / tiny_lora.name)
+    with _serve_ui(tiny_sd, isolated_home, tmp_path) as url:
+        yield url
 
 
 def test_generate_find_download_delete_in_a_real_browser(ui_server: str, isolated_home: Path, screenshots: Path):
@@ -303,3 +310,46 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
     assert changed[64, 64], "the painted stroke was repainted"
     # far from the stroke (brush 40 px on screen, plus the 4 px blur) the picture is kept bit for bit
     assert not changed[:20, :].any() and not changed[-20:, :].any() and not changed[:, :12].any()
+
+
+def test_log_in_be_refused_and_log_out_in_a_real_browser(
+    tiny_sd: Path, isolated_home: Path, tmp_path: Path, screenshots: Path
+) -> None:
+    """With a user in ``lanskap users``, the app asks for a login, refuses a wrong password, and logs out."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("the playwright package")
+    chromium = _chromium()
+    from lanskap.auth import store_at
+
+    password = "a long enough passphrase"
+    store_at(isolated_home).add_user("ana", password)
+    with _serve_ui(tiny_sd, isolated_home, tmp_path, "--no-preload") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(url)
+            page.get_by_role("button", name="Log in").wait_for()
+            assert page.get_by_label("Prompt", exact=True).count() == 0  # nothing of the app before a login
+            page.get_by_role("textbox", name="User name").fill("ana")
+            page.get_by_role("textbox", name="Password or API key").fill("not the password, but long")
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_text("Wrong user name or password.").wait_for()
+            assert page.get_by_label("Prompt", exact=True).count() == 0
+            page.screenshot(path=str(screenshots / "login-1-refused.png"))
+            page.get_by_role("textbox", name="Password or API key").fill(password)
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_label("Prompt", exact=True).wait_for()
+            page.screenshot(path=str(screenshots / "login-2-in.png"))
+            page.get_by_role("button", name="Log out").click()
+            page.get_by_role("button", name="Log in").wait_for()
+            assert page.get_by_label("Prompt", exact=True).count() == 0
+            page.reload()  # a reload starts a new session: still logged out
+            page.get_by_role("button", name="Log in").wait_for()
+            page.screenshot(path=str(screenshots / "login-3-out.png"))
+        except Exception:
+            page.screenshot(path=str(screenshots / "zz-login-failure.png"))
+            raise
+        browser.close()

@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, replace: bool = True) -> Path:
-    """Write ``path`` via ``write(fh)``; with ``replace=False`` fail if it exists (FileExistsError)."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, replace: bool = True, mode: int = 0o644) -> Path:
+    """Write ``path`` via ``write(fh)``; with ``replace=False`` fail if it exists (FileExistsError).
+
+    ``mode`` is the finished file's permission (0600 for secrets such as the login file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600; results are meant to be shared like any saved file
-            os.fchmod(fd, 0o644)
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -39,8 +42,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, replace: bool
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data), replace=replace)
+def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True, mode: int = 0o644) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data), replace=replace, mode=mode)
 
 
 def atomic_write_text(path: Path, text: str, *, replace: bool = True) -> Path:

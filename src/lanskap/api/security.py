@@ -8,6 +8,7 @@ with one GPU needs neither.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lanskap.auth import FailedLogins, UserStore
 from lanskap.errors import LanskapError, SettingError
 from lanskap.netaddr import is_ip_literal, is_loopback, split_host_port
 
@@ -49,16 +51,23 @@ class ServeConfig:
     max_side: int = 2048
     max_input_pixels: int = 8192 * 8192  # largest picture a request may send (checked before decoding)
     max_steps: int = 150
+    users: UserStore | None = None  # the logins file shared with the web app (lanskap users ...)
+    _latched: bool = field(default=False, init=False, repr=False)
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys or self.basic_auth)
+        """Whether callers must log in. Once stored logins exist it stays on, even if they are all removed,
+        so removing the last user never opens the server."""
+        if not self._latched and (self.api_keys or self.basic_auth or (self.users is not None and self.users)):
+            self._latched = True
+        return self._latched
 
     def check(self) -> ServeConfig:
         if not is_loopback(self.host) and not self.auth_enabled:
             raise LanskapError(
                 f"refusing to listen on {self.host} without authentication: anyone who can reach it could use "
-                "your GPU; add --api-key KEY or --api-auth user:password (or keep the default 127.0.0.1)"
+                "your GPU; add a login with 'lanskap users add NAME' (or --api-key / --api-auth), "
+                "or keep the default 127.0.0.1"
             )
         if not 1 <= self.port <= 65535:
             raise SettingError(f"port must be between 1 and 65535, got {self.port}", "port")
@@ -98,7 +107,10 @@ def _eq(a: str, b: str) -> bool:
 
 
 def authenticate(headers: dict[str, str], cfg: ServeConfig) -> str | None:
-    """The caller's identity if its credentials match, else None. Every candidate is compared (constant time)."""
+    """The caller's identity if its credentials match, else None. Every candidate is compared (constant time).
+
+    Checking a stored password runs argon2 (a tenth of a second on purpose): call this off the event loop.
+    """
     who = None
     auth = headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
@@ -107,7 +119,10 @@ def authenticate(headers: dict[str, str], cfg: ServeConfig) -> str | None:
         for i, candidate in enumerate(cfg.api_keys):
             if _eq(key, candidate) and who is None:
                 who = f"key{i + 1}"
-    if scheme.lower() == "basic":
+        if who is None and cfg.users is not None:
+            name = cfg.users.check_key(key)
+            who = f"key:{name}" if name else None
+    if scheme.lower() == "basic" and who is None:
         try:
             user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
@@ -116,6 +131,8 @@ def authenticate(headers: dict[str, str], cfg: ServeConfig) -> str | None:
             ok_user, ok_pass = _eq(user, name), _eq(password, secret)
             if ok_user and ok_pass and who is None:
                 who = name
+        if who is None and cfg.users is not None:
+            who = cfg.users.check_password(user, password)
     return who
 
 
@@ -174,41 +191,6 @@ def is_preflight(method: str, headers: dict[str, str], cfg: ServeConfig) -> bool
         and "access-control-request-method" in headers
         and (headers.get("origin") in cfg.cors_origins or "*" in cfg.cors_origins)
     )
-
-
-class FailedLogins:
-    """Per-client back-off after wrong credentials: free tries, then waits that double with each failure.
-
-    Guessing a password over the network then costs hours, while a user who mistypes once or twice
-    notices nothing. A success clears the client's record.
-    """
-
-    def __init__(self, free: int = 5, base_s: float = 1.0, cap_s: float = 3600.0, max_clients: int = 10_000) -> None:
-        self.free, self.base_s, self.cap_s, self.max_clients = free, base_s, cap_s, max_clients
-        self._state: dict[str, tuple[int, float]] = {}  # client -> (failures, blocked until)
-        self._lock = threading.Lock()
-
-    def wait(self, client: str) -> float:
-        """Seconds this client must wait before its next try (0: go ahead)."""
-        with self._lock:
-            _, until = self._state.get(client, (0, 0.0))
-            return max(0.0, until - time.monotonic())
-
-    def failed(self, client: str) -> int:
-        with self._lock:
-            failures, _ = self._state.get(client, (0, 0.0))
-            failures += 1
-            over = failures - self.free
-            delay = min(self.cap_s, self.base_s * 2 ** (over - 1)) if over > 0 else 0.0
-            self._state[client] = (failures, time.monotonic() + delay)
-            if len(self._state) > self.max_clients:
-                for k in sorted(self._state, key=lambda k: self._state[k][1])[: self.max_clients // 10]:
-                    del self._state[k]
-            return failures
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._state.pop(client, None)
 
 
 class TokenBucket:
@@ -297,12 +279,13 @@ class GuardMiddleware:
                     send, 429, {"detail": "too many failed logins; wait and try again"}, [(b"retry-after", retry)]
                 )
                 return
-            who = authenticate(headers, self.cfg)
+            who = await asyncio.to_thread(authenticate, headers, self.cfg)
             if who is None:
                 if "authorization" in headers or "x-api-key" in headers:  # a wrong credential, not a missing one
                     failures = self.logins.failed(client)
                     log.warning("failed login from %s (%d in a row) for %s", client, failures, path)
-                challenge = [(b"www-authenticate", b'Basic realm="lanskap"')] if self.cfg.basic_auth else []
+                basic = self.cfg.basic_auth or self.cfg.users is not None
+                challenge = [(b"www-authenticate", b'Basic realm="lanskap"')] if basic else []
                 await _send_json(send, 401, {"detail": "authentication required"}, challenge)
                 return
             self.logins.succeeded(client)

@@ -36,7 +36,21 @@ def _root(
 
 
 def _register() -> None:
-    from lanskap.cli import dataset, edit, evaluate, gallery, generate, info, mini, models, serve, train, ui, watermark
+    from lanskap.cli import (
+        dataset,
+        edit,
+        evaluate,
+        gallery,
+        generate,
+        info,
+        mini,
+        models,
+        serve,
+        train,
+        ui,
+        users,
+        watermark,
+    )
 
     generate.register(app)
     edit.register(app)
@@ -50,6 +64,7 @@ def _register() -> None:
     app.add_typer(dataset.app, name="dataset")
     app.add_typer(gallery.app, name="gallery")
     app.add_typer(mini.app, name="mini")
+    app.add_typer(users.app, name="users")
 
 
 _register()

@@ -42,8 +42,13 @@ def serve(
 ) -> None:
     """Serve the HTTP API: /sdapi/v1 (A1111 clients), /api/v1 (gallery, jobs), /docs, /health, /metrics."""
     from lanskap.api.security import ServeConfig, parse_basic_auth
+    from lanskap.auth import store_at
     from lanskap.config import load_settings
 
+    # A server never loads pickles, whatever the config file or environment says.
+    settings = load_settings(
+        model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None, allow_pickle=False
+    )
     keys = list(api_key or [])
     if os.environ.get("LANSKAP_API_KEY"):
         keys.append(os.environ["LANSKAP_API_KEY"])
@@ -58,11 +63,8 @@ def serve(
         cors_origins=list(cors_origin or []),
         allowed_hosts=list(allowed_host or []),
         max_queue=max_queue,
+        users=store_at(settings.home),
     ).check()
-    # A server never loads pickles, whatever the config file or environment says.
-    settings = load_settings(
-        model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None, allow_pickle=False
-    )
     import uvicorn
 
     from lanskap.api.app import create_app

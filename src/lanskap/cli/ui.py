@@ -27,24 +27,31 @@ def ui(
     lora_dir: list[Path] = SERVER_LORA_DIR,
     fallback: str = SERVER_FALLBACK,
     max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait for the GPU before new ones are refused."),
-    allow_remote: bool = typer.Option(
-        False, "--allow-remote", help="Allow a non-loopback --host (the web app has no login)."
+    session_minutes: float = typer.Option(
+        720, "--session-minutes", help="How long a login lasts before the app asks again [720]."
     ),
     no_preload: bool = typer.Option(False, "--no-preload", help="Load the model with the first job, not at start."),
 ) -> None:
-    """Start the web app: generate, gallery, training and evaluation pages."""
+    """Start the web app: generate, gallery, training and evaluation pages.
+
+    It asks for a login whenever 'lanskap users' holds one, and always on a non-loopback --host.
+    """
+    from lanskap.auth import store_at
     from lanskap.config import load_settings
 
-    if not is_loopback(host) and not allow_remote:
-        raise LanskapError(
-            f"refusing to serve the web app on {host}: it has no login, so anyone who can reach it could use "
-            "your GPU and delete your images; pass --allow-remote if that network is trusted"
-        )
     if not 1 <= port <= 65535:
         raise LanskapError(f"--port must be between 1 and 65535, got {port}")
     if max_queue < 1:
         raise LanskapError("--max-queue must be 1 or more")
+    if session_minutes <= 0:
+        raise LanskapError("--session-minutes must be more than 0")
     settings = load_settings(model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None)
+    logins = bool(store_at(settings.home))
+    if not is_loopback(host) and not logins:
+        raise LanskapError(
+            f"refusing to serve the web app on {host} without a login: anyone who can reach it could use your "
+            "GPU and delete your images; add one with 'lanskap users add NAME' (or keep the default 127.0.0.1)"
+        )
     env = {
         **os.environ,
         "LANSKAP_HOME": str(settings.home),
@@ -55,6 +62,8 @@ def ui(
         "LANSKAP_UI_MAX_QUEUE": str(max_queue),
         "LANSKAP_UI_PRELOAD": "0" if no_preload else "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "LANSKAP_UI_LOGIN": "1" if logins or not is_loopback(host) else "0",
+        "LANSKAP_UI_SESSION_MINUTES": str(session_minutes),
     }
     if settings.lora_dirs:
         env["LANSKAP_LORA_DIRS"] = os.pathsep.join(str(p) for p in settings.lora_dirs)

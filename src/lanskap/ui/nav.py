@@ -1,7 +1,9 @@
 """The app's pages in one place, so any page can switch to another (``st.switch_page(nav.page(...))``).
 
-Each page is a small script in ``pages/`` that runs its module's ``page()``;
-files rather than callables so that ``st.switch_page`` and AppTest can name them.
+Each page is a small script in ``views/`` that runs its module's ``page()``; files rather than
+callables so that ``st.switch_page`` and AppTest can name them. Not ``pages/``: Streamlit also reads
+that name as an old-style pages folder, and AppTest then reruns a page without ``app.py`` (no login,
+no sidebar).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 def page(name: str) -> st.Page:
     title, icon = PAGES[name]
-    script = HERE / "pages" / f"{name}.py"
+    script = HERE / "views" / f"{name}.py"
     if name == "generate":  # the default page lives at "/"
         return st.Page(script, title=title, icon=icon, default=True)
     return st.Page(script, title=title, icon=icon, url_path=name)
