@@ -36,7 +36,11 @@ async def health(state: StateDep) -> dict[str, Any]:
 router.add_api_route("/health", health, methods=["HEAD"], operation_id="health_head")  # load balancers' probe
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 async def prometheus(state: StateDep) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -1,8 +1,9 @@
 """What the OpenAPI schema says beyond the routes: every error a route can answer, and how to log in.
 
-The guard (``security.GuardMiddleware``) answers 401, 403, 413, 415, 421 and 429 before any route
-runs, and the error handlers in ``app.py`` answer 422 and 503; FastAPI can't see those, so each
-router lists them here, and clients generated from the schema (and schemathesis) know them.
+FastAPI answers 400 for a body it can't parse; the guard (``security.GuardMiddleware``) answers
+401, 403, 413, 415, 421 and 429 before any route runs, and the error handlers in ``app.py``
+answer 422 and 503. FastAPI can't see those, so each router lists them here, and clients
+generated from the schema (and schemathesis) know them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def _problem(description: str) -> dict[str, Any]:
 
 #: Answers any route can give, whatever it does.
 COMMON: dict[int | str, dict[str, Any]] = {
+    400: _problem("The request body could not be parsed (not UTF-8 JSON)"),
     401: _problem("Authentication required: an API key (Bearer or X-API-Key) or a Basic login"),
     403: _problem("A state-changing request from a foreign Origin"),
     413: _problem("The request body is over the server's limit"),
@@ -58,9 +60,17 @@ JOBS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem("No such gallery image or job")}
 
 SECURITY_SCHEMES = {
-    "apiKeyBearer": {"type": "http", "scheme": "bearer", "description": "An API key from --api-key"},
+    "apiKeyBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key from 'lanskap users key' or --api-key",
+    },
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-    "basic": {"type": "http", "scheme": "basic", "description": "A login from --api-auth (A1111's)"},
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "A user from 'lanskap users add', or --api-auth (A1111's)",
+    },
 }
 
 
