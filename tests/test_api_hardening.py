@@ -332,3 +332,82 @@ def test_stored_logins_work_for_a1111_clients_and_removing_one_locks_it_out(
         assert requests.get(s.url + "/sdapi/v1/samplers", timeout=30).status_code == 401
     finally:
         s.stop()
+
+
+def test_four_big_pictures_at_once_stay_within_the_documented_memory_bound(
+    tiny_sd: Path, tiny_lora: Path, isolated_home: Path
+) -> None:
+    """docs/security.md: extra memory ≤ (decode slots + jobs holding a picture) × w × h × 3 bytes × 1.25.
+
+    Four img2img requests with a 4096² picture each (50 MB decoded) run at once: /health answers
+    within 200 ms all along, and the server's memory grows by less than that bound.
+    """
+    import base64
+    import io
+    import threading
+    import time
+
+    import psutil
+    from PIL import Image
+
+    from lanskap.api.deps import DECODE_SLOTS
+
+    side = 4096
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 120, 160)).save(buf, format="PNG")  # small on the wire, 50 MB decoded
+    picture = base64.b64encode(buf.getvalue()).decode()
+    s = _start(tiny_sd, tiny_lora, isolated_home, rate_per_minute=100_000, rate_burst=1000)
+    proc = psutil.Process()  # the server runs in this process
+    body = {"prompt": "x", "init_images": [picture], "steps": 1, "width": 64, "height": 64, "denoising_strength": 0.5}
+    try:
+        requests.post(s.url + "/sdapi/v1/img2img", json={**body, "init_images": [_small_png()]}, timeout=120)
+        base = proc.memory_info().rss
+        peak, done, codes = base, threading.Event(), []
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, proc.memory_info().rss)
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        posts = [
+            threading.Thread(
+                target=lambda: codes.append(
+                    requests.post(s.url + "/sdapi/v1/img2img", json=body, timeout=300).status_code
+                )
+            )
+            for _ in range(4)
+        ]
+        for t in posts:
+            t.start()
+        slowest = 0.0
+        while any(t.is_alive() for t in posts):
+            t0 = time.perf_counter()
+            assert requests.get(s.url + "/health", timeout=10).status_code == 200
+            slowest = max(slowest, time.perf_counter() - t0)
+            time.sleep(0.05)
+        done.set()
+        sampler.join()
+    finally:
+        s.stop()
+    bound = (DECODE_SLOTS + 4) * side * side * 3 * 1.25
+    grew = peak - base
+    print(
+        f"memory: +{grew / 2**20:.0f} MB at peak, bound {bound / 2**20:.0f} MB; slowest /health {slowest * 1000:.0f} ms"
+    )
+    assert codes == [200] * 4, codes
+    assert slowest < 0.2, slowest
+    assert grew < bound, (grew / 2**20, bound / 2**20)
+
+
+def _small_png() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 120, 160)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()

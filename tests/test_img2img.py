@@ -295,3 +295,25 @@ def test_watermark_survives_the_saved_formats(engine, tmp_path: Path) -> None:  
     for fmt in ("png", "jpg", "webp"):
         path = save_image(r.images[0], tmp_path, 4, r.infotexts[0], fmt)
         assert check_watermark(Image.open(path)).found, fmt
+
+
+def test_an_upload_is_turned_upright_by_its_exif_orientation() -> None:
+    """Phones save portraits sideways with Orientation=6; lanskap works on the picture as shown."""
+    import io
+
+    from PIL import Image
+
+    from lanskap.images import open_image
+
+    im = Image.new("RGB", (40, 20), (200, 0, 0))
+    im.paste((0, 0, 200), (0, 0, 10, 20))  # blue on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    buf.seek(0)
+    upright = open_image(buf, "upload")
+    assert upright.size == (20, 40)
+    r, g, b = upright.getpixel((10, 3))  # the left edge is now the top
+    assert b > 150 and r < 80, (r, g, b)
+    assert upright.getexif().get(0x0112) in (None, 1)

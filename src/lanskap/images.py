@@ -41,7 +41,10 @@ def open_image(path: str | Path | IO[bytes], what: str = "image", max_pixels: in
                 if im.width * im.height > max_pixels:
                     raise LanskapError(f"{label} is too large ({im.width}x{im.height}; at most {max_pixels:,} pixels)")
                 im.load()
-                return ImageOps.exif_transpose(im) or im
+                # In place: a copy would double the memory of a big picture for nothing when it has
+                # no orientation to apply (nearly always).
+                ImageOps.exif_transpose(im, in_place=True)
+                return im
     except LanskapError:
         raise
     except UnidentifiedImageError:

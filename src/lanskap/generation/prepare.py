@@ -56,7 +56,7 @@ def prepare(req: GenerationRequest, native: int) -> Prepared:
         return Prepared(w, h, 1.0, None, None, lambda im: im)
 
     init = req.init
-    original = init.image.convert("RGB")
+    original = init.image if init.image.mode == "RGB" else init.image.convert("RGB")  # no copy of a big picture
     if req.mask is None:
         w, h = _sizes(req, original.width, original.height, native)
         start = resize_image(original, w, h, init.resize_mode)
