@@ -264,3 +264,51 @@ def test_fid_inception_full_and_tiny(models_dir: Path) -> None:
         pth = models_dir / "pt_inception-2015-12-05.pth"
         pth.write_bytes(b"\x80\x04junk")
         load_inception(pth)
+
+
+def test_the_models_folder_scan_keeps_the_folder_rules_at_every_depth(
+    tiny_sd: Path, isolated_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model whose files link out of the models folder, or a FIFO posing as a checkpoint, is never offered."""
+    import os
+    import shutil
+
+    from conftest import main_cli
+    from lanskap.config import load_settings
+    from lanskap.errors import SettingError
+    from lanskap.models.resolve import installed_models
+    from lanskap.service import Service
+
+    models = isolated_home / "models"
+    models.mkdir(parents=True)
+    shutil.copytree(tiny_sd, models / "good")
+    leaky = models / "leaky"
+    shutil.copytree(tiny_sd, leaky)
+    secret = tmp_path / "secret.safetensors"
+    weights = next((leaky / "unet").glob("*.safetensors"))
+    shutil.move(weights, secret)
+    weights.symlink_to(secret)  # looks like weights, lives elsewhere
+    (models / "outside.safetensors").symlink_to(secret)
+    os.mkfifo(models / "stuck.safetensors")
+    shutil.copytree(tiny_sd, models / "linked-inside")  # links that stay inside the folder are fine
+    inner = next((models / "linked-inside" / "unet").glob("*.safetensors"))
+    inner.unlink()
+    inner.symlink_to(next((models / "good" / "unet").glob("*.safetensors")))
+
+    settings = load_settings()
+    assert installed_models(settings) == ["lanskap-mini", "good", "linked-inside"]
+    out = main_cli(capsys, "models", "list")
+    assert out.returncode == 0 and out.stdout.split() == ["lanskap-mini", "good", "linked-inside"]
+    assert "skipped leaky: unet/" in out.stderr and "a link that leads out of the folder" in out.stderr
+    assert "skipped outside.safetensors: a link that leads out" in out.stderr
+    assert "skipped stuck.safetensors: a FIFO, not a file" in out.stderr
+
+    svc = Service(settings)
+    try:
+        assert svc.metric_model("good", "CLIP model", "clip_model") == str(models / "good")
+        with pytest.raises(SettingError, match=r"can't be used: unet/.* a link that leads out"):
+            svc.metric_model("leaky", "CLIP model", "clip_model")
+        with pytest.raises(SettingError, match="link that leads out of the models folder"):
+            svc.metric_model("outside.safetensors", "Inception model", "inception_model")
+    finally:
+        svc.queue.shutdown()

@@ -95,3 +95,26 @@ def walk(root: Path, *, recursive: bool = True) -> tuple[list[Path], list[Skippe
                 skipped.append(Skipped(shown(rel), reason))
     files.sort(key=lambda f: f[0])
     return [p for _, p in files], sorted(skipped, key=lambda s: s.rel)
+
+
+def escapes(folder: Path, root: Path) -> list[Skipped]:
+    """What under ``folder`` would make a loader read outside ``root``, or block on read.
+
+    A model folder is read whole by a library that follows every link, so one link out of it
+    (``unet/diffusion_pytorch_model.safetensors -> ~/.ssh/id_rsa``) or one FIFO rules the folder out.
+    """
+    folder = Path(folder)
+    problems: list[Skipped] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        base = here.relative_to(folder).as_posix()
+        prefix = "" if base == "." else base + "/"
+        for name in sorted(dirnames + filenames):
+            path, rel = here / name, prefix + name
+            if path.is_symlink() and not inside(path, root):
+                problems.append(Skipped(shown(rel), "a link that leads out of the folder"))
+            elif name in filenames:
+                reason = check_entry(path, root, rel)
+                if reason is not None and not reason.startswith("the name"):
+                    problems.append(Skipped(shown(rel), reason))
+    return problems

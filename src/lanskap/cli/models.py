@@ -82,6 +82,21 @@ def samplers_cmd() -> None:
         typer.echo(name)
 
 
+@app.command("list")
+def list_cmd() -> None:
+    """List the base models a server may switch to (the models folder), and what was passed over."""
+    from lanskap.config import load_settings
+    from lanskap.models.resolve import MINI_NAME, scan_models
+
+    settings = load_settings()
+    names, skipped = scan_models(settings)
+    for name in [MINI_NAME, *names]:
+        typer.echo(name)
+    for s in skipped:
+        typer.echo(f"skipped {s.rel}: {s.reason}", err=True)
+    typer.echo(f"{len(names)} in {settings.models_dir}, plus the built-in {MINI_NAME}", err=True)
+
+
 @app.command("loras")
 def loras_cmd() -> None:
     """List LoRAs in the LoRA folders."""

@@ -14,6 +14,7 @@ from typing import Literal
 
 from lanskap.config import Settings
 from lanskap.errors import LanskapError, ModelUnavailableError
+from lanskap.folders import Skipped, check_entry, escapes, inside, shown
 from lanskap.models.safety import PICKLE_SUFFIXES, check_allowed
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
@@ -84,26 +85,41 @@ def resolve_model_ref(spec: str, settings: Settings) -> ModelRef:
 
 
 def installed_models(settings: Settings) -> list[str]:
-    """Model names a server may switch to: ``LANSKAP_HOME/models`` entries and the built-in model.
+    """Model names a server may switch to: ``LANSKAP_HOME/models`` entries and the built-in model."""
+    return [MINI_NAME, *scan_models(settings)[0]]
 
-    Diffusers folders and single-file checkpoints count; a link that leads out of the folder
-    does not, so a name never reaches a file the user did not put there.
+
+def scan_models(settings: Settings) -> tuple[list[str], list[Skipped]]:
+    """The models folder's diffusers folders and single-file checkpoints, and what was passed over.
+
+    The folder rules of every scan apply (``lanskap.folders``), at every depth: an entry, or a
+    file inside a model folder, that links out of the models folder, or is a FIFO or a device,
+    rules that model out, so a name never makes a loader read a file the user did not put there.
     """
     root = settings.models_dir
-    names = [MINI_NAME]
+    names: list[str] = []
+    skipped: list[Skipped] = []
     if not root.is_dir():
-        return names
-    top = root.resolve()
+        return names, skipped
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.is_symlink() and not entry.resolve().is_relative_to(top):
+        if entry.name.startswith(".") or not SAFE_NAME.match(entry.name):
             continue
-        if not SAFE_NAME.match(entry.name) or entry.name.startswith("."):
-            continue
-        if entry.is_dir() and (entry / "model_index.json").is_file():
-            names.append(entry.name)
-        elif entry.is_file() and entry.suffix.lower() == ".safetensors":
-            names.append(entry.stem)
-    return names
+        if entry.is_symlink() and not inside(entry, root):
+            skipped.append(Skipped(shown(entry.name), "a link that leads out of the folder"))
+        elif entry.is_dir() and (entry / "model_index.json").is_file():
+            problems = escapes(entry, root)
+            if problems:
+                first = problems[0]
+                skipped.append(Skipped(shown(entry.name), f"{first.rel}: {first.reason}"))
+            else:
+                names.append(entry.name)
+        elif entry.suffix.lower() == ".safetensors":
+            reason = check_entry(entry, root, entry.name)
+            if reason is None:
+                names.append(entry.stem)
+            else:
+                skipped.append(Skipped(shown(entry.name), reason))
+    return names, skipped
 
 
 def unavailable_message(repo: str, settings: Settings) -> str:

@@ -254,9 +254,22 @@ class Service:
         """
         if name is None or name.strip().lower() == "none":
             return name
-        path = child(self.settings.models_dir, name, f"{what} name")
+        from lanskap.folders import check_entry, escapes, inside
+
+        root = self.settings.models_dir
+        path = child(root, name, f"{what} name")
         if not path.exists():
             raise SettingError(f"no {what} named {name!r} is installed in the models folder", setting)
+        # The folder rules of every scan: nothing in it may lead out of the models folder, or block.
+        if not inside(path, root):
+            problem = "it is a link that leads out of the models folder"
+        elif path.is_dir():
+            found = escapes(path, root)
+            problem = f"{found[0].rel} is {found[0].reason}" if found else None
+        else:
+            problem = check_entry(path, root, name)
+        if problem:
+            raise SettingError(f"the {what} {name!r} can't be used: {problem}", setting)
         return str(path)
 
     def submit_evaluation(self, cfg: EvalConfig) -> Job:
