@@ -411,3 +411,17 @@ def _small_png() -> str:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (90, 120, 160)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_public_bind_is_allowed_once_a_stored_login_exists(isolated_home: Path) -> None:
+    from lanskap.api.security import ServeConfig
+    from lanskap.auth import store_at
+    from lanskap.errors import LanskapError
+
+    store = store_at(isolated_home)
+    with pytest.raises(LanskapError, match="lanskap users add"):
+        ServeConfig(host="0.0.0.0", users=store).check()
+    store.add_user("ann", "a long enough passphrase")
+    assert ServeConfig(host="0.0.0.0", users=store).check().auth_enabled
+    with pytest.raises(LanskapError, match="16 characters"):
+        store.add_user("bob", "short one")
