@@ -200,7 +200,7 @@ def test_out_of_memory_is_a_clean_error(tiny_sd: Path, tmp_path: Path) -> None:
         from lanskap.generation.params import GenerationRequest
         Engine({str(tiny_sd)!r}).generate(GenerationRequest("warm", seed=1, steps=1, width=64, height=64))
         vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (vm + 768 * 2**20, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 256 * 2**20, resource.RLIM_INFINITY))
         sys.exit(main(["generate", "x", "--model", {str(tiny_sd)!r}, "-W", "2048", "-H", "2048",
                        "-N", "4", "-b", "4", "--steps", "1", "--quiet", "--out", {str(tmp_path / "o")!r}]))
     """)

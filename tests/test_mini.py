@@ -106,7 +106,7 @@ def test_the_prompt_changes_the_picture(mini_engine) -> None:
     def six(prompt: str) -> list[Image.Image]:  # seeds 1 to 6 in one batch: each image keeps its own seed
         from lanskap.generation.params import GenerationRequest
 
-        result = mini_engine.generate(GenerationRequest(prompt, seed=1, steps=20, num_images=6, batch_size=6))
+        result = mini_engine.generate(GenerationRequest(prompt, seed=1, steps=10, num_images=6, batch_size=6))
         assert result.seeds == [1, 2, 3, 4, 5, 6]
         return result.images
 
@@ -174,7 +174,7 @@ def test_fallback_none_and_bad_fallback_are_one_line_errors(tmp_path: Path) -> N
     assert_one_line_error(proc, "fallback must be one of mini, tiny, none")
 
 
-def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
+def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two runs with the same seed give the same weights: a run stopped at step 2 equals another's snapshot."""
     from dataclasses import replace
 
@@ -182,8 +182,8 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
 
     from lanskap.mini.train import MiniConfig, train_mini
 
-    cfg = MiniConfig(scenes=24, vae_steps=3, vae_batch=2, decoder_steps=2, decoder_batch=2, steps=4, batch=4)
-    cfg = replace(cfg, snapshot_every=2)
+    cfg = MiniConfig(scenes=16, vae_steps=3, vae_batch=2, decoder_steps=2, decoder_batch=2, steps=4, batch=4)
+    cfg = replace(cfg, snapshot_every=2, unet_channels=(16, 32, 48))  # a narrow UNet: the same code, a third the time
     a = train_mini(tmp_path / "a", cfg)
     b = train_mini(tmp_path / "b", replace(cfg, stop_after=2))
     unet = "unet/diffusion_pytorch_model.safetensors"
@@ -211,7 +211,9 @@ def test_mini_train_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert any(not (wp[k] == final[k]).all() for k in final) and "--min-snr-gamma 5" in arch.card(p)["command"]
     assert "--min-snr-gamma" not in arch.card(a)["command"]
     # the trained folder is a model like any other
-    proc = run_cli("generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g"))
+    proc = main_cli(
+        capsys, "generate", "hills", "--model", str(a), "--steps", "2", "--no-gallery", "--out", str(tmp_path / "g")
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -393,14 +395,14 @@ def _train_and_evaluate(
 def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
     """The tutorial's loop in miniature, through the CLI: style set → lanskap train → lanskap evaluate.
 
-    A short run (20 steps): it proves the path, and that the LoRA reaches the evaluation's
+    A short run (12 steps): it proves the path, and that the LoRA reaches the evaluation's
     pictures. How far a full run moves the palette is the slow test below.
     """
     from lanskap.mini.dataset import write_scene_set
 
     data = write_scene_set(tmp_path / "verdigris", 12, test=4, style="verdigris")
-    metrics = _train_and_evaluate(tmp_path, data, eval_steps=8, train_args=(
-        "--max-train-steps", "20", "--train-batch-size", "2", "--rank", "8", "--learning-rate", "3e-3",
+    metrics = _train_and_evaluate(tmp_path, data, eval_steps=6, train_args=(
+        "--max-train-steps", "12", "--train-batch-size", "2", "--rank", "8", "--learning-rate", "3e-3",
         "--lr-warmup-steps", "5",
     ))  # fmt: skip
     assert (tmp_path / "run" / "loss.png").is_file()

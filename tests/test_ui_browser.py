@@ -1,6 +1,6 @@
 """The web app end to end: ``lanskap ui`` on 127.0.0.1 with the tiny model, driven in Debian's headless Chromium.
 
-Screenshots of every page go to ``artifacts/ui-screenshots/`` (or ``$LANSKAP_SCREENSHOTS``).
+Screenshots of every page go to ``artifacts/ui-screenshots/<test>/`` (or ``$LANSKAP_SCREENSHOTS``).
 Without chromium or playwright the test is skipped, unless ``LANSKAP_REQUIRE_BROWSER=1``
 (CI sets it), which turns the skip into a failure.
 """
@@ -59,9 +59,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def screenshots() -> Path:
-    folder = Path(os.environ.get("LANSKAP_SCREENSHOTS", REPO / "artifacts" / "ui-screenshots"))
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """This test's own folder of screenshots: tests on other xdist workers never clear each other's."""
+    root = Path(os.environ.get("LANSKAP_SCREENSHOTS", REPO / "artifacts" / "ui-screenshots"))
+    folder = root / request.node.originalname.removeprefix("test_")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
