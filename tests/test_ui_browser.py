@@ -72,7 +72,7 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
 
 @contextlib.contextmanager
 def _serve_ui(tiny_sd: Path, home: Path, tmp_path: Path, *extra: str):
-    """The real ``lanskap ui`` command in a subprocess; yields its URL."""
+    """The real ``lanskap ui`` command in a subprocess; yields its URL and the process."""
     port = _free_port()
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen(
@@ -93,9 +93,10 @@ def _serve_ui(tiny_sd: Path, home: Path, tmp_path: Path, *extra: str):
             time.sleep(0.5)
         else:
             raise AssertionError("lanskap ui did not start:\n" + (tmp_path / "ui.log").read_text())
-        yield url
+        yield url, proc
     finally:
-        os.killpg(proc.pid, 15)
+        with contextlib.suppress(ProcessLookupError):  # already gone (the SIGTERM test)
+            os.killpg(proc.pid, 15)
         proc.wait(30)
         log.close()
 
@@ -106,7 +107,7 @@ def ui_server(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, tmp_path: Pat
     loras = isolated_home / "loras"
     loras.mkdir(parents=True)
     shutil.copy(tiny_lora, loras / tiny_lora.name)
-    with _serve_ui(tiny_sd, isolated_home, tmp_path) as url:
+    with _serve_ui(tiny_sd, isolated_home, tmp_path) as (url, _):
         yield url
 
 
@@ -327,7 +328,7 @@ def test_log_in_be_refused_and_log_out_in_a_real_browser(
 
     password = "a long enough passphrase"
     store_at(isolated_home).add_user("ana", password)
-    with _serve_ui(tiny_sd, isolated_home, tmp_path, "--no-preload") as url, sync_playwright() as p:
+    with _serve_ui(tiny_sd, isolated_home, tmp_path, "--no-preload") as (url, _), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
         page.set_default_timeout(60_000)
@@ -355,3 +356,25 @@ def test_log_in_be_refused_and_log_out_in_a_real_browser(
             page.screenshot(path=str(screenshots / "zz-login-failure.png"))
             raise
         browser.close()
+
+
+def test_sigterm_stops_the_web_app_and_frees_its_port(tiny_sd: Path, isolated_home: Path, tmp_path: Path) -> None:
+    """`kill PID` of `lanskap ui` (systemd, docker stop) stops the server itself: nothing keeps the port."""
+    import signal
+
+    with _serve_ui(tiny_sd, isolated_home, tmp_path, "--no-preload") as (url, proc):
+        port = int(url.rsplit(":", 1)[1])
+        assert _listener(port) is not None
+        os.kill(proc.pid, signal.SIGTERM)  # the process `lanskap ui` started as, not its group
+        assert proc.wait(30) is not None
+        deadline = time.time() + 30
+        while time.time() < deadline and _listener(port) is not None:
+            time.sleep(0.2)
+        assert _listener(port) is None, "something still serves the port after SIGTERM"
+
+
+def _listener(port: int) -> int | None:
+    """1 when something accepts connections on 127.0.0.1:port, else None."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return 1 if s.connect_ex(("127.0.0.1", port)) == 0 else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -98,9 +97,8 @@ def ui(
         "false",
     ]
     typer.secho(f"lanskap web app on http://{host}:{port} (model {settings.model}); Ctrl-C stops it", err=True)
-    try:
-        rc = subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        rc = 0
-    if rc not in (0, -2, 130):
-        raise typer.Exit(rc)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become Streamlit rather than wait for it as a child: SIGTERM (kill, systemd, docker stop) and
+    # Ctrl-C then reach the server itself, and no orphan is left serving the port.
+    os.execve(sys.executable, cmd, env)
