@@ -212,8 +212,11 @@ def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path
     from test_training import write_imagefolder
 
     data = write_imagefolder(tmp_path / "set", n=6)
+    mini_set = write_imagefolder(app_env / "datasets" / "verdigris" / "train", n=2).parent  # mini dataset's layout
+    (app_env / "datasets" / "not-a-dataset").mkdir()
     at = _app("training")
     assert "No training runs yet" in _texts(at)
+    assert at.selectbox(key="tr-dataset").options == [str(mini_set)]
     at.text_input(key="tr-path").input(str(data))
     at.text_input(key="tr-name").input("striped-valley")
     at.number_input(key="tr-steps").set_value(40)

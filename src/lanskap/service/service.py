@@ -76,11 +76,20 @@ class Service:
         return [p.stem for p in list_loras(self.settings)]
 
     def datasets(self) -> list[Path]:
-        """Prepared datasets under ``$LANSKAP_HOME/datasets`` (folders with a dataset.json)."""
+        """Trainable datasets under ``$LANSKAP_HOME/datasets``: folders with a dataset.json (``lanskap
+        dataset prepare``) or a ``train/metadata.jsonl`` (``lanskap mini dataset``, diffusers' layout)."""
         from lanskap.data.layout import MANIFEST
+        from lanskap.folders import inside
 
         root = self.settings.datasets_dir
-        return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()) if root.is_dir() else []
+        if not root.is_dir():
+            return []
+        found = [
+            p
+            for p in root.iterdir()
+            if inside(p, root) and ((p / MANIFEST).is_file() or (p / "train" / "metadata.jsonl").is_file())
+        ]
+        return sorted(found)
 
     def training_runs(self) -> list[RunInfo]:
         """Run folders in ``$LANSKAP_HOME/training``, most recently changed first."""

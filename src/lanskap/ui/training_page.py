@@ -39,7 +39,7 @@ def _start_form(svc: Service) -> None:
             "Prepared dataset",
             choices or ["(none found)"],
             key="tr-dataset",
-            help=f"Folders made by 'lanskap dataset prepare' under {svc.settings.datasets_dir}.",
+            help=f"Made by 'lanskap dataset prepare' or 'lanskap mini dataset', under {svc.settings.datasets_dir}.",
         )
         path = c[1].text_input("…or a dataset path", placeholder="/data/my-set", key="tr-path")
         c = st.columns(4)
