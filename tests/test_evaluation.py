@@ -480,3 +480,21 @@ def test_a_renamed_pickle_is_known_by_its_bytes(
     assert "noise.dat is not FID Inception-v3 weights: torch could not read it" in line
     line = _inproc(capsys, "evaluate", *folders, "--inception-model", str(renamed), "--out", str(tmp_path / "o"))
     assert "refusing to load pickled weights weights.dat" in line and line.endswith("(--allow-pickle)")
+
+
+def test_the_verdict_says_when_every_set_scores_the_same_and_when_that_is_the_worst() -> None:
+    from lanskap.evaluation.run import verdict
+
+    labels = {"base": "base model", "lora": "with LoRA"}
+    worst = {n: {"palette": {"value": 1.0, "lower_is_better": True, "n_generated": 4}} for n in labels}
+    (line,) = verdict(worst, labels)
+    assert "every set scores 1" in line and "worst possible" in line and "no difference" not in line
+    same = {n: {"palette": {"value": 0.4, "lower_is_better": True, "n_generated": 4}} for n in labels}
+    (line,) = verdict(same, labels)
+    assert "every set scores 0.4" in line and "worst" not in line
+    better = {
+        "base": {"palette": {"value": 0.9, "lower_is_better": True}},
+        "lora": {"palette": {"value": 0.6, "lower_is_better": True}},
+    }
+    (line,) = verdict(better, labels)
+    assert line.startswith("Palette distance: with LoRA closest to the real images") and "-33.3%" in line

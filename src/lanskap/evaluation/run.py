@@ -524,7 +524,9 @@ def verdict(metrics: dict[str, dict[str, Any]], labels: dict[str, str]) -> list[
         best = min(have, key=lambda t: t[1]["value"]) if lower else max(have, key=lambda t: t[1]["value"])
         ref = have[0]
         if all(e["value"] == ref[1]["value"] for _, e in have):
-            lines.append(f"{title}: no difference ({ref[1]['value']:.4g} for every set).")
+            lines.append(f"{title}: every set scores {ref[1]['value']:.4g}, so none is closer than another.")
+            if key == "palette" and ref[1]["value"] >= 1:  # the worst value: "the same" would read as good news
+                lines[-1] += " That is the worst possible: no generated colour is among the real images' colours."
         elif best[0] == ref[0]:
             others = ", ".join(f"{labels[n]} {e['value']:.4g}" for n, e in have[1:])
             lines.append(f"{title}: {labels[ref[0]]} {what} ({ref[1]['value']:.4g}; {others}).")
