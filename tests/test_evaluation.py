@@ -392,9 +392,11 @@ def test_bad_folders_get_one_line_errors(
     line = _inproc(capsys, "evaluate", "--real", str(good), "--generated", str(good), "--clip-model",
                    "nobody/no-such-clip", "--out", str(tmp_path / "o2"))  # fmt: skip
     assert "not available offline" in line and "hf download" in line
+    assert not (tmp_path / "o2").exists(), "a failed run leaves no empty report folder"
     line = _inproc(capsys, "evaluate", "--real", str(good), "--generated", str(good), "--clip-model", "none",
                    "--inception-model", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o3"))  # fmt: skip
     assert "Inception weights not found" in line
+    assert not (tmp_path / "o3").exists()
     assert not (tmp_path / "o" / "report.json").exists()
 
 

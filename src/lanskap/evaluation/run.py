@@ -222,8 +222,31 @@ def evaluate(
     events: Emit | None = None,
     cancel: threading.Event | None = None,
 ) -> EvalResult:
-    """Generate (when given a dataset), measure, and write ``report.json`` + ``report.html`` to ``cfg.out``."""
+    """Generate (when given a dataset), measure, and write ``report.json`` + ``report.html`` to ``cfg.out``.
+
+    A run that fails or is cancelled before anything is written leaves no empty report folder behind.
+    """
     cfg = with_report_folder(cfg, settings)
+    assert cfg.out is not None  # with_report_folder fills it
+    existed = Path(cfg.out).exists()
+    try:
+        return _evaluate(cfg, settings, events, cancel)
+    except BaseException:
+        if not existed:
+            _remove_if_empty(Path(cfg.out))
+        raise
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove a folder this run made if it holds no file (empty subfolders count as empty)."""
+    import os
+    import shutil
+
+    if folder.is_dir() and not folder.is_symlink() and not any(files for _, _, files in os.walk(folder)):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _evaluate(cfg: EvalConfig, settings: Settings, events: Emit | None, cancel: threading.Event | None) -> EvalResult:
     emit: Emit = events or (lambda e: None)
     warnings: list[str] = []
     started = _dt.datetime.now(_dt.UTC)
