@@ -217,6 +217,12 @@ def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path
     at = _app("training")
     assert "No training runs yet" in _texts(at)
     assert at.selectbox(key="tr-dataset").options == [str(mini_set)]
+    # A preset fills the form, so the form shows what will run (warm-up at most a tenth of the steps).
+    at.selectbox(key="tr-preset").set_value("thesis").run()
+    form = {k: at.number_input(key=k).value for k in ("tr-steps", "tr-lr", "tr-res", "tr-every", "tr-warmup")}
+    assert form == {"tr-steps": 400, "tr-lr": 2e-5, "tr-res": 768, "tr-every": 100, "tr-warmup": 40}
+    at.selectbox(key="tr-preset").set_value("default").run()
+    assert at.number_input(key="tr-steps").value == 1500 and at.number_input(key="tr-warmup").value == 100
     at.text_input(key="tr-path").input(str(data))
     at.text_input(key="tr-name").input("striped-valley")
     at.number_input(key="tr-steps").set_value(40)
@@ -226,6 +232,7 @@ def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path
     at.number_input(key="tr-vsteps").set_value(1)
     at.text_input(key="tr-vprompt").input("a magenta striped landscape")
     at.button(key="tr-go").click().run()
+    assert "striped-valley" in _texts(at), "the run shows right after Start"
     q = service().queue
     _wait(lambda: q.current is not None and q.current.kind == "train" and q.current.step >= 3, what="3 steps")
     at.run()
@@ -254,9 +261,24 @@ def test_training_page_starts_stops_resumes_and_publishes_the_lora(app_env: Path
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 41))  # the resume redid no step
     assert sorted((run_dir / "validation").glob("step-*")), "validation images were rendered"
-    # The new LoRA is offered on the Generate page.
+    import yaml
+
+    assert yaml.safe_load((run_dir / "train_config.yaml").read_text())["lr_warmup_steps"] == 4  # 100, capped: 40 // 10
+    # The new LoRA is offered on the Generate page, and "Try it in Generate" opens it there.
     gen = _app()
     assert "striped-valley" in gen.selectbox(key="g_lora").options
+    at.button(key="tr-try").click().run()
+    assert at.selectbox(key="g_lora").value == "striped-valley" and at.text_area(key="g_prompt")
+
+
+def test_the_loss_chart_uses_real_steps_and_shows_eval_loss() -> None:
+    from lanskap.ui.training_page import loss_table
+
+    rows = [{"step": 101, "loss": 0.4}, {"step": 102, "loss": 0.2}, {"step": 102, "eval_loss": 0.3}]
+    table = loss_table(rows)
+    assert set(table["series"]) == {"loss", "loss (EMA 0.9)", "eval_loss"}
+    assert list(table[table["series"] == "loss"]["step"]) == [101, 102]
+    assert list(table[table["series"] == "eval_loss"]["value"]) == [0.3]
 
 
 def test_evaluation_page_lists_and_shows_reports(app_env: Path, tmp_path: Path, models_dir: Path) -> None:

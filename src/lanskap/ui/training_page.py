@@ -8,13 +8,15 @@ checkpoints), so it also shows runs started from the CLI into the same folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from lanskap.ui.common import job_panel, service, try_action
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from lanskap.service.queue import Job
     from lanskap.service.service import RunInfo, Service, TrainingOutput
 
@@ -26,11 +28,49 @@ def _active_training(svc: Service, name: str) -> Job | None:
     return None
 
 
+#: The form's fields and the TrainConfig settings they show; a preset fills them all.
+FORM_FIELDS = {
+    "tr-steps": "max_train_steps",
+    "tr-rank": "rank",
+    "tr-lr": "learning_rate",
+    "tr-res": "resolution",
+    "tr-every": "checkpointing_steps",
+    "tr-vsteps": "validation_inference_steps",
+    "tr-warmup": "lr_warmup_steps",
+}
+
+
+def warmup_cap(steps: int) -> int:
+    """At most a tenth of the run warms up: a 20-step run must reach the learning rate it was given."""
+    return max(0, int(steps) // 10)
+
+
+def _fill_from_preset() -> None:
+    """Put the chosen preset's values in the form, so the form shows what will run."""
+    from lanskap.training import build_config
+
+    cfg = build_config(st.session_state.get("tr-preset", "default"), None, {})
+    for key, name in FORM_FIELDS.items():
+        value = getattr(cfg, name)
+        st.session_state[key] = value if value is not None else 0  # resolution None: the model's own
+    st.session_state["tr-warmup"] = min(cfg.lr_warmup_steps, warmup_cap(cfg.max_train_steps))
+
+
 def _start_form(svc: Service) -> None:
     from lanskap.training import build_config
     from lanskap.training.config import PRESETS
 
     datasets = svc.datasets()
+    if "tr-steps" not in st.session_state:
+        _fill_from_preset()
+    # Outside the form, so picking a preset fills the fields at once.
+    preset = st.selectbox(
+        "Preset",
+        list(PRESETS),
+        key="tr-preset",
+        on_change=_fill_from_preset,
+        help="Fills the form below. default: ~50 images; thesis: the thesis's run.",
+    )
     with st.form("train-start", border=True):
         st.markdown("**Start a LoRA training run**")
         choices = [str(p) for p in datasets]
@@ -44,14 +84,16 @@ def _start_form(svc: Service) -> None:
         path = c[1].text_input("…or a dataset path", placeholder="/data/my-set", key="tr-path")
         c = st.columns(4)
         name = c[0].text_input("Run name", "my-landscape-lora", key="tr-name", help="Also the LoRA's name in Generate.")
-        preset = c[1].selectbox("Preset", list(PRESETS), key="tr-preset", help="default: ~50 images; thesis: its run.")
-        steps = c[2].number_input("Steps", 1, 100_000, 1500, key="tr-steps")
-        rank = c[3].number_input("LoRA rank", 1, 256, 16, key="tr-rank")
+        steps = c[1].number_input("Steps", 1, 100_000, key="tr-steps")
+        rank = c[2].number_input("LoRA rank", 1, 256, key="tr-rank")
+        lr = c[3].number_input("Learning rate", 1e-6, 1e-2, step=1e-5, format="%.2e", key="tr-lr")
         c = st.columns(4)
-        lr = c[0].number_input("Learning rate", 1e-6, 1e-2, 1e-4, step=1e-5, format="%.0e", key="tr-lr")
-        resolution = c[1].number_input("Resolution (0 = model's)", 0, 2048, 0, step=64, key="tr-res")
-        every = c[2].number_input("Checkpoint every", 1, 100_000, 500, key="tr-every", help="And validation images.")
-        val_steps = c[3].number_input("Validation steps", 1, 150, 25, key="tr-vsteps")
+        resolution = c[0].number_input("Resolution (0 = model's)", 0, 2048, step=64, key="tr-res")
+        warmup = c[1].number_input(
+            "Warm-up steps", 0, 10_000, key="tr-warmup", help="The learning rate climbs for this many steps (≤ 10%)."
+        )
+        every = c[2].number_input("Checkpoint every", 1, 100_000, key="tr-every", help="And validation images.")
+        val_steps = c[3].number_input("Validation steps", 1, 150, key="tr-vsteps")
         prompt = st.text_input("Validation prompt (empty = the thesis prompt)", key="tr-vprompt")
         go = st.form_submit_button("Start training", type="primary", key="tr-go")
     if not go:
@@ -63,6 +105,7 @@ def _start_form(svc: Service) -> None:
         "rank": int(rank),
         "learning_rate": float(lr),
         "resolution": int(resolution) or None,
+        "lr_warmup_steps": min(int(warmup), warmup_cap(int(steps))),
         "checkpointing_steps": int(every),
         "validation_inference_steps": int(val_steps),
         "validation_prompt": [prompt] if prompt.strip() else None,
@@ -80,6 +123,21 @@ def _start_form(svc: Service) -> None:
     if job is not None:
         st.session_state["tr_run"] = name
         st.toast(f"Training {name} queued.", icon=":material/model_training:")
+        st.rerun()  # the run list shows it now, not after the next click
+
+
+def loss_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The loss, its EMA and the held-out eval_loss against real step numbers (one row per point)."""
+    import pandas as pd
+
+    from lanskap.training.monitor import smoothed
+
+    losses = [r for r in rows if "loss" in r]
+    raw = [r["loss"] for r in losses]
+    points = [(r["step"], "loss", r["loss"]) for r in losses]
+    points += [(r["step"], "loss (EMA 0.9)", v) for r, v in zip(losses, smoothed(raw), strict=True)]
+    points += [(r["step"], "eval_loss", r["eval_loss"]) for r in rows if "eval_loss" in r]
+    return pd.DataFrame(points, columns=["step", "series", "value"])
 
 
 def _resume(svc: Service, run: RunInfo) -> None:
@@ -94,9 +152,15 @@ def _resume(svc: Service, run: RunInfo) -> None:
         st.toast(f"Resuming {run.name}.", icon=":material/play_arrow:")
 
 
+def _try_in_generate(lora: str) -> None:
+
+    st.session_state["g_lora"] = lora
+    st.session_state["g_pending_page"] = "generate"
+
+
 def _show_run(svc: Service, run: RunInfo) -> None:
     from lanskap.training.layout import RunLayout
-    from lanskap.training.monitor import MetricsLog, smoothed
+    from lanskap.training.monitor import MetricsLog
 
     job = _active_training(svc, run.name)
     total = run.max_steps or 0
@@ -118,16 +182,19 @@ def _show_run(svc: Service, run: RunInfo) -> None:
     ):
         _resume(svc, run)
         st.rerun()
+    elif run.finished and run.name in svc.lora_names():
+        c[0].button(
+            ":material/brush: Try it in Generate",
+            key="tr-try",
+            type="primary",
+            on_click=_try_in_generate,
+            args=(run.name,),
+            help="Opens Generate with this LoRA selected.",
+        )
     rows = MetricsLog(run.path).read()
     losses = [r for r in rows if "loss" in r]
     if losses:
-        raw = [r["loss"] for r in losses]
-        st.line_chart(
-            {"loss": raw, "loss (EMA 0.9)": smoothed(raw)},
-            x_label="step",
-            y_label="loss",
-            height=260,
-        )
+        st.line_chart(loss_table(rows), x="step", y="value", color="series", x_label="step", y_label="loss", height=260)
         last = losses[-1]
         st.caption(f"step {last['step']}: loss {last['loss']:.4f}, learning rate {last.get('lr', 0):.2e}")
     layout = RunLayout(run.path)
@@ -147,8 +214,16 @@ def _show_run(svc: Service, run: RunInfo) -> None:
 
 def page() -> None:
     svc = service()
+    if st.session_state.pop("g_pending_page", None) == "generate":  # "Try it in Generate" was clicked
+        from lanskap.ui import nav
+
+        st.switch_page(nav.page("generate"))
     _start_form(svc)
     runs = svc.training_runs()
+    known = {r.name for r in runs}
+    for job in [svc.queue.current, *svc.queue.pending()]:  # queued runs have no folder yet: show them too
+        if job is not None and job.kind == "train" and job.label.removeprefix("train ") not in known:
+            runs.insert(0, svc.run_info(svc.settings.training_dir / job.label.removeprefix("train ")))
     if not runs:
         st.info("No training runs yet. Prepare a dataset with 'lanskap dataset prepare', then start one above.")
         return
