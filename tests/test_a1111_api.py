@@ -163,20 +163,24 @@ def test_listing_and_refresh_routes_answer_with_a1111_shapes(server, isolated_ho
         assert r.status_code == 200 and r.json() is None, name
 
 
-def test_cli_style_and_unknown_style(tiny_sd: Path, tmp_path: Path, isolated_home: Path) -> None:
-    from conftest import assert_one_line_error, run_cli
+def test_cli_style_and_unknown_style(
+    tiny_sd: Path, tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import assert_one_line_error, main_cli
 
     isolated_home.mkdir(parents=True, exist_ok=True)
     (isolated_home / "styles.csv").write_text("name,prompt,negative_prompt\nDusk,{prompt} at dusk,noon\n")
     args = ("--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "1", "--no-watermark", "-q")
     out = tmp_path / "out"
-    proc = run_cli("generate", "a lake", "--style", "Dusk", "--out", str(out), *args)
+    proc = main_cli(capsys, "generate", "a lake", "--style", "Dusk", "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr
     (png,) = out.glob("*.png")
     with Image.open(png) as im:
         text = im.info["parameters"]
     assert text.startswith("a lake at dusk\nNegative prompt: noon\n")
-    assert_one_line_error(run_cli("generate", "a lake", "--style", "Dawn", *args), "unknown style 'Dawn'", "Dusk")
+    assert_one_line_error(
+        main_cli(capsys, "generate", "a lake", "--style", "Dawn", *args), "unknown style 'Dawn'", "Dusk"
+    )
 
 
 def _while_generating(url: str, body: dict, action: str, at_step: int = 2) -> requests.Response:

@@ -149,34 +149,37 @@ def test_user_errors_are_one_line_with_no_files(
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_lora_for_another_base(tiny_sd: Path, foreign_lora: Path, tmp_path: Path) -> None:
-    proc = run_cli("generate", "x", "--model", str(tiny_sd), "--lora", str(foreign_lora), "--out", str(tmp_path), *FAST)
+def test_lora_for_another_base(
+    tiny_sd: Path, foreign_lora: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--model", str(tiny_sd), "--lora", str(foreign_lora), "--out", str(tmp_path), *FAST)
+    proc = main_cli(capsys, "generate", "x", *args)
     assert_one_line_error(proc, "made for another base")
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_corrupt_model_file(tiny_sd: Path, tmp_path: Path) -> None:
+def test_corrupt_model_file(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_sd, broken)
     te = broken / "text_encoder" / "model.safetensors"
     te.write_bytes(te.read_bytes()[:1000])
-    proc = run_cli("generate", "x", "--model", str(broken), "--out", str(tmp_path / "o"), *FAST)
+    proc = main_cli(capsys, "generate", "x", "--model", str(broken), "--out", str(tmp_path / "o"), *FAST)
     assert_one_line_error(proc, "truncated")
 
 
-def test_pickled_model_refused(tmp_path: Path) -> None:
+def test_pickled_model_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tmp_path / "v2-1_768.ckpt"
     ckpt.write_bytes(b"\x80\x04junk")
-    proc = run_cli("generate", "x", "--model", str(ckpt), "--out", str(tmp_path / "o"), *FAST)
+    proc = main_cli(capsys, "generate", "x", "--model", str(ckpt), "--out", str(tmp_path / "o"), *FAST)
     assert_one_line_error(proc, "refusing to load pickled")
 
 
-def test_unwritable_output_folder(tiny_sd: Path, tmp_path: Path) -> None:
+def test_unwritable_output_folder(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = run_cli("generate", "x", "--model", str(tiny_sd), "--out", str(blocker / "sub"), *FAST)
+    proc = main_cli(capsys, "generate", "x", "--model", str(tiny_sd), "--out", str(blocker / "sub"), *FAST)
     assert_one_line_error(proc, "not writable")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, main_cli, run_cli
+from conftest import assert_one_line_error, main_cli
 from lanskap.errors import LanskapError
 from lanskap.generation.params import GenerationRequest
 from lanskap.generation.replay import replay_from_infotext
@@ -86,7 +86,7 @@ def test_cli_clip_skip_and_from(
     proc = main_cli(capsys, "generate", "a lake", "--seed", "4", "--clip-skip", "2", "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr
     (first,) = out.glob("*.png")
-    proc = run_cli("generate", "--from", str(first), "--out", str(tmp_path / "again"), *args)
+    proc = main_cli(capsys, "generate", "--from", str(first), "--out", str(tmp_path / "again"), *args)
     assert proc.returncode == 0, proc.stderr
     (second,) = (tmp_path / "again").glob("*.png")
     from PIL import Image

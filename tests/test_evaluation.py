@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 from lanskap.config import Settings
 from lanskap.errors import LanskapError
 from lanskap.evaluation import (
@@ -230,7 +230,12 @@ def write_split(root: Path, n: int = 5) -> Path:
 
 @pytest.mark.e2e
 def test_evaluate_base_vs_lora_writes_report_and_reruns_from_cache(
-    tiny_sd: Path, tiny_lora: Path, tiny_clip: Path, tiny_inception: Path, tmp_path: Path
+    tiny_sd: Path,
+    tiny_lora: Path,
+    tiny_clip: Path,
+    tiny_inception: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = write_split(tmp_path / "data")
     out = tmp_path / "report"
@@ -287,9 +292,9 @@ def test_evaluate_base_vs_lora_writes_report_and_reruns_from_cache(
     assert "Verdict" in page and "FID IS NOT MEANINGFUL" in page
     assert (out / "metrics.png").stat().st_size > 5000
 
-    # A rerun regenerates nothing.
+    # A rerun regenerates nothing (in this process: the real process ran above).
     before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
-    proc = run_cli(*args)
+    proc = main_cli(capsys, *args)
     assert proc.returncode == 0, proc.stderr
     again_report = json.loads((out / "report.json").read_text())
     assert again_report["generation"]["generated"] == {"base": 0, "lora": 0}
@@ -316,7 +321,9 @@ def test_cache_is_keyed_by_settings_and_shared_across_reports(tiny_sd: Path, tin
 
 
 @pytest.mark.e2e
-def test_evaluate_two_folders_with_prompts(tiny_clip: Path, tiny_inception: Path, tmp_path: Path) -> None:
+def test_evaluate_two_folders_with_prompts(
+    tiny_clip: Path, tiny_inception: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     real, gen = tmp_path / "real", tmp_path / "gen"
     real.mkdir()
     gen.mkdir()
@@ -327,8 +334,8 @@ def test_evaluate_two_folders_with_prompts(tiny_clip: Path, tiny_inception: Path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(CAPTIONS[:4]) + "\n")
     out = tmp_path / "cmp"
-    proc = run_cli(
-        "evaluate", "--real", str(real), "--generated", str(gen), "--prompts", str(prompts),
+    proc = main_cli(
+        capsys, "evaluate", "--real", str(real), "--generated", str(gen), "--prompts", str(prompts),
         "--clip-model", str(tiny_clip), "--inception-model", str(tiny_inception), "--out", str(out), "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -341,8 +348,8 @@ def test_evaluate_two_folders_with_prompts(tiny_clip: Path, tiny_inception: Path
     assert (out / "report.html").is_file()
 
     # Without prompts there is no CLIP score, and the report says why.
-    proc = run_cli("evaluate", "--real", str(real), "--generated", str(gen), "--clip-model", str(tiny_clip),
-                   "--metrics", "cmmd,clip", "--out", str(tmp_path / "np"), "--json")  # fmt: skip
+    proc = main_cli(capsys, "evaluate", "--real", str(real), "--generated", str(gen), "--clip-model",
+                    str(tiny_clip), "--metrics", "cmmd,clip", "--out", str(tmp_path / "np"), "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "clip_score" not in json.loads(proc.stdout)["metrics"]["gen"]
     assert "give a prompts file" in proc.stderr

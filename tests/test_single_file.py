@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 from lanskap.config import Settings
 from lanskap.errors import ModelUnavailableError
 from lanskap.generation.engine import Engine
@@ -79,12 +79,21 @@ def test_cli_single_file_roundtrip(tiny_sd: Path, tmp_path: Path) -> None:
     assert len(list((tmp_path / "o").glob("*.png"))) == 1
 
 
-def test_truncated_single_file(tiny_sd: Path, tmp_path: Path) -> None:
+def test_truncated_single_file(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = export_single_file(tiny_sd, tmp_path / "full.safetensors", prediction_type="v_prediction")
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size - 4096])
-    proc = run_cli(
-        "generate", "x", "--model", str(cut), "--model-config", str(tiny_sd), "--quiet", "--out", str(tmp_path / "o")
+    proc = main_cli(
+        capsys,
+        "generate",
+        "x",
+        "--model",
+        str(cut),
+        "--model-config",
+        str(tiny_sd),
+        "--quiet",
+        "--out",
+        str(tmp_path / "o"),
     )
     assert_one_line_error(proc, "truncated")
 
