@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli
 from lanskap.errors import LanskapError
 from lanskap.gallery import Gallery
 from lanskap.generation.batchfile import Shard, plan_requests, read_prompt_file
@@ -65,11 +65,14 @@ def test_seeds_follow_the_line_not_the_process_count(tmp_path: Path) -> None:
     assert sorted(x for share in shares for x in share) == items and shares[0] == [0, 3, 6]
 
 
-def test_generate_prompts_file_single_process(tiny_sd: Path, tmp_path: Path) -> None:
+def test_generate_prompts_file_single_process(
+    tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "p.txt"
     path.write_text("a castle at dawn\na tower in the mist\n")
     out = tmp_path / "out"
-    proc = run_cli(
+    proc = main_cli(
+        capsys,
         "generate", "--prompts", str(path), "--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "2",
         "--seed", "50", "--out", str(out), "--json", "-q",
     )  # fmt: skip
@@ -78,7 +81,7 @@ def test_generate_prompts_file_single_process(tiny_sd: Path, tmp_path: Path) -> 
     assert [x["seeds"] for x in lines] == [[50], [51]]
     assert [x["infotexts"][0].splitlines()[0] for x in lines] == ["a castle at dawn", "a tower in the mist"]
     assert len(list(out.glob("*.png"))) == 2
-    both = run_cli("generate", "a prompt", "--prompts", str(path), "--model", str(tiny_sd))
+    both = main_cli(capsys, "generate", "a prompt", "--prompts", str(path), "--model", str(tiny_sd))
     assert_one_line_error(both, "--prompts reads the prompts from the file")
 
 

@@ -83,10 +83,13 @@ def test_outpaint_command(tiny_sd: Path, files: dict[str, Path], tmp_path: Path)
         (["img2img", "{pic}", "a castle <lora:no-such-style>"], ["no-such-style", "not found"]),
     ],
 )
-def test_errors_are_one_line(args: list[str], needles: list[str], tiny_sd: Path, files: dict[str, Path]) -> None:
+def test_errors_are_one_line(
+    args: list[str], needles: list[str], tiny_sd: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What each command says (in this process; the commands' real processes run in the tests above)."""
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in args]
     out = files["pic"].parent / "should-not-exist"
-    proc = run_cli(*argv, "--model", str(tiny_sd), "--out", str(out), "--steps", "2")
+    proc = main_cli(capsys, *argv, "--model", str(tiny_sd), "--out", str(out), "--steps", "2")
     assert_one_line_error(proc, *needles)
     assert not out.exists() or not any(out.iterdir())
 
