@@ -26,7 +26,9 @@ def test_version_and_help_start_without_torch() -> None:
     assert out.strip().endswith("False"), "the CLI must not import torch just to show help"
 
 
-def test_generate_saves_images_with_metadata(tiny_sd: Path, tiny_lora: Path, tmp_path: Path) -> None:
+def test_generate_saves_images_with_metadata(
+    tiny_sd: Path, tiny_lora: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     proc = run_cli(
         "generate",
@@ -62,7 +64,7 @@ def test_generate_saves_images_with_metadata(tiny_sd: Path, tiny_lora: Path, tmp
     assert text.splitlines()[1] == "Negative prompt: blurry"
     assert "Steps: 2, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.5, Seed: 43, Size: 64x64" in text
     assert "Model: tiny-sd" in text and 'Lora hashes: "mist-style: ' in text
-    parsed = json.loads(run_cli("info", str(out / "00001-42.png"), "--json").stdout)
+    parsed = json.loads(main_cli(capsys, "info", str(out / "00001-42.png"), "--json").stdout)
     assert parsed["Seed"] == "42"
 
 

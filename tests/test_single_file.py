@@ -53,11 +53,12 @@ def test_undeclared_sd2_checkpoint_is_probed_not_assumed(tiny_sd: Path, tmp_path
     assert e.model.prediction_type in ("v_prediction", "epsilon")
 
 
-def test_cli_single_file_roundtrip(tiny_sd: Path, tmp_path: Path) -> None:
+def test_cli_single_file_roundtrip(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tmp_path / "exported.safetensors"
     proc = run_cli("models", "to-single-file", str(tiny_sd), str(ckpt))
     assert proc.returncode == 0, proc.stderr
-    gen = run_cli(
+    gen = main_cli(
+        capsys,
         "generate",
         "sea",
         "--model",
