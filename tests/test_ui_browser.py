@@ -358,19 +358,44 @@ def test_log_in_be_refused_and_log_out_in_a_real_browser(
         browser.close()
 
 
-def test_sigterm_stops_the_web_app_and_frees_its_port(tiny_sd: Path, isolated_home: Path, tmp_path: Path) -> None:
-    """`kill PID` of `lanskap ui` (systemd, docker stop) stops the server itself: nothing keeps the port."""
+def test_the_web_app_refuses_foreign_hosts_and_sigterm_frees_its_port(
+    tiny_sd: Path, isolated_home: Path, tmp_path: Path
+) -> None:
+    """Only this machine's names get a websocket (no DNS rebinding); `kill PID` of `lanskap ui`
+    (systemd, docker stop) stops the server itself, and nothing keeps the port."""
     import signal
 
     with _serve_ui(tiny_sd, isolated_home, tmp_path, "--no-preload") as (url, proc):
         port = int(url.rsplit(":", 1)[1])
         assert _listener(port) is not None
+        # DNS rebinding: a page under its own name, resolved to 127.0.0.1, gets no websocket to drive the app.
+        assert _websocket_status(port, f"127.0.0.1:{port}") == 101
+        assert _websocket_status(port, f"localhost:{port}") == 101
+        assert _websocket_status(port, f"evil.example:{port}", origin=f"http://evil.example:{port}") != 101
         os.kill(proc.pid, signal.SIGTERM)  # the process `lanskap ui` started as, not its group
         assert proc.wait(30) is not None
         deadline = time.time() + 30
         while time.time() < deadline and _listener(port) is not None:
             time.sleep(0.2)
         assert _listener(port) is None, "something still serves the port after SIGTERM"
+
+
+def _websocket_status(port: int, host: str, origin: str | None = None) -> int:
+    """The status Streamlit's websocket answers a browser's upgrade with, for this Host (101: open)."""
+    import base64
+
+    lines = [
+        "GET /_stcore/stream HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13",
+        f"Origin: {origin or 'http://' + host}",
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return int(s.recv(1024).split(b" ", 2)[1])
 
 
 def _listener(port: int) -> int | None:

@@ -13,6 +13,23 @@ from lanskap.errors import LanskapError
 from lanskap.netaddr import is_loopback
 
 
+def served_names(host: str, extra: list[str]) -> list[str]:
+    """The Host names a browser may use to reach the app: loopback, the bound address (every local
+    address for a wildcard bind), and the names given."""
+    names = ["localhost", "127.0.0.1", "::1", *extra]
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        import psutil
+
+        names.append(socket.gethostname())
+        names += [a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+                  if a.family.name in ("AF_INET", "AF_INET6")]  # fmt: skip
+    elif not is_loopback(host):
+        names.append(host.strip("[]"))
+    return list(dict.fromkeys(names))
+
+
 def register(app: typer.Typer) -> None:
     app.command("ui")(ui)
 
@@ -30,6 +47,12 @@ def ui(
         720, "--session-minutes", help="How long a login lasts before the app asks again [720]."
     ),
     no_preload: bool = typer.Option(False, "--no-preload", help="Load the model with the first job, not at start."),
+    allowed_host: list[str] = typer.Option(
+        None,
+        "--allowed-host",
+        metavar="<str>",
+        help="Also answer browsers that reach the app under this name (a proxy's); repeatable, * for any.",
+    ),
 ) -> None:
     """Start the web app: generate, gallery, training and evaluation pages.
 
@@ -91,6 +114,9 @@ def ui(
         "viewer",
         "--theme.primaryColor",
         "#2f6f5e",
+        # The Host names the app answers to: a page that rebinds its own DNS name to this address
+        # gets no websocket, so it can't drive the app (Streamlit checks Host only when given a list).
+        *[arg for name in served_names(host, allowed_host or []) for arg in ("--server.allowedHosts", name)],
         # Streamlit runs a full gc.collect after every script run; the job panel reruns twice a second,
         # and those collections hold the GIL, starving the model thread (a tiny model's load took minutes).
         "--runner.postScriptGC",
