@@ -208,6 +208,11 @@ def test_native_gallery_and_jobs(server, isolated_home: Path) -> None:
     listing = requests.get(u + "/api/v1/gallery", params={"search": "lake"}, timeout=10).json()
     assert listing["total"] == 1 and listing["items"][0]["id"] == image_id and "path" not in listing["items"][0]
     assert requests.get(u + "/api/v1/gallery", params={"search": "dragon"}, timeout=10).json()["total"] == 0
+    by = {"seed": 3, "mode": "txt2img", "model": "tiny-sd"}  # the peers' habit: find an image by its seed
+    assert requests.get(u + "/api/v1/gallery", params=by, timeout=10).json()["total"] == 1
+    for miss in ({"seed": 0}, {"mode": "inpaint"}, {"model": "other"}):
+        assert requests.get(u + "/api/v1/gallery", params=miss, timeout=10).json()["total"] == 0, miss
+    assert requests.get(u + "/api/v1/gallery", params={"mode": "zoom"}, timeout=10).status_code == 422
     assert requests.get(u + f"/api/v1/gallery/{image_id}", timeout=10).json()["seed"] == 3
     jpg = requests.get(u + f"/api/v1/gallery/{image_id}/image", params={"format": "jpg"}, timeout=10)
     assert jpg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpg.content)).format == "JPEG"

@@ -117,6 +117,14 @@ def test_search_filters_and_pages(tmp_path: Path) -> None:
     page3, _ = g.query(limit=3, offset=6)
     assert total == 8 and [e.seed for e in page1] == [99, 6, 5] and [e.seed for e in page3] == [1, 0]
     assert g.query(since="2999-01-01")[1] == 0
+    g.add(png(0), folder, "png", record(0, "a tower", mode="inpaint", model="other-model"))
+    assert [e.prompt for e in g.query(seed=0)[0]] == ["a tower", "a quiet lake, 100% calm"]  # seed 0 is a seed
+    assert g.query(mode="inpaint")[1] == 1 and g.query(model="other-model")[0][0].prompt == "a tower"
+    assert g.query(seed=0, mode="txt2img")[1] == 1 and g.models() == ["other-model"]
+    rc, out, _ = _cli("gallery", "list", "--seed", "0", "--mode", "inpaint")
+    assert rc == 0 and "a tower" in out and "quiet lake" not in out
+    rc, _, err = _cli("gallery", "list", "--mode", "zoom")
+    assert rc != 0 and "mode must be one of txt2img, img2img, inpaint" in err
     # Names are A1111's NNNNN-SEED and never collide with files already there.
     (folder / "00009-0.png").write_bytes(b"not ours")
     e = g.add(png(1), folder, "png", record(1))

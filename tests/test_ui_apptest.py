@@ -145,6 +145,14 @@ def test_gallery_filters_pages_zip_and_delete_selected(app_env: Path) -> None:
     assert "No images match these filters." in _texts(at)
     at.text_input(key="gl_search").input("").run()
     at.selectbox(key="gl_size").set_value("All").run()
+    # By seed, mode and model (every image here is a txt2img of tiny-sd with seed = its index).
+    at.number_input(key="gl_seed").set_value(5).run()
+    assert [int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open-")] == [ids[5]]
+    assert at.selectbox(key="gl_model").options == ["All", "tiny-sd"]
+    at.selectbox(key="gl_mode").set_value("inpaint").run()
+    assert "No images match these filters." in _texts(at)
+    at.selectbox(key="gl_mode").set_value("All").run()
+    at.number_input(key="gl_seed").set_value(None).run()
 
     # Select two, download them as a ZIP, then delete them after confirming.
     pick = sorted(ids, reverse=True)[:2]

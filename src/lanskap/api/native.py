@@ -107,12 +107,16 @@ async def gallery_list(
     height: int | None = Query(None, ge=1, le=MAX_INT),
     since: str | None = Query(None, max_length=64),
     until: str | None = Query(None, max_length=64),
+    seed: int | None = Query(None, ge=0, le=MAX_INT),
+    mode: Literal["txt2img", "img2img", "inpaint"] | None = None,
+    model: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=MAX_INT),
 ) -> dict[str, Any]:
     entries, total = service.gallery.query(
-        search, lora=lora, width=width, height=height, since=since, until=until, limit=limit, offset=offset
-    )
+        search, lora=lora, width=width, height=height, since=since, until=until, seed=seed, mode=mode, model=model,
+        limit=limit, offset=offset,
+    )  # fmt: skip
     return {"total": total, "items": [_entry(e) for e in entries]}
 
 

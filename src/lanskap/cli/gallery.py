@@ -9,6 +9,7 @@ import typer
 
 from lanskap.errors import LanskapError
 
+MODES = ("txt2img", "img2img", "inpaint")
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The gallery of every generated image.")
 
 
@@ -25,6 +26,9 @@ def list_cmd(
     lora: str = typer.Option(None, "--lora", help="Only images made with this LoRA."),
     size: str = typer.Option(None, "--size", help="Only this size, e.g. 768x768."),
     since: str = typer.Option(None, "--since", help="Made on or after this date (YYYY-MM-DD)."),
+    seed: int = typer.Option(None, "--seed", help="Only images with this seed."),
+    mode: str = typer.Option(None, "--mode", help="Only txt2img, img2img or inpaint images."),
+    model: str = typer.Option(None, "--model", help="Only images made with this model (its name)."),
     limit: int = typer.Option(20, "--limit", help="How many to show [20]."),
     offset: int = typer.Option(0, "--offset", help="Skip this many (paging)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -36,14 +40,17 @@ def list_cmd(
             width, height = (int(v) for v in size.lower().split("x"))
         except ValueError:
             raise LanskapError(f"size must look like 768x768, not {size!r}") from None
+    if mode is not None and mode not in MODES:
+        raise LanskapError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     entries, total = _gallery().query(
-        search, lora=lora, width=width, height=height, since=since, limit=limit, offset=offset
-    )
+        search, lora=lora, width=width, height=height, since=since, seed=seed, mode=mode, model=model,
+        limit=limit, offset=offset,
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps({"total": total, "images": [e.to_dict() for e in entries]}, indent=2))
         return
     if not entries:
-        filtered = any(v for v in (search, lora, size, since)) or offset
+        filtered = any(v for v in (search, lora, size, since, mode, model)) or seed is not None or offset
         typer.echo("no images match" if filtered else "no images yet: make some with 'lanskap generate \"a castle\"'")
         return
     typer.echo(f"{'id':>6}  {'made':<19}  {'size':<9}  {'seed':<10}  prompt")

@@ -367,10 +367,16 @@ class Gallery:
         height: int | None = None,
         since: str | None = None,
         until: str | None = None,
+        seed: int | None = None,
+        mode: str | None = None,
+        model: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Entry], int]:
-        """Newest first, filtered; returns one page and the total number of matches."""
+        """Newest first, filtered; returns one page and the total number of matches.
+
+        ``mode`` is txt2img, img2img or inpaint, ``model`` the model's name as the infotext gives it.
+        """
         where, args = ["state='ok'"], []
         for word in (search or "").split():
             where.append("(prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\')")
@@ -384,10 +390,15 @@ class Gallery:
             (height, "height = ?"),
             (since, "created >= ?"),
             (until, "created < ?"),
+            (mode, "mode = ?"),
+            (model, "model = ?"),
         ):
             if value:
                 where.append(test)
                 args.append(value)
+        if seed is not None:  # 0 is a seed like any other
+            where.append("seed = ?")
+            args.append(seed)
         clause = " AND ".join(where)
         with self._connect() as con:
             total = con.execute(f"SELECT COUNT(*) FROM images WHERE {clause}", args).fetchone()[0]
@@ -397,6 +408,12 @@ class Gallery:
                 [*args, max(0, limit), max(0, offset)],
             ).fetchall()
         return [_entry(r) for r in rows], total
+
+    def models(self) -> list[str]:
+        """Every model name in the gallery, for the filter."""
+        with self._connect() as con:
+            rows = con.execute("SELECT DISTINCT model FROM images WHERE state='ok' AND model != '' ORDER BY 1")
+            return [r[0] for r in rows.fetchall()]
 
     def loras(self) -> list[str]:
         """Every LoRA name used in the gallery, for the filter."""

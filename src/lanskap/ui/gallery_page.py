@@ -43,6 +43,10 @@ def _filters(g: Gallery) -> dict[str, Any]:
     size = c[2].selectbox("Size", [ALL, *sizes], key="gl_size", persist_state="session")
     since = c[3].date_input("From", value=None, key="gl_since", persist_state="session")
     until = c[4].date_input("To", value=None, key="gl_until", persist_state="session")
+    c = st.columns([2, 3, 2, 5])
+    mode = c[0].selectbox("Mode", [ALL, "txt2img", "img2img", "inpaint"], key="gl_mode", persist_state="session")
+    model = c[1].selectbox("Model", [ALL, *g.models()], key="gl_model", persist_state="session")
+    seed = c[2].number_input("Seed", min_value=0, value=None, step=1, key="gl_seed", persist_state="session")
     width = height = None
     if size != ALL:
         width, height = (int(x) for x in size.split("×"))
@@ -53,6 +57,9 @@ def _filters(g: Gallery) -> dict[str, Any]:
         "height": height,
         "since": since.isoformat() if since else None,
         "until": (until + dt.timedelta(days=1)).isoformat() if until else None,
+        "mode": None if mode == ALL else mode,
+        "model": None if model == ALL else model,
+        "seed": int(seed) if seed is not None else None,
     }
 
 
