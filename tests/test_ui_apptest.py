@@ -66,6 +66,8 @@ def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_e
     from lanskap.gallery import Gallery
 
     at = _app()
+    at.number_input(key="g_width").set_value(130).run()
+    assert at.number_input(key="g_width").value == 128  # sizes snap to the latent grid
     at.button(key="go-txt2img").click().run()
     assert "Write a prompt first" in _texts(at)  # nothing is queued without a prompt
     assert Gallery(app_env).query()[1] == 0
@@ -132,8 +134,9 @@ def test_gallery_filters_pages_zip_and_delete_selected(app_env: Path) -> None:
     ids = _add_images(app_env, prompts)
     at = _app("gallery")
     assert "14 image(s), newest first" in _texts(at)
-    shown = {int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open-")}
-    assert shown == set(sorted(ids, reverse=True)[:12])  # the newest 12 on page 1
+    shown = [int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open-")]
+    # The newest 12 on page 1, in that order through the page (row by row: a phone stacks them so).
+    assert shown == sorted(ids, reverse=True)[:12]
     at.text_input(key="gl_search").input("misty").run()
     lake_ids = [i for i, p in zip(ids, prompts, strict=True) if "misty" in p]
     assert f"{len(lake_ids)} image(s)" in _texts(at)

@@ -17,6 +17,8 @@ from lanskap.errors import LanskapError
 from lanskap.ui.common import download_buttons, service, thumb_of, try_action
 
 if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+
     from lanskap.gallery.store import Entry, Gallery
 
 
@@ -149,19 +151,26 @@ def _open(entry_id: int) -> None:
 
 
 def _grid(entries: list[Entry]) -> None:
-    cols = st.columns(4)
-    for i, e in enumerate(entries):
-        with cols[i % 4], st.container(border=True):
-            thumb = thumb_of(e.path)
-            if thumb is not None:
-                st.image(thumb, width="stretch")
-            else:
-                st.caption("file missing")
-            prompt = e.prompt if len(e.prompt) <= 70 else e.prompt[:69] + "…"
-            st.caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed}\n\n{prompt}")
-            c = st.columns(2, vertical_alignment="center")
-            c[0].checkbox("Select", key=f"sel-{e.id}", persist_state="session")
-            c[1].button("Details", key=f"open-{e.id}", on_click=_open, args=(e.id,), width="stretch")
+    # Row by row, not column by column: on a narrow screen the columns stack, and a row's cells
+    # then follow each other, so newest-first holds at every width.
+    for start in range(0, len(entries), 4):
+        cols = st.columns(4)
+        for col, e in zip(cols, entries[start : start + 4], strict=False):
+            _card(col, e)
+
+
+def _card(col: DeltaGenerator, e: Entry) -> None:
+    with col, st.container(border=True):
+        thumb = thumb_of(e.path)
+        if thumb is not None:
+            st.image(thumb, width="stretch")
+        else:
+            st.caption("file missing")
+        prompt = e.prompt if len(e.prompt) <= 70 else e.prompt[:69] + "…"
+        st.caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed}\n\n{prompt}")
+        c = st.columns(2, vertical_alignment="center")
+        c[0].checkbox("Select", key=f"sel-{e.id}", persist_state="session")
+        c[1].button("Details", key=f"open-{e.id}", on_click=_open, args=(e.id,), width="stretch")
 
 
 def page() -> None:

@@ -127,6 +127,11 @@ def _submit(folder: str | None = None, **extra: Any) -> None:
         st.session_state["g_job"] = job.id
 
 
+def _snap8(key: str) -> None:
+    """Sizes are multiples of 8 (the latent grid): a typed 130 becomes 128, not an error."""
+    st.session_state[key] = max(MIN_SIDE, min(MAX_SIDE, round(st.session_state[key] / 8) * 8))
+
+
 def _upload(label: str, key: str) -> Image.Image | None:
     from lanskap.images import load_rgb
 
@@ -182,8 +187,8 @@ def _inputs(svc: Service, native: int | None) -> None:
     c[1].slider("Steps", 1, 150, key="g_steps", **keep)
     c[2].slider("Guidance scale", 0.0, 20.0, step=0.5, key="g_guidance", **keep)
     c = st.columns([2, 2, 3, 2])
-    c[0].number_input("Width", MIN_SIDE, MAX_SIDE, step=8, key="g_width", **keep)
-    c[1].number_input("Height", MIN_SIDE, MAX_SIDE, step=8, key="g_height", **keep)
+    for col, label, key in ((c[0], "Width", "g_width"), (c[1], "Height", "g_height")):
+        col.number_input(label, MIN_SIDE, MAX_SIDE, step=8, key=key, on_change=_snap8, args=(key,), **keep)
     c[2].selectbox("Scheduler", sampler_names(), key="g_sampler", **keep)
     c[3].number_input(
         "Clip skip", 1, MAX_CLIP_SKIP, key="g_clip_skip", help="1 uses the text encoder's last layer.", **keep
