@@ -157,6 +157,11 @@ def test_gallery_filters_pages_zip_and_delete_selected(app_env: Path) -> None:
     at.selectbox(key="gl_mode").set_value("All").run()
     at.number_input(key="gl_seed").set_value(None).run()
 
+    # "Select all on page" ticks the page's 12, and again unticks them.
+    at.button(key="gl-sel-page").click().run()
+    assert "12 selected" in _texts(at)
+    at.button(key="gl-sel-page").click().run()
+    assert "0 selected" in _texts(at)
     # Select two, download them as a ZIP, then delete them after confirming.
     pick = sorted(ids, reverse=True)[:2]
     for i in pick:

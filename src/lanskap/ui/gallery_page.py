@@ -32,6 +32,11 @@ def _selected() -> list[int]:
     )
 
 
+def _select_page(ids: list[int], on: bool) -> None:
+    for i in ids:
+        st.session_state[f"sel-{i}"] = on
+
+
 def _clear_selection(ids: list[int]) -> None:
     for i in ids:
         st.session_state.pop(f"sel-{i}", None)
@@ -196,9 +201,18 @@ def page() -> None:
     number = st.pagination(pages, key="gl_page") if pages > 1 else 1
     entries, _ = g.query(**filters, limit=PAGE_SIZE, offset=(min(number, pages) - 1) * PAGE_SIZE)
     selected = _selected()
-    c = st.columns([3, 2, 2], vertical_alignment="center")
+    c = st.columns([3, 2, 2, 2], vertical_alignment="center")
     c[0].caption(f"{total} image(s), newest first · {len(selected)} selected")
-    c[1].download_button(
+    page_ids = [e.id for e in entries]
+    every = all(st.session_state.get(f"sel-{i}") is True for i in page_ids)
+    c[1].button(
+        ":material/deselect: Unselect this page" if every else ":material/select_all: Select all on page",
+        key="gl-sel-page",
+        on_click=_select_page,
+        args=(page_ids, not every),
+        width="stretch",
+    )
+    c[2].download_button(
         f":material/folder_zip: ZIP of {len(selected)} selected",
         data=functools.partial(lambda ids: zip_bytes([g.get(i) for i in ids]), selected),
         file_name="lanskap-images.zip",
@@ -208,7 +222,7 @@ def page() -> None:
         key="gl-zip",
         width="stretch",
     )
-    if c[2].button(":material/delete: Delete selected…", disabled=not selected, key="gl-del-sel", width="stretch"):
+    if c[3].button(":material/delete: Delete selected…", disabled=not selected, key="gl-del-sel", width="stretch"):
         st.session_state["gl_confirm"] = selected
         st.rerun()
     _grid(entries)
