@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lanskap.auth import FailedLogins, UserStore
+from lanskap.auth import MIN_SECRET_CHARS, FailedLogins, UserStore
 from lanskap.errors import LanskapError, SettingError
 from lanskap.netaddr import is_ip_literal, is_loopback, split_host_port
 
@@ -80,13 +80,14 @@ class ServeConfig:
                 "max_queue",
             )
         for key in self.api_keys:
-            if len(key) < 16:
-                raise LanskapError("an API key must be at least 16 characters long")
+            if len(key) < MIN_SECRET_CHARS:  # the one strength rule, shared with the logins file
+                raise LanskapError(f"an API key must be at least {MIN_SECRET_CHARS} characters long")
         if not is_loopback(self.host):
             for user, password in self.basic_auth:
-                if len(password) < 16:
+                if len(password) < MIN_SECRET_CHARS:
                     raise LanskapError(
-                        f"the password of {user!r} must be at least 16 characters long to listen on {self.host}"
+                        f"the password of {user!r} must be at least {MIN_SECRET_CHARS} characters long "
+                        f"to listen on {self.host}"
                     )
         return self
 

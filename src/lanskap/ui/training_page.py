@@ -222,8 +222,9 @@ def page() -> None:
     runs = svc.training_runs()
     known = {r.name for r in runs}
     for job in [svc.queue.current, *svc.queue.pending()]:  # queued runs have no folder yet: show them too
-        if job is not None and job.kind == "train" and job.label.removeprefix("train ") not in known:
-            runs.insert(0, svc.run_info(svc.settings.training_dir / job.label.removeprefix("train ")))
+        queued = job.label.removeprefix("train ") if job is not None and job.kind == "train" else None
+        if queued is not None and queued not in known:
+            runs.insert(0, svc.run_info(svc.settings.training_dir / queued))
     if not runs:
         st.info("No training runs yet. Prepare a dataset with 'lanskap dataset prepare', then start one above.")
         return
