@@ -58,14 +58,23 @@ def test_inpaint_command_keeps_the_unmasked_pixels(tiny_sd: Path, files: dict[st
     assert np.abs(out[36:60, 52:76] - src[36:60, 52:76]).mean() > 5
 
 
-def test_outpaint_command(tiny_sd: Path, files: dict[str, Path], tmp_path: Path) -> None:
+def test_outpaint_command(tiny_sd: Path, files: dict[str, Path], tmp_path: Path, isolated_home: Path) -> None:
+    from lanskap.gallery import Gallery
+    from lanskap.generation.replay import replay_from_infotext
+
     proc = run_cli(
         "outpaint", str(files["pic"]), "more mountains", "--model", str(tiny_sd), "--right", "64", "--up", "32",
         "--out", str(tmp_path / "o"), *FAST,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    img = Image.open(json.loads(proc.stdout)["images"][0]).convert("RGB")
+    summary = json.loads(proc.stdout)
+    img = Image.open(summary["images"][0]).convert("RGB")
     assert img.size == (128 + 64, 96 + 32)
+    # filed and described as an outpaint (#32 point 6), though it runs as an inpaint
+    assert summary["mode"] == "outpaint" and "Outpaint: 0 64 32 0" in summary["infotexts"][0]
+    (entry,), _ = Gallery(isolated_home).query(mode="outpaint")
+    assert entry.params["mask"]["outpaint"] == [0, 64, 32, 0]
+    assert replay_from_infotext(summary["infotexts"][0]).source_mode == "outpaint"
     src = np.asarray(Image.open(files["pic"]).convert("RGB")).astype(int)
     assert np.array_equal(np.asarray(img).astype(int)[32 + 40 :, :60], src[40:, :60])
 

@@ -213,3 +213,20 @@ def test_bf16_on_cpu_runs(tiny_sd) -> None:  # type: ignore[no-untyped-def]
     r = e.generate(GenerationRequest("sea", seed=1, **SMALL))
     assert r.dtype == "bf16" and r.images[0].size == (64, 64)
     assert str(e.model.pipe.unet.dtype) == "torch.bfloat16"
+
+
+def test_cheap_preview_is_a1111s_latent_to_rgb_map() -> None:
+    """A1111's "Approx cheap": channel weights, then (x + 1) / 2, one pixel per latent."""
+    import torch
+
+    from lanskap.generation.preview import cheap_preview
+
+    latents = torch.zeros(2, 4, 3, 5)
+    latents[0, 0] = 1.0  # the first latent channel alone: (0.298, 0.207, 0.208)
+    latents[0, 3, 0, 0] = -2.0  # a blue-weighted channel pushed far: clipped, not wrapped
+    image = cheap_preview(latents)
+    assert image.size == (5, 3) and image.mode == "RGB"
+    assert image.getpixel((4, 2)) == tuple(round((1 + c) / 2 * 255) for c in (0.298, 0.207, 0.208))
+    assert image.getpixel((0, 0))[2] == 255
+    odd = cheap_preview(torch.full((1, 16, 2, 2), -1.0))  # not SD's 4 channels: the first three, still a picture
+    assert odd.size == (2, 2) and odd.getpixel((0, 0)) == (0, 0, 0)

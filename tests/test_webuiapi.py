@@ -5,6 +5,8 @@ It is what A1111 scripts and bots use: if it works here, they work with lanskap.
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 from pathlib import Path
@@ -71,10 +73,11 @@ def _during(api, action: str, **kw) -> object:  # type: ignore[no-untyped-def]
     t = threading.Thread(target=lambda: box.update(r=api.txt2img(prompt="hills", **SMALL, **kw)))
     t.start()
     deadline = time.time() + 60
-    while time.time() < deadline and api.get_progress()["state"]["sampling_step"] < 2:
+    while time.time() < deadline and (progress := api.get_progress())["state"]["sampling_step"] < 2:
         time.sleep(0.02)
     getattr(api, action)()
     t.join(120)
+    box["r"].progress = progress  # type: ignore[attr-defined]
     return box["r"]
 
 
@@ -82,5 +85,9 @@ def test_interrupt_and_skip(api) -> None:  # type: ignore[no-untyped-def]
     r = _during(api, "interrupt", steps=150)
     assert isinstance(r.image, Image.Image), "interrupt hands back the image as it stands"  # type: ignore[attr-defined]
     assert r.info["interrupted"]  # type: ignore[attr-defined]
+    # the live preview while it ran: A1111's "Approx cheap", one pixel per latent (1/8 of the image)
+    preview = Image.open(io.BytesIO(base64.b64decode(r.progress["current_image"])))  # type: ignore[attr-defined]
+    assert isinstance(preview, Image.Image) and preview.size == (SMALL["width"] // 8, SMALL["height"] // 8)
+    assert len(set(preview.getdata())) > 1, "the preview shows the latents, not a flat colour"
     r = _during(api, "skip", steps=150, n_iter=2)
     assert len(r.images) == 2 and r.info["skipped_images"] == [0]  # type: ignore[attr-defined]

@@ -135,9 +135,15 @@ async def progress(service: ServiceDep, skip_current_image: bool = False) -> dic
             "sampling_step": job.step,
             "sampling_steps": job.total,
         },
-        "current_image": None,
+        "current_image": None if skip_current_image else await anyio.to_thread.run_sync(_preview_b64, job),
         "textinfo": job.message or None,
     }
+
+
+def _preview_b64(job: Job) -> str | None:
+    """The running job's live preview as A1111 sends it: base64 PNG, no data-URL prefix."""
+    image = job.preview()
+    return None if image is None else a1111.encode_png(image, None)
 
 
 @router.post("/interrupt")

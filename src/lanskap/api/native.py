@@ -108,7 +108,7 @@ async def gallery_list(
     since: str | None = Query(None, max_length=64),
     until: str | None = Query(None, max_length=64),
     seed: int | None = Query(None, ge=0, le=MAX_INT),
-    mode: Literal["txt2img", "img2img", "inpaint"] | None = None,
+    mode: Literal["txt2img", "img2img", "inpaint", "outpaint"] | None = None,
     model: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=MAX_INT),

@@ -9,7 +9,7 @@ import typer
 
 from lanskap.errors import LanskapError
 
-MODES = ("txt2img", "img2img", "inpaint")
+MODES = ("txt2img", "img2img", "inpaint", "outpaint")
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The gallery of every generated image.")
 
 

@@ -32,7 +32,7 @@ def gallery_record(result: GenerationResult, index: int, source: str) -> dict[st
         "sampler": req.scheduler,
         "width": image.width,
         "height": image.height,
-        "mode": req.mode,
+        "mode": req.task,
         "model": result.model_name,
         "model_hash": result.model_hash,
         "loras": [{"name": lo.name, "scale": lo.scale, "hash": lo.hash} for lo in result.loras],

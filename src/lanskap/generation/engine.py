@@ -59,6 +59,8 @@ class Progress:
     done: int  # steps finished over the whole job
     total: int
     elapsed: float
+    #: The batch's latents after this step (not copied), for a live preview; None where there are none.
+    latents: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def fraction(self) -> float:
@@ -539,7 +541,8 @@ class Engine:
             steps = int(getattr(p, "num_timesteps", 0) or run.effective)
             if progress:
                 elapsed = time.perf_counter() - run.started
-                progress(Progress(i + 1, steps, b, len(run.batches), run.done, steps * len(run.batches), elapsed))
+                total = steps * len(run.batches)
+                progress(Progress(i + 1, steps, b, len(run.batches), run.done, total, elapsed, kwargs.get("latents")))
             if (cancel is not None and cancel.is_set()) or (skip is not None and skip.is_set()):
                 p._interrupt, stopped = True, i + 1 < steps
             elif not run.embeds.static:
@@ -623,7 +626,7 @@ class Engine:
             self.settings.home,
             "generations",
             {
-                "mode": req.mode,
+                "mode": req.task,
                 "params": req.to_dict(),
                 "seeds": seeds,
                 "model": m.name,
@@ -718,6 +721,8 @@ class Engine:
             if req.mask.only_masked:
                 params["Inpaint area"] = "Only masked"
                 params["Masked area padding"] = req.mask.padding
+            if req.mask.outpaint is not None:  # lanskap's own key: the margins, left right up down
+                params["Outpaint"] = " ".join(map(str, req.mask.outpaint))
         if watermarked:
             params["Watermark"] = MESSAGE.decode()
         for step in [*self.conditioning, *self.post_steps]:

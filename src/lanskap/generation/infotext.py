@@ -34,6 +34,7 @@ KEY_ORDER = (
     "Masked content",
     "Inpaint area",
     "Masked area padding",
+    "Outpaint",
     "Clip skip",
     "ENSD",
     "Lora hashes",

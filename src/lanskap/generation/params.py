@@ -42,6 +42,9 @@ class InpaintMask:
     fill: str = "original"  # what the masked area starts from: fill, original or noise
     only_masked: bool = False  # work on the mask's bounding box at full resolution
     padding: int = 32  # context around that box, in pixels
+    #: Set by outpainting: the margins (left, right, up, down) this canvas added round the picture,
+    #: so the job is filed and described as an outpaint although it runs as an inpaint.
+    outpaint: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class GenerationRequest:
         if self.mask is not None:
             return "inpaint"
         return "img2img" if self.init is not None else "txt2img"
+
+    @property
+    def task(self) -> str:
+        """What the person asked for: :attr:`mode`, except that an outpaint says so (it runs as inpaint)."""
+        if self.mask is not None and self.mask.outpaint is not None:
+            return "outpaint"
+        return self.mode
 
     def validate(self) -> GenerationRequest:
         """Raise a LanskapError naming the first bad parameter; return self."""
@@ -151,7 +161,7 @@ class GenerationRequest:
         """JSON-friendly parameters; pictures are described by their size, not copied."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init", "mask", "loras")}
         d["loras"] = [str(lora) for lora in self.loras]
-        d["mode"] = self.mode
+        d["mode"] = self.task
         if self.init is not None:
             d["init"] = {**_plain(self.init, "image"), "image_size": list(self.init.image.size)}
         if self.mask is not None:

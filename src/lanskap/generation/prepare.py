@@ -134,4 +134,4 @@ def outpaint_inputs(
     if not 0 <= overlap <= 256:
         raise LanskapError(f"overlap must be between 0 and 256 pixels, got {overlap}")
     canvas, mask = outpaint_canvas(image, left, right, up, down, overlap=overlap)
-    return InitImage(canvas, strength), InpaintMask(mask, blur, fill)
+    return InitImage(canvas, strength), InpaintMask(mask, blur, fill, outpaint=(left, right, up, down))

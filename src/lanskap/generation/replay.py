@@ -53,5 +53,5 @@ def replay_from_infotext(text: str) -> Replay:
         if schedule == "Automatic" and p.get("Version", "").startswith("lanskap"):
             schedule = "Uniform"  # earlier lanskap wrote "Automatic" for the model's own schedule
         fields["scheduler"] = get_sampler(p["Sampler"], schedule).label
-    mode = "inpaint" if "Mask blur" in p else "img2img" if "Denoising strength" in p else "txt2img"
+    mode = "outpaint" if "Outpaint" in p else "inpaint" if "Mask blur" in p else "img2img" if "Denoising strength" in p else "txt2img"
     return Replay(fields, p.get("Model"), p.get("Model hash"), mode)

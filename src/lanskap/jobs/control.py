@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,3 +21,5 @@ class JobControl:
     cancel: threading.Event = field(default_factory=threading.Event)
     skip: threading.Event = field(default_factory=threading.Event)
     on_wait: Callable[[], None] | None = None  # another process holds the GPU
+    #: The latest latents of the image being made, for a live preview (kept, not decoded: see Job.preview).
+    preview: Callable[[Any], None] = lambda latents: None

@@ -41,7 +41,7 @@ class GenerationOutput:
             "images": [str(p) for p in self.paths],
             "gallery_ids": self.ids,
             "seeds": result.seeds,
-            "mode": result.request.mode,
+            "mode": result.request.task,
             "size": list(result.images[0].size) if result.images else [result.request.width, result.request.height],
             "model": result.model_name,
             "model_hash": result.model_hash,
@@ -103,6 +103,8 @@ def run_generation(
     def progress(p: Progress) -> None:
         batch = f", batch {p.batch} of {p.batches}" if p.batches > 1 else ""
         control.report(p.done, p.total, f"step {p.step} of {p.steps}{batch}")
+        if p.latents is not None:
+            control.preview(p.latents[:1])
 
     with gpu_lock(engine.settings.home, on_wait=control.on_wait):
         if not engine.loaded:

@@ -18,9 +18,12 @@ import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.errors import CancelledError, LanskapError, QueueFullError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger("lanskap.queue")
 
@@ -47,6 +50,8 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     skip: threading.Event = field(default_factory=threading.Event, repr=False)  # end the current batch only
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: The latest latents of a generation, decoded only when someone asks for a preview.
+    latents: Any = field(default=None, repr=False)
 
     def report(self, step: int, total: int, message: str = "") -> None:
         """Progress from inside the job (step x of y, and what it is doing)."""
@@ -74,6 +79,15 @@ class Job:
         if self.state != "running" or not self.step or not self.total:
             return None
         return self.elapsed / self.step * max(0, self.total - self.step)
+
+    def preview(self) -> Image.Image | None:
+        """A live preview of the image being made (A1111's "Approx cheap"); None when there is none."""
+        latents = self.latents
+        if latents is None or not self.active:
+            return None
+        from lanskap.generation.preview import cheap_preview
+
+        return cheap_preview(latents)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -206,6 +220,7 @@ class JobQueue:
     # -- the worker ----------------------------------------------------------------------------
     def _finish(self, job: Job, state: str, *, result: Any = None, error: str | None = None) -> None:
         job.state, job.result, job.error = state, result, error
+        job.latents = None  # the preview's tensor: no longer needed, and it may hold GPU memory
         job.finished = time.time()
         job._done.set()
 

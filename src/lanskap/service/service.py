@@ -205,7 +205,7 @@ class Service:
 
         fmt = check_format(fmt)
         request = self.check_generation(request)  # the seed is known (and shown) while waiting
-        out_dir = output_folder(self.settings, folder or request.mode)
+        out_dir = output_folder(self.settings, folder or request.task)
         if model is not None:
             model = self.check_model(model)
 
@@ -216,7 +216,7 @@ class Service:
             return run_generation(self.engine, request, out_dir, fmt=fmt, gallery=gallery, source=source,
                                   control=_control(job))  # fmt: skip
 
-        label = f"{request.mode}: {_short(request.prompt)}"
+        label = f"{request.task}: {_short(request.prompt)}"
         return self._submit("generate", label, work)
 
     def submit_training(self, cfg: TrainConfig, name: str, *, resume: bool = False) -> Job:
@@ -332,7 +332,10 @@ def _control(job: Job) -> JobControl:
     def note(message: str) -> None:
         job.message = message
 
-    return JobControl(report=job.report, cancel=job.cancel, skip=job.skip, note=note)
+    def preview(latents: Any) -> None:
+        job.latents = latents.detach()
+
+    return JobControl(report=job.report, cancel=job.cancel, skip=job.skip, note=note, preview=preview)
 
 
 def model_display_name(spec: str) -> str:
