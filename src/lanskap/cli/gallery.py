@@ -9,7 +9,6 @@ import typer
 
 from lanskap.errors import LanskapError
 
-MODES = ("txt2img", "img2img", "inpaint", "outpaint")
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The gallery of every generated image.")
 
 
@@ -40,8 +39,10 @@ def list_cmd(
             width, height = (int(v) for v in size.lower().split("x"))
         except ValueError:
             raise LanskapError(f"size must look like 768x768, not {size!r}") from None
-    if mode is not None and mode not in MODES:
-        raise LanskapError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    from lanskap.generation.params import TASKS
+
+    if mode is not None and mode not in TASKS:
+        raise LanskapError(f"mode must be one of {', '.join(TASKS)}, not {mode!r}")
     entries, total = _gallery().query(
         search, lora=lora, width=width, height=height, since=since, seed=seed, mode=mode, model=model,
         limit=limit, offset=offset,

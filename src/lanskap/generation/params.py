@@ -17,6 +17,8 @@ from lanskap.generation.imageops import FILL_MODES, RESIZE_MODES
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
 from lanskap.prompts.lora_tags import LoraSpec
 
+#: What a generation can be, as the gallery files it (GenerationRequest.task).
+TASKS = ("txt2img", "img2img", "inpaint", "outpaint")
 MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_STEPS, MAX_STEPS = 1, 150
 MAX_IMAGES = 1000

@@ -53,5 +53,7 @@ def replay_from_infotext(text: str) -> Replay:
         if schedule == "Automatic" and p.get("Version", "").startswith("lanskap"):
             schedule = "Uniform"  # earlier lanskap wrote "Automatic" for the model's own schedule
         fields["scheduler"] = get_sampler(p["Sampler"], schedule).label
-    mode = "outpaint" if "Outpaint" in p else "inpaint" if "Mask blur" in p else "img2img" if "Denoising strength" in p else "txt2img"
+    mode = "img2img" if "Denoising strength" in p else "txt2img"
+    if "Mask blur" in p:
+        mode = "outpaint" if "Outpaint" in p else "inpaint"
     return Replay(fields, p.get("Model"), p.get("Model hash"), mode)

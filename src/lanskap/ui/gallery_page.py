@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from lanskap.errors import LanskapError
+from lanskap.generation.params import TASKS
 from lanskap.ui.common import download_buttons, service, thumb_of, try_action
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def _filters(g: Gallery) -> dict[str, Any]:
     since = c[3].date_input("From", value=None, key="gl_since", persist_state="session")
     until = c[4].date_input("To", value=None, key="gl_until", persist_state="session")
     c = st.columns([2, 3, 2, 5])
-    mode = c[0].selectbox("Mode", [ALL, "txt2img", "img2img", "inpaint", "outpaint"], key="gl_mode", persist_state="session")
+    mode = c[0].selectbox("Mode", [ALL, *TASKS], key="gl_mode", persist_state="session")
     model = c[1].selectbox("Model", [ALL, *g.models()], key="gl_model", persist_state="session")
     seed = c[2].number_input("Seed", min_value=0, value=None, step=1, key="gl_seed", persist_state="session")
     width = height = None
