@@ -218,6 +218,10 @@ def test_native_gallery_and_jobs(server, isolated_home: Path) -> None:
     assert jpg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpg.content)).format == "JPEG"
     z = requests.post(u + "/api/v1/gallery/export", json={"ids": [image_id]}, timeout=10)
     assert z.headers["content-type"] == "application/zip" and z.content[:2] == b"PK"
+    g = requests.post(u + "/api/v1/gallery/grid", json={"ids": [image_id, image_id, image_id]}, timeout=30)
+    assert g.headers["content-type"] == "image/png" and Image.open(io.BytesIO(g.content)).size == (128, 128)
+    too_many = requests.post(u + "/api/v1/gallery/grid", json={"ids": [image_id] * 65}, timeout=10)
+    assert too_many.status_code == 422
     assert requests.delete(u + f"/api/v1/gallery/{image_id}", timeout=10).json()["deleted"] == 1
     assert requests.get(u + f"/api/v1/gallery/{image_id}", timeout=10).status_code == 404
 

@@ -96,6 +96,15 @@ def test_generate_records_every_image_and_no_gallery_opts_out(
         assert {r["id"] for r in rows} == {castle.id, lake.id}
         jpg = Image.open(io.BytesIO(zf.read(rows[0]["file"])))
         assert jpg.format == "JPEG" and jpg.size == (64, 64)
+    # A grid of a batch, A1111's layout (2 images: 2 columns, 1 row), with the first image's parameters.
+    rc, out, _ = _cli("gallery", "grid", str(castle.id), str(lake.id), "--out", "grid.png")
+    assert rc == 0 and Path(out.strip()).name == "grid.png"
+    with Image.open("grid.png") as grid:
+        assert grid.size == (128, 64) and grid.info["parameters"] == castle.infotext
+        with Image.open(lake.path) as second:
+            assert grid.crop((64, 0, 128, 64)).tobytes() == second.convert("RGB").tobytes()
+    rc, _, err = _cli("gallery", "grid", "999", "--out", "g.png")
+    assert rc != 0 and "no image 999" in err and not Path("g.png").exists()
     rc, out, _ = _cli("gallery", "delete", str(castle.id), "--yes")
     assert rc == 0 and not castle.path.exists()
     assert gallery.query()[1] == 2
@@ -340,3 +349,12 @@ def test_repair_knows_dead_writers_across_pid_namespaces(tmp_path: Path) -> None
         holder.wait()
     assert g.repair()["dropped"] == 1, "once its writer is gone, that row goes too"
     assert g.check()["unfinished"] == []
+
+
+def test_grid_layout_follows_a1111() -> None:
+    from lanskap.gallery.export import grid_layout
+
+    # A1111's image_grid: rows = round(sqrt(n)), columns = ceil(n / rows)
+    assert [grid_layout(n) for n in (1, 2, 3, 4, 5, 6, 8, 9, 16)] == [
+        (1, 1), (2, 1), (2, 2), (2, 2), (3, 2), (3, 2), (3, 3), (3, 3), (4, 4),
+    ]  # fmt: skip

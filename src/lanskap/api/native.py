@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
+import anyio
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -72,6 +73,11 @@ class EvaluationJob(BaseModel):
 class ExportBody(BaseModel):
     ids: list[Annotated[int, Field(ge=1, le=MAX_INT)]] = Field(min_length=1, max_length=1000)
     format: Literal["png", "jpg", "webp"] | None = None
+
+
+class GridBody(BaseModel):
+    ids: list[Annotated[int, Field(ge=1, le=MAX_INT)]] = Field(min_length=1, max_length=64)
+    format: Literal["png", "jpg", "webp"] = "png"
 
 
 def _job(job: Job) -> dict[str, Any]:
@@ -151,6 +157,18 @@ async def gallery_export(body: ExportBody, service: ServiceDep) -> Response:
     return Response(
         data, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="lanskap.zip"'}
     )
+
+
+@router.post("/gallery/grid", tags=["gallery"], responses=NOT_FOUND)
+async def gallery_grid(body: GridBody, service: ServiceDep) -> Response:
+    """The images as one grid picture, row by row (A1111's batch grid), with the first one's parameters."""
+    from lanskap.gallery.export import grid_bytes
+
+    entries = [_get(service, i) for i in body.ids]
+    data = await anyio.to_thread.run_sync(grid_bytes, entries, body.format)
+    media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[body.format]
+    headers = {"Content-Disposition": f'attachment; filename="grid.{body.format}"'}
+    return Response(data, media_type=media, headers=headers)
 
 
 def _get(service: Service, image_id: int) -> GalleryEntry:

@@ -105,6 +105,17 @@ def export_cmd(
     typer.echo(str(path))
 
 
+@app.command("grid")
+def grid_cmd(
+    ids: list[int] = typer.Argument(..., help="Gallery ids, in the order to lay out (row by row)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The picture to write (.png, .jpg or .webp)."),
+) -> None:
+    """One picture of several images, as A1111 saves a batch's grid (with the first one's parameters)."""
+    from lanskap.gallery.export import export_grid
+
+    typer.echo(str(export_grid(_gallery(), ids, out)))
+
+
 @app.command("check")
 def check_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check the database and its files; exit 1 when something needs 'lanskap gallery repair'."""
