@@ -96,7 +96,7 @@ def test_generate_with_a_lora_then_reuse_and_use_settings_from_the_gallery(app_e
     # Gallery: open it, "use these settings" fills the Generate page.
     at.switch_page("views/gallery.py").run()
     at.button(key=f"open-{entry.id}").click().run()
-    at.button(key="gl-use").click().run()
+    at.button(key="v-use").click().run()
     assert at.text_area(key="g_prompt").value == entry.prompt
     assert at.selectbox(key="g_lora").value == "mist-style"
     assert at.slider(key="g_lora_scale").value == pytest.approx(0.7)
@@ -458,3 +458,76 @@ def test_the_web_app_refuses_pickles_as_serve_does(app_env: Path, monkeypatch: p
     monkeypatch.setenv("LANSKAP_ALLOW_PICKLE", "1")
     service.clear()
     assert service().settings.allow_pickle is False
+
+
+def test_viewer_walks_with_arrows_and_sends_a_picture_to_inpaint(app_env: Path) -> None:
+    """Gallery → viewer: next/previous (← →), reuse this seed, send to inpaint fills that tab's picture."""
+    ids = _add_images(app_env, ["a red canyon", "a blue fjord", "a green valley"])
+    at = _app("gallery")
+    at.button(key=f"open-{ids[-1]}").click().run()  # newest first: the valley opens first
+    caption = "\n".join(str(c.value) for c in at.caption)
+    assert f"**#{ids[-1]}**" in caption and "1 of 3" in caption
+    assert at.button(key="v-prev").disabled and at.button(key="v-next").proto.shortcut.lower() == "right"
+    at.button(key="v-next").click().run()
+    caption = "\n".join(str(c.value) for c in at.caption)
+    assert f"**#{ids[1]}**" in caption and "2 of 3" in caption
+    assert any("a blue fjord" in str(c.value) for c in at.code)  # the infotext, with its copy button
+    at.button(key="v-seed").click().run()  # reuse this seed: the Generate page, seed filled in
+    assert at.number_input(key="g_seed").value == 1
+    at.switch_page("views/gallery.py").run()
+    at.button(key=f"open-{ids[0]}").click().run()
+    at.button(key="v-send-inpaint").click().run()
+    assert at.session_state["g_tab"] == "Inpaint"
+    # the picture is in the inpaint tab (no upload needed), with a way back to uploading
+    assert at.button(key="inp-image-unsend").label.endswith("Use another picture")
+    assert at.session_state["g_sent"] == {"tab": "Inpaint", "id": ids[0]}
+    assert at.button(key="go-inpaint").disabled  # a mask is still missing
+    assert "Ctrl+Enter" in at.button(key="go-inpaint").label
+
+
+def test_jobs_belong_to_the_session_and_a_reload_reconnects(app_env: Path) -> None:
+    """Two jobs from one session both show; a new session given the URL's job ids shows them again."""
+    from lanskap.gallery import Gallery
+
+    at = _app()
+    at.text_area(key="g_prompt").input("first valley")
+    _small(at)
+    at.number_input(key="g_num").set_value(2)
+    at.button(key="go-txt2img").click().run()
+    at.text_area(key="g_prompt").input("second valley")
+    at.number_input(key="g_num").set_value(1)
+    at.button(key="go-txt2img").click().run()
+    _wait_idle()
+    at.run()
+    jobs = at.session_state["g_jobs"]
+    assert len(jobs) == 2 and at.query_params["jobs"] in (",".join(jobs), [",".join(jobs)])
+    texts = _texts(at)
+    assert "txt2img: first valley" in texts and "txt2img: second valley" in texts
+    assert texts.count("saved to the gallery") == 2
+    assert "Test model: this is a **tiny random-weight** model" in texts  # the plain, permanent banner
+    assert "` · loaded · cpu/" in texts  # the header's live model state
+    assert [b.label for b in at.get("download_button") if b.key.startswith("grid-")] == [
+        ":material/grid_view: Grid of 2 (PNG)"
+    ]  # a batch of two offers its grid
+    assert Gallery(app_env).query()[1] == 3
+    # A reload: a new session with only the URL. Both jobs come back, and the form shows the newest one.
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params["jobs"] = ",".join(jobs)
+    again.run()
+    assert not again.exception
+    texts = _texts(again)
+    assert "txt2img: first valley" in texts and "txt2img: second valley" in texts
+    assert again.text_area(key="g_prompt").value == "second valley"
+    assert again.number_input(key="g_width").value == 64
+    # Someone else's guess at an id is nothing: ids carry a random part.
+    stranger = AppTest.from_file(APP, default_timeout=120)
+    stranger.query_params["jobs"] = "1-0000000000"
+    stranger.run()
+    assert "first valley" not in _texts(stranger)
+    # The prompt history offers both prompts, newest first; picking one fills the prompt.
+    history = again.selectbox(key="g_history")
+    assert history.options[:2] == ["second valley", "first valley"]
+    history.set_value(("first valley", again.text_area(key="g_negative").value)).run()
+    assert again.text_area(key="g_prompt").value == "first valley"
+    again.button(key="g-clear").click().run()  # finished jobs leave the page (not the gallery)
+    assert again.session_state["g_jobs"] == [] and "txt2img: first valley" not in _texts(again)

@@ -112,8 +112,12 @@ def ui(
         "none",
         "--client.toolbarMode",
         "viewer",
-        "--theme.primaryColor",
+        # A light and a dark theme (not one [theme]): the app follows the system's choice, and
+        # Streamlit's menu (Settings, "Choose app theme") switches between them.
+        "--theme.light.primaryColor",
         "#2f6f5e",
+        "--theme.dark.primaryColor",
+        "#5fb39a",
         # The Host names the app answers to: a page that rebinds its own DNS name to this address
         # gets no websocket, so it can't drive the app (Streamlit checks Host only when given a list).
         *[arg for name in served_names(host, allowed_host or []) for arg in ("--server.allowedHosts", name)],

@@ -424,6 +424,16 @@ class Gallery:
             ).fetchall()
         return [r[0] for r in rows if r[0]]
 
+    def prompts(self, limit: int = 100) -> list[tuple[str, str]]:
+        """The latest distinct (prompt, negative prompt) pairs, newest first: the prompt history."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT prompt, negative_prompt FROM images WHERE state='ok' AND prompt != '' "
+                "GROUP BY prompt, negative_prompt ORDER BY MAX(created) DESC, MAX(id) DESC LIMIT ?",
+                [max(0, limit)],
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def sizes(self) -> list[tuple[int, int]]:
         """Every image size in the gallery, largest first, for the filter."""
         with self._connect() as con:

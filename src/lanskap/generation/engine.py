@@ -123,6 +123,7 @@ class EngineInfo:
     levers: str | None  # the speed levers in use, in words
     loras_cached: list[str]
     family: str | None = None
+    demo: str | None = None  # "tiny" or "mini" when a demonstration model is (or will be) in use
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,7 +294,22 @@ class Engine:
             levers=m.speed.summary() if m else None,
             loras_cached=[i.name for i in self._adapters.values()],
             family=m.family.label if m else None,
+            demo=m.demo if m else self._demo_spec(),
         )
+
+    def _demo_spec(self) -> str | None:
+        """Before loading: whether the configured model names a demonstration model."""
+        from pathlib import Path
+
+        from lanskap.models import builtin
+        from lanskap.models.loader import demo_kind
+
+        if self.model_spec == builtin.NAME:
+            return "mini"
+        try:
+            return demo_kind(Path(self.model_spec)) if self.model_spec else None
+        except OSError:  # not a usable path (too long, unreadable): a hub id, not a demo folder
+            return None
 
     # -- LoRA ----------------------------------------------------------------------------------
     def _load_lora_state(self, info: LoraInfo) -> dict[str, torch.Tensor]:

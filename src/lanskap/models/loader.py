@@ -50,6 +50,11 @@ class LoadedModel:
         return self.ref.name
 
     @property
+    def demo(self) -> str | None:
+        """ "tiny" (random weights), "mini" (lanskap-mini, 128 px) or None for a real model."""
+        return demo_kind(self.source)
+
+    @property
     def native_size(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 
@@ -225,6 +230,17 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
     notices.append(f"{path.name}: prediction type {pred} ({how})")
     pipe.scheduler = DDIMScheduler.from_config(scheduler_cfg, prediction_type=pred)
     return pipe, pred
+
+
+def demo_kind(source: Path) -> str | None:
+    """Whether a model folder is a demonstration model rather than real weights, and which kind."""
+    from lanskap.models.builtin import is_mini
+
+    if not source.is_dir():
+        return None
+    if is_tiny(source):
+        return "tiny"
+    return "mini" if is_mini(source) else None
 
 
 def _tiny_fallback(exc: Exception, settings: Settings, notices: list[str]) -> tuple[ModelRef, Path]:

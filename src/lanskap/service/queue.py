@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 import time
 import traceback
@@ -47,6 +48,7 @@ class Job:
     result: Any = None
     error: str | None = None
     user_error: bool = False  # the error is the caller's to fix (a LanskapError), not a crash
+    params: dict[str, Any] = field(default_factory=dict, repr=False)  # what was asked, for a page that reconnects
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     skip: threading.Event = field(default_factory=threading.Event, repr=False)  # end the current batch only
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -128,8 +130,12 @@ class JobQueue:
         self._closed = False
 
     # -- submitting ----------------------------------------------------------------------------
-    def submit(self, kind: str, label: str, work: Callable[[Job], Any]) -> Job:
-        """Queue ``work(job)``; raises QueueFullError when ``max_pending`` jobs already wait."""
+    def submit(self, kind: str, label: str, work: Callable[[Job], Any], params: dict[str, Any] | None = None) -> Job:
+        """Queue ``work(job)``; raises QueueFullError when ``max_pending`` jobs already wait.
+
+        ``params`` is what was asked (a generation's settings), so a page that reconnects can show it.
+        The id is partly random: a page reconnects to a job by its id, so ids must not be guessable.
+        """
         with self._cond:
             if self._closed:
                 raise LanskapError("the job queue is shut down")
@@ -137,7 +143,7 @@ class JobQueue:
                 raise QueueFullError(
                     f"the queue is full ({len(self._pending)} job(s) waiting); try again when one has finished"
                 )
-            job = Job(id=f"{next(self._ids)}-{int(time.time() * 1000) % 10**8}", kind=kind, label=label)
+            job = Job(id=f"{next(self._ids)}-{secrets.token_hex(5)}", kind=kind, label=label, params=params or {})
             self._jobs[job.id] = job
             self._work[job.id] = work
             self._pending.append(job)

@@ -124,7 +124,9 @@ class Service:
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     # -- jobs ----------------------------------------------------------------------------------
-    def _submit(self, kind: str, label: str, work: Callable[[Job], object]) -> Job:
+    def _submit(
+        self, kind: str, label: str, work: Callable[[Job], object], params: dict[str, Any] | None = None
+    ) -> Job:
         """Queue ``work`` to run under the cross-process GPU lock (another lanskap process may hold it)."""
         from lanskap.gpulock import gpu_lock
 
@@ -135,7 +137,7 @@ class Service:
             with gpu_lock(self.settings.home, on_wait=waiting):
                 return work(job)
 
-        return self.queue.submit(kind, label, locked)
+        return self.queue.submit(kind, label, locked, params)
 
     def submit_load(self, model: str | None = None) -> Job:
         """Load the base model (``model``, an installed one, if given) in the background."""
@@ -217,7 +219,7 @@ class Service:
                                   control=_control(job))  # fmt: skip
 
         label = f"{request.task}: {_short(request.prompt)}"
-        return self._submit("generate", label, work)
+        return self._submit("generate", label, work, request.to_dict())
 
     def submit_training(self, cfg: TrainConfig, name: str, *, resume: bool = False) -> Job:
         """Queue a LoRA training run in ``$LANSKAP_HOME/training/NAME``; on success the LoRA is published."""

@@ -77,7 +77,7 @@ def user_message(exc: LanskapError) -> str:
     return str(exc)
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "…"
     seconds = round(seconds)
@@ -108,7 +108,7 @@ def job_panel(job_id: str | None, key: str, show_result: Callable[[Any], None], 
                 frac = min(1.0, j.step / j.total) if j.total else 0.0
                 text = j.message or "starting…"
                 if j.total:
-                    text = f"{text} · {_duration(j.elapsed)} elapsed, about {_duration(j.eta)} left"
+                    text = f"{text} · {duration(j.elapsed)} elapsed, about {duration(j.eta)} left"
                 st.progress(frac, text=text)
             st.button("Cancel", key=f"{key}-cancel", on_click=svc.queue.cancel, args=(job_id,))
 

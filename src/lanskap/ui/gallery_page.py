@@ -1,4 +1,4 @@
-"""Gallery page: every saved image, newest first, with search, filters, details, downloads and delete.
+"""Gallery page: every saved image, newest first, with search, filters, the viewer, downloads and delete.
 
 Reads and deletes through :class:`lanskap.gallery.Gallery`, the same store the
 CLI's ``lanskap gallery`` uses, so both always show the same images.
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from lanskap.errors import LanskapError
 from lanskap.generation.params import TASKS
-from lanskap.ui.common import download_buttons, service, thumb_of, try_action
+from lanskap.ui.common import service, thumb_of, try_action
+from lanskap.ui.viewer import open_viewer, show_viewer
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
@@ -71,14 +71,6 @@ def _filters(g: Gallery) -> dict[str, Any]:
     }
 
 
-def _use_settings(entry: Entry) -> None:
-    from lanskap.ui import nav
-    from lanskap.ui.generate_page import prefill
-
-    prefill({**entry.params, "width": entry.width, "height": entry.height, "seed": entry.seed})
-    st.switch_page(nav.page("generate"))
-
-
 def _confirm_delete(g: Gallery) -> None:
     ids = st.session_state.get("gl_confirm") or []
     if not ids:
@@ -91,8 +83,6 @@ def _confirm_delete(g: Gallery) -> None:
         if c[0].button("Yes, delete", type="primary", key="gl-yes"):
             removed = try_action(lambda: g.delete(ids))
             st.session_state["gl_confirm"] = []
-            if st.session_state.get("gl_open") in ids:
-                st.session_state["gl_open"] = None
             _clear_selection(ids)
             st.toast(f"Deleted {removed or 0} image(s).", icon=":material/delete:")
             st.rerun()
@@ -101,71 +91,17 @@ def _confirm_delete(g: Gallery) -> None:
             st.rerun()
 
 
-def _detail(g: Gallery, entry_id: int) -> None:
-    try:
-        e = g.get(entry_id)
-    except LanskapError:
-        st.session_state["gl_open"] = None
-        return
-    with st.container(border=True):
-        left, right = st.columns([3, 2], gap="large")
-        left.image(str(e.path), caption=f"#{e.id} · {e.width}×{e.height} · seed {e.seed}", width="stretch")
-        with right:
-            st.markdown(f"**Prompt:** {_cell(e.prompt)}")
-            if e.negative_prompt:
-                st.markdown(f"**Negative prompt:** {_cell(e.negative_prompt)}")
-            loras = ", ".join(f"{lo['name']} × {lo['scale']:g}" for lo in e.loras) or "none"
-            rows = {
-                "Seed": e.seed,
-                "Steps": e.steps,
-                "Guidance": e.guidance,
-                "Sampler": e.sampler,
-                "Size": f"{e.width}×{e.height}",
-                "Mode": e.mode,
-                "LoRA": loras,
-                "Model": f"{e.model} [{e.model_hash}]",
-                "Time": f"{e.seconds:.2f}s on {e.device}/{e.dtype}" if e.seconds is not None else "-",
-                "Created": e.created,
-                "Made by": e.source,
-            }
-            table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows.items())
-            st.markdown("| | |\n|---|---|\n" + table)
-            with st.expander("A1111 parameters (infotext)"):
-                st.code(e.infotext or "", language=None, wrap_lines=True)
-            if st.button(":material/tune: Use these settings", key="gl-use", type="primary", width="stretch"):
-                _use_settings(e)
-            download_buttons(e, key=f"gl-dl-{e.id}")
-            c = st.columns(2)
-            if c[0].button(":material/delete: Delete…", key="gl-del", width="stretch"):
-                st.session_state["gl_confirm"] = [e.id]
-                st.rerun()
-            if c[1].button("Close", key="gl-close", width="stretch"):
-                st.session_state["gl_open"] = None
-                st.rerun()
-
-
-def _cell(value: object) -> str:
-    """A value for a markdown table cell: no pipes or newlines, markdown characters escaped."""
-    text = " ".join(str(value).split()).replace("|", "\\|")
-    for ch in "*_`[]<>":
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
-def _open(entry_id: int) -> None:
-    st.session_state["gl_open"] = entry_id
-
-
 def _grid(entries: list[Entry]) -> None:
     # Row by row, not column by column: on a narrow screen the columns stack, and a row's cells
     # then follow each other, so newest-first holds at every width.
+    ids = [e.id for e in entries]
     for start in range(0, len(entries), 4):
         cols = st.columns(4)
-        for col, e in zip(cols, entries[start : start + 4], strict=False):
-            _card(col, e)
+        for i, (col, e) in enumerate(zip(cols, entries[start : start + 4], strict=False), start):
+            _card(col, e, ids, i)
 
 
-def _card(col: DeltaGenerator, e: Entry) -> None:
+def _card(col: DeltaGenerator, e: Entry, ids: list[int], at: int) -> None:
     with col, st.container(border=True):
         thumb = thumb_of(e.path)
         if thumb is not None:
@@ -176,7 +112,7 @@ def _card(col: DeltaGenerator, e: Entry) -> None:
         st.caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed}\n\n{prompt}")
         c = st.columns(2, vertical_alignment="center")
         c[0].checkbox("Select", key=f"sel-{e.id}", persist_state="session")
-        c[1].button("Details", key=f"open-{e.id}", on_click=_open, args=(e.id,), width="stretch")
+        c[1].button("Details", key=f"open-{e.id}", on_click=open_viewer, args=(ids, at), width="stretch")
 
 
 def page() -> None:
@@ -192,8 +128,6 @@ def page() -> None:
         return
     filters = _filters(g)
     _confirm_delete(g)
-    if st.session_state.get("gl_open"):
-        _detail(g, st.session_state["gl_open"])
     total = g.query(**filters, limit=0)[1]
     if total == 0:
         st.info("No images match these filters.", icon=":material/search_off:")
@@ -227,3 +161,4 @@ def page() -> None:
         st.session_state["gl_confirm"] = selected
         st.rerun()
     _grid(entries)
+    show_viewer(deletable=True)

@@ -6,11 +6,15 @@ the checks, the queue, the gallery rows and the files are the CLI's.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from lanskap.config import THESIS_NEGATIVE_PROMPT
+from lanskap.errors import LanskapError
 from lanskap.generation.params import (
     MAX_CLIP_SKIP,
     MAX_SEED,
@@ -23,7 +27,9 @@ from lanskap.generation.params import (
 )
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
-from lanskap.ui.common import download_buttons, job_panel, service, try_action
+from lanskap.ui.common import download_buttons, service, try_action, user_message
+from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
+from lanskap.ui.viewer import open_viewer, sharp, show_viewer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 
 
 NO_LORA = "(none)"
+TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint"]
+HISTORY = 100
 #: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
 DEFAULTS: dict[str, Any] = {
     "g_prompt": "",
@@ -114,7 +122,7 @@ def _request(**extra: Any) -> GenerationRequest:
 
 def _submit(folder: str | None = None, **extra: Any) -> None:
     if not st.session_state["g_prompt"].strip():
-        st.warning("Write a prompt first: what should the landscape show?", icon=":material/edit:")
+        st.session_state["g_notice"] = ("warning", "Write a prompt first: what should the landscape show?")
         return
 
     def submit() -> Job:
@@ -122,9 +130,7 @@ def _submit(folder: str | None = None, **extra: Any) -> None:
         request, _ = apply_styles(_request(**extra), st.session_state.get("g_styles") or [], svc.settings.home)
         return svc.submit_generation(request, source="ui", folder=folder)
 
-    job = try_action(submit)
-    if job is not None:
-        st.session_state["g_job"] = job.id
+    remember(submit().id)
 
 
 def _snap8(key: str) -> None:
@@ -132,11 +138,27 @@ def _snap8(key: str) -> None:
     st.session_state[key] = max(MIN_SIDE, min(MAX_SIDE, round(st.session_state[key] / 8) * 8))
 
 
-def _upload(label: str, key: str) -> Image.Image | None:
-    from lanskap.images import load_rgb
+def _history(svc: Service) -> None:
+    """The prompt history: the gallery's latest prompts, searchable by typing; picking one fills both prompts."""
+    past = try_action(lambda: svc.gallery.prompts(HISTORY))
+    st.selectbox(
+        "Prompt history",
+        past or [],
+        index=None,
+        key="g_history",
+        format_func=lambda pair: pair[0] if len(pair[0]) <= 110 else pair[0][:109] + "…",
+        placeholder=f"Prompt history: type to search your last {HISTORY} prompts…",
+        label_visibility="collapsed",
+        on_change=_use_history,
+        disabled=not past,
+    )
 
-    f = st.file_uploader(label, type=["png", "jpg", "jpeg", "webp", "bmp"], key=key)
-    return try_action(lambda: load_rgb(f, "picture")) if f is not None else None
+
+def _use_history() -> None:
+    picked = st.session_state.get("g_history")
+    if picked:
+        st.session_state["g_prompt"], st.session_state["g_negative"] = picked
+    st.session_state["g_history"] = None
 
 
 def _fit_size(native: int | None) -> None:
@@ -160,6 +182,7 @@ def _inputs(svc: Service, native: int | None) -> None:
     if st.session_state["g_lora"] not in loras:
         st.session_state["g_lora"] = NO_LORA
     keep = {"persist_state": "session"}
+    _history(svc)
     st.text_area(
         "Prompt",
         key="g_prompt",
@@ -210,30 +233,50 @@ def _inputs(svc: Service, native: int | None) -> None:
     )
 
 
-def _modes() -> None:
-    t2i, i2i, inpaint, outpaint = st.tabs(["Text to image", "Image to image", "Inpaint", "Outpaint"])
-    with t2i:
-        if st.button("Generate", type="primary", key="go-txt2img", width="stretch"):
-            _submit("txt2img")
-    with i2i:
-        image = _upload("Start from this picture", "i2i-image")
-        c = st.columns(2)
-        strength = c[0].slider("Denoising strength", 0.0, 1.0, 0.6, 0.05, key="i2i-strength")
-        resize = c[1].selectbox("Resize mode", ["just-resize", "crop-and-resize", "resize-and-fill"], key="i2i-rm")
-        if image is not None:
-            st.image(image, caption=f"{image.width}×{image.height}", width=320)
-        if st.button("Generate from picture", type="primary", key="go-img2img", disabled=image is None):
-            _submit("img2img", init=InitImage(image, strength, resize))
-    with inpaint:
-        _inpaint_tab()
-    with outpaint:
-        _outpaint_tab()
+@dataclass
+class Action:
+    """What the Generate button does on the open tab; ``submit`` is None until its inputs are there."""
+
+    label: str
+    key: str
+    submit: Callable[[], None] | None
+    why: str = ""
 
 
-def _inpaint_tab() -> None:
+def _modes() -> Action:
+    """The open tab's inputs (only the open one runs), and the action the Generate button takes."""
+    tabs = st.tabs(TABS, key="g_tab", on_change="rerun")
+    action = Action("Generate", "go-txt2img", lambda: _submit("txt2img"))
+    with tabs[1]:
+        if tabs[1].open:
+            action = _img2img_tab()
+    with tabs[2]:
+        if tabs[2].open:
+            action = _inpaint_tab()
+    with tabs[3]:
+        if tabs[3].open:
+            action = _outpaint_tab()
+    with tabs[0]:
+        if tabs[0].open:
+            st.caption("A picture from the prompt alone. Ctrl+Enter generates from anywhere on the page.")
+    return action
+
+
+def _img2img_tab() -> Action:
+    image = _picture("Start from this picture", "i2i-image", TABS[1])
+    c = st.columns(2)
+    strength = c[0].slider("Denoising strength", 0.0, 1.0, 0.6, 0.05, key="i2i-strength")
+    resize = c[1].selectbox("Resize mode", ["just-resize", "crop-and-resize", "resize-and-fill"], key="i2i-rm")
+    if image is None:
+        return Action("Generate from picture", "go-img2img", None, "Add a picture first.")
+    return Action("Generate from picture", "go-img2img",
+                  lambda: _submit("img2img", init=InitImage(image, strength, resize)))  # fmt: skip
+
+
+def _inpaint_tab() -> Action:
     from lanskap.images import load_mask
 
-    image = _upload("Picture to repaint", "inp-image")
+    image = _picture("Picture to repaint", "inp-image", TABS[2])
     st.caption("Works at the picture's own size (rounded down to a multiple of 8); Width and Height don't apply.")
     how = st.radio("Mask", ["Draw", "Upload"], horizontal=True, key="inp-how")
     mask = None
@@ -249,37 +292,82 @@ def _inpaint_tab() -> None:
     blur = c[1].slider("Mask blur", 0, 64, 4, key="inp-blur")
     fill = c[2].selectbox("Masked content", ["original", "fill", "noise"], key="inp-fill")
     only = c[3].checkbox("Only masked", key="inp-only", help="Work on the masked area at full resolution.")
-    ready = image is not None and mask is not None
-    if st.button("Inpaint", type="primary", key="go-inpaint", disabled=not ready):
-        size = {"width": image.width // 8 * 8, "height": image.height // 8 * 8}
-        _submit(
-            "inpaint",
-            init=InitImage(image, strength),
-            mask=InpaintMask(mask, blur, fill, only),
-            **size,
-        )
+    if image is None or mask is None:
+        return Action("Inpaint", "go-inpaint", None, "Add a picture and paint (or upload) a mask first.")
+    size = {"width": image.width // 8 * 8, "height": image.height // 8 * 8}
+    return Action("Inpaint", "go-inpaint", lambda: _submit(
+        "inpaint", init=InitImage(image, strength), mask=InpaintMask(mask, blur, fill, only), **size
+    ))  # fmt: skip
 
 
-def _outpaint_tab() -> None:
+def _outpaint_tab() -> Action:
     from lanskap.generation.prepare import outpaint_inputs
 
-    image = _upload("Picture to extend", "out-image")
+    image = _picture("Picture to extend", "out-image", TABS[3])
     c = st.columns(5)
     margins = {
         side: c[i].number_input(f"{side.title()} px", 0, 1024, 128 if i < 2 else 0, 8, key=f"o-{side}")
         for i, side in enumerate(("left", "right", "up", "down"))
     }
     overlap = c[4].number_input("Overlap px", 0, 64, 8, key="o-overlap")
-    if st.button("Outpaint", type="primary", key="go-outpaint", disabled=image is None):
-        made = try_action(lambda: outpaint_inputs(image, **margins, overlap=overlap))
-        if made is not None:
-            init, mask = made
-            w, h = init.image.size
-            _submit("outpaint", init=init, mask=mask, width=w // 8 * 8, height=h // 8 * 8)
+    if image is None:
+        return Action("Outpaint", "go-outpaint", None, "Add a picture first.")
+
+    def submit() -> None:
+        init, mask = outpaint_inputs(image, **margins, overlap=overlap)
+        w, h = init.image.size
+        _submit("outpaint", init=init, mask=mask, width=w // 8 * 8, height=h // 8 * 8)
+
+    return Action("Outpaint", "go-outpaint", submit)
 
 
-def _results(out: GenerationOutput) -> None:
+def _picture(label: str, key: str, tab: str) -> Image.Image | None:
+    """The tab's picture: one sent from the viewer ("send to"), else an upload."""
+    from lanskap.images import load_rgb
+
+    sent = st.session_state.get("g_sent")
+    if sent and sent.get("tab") == tab:
+        entry = try_action(lambda: service().gallery.get(int(sent["id"])))
+        if entry is not None:
+            c = st.columns([3, 2], vertical_alignment="center")
+            c[0].image(sharp(entry.path, 256), caption=f"#{entry.id} from the gallery · {entry.width}×{entry.height}")
+            c[1].button(":material/close: Use another picture", key=f"{key}-unsend", on_click=st.session_state.pop,
+                        args=("g_sent", None))  # fmt: skip
+            return try_action(lambda: load_rgb(entry.path, "picture"))
+    f = st.file_uploader(label, type=["png", "jpg", "jpeg", "webp", "bmp"], key=key)
+    image = try_action(lambda: load_rgb(f, "picture")) if f is not None else None
+    if image is not None:
+        st.image(image, caption=f"{image.width}×{image.height}", width=320)
+    return image
+
+
+def _action_bar(action: Action, jobs: list[Job]) -> None:
+    """Generate and Cancel, pinned to the bottom of the window so they never scroll away."""
     svc = service()
+    with st.bottom, st.container(key="lk-actions"):
+        kind, text = st.session_state.pop("g_notice", (None, ""))
+        if kind == "warning":
+            st.warning(text, icon=":material/edit:")
+        elif kind == "error":
+            st.error(text, icon=":material/warning:")
+        c = st.columns([4, 2], vertical_alignment="center")
+        clicked = c[0].button(f"{action.label}  ·  Ctrl+Enter", type="primary", key=action.key,
+                              disabled=action.submit is None, help=action.why or None, shortcut="Ctrl+Enter",
+                              width="stretch")  # fmt: skip
+        running = [j for j in jobs if j.active]
+        c[1].button(":material/stop_circle: Cancel", key="g-cancel", on_click=cancel_all, args=(svc, running),
+                    disabled=not running, width="stretch",
+                    help="Stop this page's jobs at the next step; finished images are kept.")  # fmt: skip
+    if clicked and action.submit is not None:
+        try:
+            action.submit()
+        except LanskapError as exc:  # shown above the button after the rerun
+            st.session_state["g_notice"] = ("error", user_message(exc))
+        st.rerun()  # so the new job shows in the list at once
+
+
+def _results(job: Job) -> None:
+    out: GenerationOutput = job.result
     result = out.result
     for notice in result.notices:
         st.caption(f":material/info: {notice}")
@@ -293,17 +381,35 @@ def _results(out: GenerationOutput) -> None:
         + (" · cancelled, the rest were not made" if result.interrupted else ""),
         icon=":material/check_circle:",
     )
+    svc = service()
+    ids = [e.id for e in out.entries if e is not None and _exists(svc, e.id)]  # some may be deleted since
     cols = st.columns(min(2, len(out.paths)))
     for i, (path, entry) in enumerate(zip(out.paths, out.entries, strict=True)):
         with cols[i % len(cols)]:
-            st.image(str(path), caption=f"#{entry.id if entry else '-'} · seed {seeds[i]}", width="stretch")
-            if entry is not None and _exists(svc, entry.id):  # it may have been deleted in the gallery since
+            st.image(sharp(path), caption=f"#{entry.id if entry else '-'} · seed {seeds[i]}", width="stretch")
+            if entry is not None and entry.id in ids:
+                st.button(":material/open_in_full: View", key=f"view-{job.id}-{entry.id}", on_click=open_viewer,
+                          args=(ids, ids.index(entry.id)), width="stretch")  # fmt: skip
                 download_buttons(entry, key=f"res-{entry.id}")
+    if len(ids) > 1:
+        _grid_download(svc, ids, job.id)
+
+
+def _grid_download(svc: Service, ids: list[int], key: str) -> None:
+    from lanskap.gallery.export import grid_bytes
+
+    st.download_button(
+        f":material/grid_view: Grid of {len(ids)} (PNG)",
+        data=functools.partial(lambda i: grid_bytes([svc.gallery.get(x) for x in i]), ids),  # made on click
+        file_name=f"grid-{ids[0]}.png",
+        mime="image/png",
+        key=f"grid-{key}",
+        on_click="ignore",
+        width="stretch",
+    )
 
 
 def _exists(svc: Service, entry_id: int) -> bool:
-    from lanskap.errors import LanskapError
-
     try:
         svc.gallery.get(entry_id)
     except LanskapError:
@@ -314,24 +420,23 @@ def _exists(svc: Service, entry_id: int) -> bool:
 def page() -> None:
     svc = service()
     info = svc.engine.info()
-    state = "loaded" if info.loaded else "loads with the first job"
-    lines = f"**Base model:** `{info.model}` ({state}) · {info.device}/{info.dtype}"
-    if info.tiny:
-        lines += " · :material/warning: tiny random-weight model: images are noise that prove the flow"
-    st.markdown(lines)
-    if info.fallback:
-        st.info(info.fallback, icon=":material/info:")
-    shown = st.session_state.get("g_job")
-    finished = next((j for j in svc.queue.recent(50) if j.id == shown and j.result is not None), None)
-    if finished is not None:  # before the inputs, so "Reuse" offers this job's seed
-        st.session_state["g_last_seed"] = finished.result.result.seeds[0]
+    jobs, reconnected = session_jobs(svc)
+    if reconnected and not st.session_state.get("g_prompt") and jobs[0].params:
+        prefill(jobs[0].params)  # a reload: the form shows what the newest job asked for
+    done = next((j for j in jobs if j.result is not None and j.kind == "generate"), None)
+    if done is not None and done.result.result.seeds:  # before the inputs, so "Reuse" offers its seed
+        st.session_state["g_last_seed"] = done.result.result.seeds[0]
     left, right = st.columns([5, 4], gap="large")
     with left:
         _inputs(svc, info.native_size)
-        _modes()
+        action = _modes()
     with right:
-        st.subheader("Result")
-        job_id = st.session_state.get("g_job")  # read after the buttons: a click just now sets it
-        if not job_id:
-            st.caption("Your images appear here, and in the gallery.")
-        job_panel(job_id, "gen", _results)
+        c = st.columns([3, 2], vertical_alignment="center")
+        c[0].subheader("Results")
+        c[1].button(":material/clear_all: Clear finished", key="g-clear", on_click=forget_finished, args=(svc,),
+                    disabled=not any(not j.active for j in jobs), width="stretch")  # fmt: skip
+        if not jobs:
+            st.caption("Your images appear here, and in the gallery. Jobs stay here when you reload the page.")
+        jobs_panel(jobs, _results)
+    _action_bar(action, jobs)
+    show_viewer()

@@ -1,0 +1,171 @@
+"""The image viewer: a large view of any result or gallery image, in a dialog, with arrow keys.
+
+It shows the picture (small ones enlarged pixel-sharp), its parameters and infotext (with a copy
+button), and the peers' actions: reuse this seed, use these settings, and send the picture to
+img2img, inpaint or outpaint. The viewer is opened by storing which gallery ids it walks through;
+every page calls :func:`show_viewer` on each run, so a rerun (a job finishing) keeps it open
+until it is closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from lanskap.errors import LanskapError
+from lanskap.ui.common import download_buttons, service
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from lanskap.gallery.store import Entry
+
+VIEW_IDS, VIEW_AT, AFTER = "v_ids", "v_at", "v_after"
+#: Below this many pixels on the longer side a picture is enlarged by a whole factor, nearest-neighbour,
+#: so a 64 or 128 px image shows crisp pixels rather than the browser's blur.
+SHARP_BELOW = 512
+#: The Generate page's tabs a picture can be sent to, by the label the button shows.
+SEND_TO = {"img2img": "Image to image", "inpaint": "Inpaint", "outpaint": "Outpaint"}
+
+
+def open_viewer(ids: list[int], at: int) -> None:
+    """Button callback: view ``ids[at]``, with the arrows walking through ``ids``."""
+    st.session_state[VIEW_IDS], st.session_state[VIEW_AT] = list(ids), at
+
+
+def close_viewer() -> None:
+    st.session_state.pop(VIEW_IDS, None)
+    st.session_state.pop(VIEW_AT, None)
+
+
+def show_viewer(*, deletable: bool = False) -> None:
+    """Draw the viewer if one is open (every page calls this once per run)."""
+    _follow_up()
+    if st.session_state.get(VIEW_IDS):
+        _dialog(deletable)
+
+
+def _follow_up() -> None:
+    """Carry out a viewer action's page change: in the dialog's own rerun, or the page's if that comes first."""
+    after = st.session_state.pop(AFTER, None)
+    if after == "generate":
+        from lanskap.ui import nav
+
+        st.switch_page(nav.page("generate"))
+    if after == "rerun":
+        st.rerun()
+
+
+def sharp(path: Path, min_side: int = SHARP_BELOW) -> Image.Image | str:
+    """The picture to show: small ones enlarged by a whole factor without smoothing, others as they are."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            side = max(im.size)
+            if side >= min_side:
+                return str(path)
+            factor = -(-min_side // side)
+            return im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+    except OSError:
+        return str(path)
+
+
+def _step(delta: int) -> None:
+    ids = st.session_state.get(VIEW_IDS) or []
+    st.session_state[VIEW_AT] = max(0, min(len(ids) - 1, st.session_state.get(VIEW_AT, 0) + delta))
+
+
+def _after(what: str) -> None:
+    """What the dialog does on its next run: ``rerun`` the page, or go to ``generate``."""
+    st.session_state[AFTER] = what
+    close_viewer()
+
+
+def _reuse_seed(entry: Entry) -> None:
+    st.session_state["g_seed"] = entry.seed
+    _after("generate")
+
+
+def _use_settings(entry: Entry) -> None:
+    from lanskap.ui.generate_page import prefill
+
+    prefill({**entry.params, "width": entry.width, "height": entry.height, "seed": entry.seed})
+    _after("generate")
+
+
+def _send_to(entry: Entry, tab: str) -> None:
+    """Put the picture into a Generate tab (as if uploaded there) and open that tab."""
+    st.session_state["g_sent"] = {"tab": tab, "id": entry.id}
+    st.session_state["g_tab"] = tab
+    _after("generate")
+
+
+def _delete(entry: Entry) -> None:
+    st.session_state["gl_confirm"] = [entry.id]
+    _after("rerun")
+
+
+@st.dialog("Image", width="large", on_dismiss=close_viewer)
+def _dialog(deletable: bool) -> None:
+    _follow_up()
+    ids: list[int] = st.session_state.get(VIEW_IDS) or []
+    at = min(st.session_state.get(VIEW_AT, 0), len(ids) - 1)
+    try:
+        e = service().gallery.get(ids[at])
+    except (LanskapError, IndexError):
+        st.warning("This image is no longer in the gallery.", icon=":material/hide_image:")
+        return
+    c = st.columns([1, 6, 1], vertical_alignment="center")
+    c[0].button(":material/arrow_back:", key="v-prev", on_click=_step, args=(-1,), disabled=at == 0,
+                shortcut="Left", help="Previous (←)")  # fmt: skip
+    c[1].caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed} · {e.mode} · {at + 1} of {len(ids)}")
+    c[2].button(":material/arrow_forward:", key="v-next", on_click=_step, args=(1,), disabled=at >= len(ids) - 1,
+                shortcut="Right", help="Next (→)")  # fmt: skip
+    st.image(sharp(e.path), width="stretch")
+    _actions(e, deletable)
+    _details(e)
+
+
+def _actions(e: Entry, deletable: bool) -> None:
+    c = st.columns(2)
+    c[0].button(":material/replay: Reuse this seed", key="v-seed", on_click=_reuse_seed, args=(e,), width="stretch")
+    c[1].button(":material/tune: Use these settings", key="v-use", on_click=_use_settings, args=(e,),
+                type="primary", width="stretch")  # fmt: skip
+    c = st.columns(len(SEND_TO))
+    for col, (name, tab) in zip(c, SEND_TO.items(), strict=True):
+        col.button(f":material/send: Send to {name}", key=f"v-send-{name}", on_click=_send_to, args=(e, tab),
+                   width="stretch")  # fmt: skip
+    download_buttons(e, key=f"v-dl-{e.id}")
+    if deletable:
+        st.button(":material/delete: Delete…", key="v-del", on_click=_delete, args=(e,), width="stretch")
+
+
+def _details(e: Entry) -> None:
+    st.markdown(f"**Prompt:** {cell(e.prompt)}")
+    if e.negative_prompt:
+        st.markdown(f"**Negative prompt:** {cell(e.negative_prompt)}")
+    loras = ", ".join(f"{lo['name']} × {lo['scale']:g}" for lo in e.loras) or "none"
+    rows = {
+        "Steps": e.steps,
+        "Guidance": e.guidance,
+        "Sampler": e.sampler,
+        "LoRA": loras,
+        "Model": f"{e.model} [{e.model_hash}]",
+        "Time": f"{e.seconds:.2f}s on {e.device}/{e.dtype}" if e.seconds is not None else "-",
+        "Created": e.created,
+        "Made by": e.source,
+    }
+    st.markdown("| | |\n|---|---|\n" + "\n".join(f"| {k} | {cell(v)} |" for k, v in rows.items()))
+    st.caption("A1111 parameters (infotext); the copy button is at its top right")
+    st.code(e.infotext or "", language=None, wrap_lines=True)
+
+
+def cell(value: object) -> str:
+    """A value for a markdown table cell: no pipes or newlines, markdown characters escaped."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    for ch in "*_`[]<>":
+        text = text.replace(ch, "\\" + ch)
+    return text
