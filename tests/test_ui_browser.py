@@ -136,7 +136,7 @@ def test_generate_find_download_delete_in_a_real_browser(ui_server: str, isolate
             # 1. Generate page: the base model is shown, and the LoRA folder feeds the dropdown.
             page.goto(ui_server)
             page.get_by_label("Prompt", exact=True).wait_for()
-            assert page.get_by_text("Base model:").is_visible()
+            page.get_by_text("tiny random-weight").first.wait_for()  # the demo-model banner
             page.get_by_text("tiny-sd").first.wait_for()
             shot("01-generate")
             page.get_by_label("Prompt", exact=True).fill(PROMPT)
@@ -152,7 +152,7 @@ def test_generate_find_download_delete_in_a_real_browser(ui_server: str, isolate
             seed.fill("4242")
             seed.press("Enter")
             page.get_by_text("tiny-sd · loaded").wait_for()  # the background load job is done
-            page.get_by_role("button", name="Generate", exact=True).click()
+            page.locator(".st-key-go-txt2img button").click()
             page.get_by_text("saved to the gallery").wait_for(timeout=180_000)
             assert page.get_by_text("seed 4242").first.is_visible()
             shot("02-generated")
@@ -175,7 +175,7 @@ def test_generate_find_download_delete_in_a_real_browser(ui_server: str, isolate
             page.get_by_text(f"#{entry.id} · 64×64 · seed 4242").wait_for()
             shot("03-gallery")
             page.get_by_role("button", name="Details", exact=True).click()
-            page.get_by_role("button", name=re.compile("Use these settings")).wait_for()
+            page.get_by_role("dialog").get_by_role("button", name=re.compile("Use these settings")).wait_for()
             assert page.get_by_text(PROMPT).first.is_visible()
             shot("04-gallery-detail")
 
@@ -198,7 +198,7 @@ def test_generate_find_download_delete_in_a_real_browser(ui_server: str, isolate
                 assert text is not None and text.startswith(PROMPT) and "Seed: 4242" in text
 
             # 4. Delete, with a confirmation step; the gallery then offers to go and generate.
-            page.get_by_role("button", name=re.compile("Delete…")).click()
+            page.get_by_role("dialog").get_by_role("button", name=re.compile("Delete…")).click()
             page.get_by_text("can't be undone").wait_for()
             shot("05-confirm-delete")
             assert entry.path.is_file()  # nothing is deleted before the confirmation
@@ -293,7 +293,7 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
             for i in range(1, 11):
                 page.mouse.move(x0 + box["width"] * 0.3 * i / 10, y0, steps=2)
             page.mouse.up()
-            inpaint = page.get_by_role("button", name="Inpaint", exact=True)
+            inpaint = page.locator(".st-key-go-inpaint button")
             expect(inpaint).to_be_enabled()  # the stroke reached Python: a mask exists
             page.screenshot(path=str(screenshots / "09-inpaint-mask-painted.png"), full_page=True)
             inpaint.click()
@@ -403,3 +403,100 @@ def _listener(port: int) -> int | None:
     with socket.socket() as s:
         s.settimeout(1)
         return 1 if s.connect_ex(("127.0.0.1", port)) == 0 else None
+
+
+def _browser(p, chromium: str, **context):  # type: ignore[no-untyped-def]
+    browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+    page = browser.new_context(**{"viewport": {"width": 1440, "height": 900}, **context}).new_page()
+    page.set_default_timeout(60_000)
+    return browser, page
+
+
+def _set_steps(page, steps: int) -> None:  # type: ignore[no-untyped-def]
+    """The Steps slider by keyboard: Home is 1, then one ArrowRight per step (End is the maximum, 150)."""
+    slider = page.get_by_role("slider", name="Steps")
+    slider.focus()
+    if steps >= 150:
+        slider.press("End")
+        return
+    slider.press("Home")
+    for _ in range(steps - 1):
+        slider.press("ArrowRight")
+
+
+def _small_form(page, prompt: str, steps: int, images: int = 1) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_label("Prompt", exact=True).wait_for()
+    for side in ("Width", "Height"):
+        box = page.get_by_role("spinbutton", name=side)
+        box.fill("64")
+        box.press("Enter")
+    count = page.get_by_role("spinbutton", name="Number of images")
+    count.fill(str(images))
+    count.press("Enter")
+    _set_steps(page, steps)
+    _settle(page)
+    prompt_box = page.get_by_label("Prompt", exact=True)
+    prompt_box.fill(prompt)
+
+
+def test_jobs_from_two_tabs_survive_a_reload_and_cancel_keeps_finished_images(
+    ui_server: str, isolated_home: Path, screenshots: Path, tmp_path: Path
+) -> None:
+    """Ctrl+Enter starts a long txt2img job; img2img queues a second; a reload reconnects to both;
+    cancel stops the first after its first image, which is kept; the second still runs to its end."""
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _need("the playwright package")
+    chromium = _chromium()
+    from lanskap.gallery import Gallery
+
+    picture = tmp_path / "start.png"
+    Image.effect_noise((64, 64), 40).convert("RGB").save(picture)
+    with sync_playwright() as p:
+        browser, page = _browser(p, chromium)
+        try:
+            page.goto(ui_server)
+            page.get_by_text("tiny-sd · loaded").first.wait_for(timeout=120_000)
+            _small_form(page, "a long night over the dunes", 150, images=3)
+            page.get_by_label("Prompt", exact=True).press("Control+Enter")  # generate from the prompt box
+            page.get_by_text("txt2img: a long night over the dunes").first.wait_for()
+            assert "jobs=" in page.url
+            # A second job from another tab: img2img of an uploaded picture, a few steps.
+            page.get_by_role("tab", name="Image to image").click()
+            uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Start from this picture")
+            uploader.locator("input[type=file]").set_input_files(str(picture))
+            go = page.locator(".st-key-go-img2img button").first
+            expect(go).to_be_enabled(timeout=45_000)  # the picture reached Python
+            _settle(page)
+            _set_steps(page, 4)
+            count = page.get_by_role("spinbutton", name="Number of images")
+            count.fill("1")
+            count.press("Enter")
+            _settle(page)
+            go.click()
+            page.get_by_text("img2img: a long night over the dunes").first.wait_for()
+            page.screenshot(path=str(screenshots / "jobs-1-two-jobs.png"), full_page=True)
+            # A reload mid-job: both jobs come back from the URL, and so does the prompt.
+            page.reload()
+            page.get_by_text("txt2img: a long night over the dunes").first.wait_for()
+            page.get_by_text("img2img: a long night over the dunes").first.wait_for()
+            expect(page.get_by_label("Prompt", exact=True)).to_have_value("a long night over the dunes")
+            # Cancel once the second image of the first job is under way: the first image is kept.
+            page.get_by_text(re.compile(r"batch 2 of 3")).first.wait_for(timeout=180_000)
+            page.screenshot(path=str(screenshots / "jobs-2-reconnected.png"), full_page=True)
+            running = page.locator("[class*='st-key-live-']").filter(has_text="txt2img:")
+            running.get_by_role("button", name="Cancel").click()
+            page.get_by_text("cancelled, the rest were not made").wait_for(timeout=120_000)
+            done = page.locator("[class*='st-key-job-']").filter(has_text="saved to the gallery")
+            expect(done).to_have_count(2, timeout=180_000)  # both jobs, both visible to the end
+            page.screenshot(path=str(screenshots / "jobs-3-cancel-kept.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(screenshots / "zz-jobs-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    entries, total = Gallery(isolated_home).query()
+    assert total == 2 and sorted(e.mode for e in entries) == ["img2img", "txt2img"]
+    (first,) = [e for e in entries if e.mode == "txt2img"]
+    assert first.steps == 150  # it ran every step: the finished image of the cancelled job

@@ -351,7 +351,7 @@ def _action_bar(action: Action, jobs: list[Job]) -> None:
         elif kind == "error":
             st.error(text, icon=":material/warning:")
         c = st.columns([4, 2], vertical_alignment="center")
-        clicked = c[0].button(f"{action.label}  ·  Ctrl+Enter", type="primary", key=action.key,
+        clicked = c[0].button(action.label, type="primary", key=action.key,
                               disabled=action.submit is None, help=action.why or None, shortcut="Ctrl+Enter",
                               width="stretch")  # fmt: skip
         running = [j for j in jobs if j.active]
