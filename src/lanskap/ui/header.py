@@ -27,7 +27,12 @@ DEMO_TEXT = {
 }
 
 
+#: Streamlit leaves 6rem above the first element; 3.5rem clears its toolbar and keeps the form higher.
+COMPACT_CSS = "<style>.stMainBlockContainer { padding-top: 3.5rem; }</style>"
+
+
 def header(title: str) -> None:
+    st.html(COMPACT_CSS)
     with st.container(key="lk-header", horizontal=True, vertical_alignment="center"):
         st.markdown(f"#### :material/landscape: lanskap · {title}", width="content")
         _model_state()

@@ -124,8 +124,10 @@ def _dialog(deletable: bool) -> None:
     c[1].caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed} · {e.mode} · {at + 1} of {len(ids)}")
     c[2].button(":material/arrow_forward:", key="v-next", on_click=_step, args=(1,), disabled=at >= len(ids) - 1,
                 shortcut="Right", help="Next (→)")  # fmt: skip
-    st.image(sharp(e.path), width="stretch")
-    _actions(e, deletable)
+    left, right = st.columns([3, 2])  # the picture beside its actions, so both fit one screen
+    left.image(sharp(e.path), width="stretch")
+    with right:
+        _actions(e, deletable)
     _details(e)
 
 
@@ -134,9 +136,8 @@ def _actions(e: Entry, deletable: bool) -> None:
     c[0].button(":material/replay: Reuse this seed", key="v-seed", on_click=_reuse_seed, args=(e,), width="stretch")
     c[1].button(":material/tune: Use these settings", key="v-use", on_click=_use_settings, args=(e,),
                 type="primary", width="stretch")  # fmt: skip
-    c = st.columns(len(SEND_TO))
-    for col, (name, tab) in zip(c, SEND_TO.items(), strict=True):
-        col.button(f":material/send: Send to {name}", key=f"v-send-{name}", on_click=_send_to, args=(e, tab),
+    for name, tab in SEND_TO.items():
+        st.button(f":material/send: Send to {name}", key=f"v-send-{name}", on_click=_send_to, args=(e, tab),
                    width="stretch")  # fmt: skip
     download_buttons(e, key=f"v-dl-{e.id}")
     if deletable:
