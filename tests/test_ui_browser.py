@@ -496,7 +496,7 @@ def test_jobs_from_two_tabs_survive_a_reload_and_cancel_keeps_finished_images(
             raise
         finally:
             browser.close()
-    entries, total = Gallery(isolated_home).query()
+    entries, _ = Gallery(isolated_home).query()
     kept = [e for e in entries if e.mode == "txt2img"]
     assert [e.mode for e in entries].count("img2img") == 1 and 1 <= len(kept) < 16
     assert all(e.steps == 150 for e in kept)  # the cancelled job's finished images, each run to its last step
