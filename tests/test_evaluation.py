@@ -291,6 +291,8 @@ def test_evaluate_base_vs_lora_writes_report_and_reruns_from_cache(
     assert all(c in page for c in CAPTIONS) and page.count("data:image/jpeg;base64,") == 15
     assert "Verdict" in page and "FID IS NOT MEANINGFUL" in page
     assert (out / "metrics.png").stat().st_size > 5000
+    with Image.open(out / "metrics.png") as plot:  # panels in rows of at most three: never a squashed strip
+        assert plot.width / plot.height < 3.2 and plot.width <= 3 * 3.6 * 110 + 1, plot.size
 
     # A rerun regenerates nothing (in this process: the real process ran above).
     before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
@@ -507,3 +509,24 @@ def test_the_verdict_says_when_every_set_scores_the_same_and_when_that_is_the_wo
     }
     (line,) = verdict(better, labels)
     assert line.startswith("Palette distance: with LoRA closest to the real images") and "-33.3%" in line
+
+
+def test_the_metrics_plot_wraps_its_title_and_stacks_panels(tmp_path: Path) -> None:
+    """Six metrics make a 2x3 block; a long title is wrapped inside the picture (it was cut off)."""
+    from lanskap.evaluation.report import METRIC_ROWS, plot_metrics
+
+    keys = [k for k, _, _ in METRIC_ROWS][:6]
+    value = {"value": 0.5, "lower_is_better": True, "std": 0.1, "ci95": 0.1}
+    report = {
+        "title": "base model against base + a LoRA with a very long name indeed " * 2,
+        "metrics": {"base": dict.fromkeys(keys, value), "lora": dict.fromkeys(keys, value)},
+        "sets": {n: {"label": f"{n} set with a long label", "n": 300} for n in ("base", "lora")},
+    }
+    path = plot_metrics(report, tmp_path / "metrics.png")
+    assert path is not None
+    with Image.open(path) as plot:
+        rows = -(-min(6, len(keys)) // 3)
+        assert plot.size == (round(3.6 * min(3, len(keys)) * 110), round((3.2 * rows + 0.5) * 110)), plot.size
+        # the top band holds the wrapped title: ink there, not a blank margin with the title cut off
+        top = np.asarray(plot.convert("L"))[:40]
+        assert (top < 128).any()

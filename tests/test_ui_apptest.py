@@ -531,3 +531,24 @@ def test_jobs_belong_to_the_session_and_a_reload_reconnects(app_env: Path) -> No
     assert again.text_area(key="g_prompt").value == "first valley"
     again.button(key="g-clear").click().run()  # finished jobs leave the page (not the gallery)
     assert again.session_state["g_jobs"] == [] and "txt2img: first valley" not in _texts(again)
+
+
+def test_lanskap_mini_gets_its_size_and_a_plain_banner_before_it_loads(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With lanskap-mini chosen, the very first page says it is a 128 px demo model and where real
+    weights go, and the form already shows 128x128 (not the thesis's 768x512) before any job."""
+    from lanskap.ui.common import service
+
+    monkeypatch.setenv("LANSKAP_MODEL", "lanskap-mini")
+    monkeypatch.setenv("LANSKAP_UI_PRELOAD", "0")
+    service.clear()
+    try:
+        at = _app()
+        assert not service().engine.loaded
+        texts = _texts(at)
+        assert "Demo model: **lanskap-mini**" in texts and str(isolated_home / "models") in texts
+        assert (at.number_input(key="g_width").value, at.number_input(key="g_height").value) == (128, 128)
+    finally:
+        service().queue.shutdown()
+        service.clear()

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ def _save(fig: Any, dest: Path) -> Path:
     return dest
 
 
+PANELS_PER_ROW = 3
+
+
 def plot_metrics(report: dict[str, Any], dest: Path) -> Path | None:
     """One panel per metric, a bar per generated set (error bars: KID std, CLIP 95% CI)."""
     metrics, sets = report["metrics"], report["sets"]
@@ -54,8 +58,15 @@ def plot_metrics(report: dict[str, Any], dest: Path) -> Path | None:
     if not rows:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows), 3.6), dpi=110, squeeze=False)
-    for ax, (key, title) in zip(axes[0], rows, strict=True):
+    # At most three panels a row, so six metrics make a 2x3 block rather than a strip that a page
+    # must squash; constrained layout keeps the (wrapped) title inside the picture.
+    ncols = min(PANELS_PER_ROW, len(rows))
+    nrows = -(-len(rows) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows + 0.5), dpi=110, squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for ax in axes.flat[len(rows) :]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, rows, strict=False):
         names = [n for n in gen if key in metrics[n]]
         vals = [metrics[n][key]["value"] for n in names]
         err = [metrics[n][key].get("std" if key == "kid" else "ci95", 0.0) for n in names]
@@ -72,7 +83,7 @@ def plot_metrics(report: dict[str, Any], dest: Path) -> Path | None:
                 bars[i].set_alpha(0.45)
             ax.annotate(
                 f"{vals[i]:.4g}",
-                (i, vals[i]),
+                (i, vals[i] + (err[i] or 0.0)),  # above the error bar, not crossed by it
                 ha="center",
                 va="bottom",
                 fontsize=8,
@@ -89,8 +100,8 @@ def plot_metrics(report: dict[str, Any], dest: Path) -> Path | None:
         ax.set_xticks(range(len(names)), [sets[n]["label"][:22] for n in names], rotation=15, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     counts = ", ".join(f"{sets[n]['label']} {sets[n]['n']}" for n in sets)
-    fig.suptitle(f"{report['title']}: N = {counts}", fontsize=9)
-    fig.tight_layout()
+    title = textwrap.fill(f"{report['title']}: N = {counts}", width=int(3.6 * ncols * 11))  # ~11 chars/inch at 9 pt
+    fig.suptitle(title, fontsize=9)
     return _save(fig, dest)
 
 

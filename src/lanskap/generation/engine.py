@@ -286,7 +286,7 @@ class Engine:
             model_hash=m.hash if m else None,
             loaded=m is not None,
             prediction_type=m.prediction_type if m else None,
-            native_size=m.native_size if m else None,
+            native_size=m.native_size if m else self._native_spec(),
             tiny=m.tiny if m else None,
             fallback=next((n for n in m.notices if n.startswith("FALLBACK")), None) if m else None,
             device=str(self.placement.device),
@@ -296,6 +296,22 @@ class Engine:
             family=m.family.label if m else None,
             demo=m.demo if m else self._demo_spec(),
         )
+
+    def _native_spec(self) -> int | None:
+        """Before loading: the configured folder's native size from its configs (the web app sizes its form
+        from this, so lanskap-mini's 128 px shows at once rather than after the model loads)."""
+        import json
+        from pathlib import Path
+
+        from lanskap.models import builtin
+
+        try:
+            folder = builtin.shipped() if self.model_spec == builtin.NAME else Path(self.model_spec or "")
+            unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+            vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+            return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        except (OSError, ValueError, KeyError, TypeError, LanskapError):
+            return None  # a hub id, a single file or an unusual folder: known once it is loaded
 
     def _demo_spec(self) -> str | None:
         """Before loading: whether the configured model names a demonstration model."""

@@ -90,11 +90,9 @@ def _show(folder: Path) -> None:
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
     plots = [(folder / p, c) for p, c in (("metrics.png", "Metrics"), ("clip_scores.png", "CLIP score per image"))]
-    plots = [(p, c) for p, c in plots if p.is_file()]
-    if plots:
-        cols = st.columns(len(plots))
-        for col, (p, caption) in zip(cols, plots, strict=True):
-            col.image(str(p), caption=caption, width="stretch")
+    for p, caption in plots:  # each at its own size (narrower on a phone), never stretched
+        if p.is_file():
+            st.image(str(p), caption=caption, width="content")
     if (folder / "embeddings.png").is_file():
         st.image(str(folder / "embeddings.png"), caption="CLIP embeddings (PCA)", width=560)
     html = folder / "report.html"

@@ -8,6 +8,7 @@ one ends, so its results replace its progress. Job ids are partly random, so a U
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ KEEP = 8
 OPEN_RESULTS = 2
 #: Seconds between progress redraws: a 128 px step on a CPU takes about that long, and a T4 step is
 #: near 0.1 s, so a second still reads as live while costing the generation thread almost nothing.
-POLL_S = 1.0
+POLL_S = float(os.environ.get("LANSKAP_UI_POLL_S", "1.0"))
 PREVIEW_WIDTH = 256
 
 

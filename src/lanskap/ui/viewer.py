@@ -18,8 +18,6 @@ from lanskap.errors import LanskapError
 from lanskap.ui.common import download_buttons, service
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from lanskap.gallery.store import Entry
 
 VIEW_IDS, VIEW_AT, AFTER = "v_ids", "v_at", "v_after"
@@ -58,19 +56,35 @@ def _follow_up() -> None:
         st.rerun()
 
 
-def sharp(path: Path, min_side: int = SHARP_BELOW) -> Image.Image | str:
+def sharp(path: Path, min_side: int = SHARP_BELOW) -> bytes | str:
     """The picture to show: small ones enlarged by a whole factor without smoothing, others as they are."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return str(path)
+    return _enlarged(str(path), mtime, min_side) or str(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _enlarged(path: str, mtime: float, min_side: int) -> bytes | None:
+    """PNG bytes of the nearest-neighbour enlargement, or None when the picture is big enough (cached:
+    a widget change reruns the page, and it must not decode and scale every result again)."""
+    import io
+
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             side = max(im.size)
             if side >= min_side:
-                return str(path)
+                return None
             factor = -(-min_side // side)
-            return im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+            big = im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
     except OSError:
-        return str(path)
+        return None
+    buf = io.BytesIO()
+    big.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def _step(delta: int) -> None:
