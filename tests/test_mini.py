@@ -447,8 +447,8 @@ def test_web_app_falls_back_to_mini_and_uses_its_size(isolated_home: Path, monke
         at = AppTest.from_file(str(REPO / "src" / "lanskap" / "ui" / "app.py"), default_timeout=120)
         at.run()
         assert not at.exception, at.exception
-        info = " ".join(str(e.value) for e in at.get("info"))
-        assert "FALLBACK" in info and "lanskap-mini" in info
+        info = " ".join(str(e.value) for kind in ("info", "warning") for e in at.get(kind))
+        assert "FALLBACK" in info and "Demo model: **lanskap-mini**" in info
         assert at.number_input(key="g_width").value == 128 and at.number_input(key="g_height").value == 128
         at.text_area(key="g_prompt").input("snowy mountains and a castle at sunset")
         at.slider(key="g_steps").set_value(8)

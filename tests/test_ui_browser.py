@@ -505,12 +505,11 @@ def test_jobs_from_two_tabs_survive_a_reload_and_cancel_keeps_finished_images(
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
-def test_viewer_send_to_img2img_phone_order_preset_and_screenshots_in_both_themes(
+def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
     ui_server: str, isolated_home: Path, screenshots: Path
 ) -> None:
     """The viewer walks with the arrow keys and sends a picture to img2img, which runs on it; the
-    training preset fills the form; on a phone the gallery keeps newest-first; every page is shot
-    at 1440×900 and 390×844 in the light and the dark theme."""
+    training preset fills the form; on a phone, in the dark theme, the gallery keeps newest-first."""
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
@@ -556,39 +555,59 @@ def test_viewer_send_to_img2img_phone_order_preset_and_screenshots_in_both_theme
         made = Gallery(isolated_home).query(mode="img2img")[0]
         assert len(made) == 1 and made[0].params["init"]["image_size"] == [96, 64]  # the sent picture (96×64)
 
+        # On a phone, in the dark theme: the sidebar starts closed, the page is dark, and the
+        # gallery's cards run newest first, top to bottom.
+        browser, page = _browser(p, chromium, viewport=SIZES["phone"], color_scheme="dark")
+        try:
+            page.goto(f"{ui_server}/gallery")
+            cards = page.get_by_text(re.compile(r"^#\d+ · \d+×\d+ · seed"))
+            cards.first.wait_for()
+            _settle(page)
+            assert _is_dark(page)
+            box = page.locator("[data-testid=stSidebar]").bounding_box()
+            assert box is None or box["x"] + box["width"] <= 1, box  # off the screen
+            tops = []
+            for i in range(cards.count()):
+                box = cards.nth(i).bounding_box()
+                number = int(re.match(r"#(\d+)", cards.nth(i).inner_text()).group(1))
+                tops.append((box["y"], number))
+            shown = [n for _, n in sorted(tops)]
+            assert shown == sorted(shown, reverse=True) and len(shown) == 6, shown
+            page.screenshot(path=str(screenshots / "gallery-phone-dark.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def _is_dark(page) -> bool:  # type: ignore[no-untyped-def]
+    background = page.evaluate("getComputedStyle(document.querySelector('.stApp')).backgroundColor")
+    return sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 200
+
+
+@pytest.mark.slow
+def test_screenshots_of_every_page_at_two_sizes_in_both_themes(
+    ui_server: str, isolated_home: Path, screenshots: Path
+) -> None:
+    """Every page at 1440×900 and 390×844, light and dark, into artifacts/ui-screenshots/ (slow: 16 page loads)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("the playwright package")
+    chromium = _chromium()
+    from test_ui_apptest import _add_images
+
+    _add_images(isolated_home, [f"a canyon at hour {i}" for i in range(5)])
+    with sync_playwright() as p:
         for scheme in ("light", "dark"):
             for size_name, viewport in SIZES.items():
                 browser, page = _browser(p, chromium, viewport=viewport, color_scheme=scheme)
                 try:
                     for name in ("generate", "gallery", "training", "evaluation"):
                         page.goto(ui_server if name == "generate" else f"{ui_server}/{name}")
-                        page.locator("[data-testid=stMainBlockContainer]").wait_for()
                         page.get_by_text("lanskap ·").first.wait_for()
                         _settle(page)
                         time.sleep(0.5)
                         page.screenshot(path=str(screenshots / f"{name}-{size_name}-{scheme}.png"), full_page=True)
-                        background = page.evaluate("getComputedStyle(document.querySelector('.stApp')).backgroundColor")
-                        dark = sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 200
-                        assert dark == (scheme == "dark"), (scheme, background)
-                    if size_name == "phone":
-                        # The sidebar starts closed, and the gallery's cards run newest first, top to bottom.
-                        box = page.locator("[data-testid=stSidebar]").bounding_box()
-                        assert box is None or box["x"] + box["width"] <= 1, box  # off the screen
-                        page.goto(f"{ui_server}/gallery")
-                        cards = page.get_by_text(re.compile(r"^#\d+ · \d+×\d+ · seed"))
-                        cards.first.wait_for()
-                        tops = []
-                        for i in range(cards.count()):
-                            box = cards.nth(i).bounding_box()
-                            number = int(re.match(r"#(\d+)", cards.nth(i).inner_text()).group(1))
-                            tops.append((box["y"], number))
-                        shown = [n for _, n in sorted(tops)]
-                        assert shown == sorted(shown, reverse=True) and len(shown) == 6, shown
+                        assert _is_dark(page) == (scheme == "dark")
                 finally:
                     browser.close()
-    shots = sorted(
-        x.name
-        for x in screenshots.glob("*-*-*.png")
-        if x.name.split("-")[0] in {"generate", "gallery", "training", "evaluation"}
-    )
-    assert len(shots) == 16, shots
+    assert len(list(screenshots.glob("*.png"))) == 16  # 4 pages x 2 sizes x 2 themes
