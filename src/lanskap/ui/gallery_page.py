@@ -15,7 +15,7 @@ import streamlit as st
 
 from lanskap.generation.params import TASKS
 from lanskap.ui.common import service, thumb_of, try_action
-from lanskap.ui.viewer import open_viewer, show_viewer
+from lanskap.ui.viewer import clickable_image, open_viewer, show_viewer
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
@@ -105,7 +105,7 @@ def _card(col: DeltaGenerator, e: Entry, ids: list[int], at: int) -> None:
     with col, st.container(border=True):
         thumb = thumb_of(e.path)
         if thumb is not None:
-            st.image(thumb, width="stretch")
+            clickable_image(thumb, f"gl-{e.id}", ids, at)
         else:
             st.caption("file missing")
         prompt = e.prompt if len(e.prompt) <= 70 else e.prompt[:69] + "…"

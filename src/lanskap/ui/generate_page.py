@@ -29,7 +29,7 @@ from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
 from lanskap.ui.common import download_buttons, service, try_action, user_message
 from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
-from lanskap.ui.viewer import open_viewer, sharp, show_viewer
+from lanskap.ui.viewer import clickable_image, open_viewer, sharp, show_viewer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -386,7 +386,11 @@ def _results(job: Job) -> None:
     cols = st.columns(min(2, len(out.paths)))
     for i, (path, entry) in enumerate(zip(out.paths, out.entries, strict=True)):
         with cols[i % len(cols)]:
-            st.image(sharp(path), caption=f"#{entry.id if entry else '-'} · seed {seeds[i]}", width="stretch")
+            caption = f"#{entry.id if entry else '-'} · seed {seeds[i]}"
+            if entry is not None and entry.id in ids:
+                clickable_image(sharp(path), f"res-{job.id}-{entry.id}", ids, ids.index(entry.id), caption)
+            else:
+                st.image(sharp(path), caption=caption, width="stretch")
             if entry is not None and entry.id in ids:
                 st.button(":material/open_in_full: View", key=f"view-{job.id}-{entry.id}", on_click=open_viewer,
                           args=(ids, ids.index(entry.id)), width="stretch")  # fmt: skip

@@ -32,7 +32,9 @@ COMPACT_CSS = "<style>.stMainBlockContainer { padding-top: 3.5rem; }</style>"
 
 
 def header(title: str) -> None:
-    st.html(COMPACT_CSS)
+    from lanskap.ui.viewer import CLICKABLE_CSS
+
+    st.html(COMPACT_CSS + CLICKABLE_CSS)
     with st.container(key="lk-header", horizontal=True, vertical_alignment="center"):
         st.markdown(f"#### :material/landscape: lanskap · {title}", width="content")
         _model_state()

@@ -28,6 +28,25 @@ SHARP_BELOW = 512
 SEND_TO = {"img2img": "Image to image", "inpaint": "Inpaint", "outpaint": "Outpaint"}
 
 
+#: A picture that opens the viewer when clicked: Streamlit images take no clicks, so an invisible
+#: button is laid over the picture (it stays a real, focusable button for the keyboard).
+CLICKABLE_CSS = """<style>
+div[class*="st-key-lk-click-"] { position: relative; gap: 0; }
+div[class*="st-key-lk-click-"] div[data-testid="stElementContainer"]:has(div[data-testid="stButton"]) {
+  position: absolute; inset: 0; z-index: 1; margin: 0; }
+div[class*="st-key-lk-click-"] div[data-testid="stButton"],
+div[class*="st-key-lk-click-"] div[data-testid="stButton"] button { width: 100%; height: 100%; }
+div[class*="st-key-lk-click-"] div[data-testid="stButton"] button { opacity: 0; cursor: zoom-in; }
+</style>"""
+
+
+def clickable_image(image: bytes | str, key: str, ids: list[int], at: int, caption: str | None = None) -> None:
+    """A picture that opens the viewer on ``ids[at]`` when clicked (see CLICKABLE_CSS)."""
+    with st.container(key=f"lk-click-{key}"):
+        st.image(image, caption=caption, width="stretch")
+        st.button("Open in the viewer", key=f"{key}-click", on_click=open_viewer, args=(ids, at))
+
+
 def open_viewer(ids: list[int], at: int) -> None:
     """Button callback: view ``ids[at]``, with the arrows walking through ``ids``."""
     st.session_state[VIEW_IDS], st.session_state[VIEW_AT] = list(ids), at
