@@ -12,14 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from test_ui_browser import SIZES, _browser, _chromium, _is_dark, _need, _settle, screenshots, ui_server  # noqa: F401
+import test_ui_browser
+from test_ui_browser import SIZES, _browser, _chromium, _is_dark, _need, _settle
+
+# The browser tests' fixtures, under their own names so pytest finds them here too.
+ui_server = test_ui_browser.ui_server
+screenshots = test_ui_browser.screenshots
 
 
 @pytest.mark.slow
 def test_screenshots_of_every_page_at_two_sizes_in_both_themes(
     ui_server: str,
     isolated_home: Path,
-    screenshots: Path,  # noqa: F811 (the fixtures imported above)
+    screenshots: Path,
 ) -> None:
     """Every page at 1440×900 and 390×844, light and dark, into artifacts/ui-screenshots/ (slow: 16 page loads)."""
     try:
