@@ -59,20 +59,20 @@ def close_viewer() -> None:
 
 def show_viewer(*, deletable: bool = False) -> None:
     """Draw the viewer if one is open (every page calls this once per run)."""
-    _follow_up()
     if st.session_state.get(VIEW_IDS):
         _dialog(deletable)
 
 
-def _follow_up() -> None:
-    """Carry out a viewer action's page change: in the dialog's own rerun, or the page's if that comes first."""
-    after = st.session_state.pop(AFTER, None)
-    if after == "generate":
+def follow_up() -> None:
+    """Carry out a viewer action's page change, early in a full run of the app (``app.py`` calls it).
+
+    Not from inside the dialog: a page switch started in a fragment's run could leave the new
+    page blank under load, so the dialog only asks for a full rerun and this does the rest.
+    """
+    if st.session_state.pop(AFTER, None) == "generate":
         from lanskap.ui import nav
 
         st.switch_page(nav.page("generate"))
-    if after == "rerun":
-        st.rerun()
 
 
 def sharp(path: Path, min_side: int = SHARP_BELOW) -> bytes | str:
@@ -143,7 +143,8 @@ def _delete(entry: Entry) -> None:
 
 @st.dialog("Image", width="large", on_dismiss=close_viewer)
 def _dialog(deletable: bool) -> None:
-    _follow_up()
+    if st.session_state.get(AFTER):  # an action was taken: the whole app reruns, and follow_up acts
+        st.rerun(scope="app")
     ids: list[int] = st.session_state.get(VIEW_IDS) or []
     at = min(st.session_state.get(VIEW_AT, 0), len(ids) - 1)
     try:
