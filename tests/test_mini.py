@@ -391,7 +391,7 @@ def _train_and_evaluate(
     return json.loads(proc.stdout)["metrics"]
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # a minute; the default run covers `train` and `evaluate` through the CLI on their own
 def test_the_tutorial_loop_runs_on_mini(tmp_path: Path) -> None:
     """The tutorial's loop in miniature, through the CLI: style set → lanskap train → lanskap evaluate.
 
