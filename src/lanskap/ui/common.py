@@ -21,6 +21,7 @@ from lanskap.errors import LanskapError, SettingError
 
 if TYPE_CHECKING:
     from lanskap.gallery.store import Entry
+    from lanskap.service.queue import Job
     from lanskap.service.service import Service
 
 T = TypeVar("T")
@@ -84,6 +85,20 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def job_progress(svc: Service, job: Job) -> None:
+    """A running or queued job's state: its place in the queue, or step x of y with the time left."""
+    if job.state == "queued":
+        pos = svc.queue.position(job)
+        wait = f"Waiting in the queue: number {pos} in line. Only one model job runs at a time."
+        st.info(wait, icon=":material/hourglass_top:")
+        return
+    frac = min(1.0, job.step / job.total) if job.total else 0.0
+    text = job.message or "starting…"
+    if job.total:
+        text = f"{text} · {duration(job.elapsed)} elapsed, about {duration(job.eta)} left"
+    st.progress(frac, text=text)
+
+
 def job_panel(job_id: str | None, key: str, show_result: Callable[[Any], None], *, poll: float = 0.5) -> object | None:
     """Live progress of a queued job (position, step x of y, ETA, cancel), then its result or error."""
     if not job_id:
@@ -100,16 +115,7 @@ def job_panel(job_id: str | None, key: str, show_result: Callable[[Any], None], 
             j = svc.queue.get(job_id)
             if not j.active:
                 st.rerun()  # the whole page, so the result replaces the progress
-            if j.state == "queued":
-                pos = svc.queue.position(j)
-                wait = f"Waiting in the queue: number {pos} in line. Only one model job runs at a time."
-                st.info(wait, icon=":material/hourglass_top:")
-            else:
-                frac = min(1.0, j.step / j.total) if j.total else 0.0
-                text = j.message or "starting…"
-                if j.total:
-                    text = f"{text} · {duration(j.elapsed)} elapsed, about {duration(j.eta)} left"
-                st.progress(frac, text=text)
+            job_progress(svc, j)
             st.button("Cancel", key=f"{key}-cancel", on_click=svc.queue.cancel, args=(job_id,))
 
         live()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from lanskap.errors import LanskapError
-from lanskap.ui.common import duration, service
+from lanskap.ui.common import job_progress, service
 
 if TYPE_CHECKING:
     from lanskap.service.queue import Job
@@ -124,16 +124,8 @@ def _live(job_ids: tuple[str, ...]) -> None:
 
 def _progress(svc: Service, job: Job) -> None:
     st.caption(f":material/autorenew: {job.label}")
-    if job.state == "queued":
-        pos = svc.queue.position(job)
-        st.info(f"Waiting in the queue: number {pos} in line. Only one model job runs at a time.",
-                icon=":material/hourglass_top:")  # fmt: skip
-    else:
-        frac = min(1.0, job.step / job.total) if job.total else 0.0
-        text = job.message or "starting…"
-        if job.total:
-            text = f"{text} · {duration(job.elapsed)} elapsed, about {duration(job.eta)} left"
-        st.progress(frac, text=text)
+    job_progress(svc, job)
+    if job.state == "running":
         preview = job.preview()
         if preview is not None:
             st.image(preview, caption="live preview (approximate)", width=PREVIEW_WIDTH)
