@@ -387,11 +387,10 @@ def _results(job: Job) -> None:
     for i, (path, entry) in enumerate(zip(out.paths, out.entries, strict=True)):
         with cols[i % len(cols)]:
             caption = f"#{entry.id if entry else '-'} · seed {seeds[i]}"
-            if entry is not None and entry.id in ids:
-                clickable_image(sharp(path), f"res-{job.id}-{entry.id}", ids, ids.index(entry.id), caption)
-            else:
+            if entry is None or entry.id not in ids:  # not in the gallery (any more): a plain picture
                 st.image(sharp(path), caption=caption, width="stretch")
-            if entry is not None and entry.id in ids:
+            else:
+                clickable_image(sharp(path), f"res-{job.id}-{entry.id}", ids, ids.index(entry.id), caption)
                 st.button(":material/open_in_full: View", key=f"view-{job.id}-{entry.id}", on_click=open_viewer,
                           args=(ids, ids.index(entry.id)), width="stretch")  # fmt: skip
                 download_buttons(entry, key=f"res-{entry.id}")

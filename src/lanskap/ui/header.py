@@ -39,12 +39,11 @@ def header(title: str) -> None:
         st.markdown(f"#### :material/landscape: lanskap · {title}", width="content")
         _model_state()
     svc = service()
-    demo = svc.engine.info().demo
-    if demo in DEMO_TEXT:
-        st.info(DEMO_TEXT[demo].format(models=svc.settings.models_dir), icon=":material/science:")
-    fallback = svc.engine.info().fallback
-    if fallback:
-        st.warning(fallback, icon=":material/info:")
+    info = svc.engine.info()
+    if info.demo in DEMO_TEXT:
+        st.info(DEMO_TEXT[info.demo].format(models=svc.settings.models_dir), icon=":material/science:")
+    if info.fallback:
+        st.warning(info.fallback, icon=":material/info:")
 
 
 @st.fragment(run_every=3)
