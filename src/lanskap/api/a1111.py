@@ -24,7 +24,7 @@ from lanskap.errors import LanskapError
 if TYPE_CHECKING:
     from lanskap.api.security import ServeConfig
     from lanskap.config import Settings
-    from lanskap.generation.params import GenerationRequest, InitImage, InpaintMask
+    from lanskap.generation.params import GenerationRequest, HiresFix, InitImage, InpaintMask
     from lanskap.jobs.generation import GenerationOutput
 
 #: A1111's own "nothing set" values; a field at one of these is not worth a warning.
@@ -51,6 +51,17 @@ TXT2IMG_FIELDS = {
     "styles",
     "do_not_save_samples",
     "do_not_save_grid",
+    "enable_hr",
+    "hr_scale",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+    "denoising_strength",
 }
 IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "init_images",
@@ -65,7 +76,10 @@ IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "inpaint_full_res_padding",
     "inpainting_mask_invert",
     "include_init_images",
-}
+    "script_name",
+    "script_args",
+} - {"enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
+     "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"}  # fmt: skip
 RESIZE_MODES = {0: "just-resize", 1: "crop-and-resize", 2: "resize-and-fill", 3: "just-resize"}
 FILL_MODES = {0: "fill", 1: "original", 2: "noise", 3: "fill"}
 
@@ -92,6 +106,21 @@ class Txt2ImgBody(BaseModel):
     override_settings: dict[str, Any] = Field(default_factory=dict)
     override_settings_restore_afterwards: bool = True
     styles: list[str] = Field(default_factory=list)
+    # Hires fix (A1111's StableDiffusionProcessingTxt2Img fields and defaults).
+    enable_hr: bool = False
+    denoising_strength: float | None = Field(None, ge=0, le=1)
+    hr_scale: float = Field(2.0, ge=1, le=4)
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = Field(0, ge=0, le=150)
+    hr_resize_x: int = Field(0, ge=0, le=8192)
+    hr_resize_y: int = Field(0, ge=0, le=8192)
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    # A1111's scripts: lanskap runs "SD upscale" (img2img); others are refused by name.
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list, max_length=64)
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -187,7 +216,9 @@ def build_request(
         raise LanskapError(f"width and height must be at most {limits.max_side}")
     if body.steps > limits.max_steps:
         raise LanskapError(f"steps must be at most {limits.max_steps}")
+    hires = _hires(body, limits) if body.enable_hr and init is None else None
     return GenerationRequest(
+        hires=hires,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         seed=None if body.seed == -1 else body.seed,
@@ -201,6 +232,31 @@ def build_request(
         init=init,
         mask=mask,
     ).validate()
+
+
+def _hires(body: Txt2ImgBody, limits: ServeConfig) -> HiresFix:
+    """A1111's hr_* fields as a HiresFix (``hr_upscaler`` None is A1111's default latent mode)."""
+    from lanskap.generation.params import HiresFix
+    from lanskap.generation.schedulers import get_sampler
+
+    sampler = ""
+    if body.hr_sampler_name and body.hr_sampler_name != "Use same sampler":
+        sampler = get_sampler(body.hr_sampler_name, body.hr_scheduler).label
+    fix = HiresFix(
+        scale=body.hr_scale,
+        upscaler=body.hr_upscaler or "Latent",
+        steps=body.hr_second_pass_steps,
+        denoise=0.75 if body.denoising_strength is None else body.denoising_strength,  # A1111's txt2img default
+        resize_x=body.hr_resize_x,
+        resize_y=body.hr_resize_y,
+        sampler=sampler,
+        prompt=body.hr_prompt,
+        negative_prompt=body.hr_negative_prompt,
+    )
+    w, h, _, _ = fix.target(body.width // 8 * 8, body.height // 8 * 8)
+    if max(w, h) > limits.max_side:
+        raise LanskapError(f"hires fix would make {w}x{h}; this server allows at most {limits.max_side} a side")
+    return fix
 
 
 def without_missing_loras(body: Txt2ImgBody, settings: Settings) -> tuple[Txt2ImgBody, list[str]]:
@@ -274,8 +330,8 @@ def response(body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], s
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": req.init.strength if req.init is not None else 0,
-        "extra_generation_params": {"ENSD": req.ensd} if req.ensd and req.mode == "txt2img" else {},
+        "denoising_strength": _denoising(req),
+        "extra_generation_params": _extra_params(req),
         "index_of_first_image": 0,
         "infotexts": result.infotexts,
         "styles": list(body.styles),
@@ -295,3 +351,25 @@ def response(body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], s
         if key in params:
             params[key] = None  # A1111 echoes the request; pictures are not sent back
     return {"images": images if body.send_images else [], "parameters": params, "info": json.dumps(info)}
+
+
+def _denoising(req: GenerationRequest) -> float:
+    if req.init is not None:
+        return req.init.strength
+    return req.hires.denoise if req.hires is not None else 0
+
+
+def _extra_params(req: GenerationRequest) -> dict[str, Any]:
+    """A1111's ``extra_generation_params``: ENSD, and the hires fix's keys."""
+    extra: dict[str, Any] = {"ENSD": req.ensd} if req.ensd and req.mode == "txt2img" else {}
+    if req.hires is not None:
+        h = req.hires
+        if h.resize_x or h.resize_y:
+            extra["Hires resize"] = f"{h.resize_x}x{h.resize_y}"
+        else:
+            extra["Hires upscale"] = h.scale
+        if h.steps:
+            extra["Hires steps"] = h.steps
+        extra["Hires upscaler"] = h.upscaler
+        extra["Denoising strength"] = h.denoise
+    return extra

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from lanskap.api import a1111
 from lanskap.api.deps import ServerState, ServiceDep, StateDep
 from lanskap.api.schema import COMMON, JOBS
+from lanskap.errors import LanskapError
 from lanskap.prompts.styles import apply_styles
 from lanskap.service.queue import Job
 
@@ -88,11 +89,19 @@ async def _generate(
 
 @router.post("/txt2img", responses=JOBS)
 async def txt2img(body: a1111.Txt2ImgBody, state: StateDep, request: Request) -> dict[str, Any]:
+    if body.script_name:
+        raise LanskapError(f"script {body.script_name!r} is not available for txt2img")
     return await _generate(state, request, body, None, None, [])
 
 
 @router.post("/img2img", responses=JOBS)
 async def img2img(body: a1111.Img2ImgBody, state: StateDep, request: Request) -> dict[str, Any]:
+    if body.script_name:
+        from lanskap.api import a1111_extras
+
+        if body.script_name.strip().lower() != "sd upscale":
+            raise LanskapError(f"script {body.script_name!r} is not available; lanskap has: SD upscale")
+        return await a1111_extras.sd_upscale(body, state, request)
     # Pictures are decoded off the event loop, two at a time, so /health and /progress stay quick.
     init, mask, notes = await anyio.to_thread.run_sync(
         a1111.img2img_inputs, body, state.cfg.max_input_pixels, limiter=state.decode_slots()

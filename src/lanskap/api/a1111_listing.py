@@ -1,7 +1,7 @@
 """A1111's listing, refresh and model-control routes, with A1111's response shapes.
 
 Clients (webuiapi, Krita and Photoshop plug-ins, bots) call these on start-up and stop on
-a 404. Where lanskap has no such thing yet (face restorers, hypernetworks, VAEs, scripts) the
+a 404. Where lanskap has no such thing yet (face restorers, hypernetworks, VAEs) the
 answer is A1111's empty shape; where it has one (models, LoRAs, styles) it is the real list.
 lanskap scans its folders on every listing, so a refresh route only rescans and checks.
 """
@@ -147,7 +147,22 @@ async def embeddings() -> dict[str, Any]:
 
 @router.get("/scripts")
 async def scripts() -> dict[str, Any]:
-    return {"txt2img": [], "img2img": []}
+    return {"txt2img": [], "img2img": ["sd upscale"]}
+
+
+@router.get("/upscalers")
+async def upscalers(service: ServiceDep) -> list[dict[str, Any]]:
+    """What is installed, as A1111 lists it: None, Lanczos, Nearest, SD x4 (when here), each model file."""
+    from lanskap.upscale.upscalers import installed
+
+    return [u.to_a1111() for u in installed(service.settings)]
+
+
+@router.get("/latent-upscale-modes")
+async def latent_upscale_modes() -> list[dict[str, Any]]:
+    from lanskap.upscale.upscalers import LATENT_MODES
+
+    return [{"name": name} for name in LATENT_MODES]
 
 
 @router.get("/cmd-flags")
@@ -198,8 +213,6 @@ async def _empty_list() -> list[Any]:
 
 #: Listings lanskap has nothing for yet: A1111's empty answer, so clients that read them on start-up go on.
 EMPTY_LISTS = (
-    "upscalers",
-    "latent-upscale-modes",
     "hypernetworks",
     "face-restorers",
     "realesrgan-models",

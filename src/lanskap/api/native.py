@@ -85,6 +85,8 @@ def _job(job: Job) -> dict[str, Any]:
     result = job.result
     if job.kind == "generate" and result is not None:
         out["result"] = {"gallery_ids": result.ids, "seeds": result.result.seeds}
+    elif job.kind == "upscale" and result is not None:
+        out["result"] = {"gallery_ids": result.ids, "sizes": [list(im.size) for im in result.images]}
     elif job.kind == "train" and result is not None:
         r = result.result
         lora = result.published.stem if result.published else None
@@ -114,7 +116,7 @@ async def gallery_list(
     since: str | None = Query(None, max_length=64),
     until: str | None = Query(None, max_length=64),
     seed: int | None = Query(None, ge=0, le=MAX_INT),
-    mode: Literal["txt2img", "img2img", "inpaint", "outpaint"] | None = None,
+    mode: Literal["txt2img", "img2img", "inpaint", "outpaint", "upscale"] | None = None,
     model: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=MAX_INT),

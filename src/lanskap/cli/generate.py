@@ -25,11 +25,21 @@ def generate(
         "--prompts",
         help="A .txt, .jsonl or .csv of prompts, one job per line; shared out under `accelerate launch`.",
     ),
+    hires_scale: float = typer.Option(None, "--hires-scale", help="Hires fix: upscale the first pass by this, 1-4."),
+    hires_steps: int = typer.Option(None, "--hires-steps", help="Hires fix: second-pass steps (0 = as --steps)."),
+    hires_denoise: float = typer.Option(None, "--hires-denoise", help="Hires fix: denoising strength [0.7]."),
+    hires_upscaler: str = typer.Option(None, "--hires-upscaler", help="Hires fix: Latent [default], Lanczos, ..."),
+    hires_resize: str = typer.Option(
+        None, "--hires-resize", help="Hires fix: to WxH instead of a scale (0 = keep ratio)."
+    ),
+    hires_sampler: str = typer.Option(None, "--hires-sampler", help="Hires fix: another sampler for the second pass."),
+    hires_prompt: str = typer.Option(None, "--hires-prompt", help="Hires fix: another prompt for the second pass."),
+    hires_negative: str = typer.Option(None, "--hires-negative-prompt", help="Hires fix: another negative prompt."),
     *,
     job: JobOptions,
     fields: dict[str, Any],
 ) -> None:
-    """Generate images from a text prompt."""
+    """Generate images from a text prompt (with --hires-* options, A1111's hires fix)."""
     from lanskap.generation.output import read_infotext
     from lanskap.generation.replay import replay_from_infotext
 
@@ -63,4 +73,33 @@ def generate(
     elif not prompt:
         raise LanskapError("give a PROMPT, or --from IMAGE")
     merged.update({k: v for k, v in {"prompt": prompt, **fields}.items() if v is not None})
+    given = {"scale": hires_scale, "steps": hires_steps, "denoise": hires_denoise, "upscaler": hires_upscaler,
+             "sampler": hires_sampler, "prompt": hires_prompt, "negative_prompt": hires_negative}  # fmt: skip
+    if hires_resize is not None:
+        given["resize_x"], given["resize_y"] = _size(hires_resize)
+    hires = hires_fix(merged.get("hires"), given)
+    if hires is not None:
+        merged["hires"] = hires
     run_job(build_request(merged, job), job, "txt2img", settings=settings, replay=replay)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise LanskapError(
+            f"the hires resize must be WIDTHxHEIGHT (0 for one side keeps the ratio), not {text!r}"
+        ) from None
+
+
+def hires_fix(recorded: Any, given: dict[str, Any]) -> Any:
+    """The hires fix to run: the recorded one (``--from``) with the given flags over it, or a new one."""
+    from dataclasses import replace
+
+    from lanskap.generation.params import HiresFix
+
+    flags = {k: v for k, v in given.items() if v is not None}
+    if recorded is None and not flags:
+        return None
+    return replace(recorded or HiresFix(), **flags)

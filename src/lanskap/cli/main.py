@@ -48,12 +48,14 @@ def _register() -> None:
         serve,
         train,
         ui,
+        upscale,
         users,
         watermark,
     )
 
     generate.register(app)
     edit.register(app)
+    upscale.register(app)
     info.register(app)
     train.register(app)
     evaluate.register(app)

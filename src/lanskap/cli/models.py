@@ -12,7 +12,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model utili
 @app.command("make-tiny")
 def make_tiny_cmd(
     out: Path = typer.Argument(..., help="Folder to write."),
-    kind: str = typer.Option("sd", "--kind", help="sd, sd-inpaint, blip, clip or inception."),
+    kind: str = typer.Option("sd", "--kind", help="sd, sd-inpaint, sd-upscale, esrgan, blip, clip or inception."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
@@ -95,6 +95,20 @@ def list_cmd() -> None:
     for s in skipped:
         typer.echo(f"skipped {s.rel}: {s.reason}", err=True)
     typer.echo(f"{len(names)} in {settings.models_dir}, plus the built-in {MINI_NAME}", err=True)
+
+
+@app.command("upscalers")
+def upscalers_cmd() -> None:
+    """List the upscalers (A1111's names): resizes, SD x4 when here, files in $LANSKAP_HOME/upscalers, latent modes."""
+    from lanskap.config import load_settings
+    from lanskap.upscale.upscalers import LATENT_MODES, installed
+
+    settings = load_settings()
+    for up in installed(settings):
+        where = f"\t{up.path}" if up.path is not None else ""
+        typer.echo(f"{up.name}\t{up.kind}{where}")
+    for name in LATENT_MODES:
+        typer.echo(f"{name}\tlatent (hires fix only)")
 
 
 @app.command("loras")

@@ -22,6 +22,8 @@ from PIL import Image
 from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
+from lanskap.generation import hires
+from lanskap.generation.hires import HiresPlan
 from lanskap.generation.infotext import build_infotext, format_number
 from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
 from lanskap.generation.params import GenerationRequest, LoraSpec
@@ -43,6 +45,7 @@ from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
 if TYPE_CHECKING:
     from lanskap.generation.schedulers import Sampler
+    from lanskap.upscale.upscalers import Runner as UpscaleRunner
 
 
 MAX_CACHED_ADAPTERS = 8
@@ -145,6 +148,7 @@ class _Run:
     pipe: Any
     notices: list[str]
     done: int = 0
+    hires: HiresPlan | None = None  # the second pass of a hires fix
 
 
 ProgressFn = Callable[[Progress], None]
@@ -193,6 +197,16 @@ class Engine:
         self.on_notice: Callable[[str], None] | None = None  # told each load notice as it arises
         self.conditioning: list[ExtraConditioning] = []  # the seams for new capabilities (generation/steps.py)
         self.post_steps: list[PostStep] = []
+        self._upscalers: UpscaleRunner | None = None
+
+    @property
+    def upscalers(self) -> UpscaleRunner:
+        """Upscaler models on this engine's device (hires fix, extras and SD upscale share them)."""
+        if self._upscalers is None:
+            from lanskap.upscale.upscalers import Runner
+
+            self._upscalers = Runner(self.settings, self.placement)
+        return self._upscalers
 
     def add_step(self, step: ExtraConditioning | PostStep) -> None:
         """Plug in a capability: extra pipeline inputs, or a step on the decoded images."""
@@ -492,6 +506,17 @@ class Engine:
         batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
         pipe = self._pipeline(req.mode)
         run = _Run(start, m, req, prep, applied, embeds, sampler, batches, effective, pipe, list(m.notices))
+        if req.hires is not None:
+            from lanskap.upscale.upscalers import find
+
+            hires.check_model(m.inpainting)
+            upscaler = find(req.hires.upscaler, self.settings, latent=True)
+            self.upscalers.check(upscaler)  # a bad upscaler file is reported before any step runs
+
+            def encode(p: str, n: str, steps: int) -> ScheduledPrompts:
+                return self.encode_schedule(extract_lora_tags(p)[0], n, steps, req.clip_skip)
+
+            run.hires = hires.plan(req.hires, req, sampler, upscaler, encode)
         run.notices += self._notices(run)
         return run
 
@@ -556,15 +581,77 @@ class Engine:
         skip: threading.Event | None,
         images: list[Image.Image],
     ) -> bool:
-        """One batch; appends its images and says whether it was stopped before its last step."""
+        """One batch (and its hires pass); appends its images and says whether it was stopped early."""
         req, m, pipe = run.req, run.model, run.pipe
         assert req.width is not None and req.height is not None
-        pipe.scheduler = build_scheduler(run.sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
         vae_note = configure_vae(
             pipe, m.speed, req.width, req.height, len(batch_seeds), free_memory_gib(m.placement.device)
         )
         if vae_note and vae_note not in run.notices:
             run.notices.append(vae_note)
+        args = self._call_args(run, batch_seeds)
+        stops = (progress, cancel, skip)
+        if run.hires is None:
+            out, stopped = self._call(run, pipe, args, run.sampler, run.embeds, b, batch_seeds, stops, 0)
+            images.extend(run.prep.finish(im) for im in out.images)
+            return stopped
+        args["output_type"] = "latent"
+        out, stopped = self._call(run, pipe, args, run.sampler, run.embeds, b, batch_seeds, stops, run.hires.effective)
+        if stopped or (cancel is not None and cancel.is_set()) or (skip is not None and skip.is_set()):
+            images.extend(hires.decode(pipe, out.images))  # the first pass as it stands: no second pass
+            return True
+        return self._hires_pass(run, b, batch_seeds, out.images, stops, images)
+
+    def _hires_pass(
+        self,
+        run: _Run,
+        b: int,
+        seeds: list[int],
+        latents: torch.Tensor,
+        stops: tuple[ProgressFn | None, threading.Event | None, threading.Event | None],
+        images: list[Image.Image],
+    ) -> bool:
+        """The hires fix's second pass over one batch's first-pass latents."""
+        plan = run.hires
+        assert plan is not None
+        start = hires.upscale(plan, run.pipe, latents, self.upscalers, run.req.prompt, seeds)
+        if plan.effective < 1:  # denoise 0: the upscaled first pass, untouched
+            images.extend(start if isinstance(start, list) else hires.decode(run.pipe, start))
+            return False
+        pipe = self._pipeline("img2img")
+        cond, uncond = plan.embeds.at(0)
+        n = len(seeds)
+        args: dict[str, Any] = {
+            "prompt_embeds": cond.expand(n, -1, -1),
+            "negative_prompt_embeds": uncond.expand(n, -1, -1),
+            "num_inference_steps": plan.steps,
+            "guidance_scale": run.req.guidance,
+            "image": start,
+            "strength": plan.fix.denoise,
+            "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],  # A1111: fresh noise per seed
+            "output_type": "pil",
+        }
+        out, stopped = self._call(run, pipe, args, plan.sampler, plan.embeds, b, seeds, stops, run.effective)
+        images.extend(out.images)
+        return stopped
+
+    def _call(
+        self,
+        run: _Run,
+        pipe: Any,
+        args: dict[str, Any],
+        sampler: Sampler,
+        embeds: ScheduledPrompts,
+        b: int,
+        batch_seeds: list[int],
+        stops: tuple[ProgressFn | None, threading.Event | None, threading.Event | None],
+        other_steps: int,
+    ) -> tuple[Any, bool]:
+        """One pipeline call with progress, cancel, skip and prompt edits; ``other_steps`` are the
+        steps of the job's other pass (hires fix) per batch, counted in the total."""
+        req, m = run.req, run.model
+        progress, cancel, skip = stops
+        pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
         stopped = False
 
         def on_step(p: Any, i: int, t: Any, kwargs: dict) -> dict:
@@ -573,24 +660,24 @@ class Engine:
             steps = int(getattr(p, "num_timesteps", 0) or run.effective)
             if progress:
                 elapsed = time.perf_counter() - run.started
-                total = steps * len(run.batches)
+                total = (steps + other_steps) * len(run.batches)
                 progress(Progress(i + 1, steps, b, len(run.batches), run.done, total, elapsed, kwargs.get("latents")))
             if (cancel is not None and cancel.is_set()) or (skip is not None and skip.is_set()):
                 p._interrupt, stopped = True, i + 1 < steps
-            elif not run.embeds.static:
-                kwargs["prompt_embeds"] = self._step_embeds(run, i + 1, len(batch_seeds), p)
+            elif not embeds.static:
+                kwargs["prompt_embeds"] = self._step_embeds(embeds, i + 1, len(batch_seeds), p)
             return kwargs
 
-        inputs = ["latents", "prompt_embeds"] if not run.embeds.static else ["latents"]
+        inputs = ["latents", "prompt_embeds"] if not embeds.static else ["latents"]
         try:
-            out = pipe(**self._call_args(run, batch_seeds), callback_on_step_end=on_step,
-                       callback_on_step_end_tensor_inputs=inputs)  # fmt: skip
+            out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
         except Exception as exc:
             if _is_oom(exc):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+                w, h = run.hires.size if run.hires is not None and pipe is not run.pipe else (req.width, req.height)
                 raise OutOfMemoryError(
-                    f"out of memory generating {len(batch_seeds)} image(s) at {req.width}x{req.height} "
+                    f"out of memory generating {len(batch_seeds)} image(s) at {w}x{h} "
                     f"on {m.placement.device}; lower the size or the batch size, or use fp16/bf16 precision",
                     "width",
                     "height",
@@ -598,13 +685,12 @@ class Engine:
                     "dtype",
                 ) from None
             raise
-        images.extend(run.prep.finish(im) for im in out.images)
-        return stopped
+        return out, stopped
 
     @staticmethod
-    def _step_embeds(run: _Run, step: int, n: int, pipe: Any) -> torch.Tensor:
+    def _step_embeds(embeds: ScheduledPrompts, step: int, n: int, pipe: Any) -> torch.Tensor:
         """The conditioning the pipeline uses from ``step`` on: [uncond, cond] under guidance, as it batches them."""
-        cond, uncond = run.embeds.at(step)
+        cond, uncond = embeds.at(step)
         cond = cond.expand(n, -1, -1)
         if getattr(pipe, "do_classifier_free_guidance", False):
             return torch.cat([uncond.expand(n, -1, -1), cond])
@@ -755,6 +841,8 @@ class Engine:
                 params["Masked area padding"] = req.mask.padding
             if req.mask.outpaint is not None:  # lanskap's own key: the margins, left right up down
                 params["Outpaint"] = " ".join(map(str, req.mask.outpaint))
+        if req.hires is not None:
+            params.update(hires.infotext(req.hires, req, sampler))
         if watermarked:
             params["Watermark"] = MESSAGE.decode()
         for step in [*self.conditioning, *self.post_steps]:

@@ -18,7 +18,7 @@ from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
 from lanskap.prompts.lora_tags import LoraSpec
 
 #: What a generation can be, as the gallery files it (GenerationRequest.task).
-TASKS = ("txt2img", "img2img", "inpaint", "outpaint")
+TASKS = ("txt2img", "img2img", "inpaint", "outpaint", "upscale")  # upscale: jobs/upscale.py (Extras, SD upscale)
 MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_STEPS, MAX_STEPS = 1, 150
 MAX_IMAGES = 1000
@@ -49,6 +49,77 @@ class InpaintMask:
     outpaint: tuple[int, int, int, int] | None = None
 
 
+#: The hires fix's bounds: A1111's slider for the scale, and the second pass's largest side.
+MAX_HIRES_SCALE = 4.0
+MAX_HIRES_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class HiresFix:
+    """A1111's hires fix: upscale the first pass, then repaint it at the larger size as img2img.
+
+    ``resize_x``/``resize_y`` (either may be 0) replace ``scale`` when given, as A1111's
+    ``hr_resize_x``/``hr_resize_y`` do. ``steps`` 0 means the first pass's steps; an empty
+    ``sampler``, ``prompt`` or ``negative_prompt`` means the first pass's.
+    """
+
+    scale: float = 2.0
+    upscaler: str = "Latent"
+    steps: int = 0
+    denoise: float = 0.7
+    resize_x: int = 0
+    resize_y: int = 0
+    sampler: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+
+    def target(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(upscale-to width, height, then crop-to width, height), as A1111's ``calculate_target_resolution``.
+
+        Every side is a multiple of 8, as the second pass's latents make it.
+        """
+        rx, ry = self.resize_x, self.resize_y
+        if not rx and not ry:
+            w, h = int(width * self.scale), int(height * self.scale)
+            return w // 8 * 8, h // 8 * 8, w // 8 * 8, h // 8 * 8
+        if not ry:
+            w, h = rx, rx * height // width
+        elif not rx:
+            w, h = ry * width // height, ry
+        elif width / height < rx / ry:  # cover the box, then crop the middle
+            w, h = rx, rx * height // width
+        else:
+            w, h = ry * width // height, ry
+        tw, th = (rx or w), (ry or h)
+        return w // 8 * 8, h // 8 * 8, tw // 8 * 8, th // 8 * 8
+
+    def validate(self, width: int | None, height: int | None) -> None:
+        if not 1.0 <= self.scale <= MAX_HIRES_SCALE or self.scale != self.scale:
+            raise LanskapError(f"hires scale must be between 1 and {MAX_HIRES_SCALE:g}, got {self.scale:g}")
+        if not 0 <= self.steps <= MAX_STEPS:
+            raise LanskapError(f"hires steps must be between 0 and {MAX_STEPS}, got {self.steps}")
+        if not 0.0 <= self.denoise <= 1.0:
+            raise LanskapError(f"hires denoising strength must be between 0 and 1, got {self.denoise:g}")
+        for side, value in (("hires resize width", self.resize_x), ("hires resize height", self.resize_y)):
+            if value and not MIN_SIDE <= value <= MAX_HIRES_SIDE:
+                raise LanskapError(f"{side} must be 0 or between {MIN_SIDE} and {MAX_HIRES_SIDE}, got {value}")
+        if self.sampler:
+            get_sampler(self.sampler)
+        if width is not None and height is not None:
+            self.check_size(width, height)
+
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse a second pass larger than the limit (known once the first pass's size is)."""
+        w, h, _, _ = self.target(width, height)
+        if max(w, h) > MAX_HIRES_SIDE:
+            raise LanskapError(
+                f"hires fix would make {w}x{h} from {width}x{height}; the largest side allowed is {MAX_HIRES_SIDE} "
+                "(lower the hires scale or the size)"
+            )
+        if min(w, h) < MIN_SIDE:
+            raise LanskapError(f"hires fix would make {w}x{h}; each side must be at least {MIN_SIDE}")
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything that determines the pixels (with the model, device and dtype)."""
@@ -69,6 +140,7 @@ class GenerationRequest:
     watermark: bool = True
     clip_skip: int = 1  # A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before, ...
     ensd: int = 0  # A1111's eta noise seed delta: sampler noise after the first draw comes from seed + ensd
+    hires: HiresFix | None = None  # text-to-image only: a second pass at a larger size
 
     @property
     def mode(self) -> str:
@@ -120,6 +192,10 @@ class GenerationRequest:
             self._validate_init(self.init)
         if self.mask is not None:
             self._validate_mask(self.mask)
+        if self.hires is not None:
+            if self.init is not None:
+                raise LanskapError("hires fix is for text-to-image; for a picture, upscale it (SD upscale) instead")
+            self.hires.validate(self.width, self.height)
         return self
 
     def _validate_init(self, init: InitImage) -> None:
@@ -161,7 +237,8 @@ class GenerationRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly parameters; pictures are described by their size, not copied."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init", "mask", "loras")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init", "mask", "loras", "hires")}
+        d["hires"] = asdict(self.hires) if self.hires is not None else None
         d["loras"] = [str(lora) for lora in self.loras]
         d["mode"] = self.task
         if self.init is not None:

@@ -7,11 +7,14 @@ Shared by ``lanskap generate --from``, the API's png-info and the web app's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.errors import LanskapError
 from lanskap.generation.infotext import parse_infotext
 from lanskap.generation.schedulers import get_sampler
+
+if TYPE_CHECKING:
+    from lanskap.generation.params import HiresFix
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,36 @@ def replay_from_infotext(text: str) -> Replay:
         if schedule == "Automatic" and p.get("Version", "").startswith("lanskap"):
             schedule = "Uniform"  # earlier lanskap wrote "Automatic" for the model's own schedule
         fields["scheduler"] = get_sampler(p["Sampler"], schedule).label
-    mode = "img2img" if "Denoising strength" in p else "txt2img"
+    if "Hires upscale" in p or "Hires resize" in p:
+        fields["hires"] = _hires(p)
+    mode = "img2img" if "Denoising strength" in p and "hires" not in fields else "txt2img"
     if "Mask blur" in p:
         mode = "outpaint" if "Outpaint" in p else "inpaint"
     return Replay(fields, p.get("Model"), p.get("Model hash"), mode)
+
+
+def _hires(p: dict[str, str]) -> HiresFix:
+    """A1111's hires-fix keys back into a :class:`HiresFix` (its defaults where a key is missing)."""
+    from lanskap.generation.params import HiresFix
+
+    try:
+        rx, ry = (int(v) for v in p.get("Hires resize", "0x0").lower().split("x"))
+        sampler = p.get("Hires sampler", "")
+        if sampler:
+            sampler = get_sampler(sampler, p.get("Hires schedule type")).label
+        return HiresFix(
+            scale=float(p.get("Hires upscale", 2)),
+            upscaler=p.get("Hires upscaler", "Latent"),
+            steps=int(p.get("Hires steps", 0)),
+            denoise=float(p.get("Denoising strength", 0.7)),
+            resize_x=rx,
+            resize_y=ry,
+            sampler=sampler,
+            prompt=p.get("Hires prompt", ""),
+            negative_prompt=p.get("Hires negative prompt", ""),
+        )
+    except ValueError:
+        raise LanskapError(
+            "the image's hires-fix parameters are malformed (Hires upscale, Hires resize, Hires steps or "
+            "Denoising strength)"
+        ) from None

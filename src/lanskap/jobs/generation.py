@@ -72,6 +72,10 @@ def check_generation(
     request.validate()
     for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
         resolve_lora(spec.name, settings, allow_paths=allow_paths)
+    if request.hires is not None:
+        from lanskap.upscale.upscalers import find
+
+        find(request.hires.upscaler, settings, latent=True)
     return request.with_seed()
 
 

@@ -18,7 +18,7 @@ from lanskap.errors import LanskapError, SettingError
 from lanskap.io import atomic_dir
 from lanskap.models.tokenizer import write_clip_tokenizer
 
-KINDS = ("sd", "sd-inpaint", "blip", "clip", "inception")
+KINDS = ("sd", "sd-inpaint", "sd-upscale", "esrgan", "blip", "clip", "inception")
 TINY_TEXT_DIM = 32  # stands in for SD 2.x's 1024-d OpenCLIP text embeddings
 TINY_MARKER = "lanskap_tiny.json"
 
@@ -119,6 +119,50 @@ def _build_sd(out: Path, *, inpaint: bool, prediction_type: str, cross_dim: int)
     pipe.save_pretrained(str(out), safe_serialization=True)
 
 
+def _build_sd_upscale(out: Path) -> None:
+    """Stability's x4 upscaler in miniature: a 7-channel UNet with noise-level class embeddings,
+    a VAE with a latent scale of 4, a text encoder, and both of its schedulers."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTokenizer
+
+    tok_dir = out / "tokenizer"
+    vocab_size = write_clip_tokenizer(tok_dir)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_TEXT_DIM, attention_head_dim=(2, 4), use_linear_projection=True,
+        norm_num_groups=8, num_class_embeds=1000,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333,
+    )  # fmt: skip
+    low_res = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02,
+                          clip_sample=False, set_alpha_to_one=False, prediction_type="v_prediction")  # fmt: skip
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=_text_encoder(vocab_size), tokenizer=CLIPTokenizer.from_pretrained(str(tok_dir)),
+        unet=unet, low_res_scheduler=low_res, scheduler=sched, max_noise_level=350,
+    )  # fmt: skip
+    pipe.save_pretrained(str(out), safe_serialization=True)
+
+
+def tiny_esrgan_state(scale: int = 4, nf: int = 8, nb: int = 1, gc: int = 4) -> dict[str, torch.Tensor]:
+    """A random RRDBNet state dict of the real key names (Real-ESRGAN's layout) at ``scale`` 1, 2 or 4."""
+    from lanskap.upscale.rrdbnet import RRDBNet, Shape
+
+    in_nc = {4: 3, 2: 12, 1: 48}[scale]
+    net = RRDBNet(Shape(in_nc=in_nc, out_nc=3, nf=nf, gc=gc, nb=nb, ups=2))
+    return {k: v.contiguous() for k, v in net.state_dict().items()}
+
+
 def make_tiny(
     out: Path,
     kind: str = "sd",
@@ -140,6 +184,12 @@ def make_tiny(
         if kind in ("sd", "sd-inpaint"):
             pred = prediction_type or ("epsilon" if kind == "sd-inpaint" else "v_prediction")
             _build_sd(tmp, inpaint=kind == "sd-inpaint", prediction_type=pred, cross_dim=cross_attention_dim)
+        elif kind == "sd-upscale":
+            _build_sd_upscale(tmp)
+        elif kind == "esrgan":  # a folder holding one x4 file, to copy into $LANSKAP_HOME/upscalers
+            from safetensors.torch import save_file
+
+            save_file(tiny_esrgan_state(4), str(tmp / "tiny-esrgan-x4.safetensors"))
         elif kind == "blip":
             from lanskap.models.tiny_aux import build_blip
 

@@ -28,10 +28,14 @@ from lanskap.names import child
 from lanskap.service.queue import Job, JobQueue
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from lanskap.data.prepare import PrepareOptions
     from lanskap.evaluation.run import EvalConfig, EvalResult
     from lanskap.generation.engine import Engine
+    from lanskap.jobs.upscale import UpscaleOutput, UpscaleSource
     from lanskap.training.config import TrainConfig
+    from lanskap.upscale.request import UpscaleRequest
 
 __all__ = ["GenerationOutput", "RunInfo", "Service", "TrainingOutput"]
 
@@ -220,6 +224,35 @@ class Service:
 
         label = f"{request.task}: {_short(request.prompt)}"
         return self._submit("generate", label, work, request.to_dict())
+
+    def check_upscale(self, request: UpscaleRequest, images: list[Image.Image]) -> UpscaleRequest:
+        """Bounds, upscaler and LoRA names, and every result's size, checked before the job waits in line."""
+        from lanskap.jobs.upscale import check_sizes, check_upscale
+
+        request = check_upscale(request, self.settings, allow_paths=False)
+        check_sizes(request, images)
+        return request
+
+    def submit_upscale(
+        self, request: UpscaleRequest, sources: list[UpscaleSource], *, source: str, fmt: str = "png",
+        record: bool = True,
+    ) -> Job:  # fmt: skip
+        """Queue an upscale (Extras, or SD upscale); its result is an :class:`UpscaleOutput` with gallery ids."""
+        from lanskap.generation.output import check_format
+        from lanskap.jobs.upscale import run_upscale
+
+        fmt = check_format(fmt)
+        request = self.check_upscale(request, [s.image for s in sources])
+        out_dir = output_folder(self.settings, "upscale")
+
+        def work(job: Job) -> UpscaleOutput:
+            gallery = self.gallery if record else None
+            return run_upscale(self.engine, sources, request, out_dir, fmt=fmt, gallery=gallery, source=source,
+                               control=_control(job))  # fmt: skip
+
+        what = "SD upscale" if request.tiled is not None else f"upscale ({request.upscaler})"
+        label = f"{what}: {len(sources)} picture(s)"
+        return self._submit("upscale", label, work, {"mode": "upscale", "upscale": request.to_dict()})
 
     def submit_training(self, cfg: TrainConfig, name: str, *, resume: bool = False) -> Job:
         """Queue a LoRA training run in ``$LANSKAP_HOME/training/NAME``; on success the LoRA is published."""

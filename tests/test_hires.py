@@ -1,0 +1,82 @@
+"""Hires fix on a tiny model: sizes, the second pass's effect, A1111's infotext keys, --from, progress."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_line_error, main_cli
+from lanskap.errors import LanskapError
+from lanskap.generation.params import GenerationRequest, HiresFix
+from lanskap.generation.replay import replay_from_infotext
+
+BASE = {"prompt": "a castle on a cliff", "seed": 3, "steps": 4, "width": 128, "height": 96, "watermark": False}
+
+
+def _px(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("RGB"), np.int16)
+
+
+def test_hires_sizes_and_a1111_target_rule() -> None:
+    assert HiresFix(scale=1.5).target(512, 512) == (768, 768, 768, 768)
+    assert HiresFix(resize_x=1024).target(768, 512) == (1024, 680, 1024, 680)
+    # Both sides: cover the box keeping the ratio, then crop its middle (A1111's truncate).
+    assert HiresFix(resize_x=200, resize_y=200).target(128, 96) == (264, 200, 200, 200)
+    with pytest.raises(LanskapError, match="largest side allowed is 4096"):
+        GenerationRequest("x", width=2048, height=1024, hires=HiresFix(scale=4)).validate()
+    with pytest.raises(LanskapError, match="for text-to-image"):
+        from lanskap.generation.params import InitImage
+
+        GenerationRequest("x", init=InitImage(Image.new("RGB", (64, 64))), hires=HiresFix()).validate()
+
+
+def test_denoise_zero_is_the_upscaled_first_pass_and_the_second_pass_changes_it(engine) -> None:  # type: ignore[no-untyped-def]
+    first = engine.generate(GenerationRequest(**BASE)).images[0]
+    zero = engine.generate(GenerationRequest(**BASE, hires=HiresFix(scale=2, upscaler="Lanczos", denoise=0.0)))
+    assert zero.images[0].size == (256, 192)
+    assert np.array_equal(_px(zero.images[0]), _px(first.resize((256, 192), Image.Resampling.LANCZOS)))
+    repainted = engine.generate(GenerationRequest(**BASE, hires=HiresFix(scale=2, upscaler="Lanczos", denoise=0.6)))
+    assert repainted.images[0].size == (256, 192)
+    assert np.abs(_px(repainted.images[0]) - _px(zero.images[0])).mean() > 1  # only the second pass differs
+    latent = engine.generate(GenerationRequest(**BASE, hires=HiresFix(resize_x=200, resize_y=200, denoise=0.0)))
+    assert latent.images[0].size == (200, 200)
+
+
+def test_infotext_keys_progress_and_replay(engine) -> None:  # type: ignore[no-untyped-def]
+    fix = HiresFix(scale=1.5, upscaler="Latent (bicubic antialiased)", steps=6, denoise=0.5, sampler="Euler a",
+                   prompt="a castle, sharp details")  # fmt: skip
+    seen = []
+    result = engine.generate(GenerationRequest(**BASE, hires=fix), progress=seen.append)
+    assert result.images[0].size == (192, 144)
+    text = result.infotexts[0]
+    for part in ("Size: 128x96", "Denoising strength: 0.5", "Hires upscale: 1.5", "Hires steps: 6",
+                 "Hires upscaler: Latent (bicubic antialiased)", "Hires sampler: Euler a",
+                 'Hires prompt: "a castle, sharp details"'):  # fmt: skip
+        assert part in text, text
+    assert [(p.done, p.total) for p in seen][-1] == (4 + 3, 4 + 3)  # first pass + int(6 x 0.5) steps
+    replay = replay_from_infotext(text)
+    assert replay.source_mode == "txt2img" and replay.fields["hires"] == fix
+    again = engine.generate(GenerationRequest(**{**BASE, **replay.fields}))
+    assert np.array_equal(_px(again.images[0]), _px(result.images[0]))
+
+
+def test_cli_hires_flags_and_generate_from(
+    capsys: pytest.CaptureFixture[str], tiny_sd: Path, isolated_home: Path
+) -> None:
+    args = ["-m", str(tiny_sd), "-W", "128", "-H", "96", "--steps", "3", "--seed", "9", "-q", "--json"]
+    proc = main_cli(capsys, "generate", "misty hills", *args, "--hires-scale", "2", "--hires-steps", "4",
+                    "--hires-denoise", "0.45", "--hires-upscaler", "Nearest")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["size"] == [256, 192]
+    assert "Hires upscale: 2, Hires steps: 4, Hires upscaler: Nearest" in out["infotexts"][0]
+    proc = main_cli(capsys, "generate", "--from", out["images"][0], "-m", str(tiny_sd), "-q", "--json")
+    again = json.loads(proc.stdout)
+    assert again["infotexts"][0] == out["infotexts"][0]
+    assert np.array_equal(_px(Image.open(again["images"][0])), _px(Image.open(out["images"][0])))
+    assert_one_line_error(main_cli(capsys, "generate", "x", *args, "--hires-upscaler", "Bogus"), "unknown upscaler")
+    assert_one_line_error(main_cli(capsys, "generate", "x", *args, "--hires-scale", "9"), "hires scale")
