@@ -47,15 +47,27 @@ def test_denoise_zero_is_the_upscaled_first_pass_and_the_second_pass_changes_it(
 
 
 def test_infotext_keys_progress_and_replay(engine) -> None:  # type: ignore[no-untyped-def]
-    fix = HiresFix(scale=1.5, upscaler="Latent (bicubic antialiased)", steps=6, denoise=0.5, sampler="Euler a",
-                   prompt="a castle, sharp details")  # fmt: skip
+    fix = HiresFix(
+        scale=1.5,
+        upscaler="Latent (bicubic antialiased)",
+        steps=6,
+        denoise=0.5,
+        sampler="Euler a",
+        prompt="a castle, sharp details",
+    )
     seen = []
     result = engine.generate(GenerationRequest(**BASE, hires=fix), progress=seen.append)
     assert result.images[0].size == (192, 144)
     text = result.infotexts[0]
-    for part in ("Size: 128x96", "Denoising strength: 0.5", "Hires upscale: 1.5", "Hires steps: 6",
-                 "Hires upscaler: Latent (bicubic antialiased)", "Hires sampler: Euler a",
-                 'Hires prompt: "a castle, sharp details"'):  # fmt: skip
+    for part in (
+        "Size: 128x96",
+        "Denoising strength: 0.5",
+        "Hires upscale: 1.5",
+        "Hires steps: 6",
+        "Hires upscaler: Latent (bicubic antialiased)",
+        "Hires sampler: Euler a",
+        'Hires prompt: "a castle, sharp details"',
+    ):
         assert part in text, text
     assert [(p.done, p.total) for p in seen][-1] == (4 + 3, 4 + 3)  # first pass + int(6 x 0.5) steps
     replay = replay_from_infotext(text)
@@ -68,8 +80,20 @@ def test_cli_hires_flags_and_generate_from(
     capsys: pytest.CaptureFixture[str], tiny_sd: Path, isolated_home: Path
 ) -> None:
     args = ["-m", str(tiny_sd), "-W", "128", "-H", "96", "--steps", "3", "--seed", "9", "-q", "--json"]
-    proc = main_cli(capsys, "generate", "misty hills", *args, "--hires-scale", "2", "--hires-steps", "4",
-                    "--hires-denoise", "0.45", "--hires-upscaler", "Nearest")  # fmt: skip
+    proc = main_cli(
+        capsys,
+        "generate",
+        "misty hills",
+        *args,
+        "--hires-scale",
+        "2",
+        "--hires-steps",
+        "4",
+        "--hires-denoise",
+        "0.45",
+        "--hires-upscaler",
+        "Nearest",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["size"] == [256, 192]

@@ -138,8 +138,9 @@ def test_names_sizes_and_errors(isolated_home: Path) -> None:
     assert target_size(150, 100, 2) == (296, 200)  # A1111: each side rounded down to a multiple of 8
 
 
-def test_cli_upscale_extras_and_its_errors(capsys: pytest.CaptureFixture[str], isolated_home: Path,
-                                          tmp_path: Path) -> None:  # fmt: skip
+def test_cli_upscale_extras_and_its_errors(
+    capsys: pytest.CaptureFixture[str], isolated_home: Path, tmp_path: Path
+) -> None:
     import json
 
     (isolated_home / "upscalers").mkdir(parents=True)
@@ -216,8 +217,12 @@ def test_sd_upscale_to_4096_stays_within_the_tile(tiny_sd: Path, isolated_home: 
 
     engine = Engine(settings=Settings(home=isolated_home, model=str(tiny_sd)))
     tiled = TiledPass(GenerationRequest("hills", seed=1, steps=2, width=512, height=512), 0.5, 64)
-    out = run_upscale(engine, [UpscaleSource(Image.new("RGB", (1024, 1024), (50, 90, 60)))],
-                      UpscaleRequest("Lanczos", 4, tiled=tiled), isolated_home / "out")  # fmt: skip
+    out = run_upscale(
+        engine,
+        [UpscaleSource(Image.new("RGB", (1024, 1024), (50, 90, 60)))],
+        UpscaleRequest("Lanczos", 4, tiled=tiled),
+        isolated_home / "out",
+    )
     assert out.images[0].size == (4096, 4096)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 12 * 1024 * 1024  # KiB: well under 24 GiB
 
