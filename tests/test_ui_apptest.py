@@ -552,3 +552,48 @@ def test_lanskap_mini_gets_its_size_and_a_plain_banner_before_it_loads(
     finally:
         service().queue.shutdown()
         service.clear()
+
+
+def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(app_env: Path) -> None:
+    """Text to image with hires fix on; then the viewer sends a gallery picture to Upscale, which shows
+    the picture before and after and records the result, linked to its source."""
+    from lanskap.gallery import Gallery
+
+    at = _app()
+    at.text_area(key="g_prompt").input("a frozen lake")
+    _small(at)
+    at.toggle(key="g_hr").set_value(True).run()
+    at.selectbox(key="g_hr_upscaler").set_value("Lanczos")
+    at.slider(key="g_hr_scale").set_value(1.5)
+    at.slider(key="g_hr_denoise").set_value(0.4).run()
+    assert "From 64×64 to 96×96." in _texts(at)
+    at.button(key="go-txt2img").click().run()
+    _wait_idle()
+    at.run()
+    (made,), _ = Gallery(app_env).query()
+    assert (made.width, made.height) == (96, 96) and made.params["hires"]["upscaler"] == "Lanczos"
+    assert "Hires upscale: 1.5" in made.infotext and "Hires upscaler: Lanczos" in made.infotext
+    at.toggle(key="g_hr").set_value(False).run()
+    at.switch_page("views/gallery.py").run()
+    at.button(key=f"open-{made.id}").click().run()
+    at.button(key="v-use").click().run()  # "use these settings" restores the hires fix
+    assert at.toggle(key="g_hr").value is True and at.slider(key="g_hr_scale").value == pytest.approx(1.5)
+
+    at.switch_page("views/gallery.py").run()
+    at.button(key=f"open-{made.id}").click().run()
+    at.button(key="v-send-upscale").click().run()
+    assert at.session_state["g_tab"] == "Upscale"
+    at.switch_page("views/generate.py").run()  # AppTest reruns the page it was last told to, not the app's
+    at.selectbox(key="u-upscaler").set_value("Nearest")
+    at.slider(key="u-scale").set_value(2.0).run()
+    assert "From 96×96 to 192×192." in _texts(at)
+    at.button(key="go-upscale").click().run()
+    _wait_idle()
+    at.run()
+    assert "upscaled to 192×192" in _texts(at)
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert "Before · 96×96" in captions and "After · 192×192" in captions
+    entries, _ = Gallery(app_env).query(mode="upscale")
+    assert len(entries) == 1 and entries[0].params["source_id"] == made.id
+    assert (entries[0].width, entries[0].height) == (192, 192)
+    assert "Postprocess upscaler: Nearest" in entries[0].infotext and "a frozen lake" in entries[0].infotext

@@ -590,3 +590,45 @@ def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
 def _is_dark(page) -> bool:  # type: ignore[no-untyped-def]
     background = page.evaluate("getComputedStyle(document.querySelector('.stApp')).backgroundColor")
     return sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 200
+
+
+def test_hires_fix_then_upscale_a_result_before_and_after(ui_server: str, isolated_home: Path, screenshots: Path):
+    """Hires fix from the Text to image tab; the result's Upscale button opens the Upscale tab with that
+    picture, and the upscale shows before and after side by side."""
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _need("the playwright package")
+    chromium = _chromium()
+    from lanskap.gallery import Gallery
+
+    with sync_playwright() as p:
+        browser, page = _browser(p, chromium)
+        try:
+            page.goto(ui_server)
+            page.get_by_text("tiny-sd · loaded").first.wait_for(timeout=120_000)
+            _small_form(page, "a glacier under twin moons", 3)
+            page.get_by_text("Hires fix").first.click()
+            page.get_by_text("From 64×64 to 128×128.").wait_for(timeout=30_000)
+            _settle(page)
+            page.locator(".st-key-go-txt2img button").first.click()
+            done = page.locator("[class*='st-key-job-']").filter(has_text="saved to the gallery")
+            expect(done).to_have_count(1, timeout=120_000)
+            (made,), _ = Gallery(isolated_home).query()
+            assert (made.width, made.height) == (128, 128) and "Hires upscale: 2" in made.infotext
+            page.locator(f".st-key-ups-{made.id}, [class*='st-key-ups-'][class*='-{made.id}'] button").first.click()
+            page.get_by_text(f"#{made.id} from the gallery").wait_for(timeout=30_000)
+            expect(page.get_by_role("tab", name="Upscale")).to_have_attribute("aria-selected", "true")
+            page.get_by_text("From 128×128 to 256×256.").wait_for(timeout=30_000)
+            _settle(page)
+            page.locator(".st-key-go-upscale button").first.click()
+            page.get_by_text("Before · 128×128").wait_for(timeout=120_000)
+            page.get_by_text("After · 256×256").wait_for()
+            page.screenshot(path=str(screenshots / "upscale-before-after.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(screenshots / "zz-upscale-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    entries, _ = Gallery(isolated_home).query(mode="upscale")
+    assert len(entries) == 1 and entries[0].params["source_id"] == made.id

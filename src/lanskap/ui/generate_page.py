@@ -29,6 +29,7 @@ from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
 from lanskap.ui.common import download_buttons, service, try_action, user_message
 from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
+from lanskap.ui.upscale_tab import UPSCALE_TAB, hires_controls, hires_request, prefill_hires, upscale_results
 from lanskap.ui.viewer import clickable_image, open_viewer, sharp, show_viewer
 
 if TYPE_CHECKING:
@@ -36,10 +37,11 @@ if TYPE_CHECKING:
 
     from lanskap.service.queue import Job
     from lanskap.service.service import GenerationOutput, Service
+    from lanskap.upscale.request import UpscaleRequest
 
 
 NO_LORA = "(none)"
-TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint"]
+TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint", UPSCALE_TAB]
 HISTORY = 100
 #: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
 DEFAULTS: dict[str, Any] = {
@@ -83,6 +85,7 @@ def prefill(params: dict[str, Any]) -> None:
     }
     for key, value in values.items():
         st.session_state[key] = value
+    prefill_hires(params)
 
 
 def _sampler_label(name: str | None) -> str:
@@ -101,23 +104,24 @@ def _set_seed(value: int) -> None:
 
 
 def _request(**extra: Any) -> GenerationRequest:
+    """The form as a request; ``extra`` adds or replaces fields (a picture, a mask, a size, a hires fix)."""
     s = st.session_state
     loras = (LoraSpec(s["g_lora"], float(s["g_lora_scale"])),) if s["g_lora"] != NO_LORA else ()
-    return GenerationRequest(
-        prompt=s["g_prompt"],
-        negative_prompt=s["g_negative"],
-        seed=int(s["g_seed"]),
-        steps=int(s["g_steps"]),
-        guidance=float(s["g_guidance"]),
-        width=extra.pop("width", int(s["g_width"])),
-        height=extra.pop("height", int(s["g_height"])),
-        num_images=int(s["g_num"]),
-        scheduler=s["g_sampler"],
-        clip_skip=int(s["g_clip_skip"]),
-        ensd=int(s["g_ensd"]),
-        loras=loras,
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "prompt": s["g_prompt"],
+        "negative_prompt": s["g_negative"],
+        "seed": int(s["g_seed"]),
+        "steps": int(s["g_steps"]),
+        "guidance": float(s["g_guidance"]),
+        "width": int(s["g_width"]),
+        "height": int(s["g_height"]),
+        "num_images": int(s["g_num"]),
+        "scheduler": s["g_sampler"],
+        "clip_skip": int(s["g_clip_skip"]),
+        "ensd": int(s["g_ensd"]),
+        "loras": loras,
+    }
+    return GenerationRequest(**{**fields, **extra})
 
 
 def _submit(folder: str | None = None, **extra: Any) -> None:
@@ -246,7 +250,7 @@ class Action:
 def _modes() -> Action:
     """The open tab's inputs (only the open one runs), and the action the Generate button takes."""
     tabs = st.tabs(TABS, key="g_tab", on_change="rerun")
-    action = Action("Generate", "go-txt2img", lambda: _submit("txt2img"))
+    action = Action("Generate", "go-txt2img", lambda: _submit("txt2img", hires=hires_request()))
     with tabs[1]:
         if tabs[1].open:
             action = _img2img_tab()
@@ -256,10 +260,39 @@ def _modes() -> Action:
     with tabs[3]:
         if tabs[3].open:
             action = _outpaint_tab()
+    with tabs[4]:
+        if tabs[4].open:
+            action = _upscale_tab()
     with tabs[0]:
         if tabs[0].open:
             st.caption("A picture from the prompt alone. Ctrl+Enter generates from anywhere on the page.")
+            hires_controls()
     return action
+
+
+def _upscale_tab() -> Action:
+    from lanskap.ui.upscale_tab import upscale_tab
+
+    image = _picture("Picture to upscale", "up-image", UPSCALE_TAB)
+    run = upscale_tab(image, _styled_request, _submit_upscale)
+    return Action("Upscale", "go-upscale", run, "" if run else "Add a picture first.")
+
+
+def _styled_request(**extra: Any) -> GenerationRequest:
+    svc = service()
+    return apply_styles(_request(**extra), st.session_state.get("g_styles") or [], svc.settings.home)[0]
+
+
+def _submit_upscale(picture: Image.Image, request: UpscaleRequest) -> None:
+    """Queue an upscale of ``picture``; one sent from the gallery carries its id and infotext along."""
+    from lanskap.jobs.upscale import UpscaleSource
+
+    svc = service()
+    sent = st.session_state.get("g_sent") or {}
+    entry = try_action(lambda: svc.gallery.get(int(sent["id"]))) if sent.get("tab") == UPSCALE_TAB else None
+    source = UpscaleSource(picture, f"#{entry.id}" if entry else "upload", entry.infotext if entry else None,
+                           entry.id if entry else None, entry.path if entry else None)  # fmt: skip
+    remember(svc.submit_upscale(request, [source], source="ui").id)
 
 
 def _img2img_tab() -> Action:
@@ -367,6 +400,9 @@ def _action_bar(action: Action, jobs: list[Job]) -> None:
 
 
 def _results(job: Job) -> None:
+    if job.kind == "upscale":
+        upscale_results(job)
+        return
     out: GenerationOutput = job.result
     result = out.result
     for notice in result.notices:
@@ -394,8 +430,15 @@ def _results(job: Job) -> None:
                 st.button(":material/open_in_full: View", key=f"view-{job.id}-{entry.id}", on_click=open_viewer,
                           args=(ids, ids.index(entry.id)), width="stretch")  # fmt: skip
                 download_buttons(entry, key=f"res-{entry.id}")
+                st.button(":material/zoom_out_map: Upscale", key=f"ups-{job.id}-{entry.id}", on_click=_to_upscale,
+                          args=(entry.id,), width="stretch", help="Open it in the Upscale tab.")  # fmt: skip
     if len(ids) > 1:
         _grid_download(svc, ids, job.id)
+
+
+def _to_upscale(entry_id: int) -> None:
+    st.session_state["g_sent"] = {"tab": UPSCALE_TAB, "id": entry_id}
+    st.session_state["g_tab"] = UPSCALE_TAB
 
 
 def _grid_download(svc: Service, ids: list[int], key: str) -> None:
@@ -424,7 +467,7 @@ def page() -> None:
     svc = service()
     info = svc.engine.info()
     jobs, reconnected = session_jobs(svc)
-    if reconnected and not st.session_state.get("g_prompt") and jobs[0].params:
+    if reconnected and not st.session_state.get("g_prompt") and jobs[0].params and jobs[0].kind == "generate":
         prefill(jobs[0].params)  # a reload: the form shows what the newest job asked for
     done = next((j for j in jobs if j.result is not None and j.kind == "generate"), None)
     if done is not None and done.result.result.seeds:  # before the inputs, so "Reuse" offers its seed

@@ -2,7 +2,7 @@
 
 It shows the picture (small ones enlarged pixel-sharp), its parameters and infotext (with a copy
 button), and the peers' actions: reuse this seed, use these settings, and send the picture to
-img2img, inpaint or outpaint. The viewer is opened by storing which gallery ids it walks through;
+img2img, inpaint, outpaint or upscale. The viewer is opened by storing which gallery ids it walks through;
 every page calls :func:`show_viewer` on each run, so a rerun (a job finishing) keeps it open
 until it is closed.
 """
@@ -25,7 +25,7 @@ VIEW_IDS, VIEW_AT, AFTER = "v_ids", "v_at", "v_after"
 #: so a 64 or 128 px image shows crisp pixels rather than the browser's blur.
 SHARP_BELOW = 512
 #: The Generate page's tabs a picture can be sent to, by the label the button shows.
-SEND_TO = {"img2img": "Image to image", "inpaint": "Inpaint", "outpaint": "Outpaint"}
+SEND_TO = {"img2img": "Image to image", "inpaint": "Inpaint", "outpaint": "Outpaint", "upscale": "Upscale"}
 
 
 #: A picture that opens the viewer when clicked: Streamlit images take no clicks, so an invisible
