@@ -145,12 +145,15 @@ def test_listing_and_refresh_routes_answer_with_a1111_shapes(server, isolated_ho
         metadata={"ss_output_name": "Tagged Style", "ss_tag_frequency": json.dumps({"set": {"castle": 3}})},
     )
     u = server.url
-    for name in ("upscalers", "latent-upscale-modes", "hypernetworks", "face-restorers", "realesrgan-models",
-                 "sd-vae", "sd-modules", "script-info", "extensions"):  # fmt: skip
+    for name in ("hypernetworks", "face-restorers", "realesrgan-models", "sd-vae", "sd-modules", "script-info",
+                 "extensions"):  # fmt: skip
         r = requests.get(u + f"/sdapi/v1/{name}", timeout=10)
         assert r.status_code == 200 and r.json() == [], name
     assert requests.get(u + "/sdapi/v1/embeddings", timeout=10).json() == {"loaded": {}, "skipped": {}}
-    assert requests.get(u + "/sdapi/v1/scripts", timeout=10).json() == {"txt2img": [], "img2img": []}
+    assert requests.get(u + "/sdapi/v1/scripts", timeout=10).json() == {"txt2img": [], "img2img": ["sd upscale"]}
+    ups = requests.get(u + "/sdapi/v1/upscalers", timeout=10).json()
+    assert [x["name"] for x in ups] == ["None", "Lanczos", "Nearest"] and set(ups[0]) >= {"name", "model_path", "scale"}
+    assert len(requests.get(u + "/sdapi/v1/latent-upscale-modes", timeout=10).json()) == 6
     flags = requests.get(u + "/sdapi/v1/cmd-flags", timeout=10).json()
     assert flags["api"] is True and flags["api_auth"] is None
     mem = requests.get(u + "/sdapi/v1/memory", timeout=10).json()

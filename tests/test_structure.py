@@ -16,6 +16,7 @@ LAYERS = {
     "auth": 0,  # the logins file: base modules only
     "models": 1,
     "prompts": 2,
+    "upscale": 2,  # upscaler models and tiles: models and base only (SD upscale on the engine is generation's)
     "generation": 3,
     "gallery": 4,
     "data": 4,
@@ -28,9 +29,13 @@ LAYERS = {
     "ui": 8,
     "cli": 8,
 }
-# The tiny-model kit builds every kind of tiny model (SD, CLIP, BLIP and the FID Inception net),
-# so it reaches the Inception architecture in evaluation/; __main__ is the entry point.
-ALLOWED = {("lanskap.models.tiny_aux", "lanskap.evaluation.inception"), ("lanskap.__main__", "lanskap.cli.main")}
+# The tiny-model kit builds every kind of tiny model (SD, CLIP, BLIP, the FID Inception net, ESRGAN),
+# so it reaches the Inception and RRDBNet architectures; __main__ is the entry point.
+ALLOWED = {
+    ("lanskap.models.tiny_aux", "lanskap.evaluation.inception"),
+    ("lanskap.models.tiny", "lanskap.upscale.rrdbnet"),
+    ("lanskap.__main__", "lanskap.cli.main"),
+}
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

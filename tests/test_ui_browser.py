@@ -508,8 +508,9 @@ SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "hei
 def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
     ui_server: str, isolated_home: Path, screenshots: Path
 ) -> None:
-    """The viewer walks with the arrow keys and sends a picture to img2img, which runs on it; the
-    training preset fills the form; on a phone, in the dark theme, the gallery keeps newest-first."""
+    """The viewer walks with the arrow keys and sends a picture to img2img, which runs on it; its result
+    is upscaled (before and after); the training preset fills the form; on a phone, in the dark theme,
+    the gallery keeps newest-first."""
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
@@ -548,6 +549,18 @@ def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
             expect(done).to_have_count(1, timeout=120_000)
             page.screenshot(path=str(screenshots / "viewer-2-sent-to-img2img.png"), full_page=True)
 
+            # The result's Upscale button opens the Upscale tab with it; the upscale shows before and after.
+            result_id = max(e.id for e in Gallery(isolated_home).query()[0])
+            page.locator(f"[class*='st-key-ups-'][class*='-{result_id}'] button").first.click()
+            page.get_by_text(f"#{result_id} from the gallery").wait_for(timeout=30_000)
+            expect(page.get_by_role("tab", name="Upscale")).to_have_attribute("aria-selected", "true")
+            page.get_by_text("From 64×64 to 128×128.").wait_for(timeout=30_000)
+            _settle(page)
+            page.locator(".st-key-go-upscale button").first.click()
+            page.get_by_text("Before · 64×64").wait_for(timeout=120_000)
+            page.get_by_text("After · 128×128").wait_for()
+            page.screenshot(path=str(screenshots / "viewer-3-upscale-before-after.png"), full_page=True)
+
             # The training preset fills the form, so the form shows what will run.
             page.goto(f"{ui_server}/training")
             page.get_by_role("spinbutton", name="Steps", exact=True).wait_for()
@@ -563,6 +576,8 @@ def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
             browser.close()
         made = Gallery(isolated_home).query(mode="img2img")[0]
         assert len(made) == 1 and made[0].params["init"]["image_size"] == [96, 64]  # the sent picture (96×64)
+        upscaled = Gallery(isolated_home).query(mode="upscale")[0]
+        assert len(upscaled) == 1 and upscaled[0].params["source_id"] == made[0].id
 
         # On a phone, in the dark theme: the sidebar starts closed, the page is dark, and the
         # gallery's cards run newest first, top to bottom.
@@ -581,7 +596,7 @@ def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
                 number = int(re.match(r"#(\d+)", cards.nth(i).inner_text()).group(1))
                 tops.append((box["y"], number))
             shown = [n for _, n in sorted(tops)]
-            assert shown == sorted(shown, reverse=True) and len(shown) == 6, shown
+            assert shown == sorted(shown, reverse=True) and len(shown) == 7, shown
             page.screenshot(path=str(screenshots / "gallery-phone-dark.png"), full_page=True)
         finally:
             browser.close()
@@ -590,45 +605,3 @@ def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
 def _is_dark(page) -> bool:  # type: ignore[no-untyped-def]
     background = page.evaluate("getComputedStyle(document.querySelector('.stApp')).backgroundColor")
     return sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 200
-
-
-def test_hires_fix_then_upscale_a_result_before_and_after(ui_server: str, isolated_home: Path, screenshots: Path):
-    """Hires fix from the Text to image tab; the result's Upscale button opens the Upscale tab with that
-    picture, and the upscale shows before and after side by side."""
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _need("the playwright package")
-    chromium = _chromium()
-    from lanskap.gallery import Gallery
-
-    with sync_playwright() as p:
-        browser, page = _browser(p, chromium)
-        try:
-            page.goto(ui_server)
-            page.get_by_text("tiny-sd · loaded").first.wait_for(timeout=120_000)
-            _small_form(page, "a glacier under twin moons", 3)
-            page.get_by_text("Hires fix").first.click()
-            page.get_by_text("From 64×64 to 128×128.").wait_for(timeout=30_000)
-            _settle(page)
-            page.locator(".st-key-go-txt2img button").first.click()
-            done = page.locator("[class*='st-key-job-']").filter(has_text="saved to the gallery")
-            expect(done).to_have_count(1, timeout=120_000)
-            (made,), _ = Gallery(isolated_home).query()
-            assert (made.width, made.height) == (128, 128) and "Hires upscale: 2" in made.infotext
-            page.locator(f".st-key-ups-{made.id}, [class*='st-key-ups-'][class*='-{made.id}'] button").first.click()
-            page.get_by_text(f"#{made.id} from the gallery").wait_for(timeout=30_000)
-            expect(page.get_by_role("tab", name="Upscale")).to_have_attribute("aria-selected", "true")
-            page.get_by_text("From 128×128 to 256×256.").wait_for(timeout=30_000)
-            _settle(page)
-            page.locator(".st-key-go-upscale button").first.click()
-            page.get_by_text("Before · 128×128").wait_for(timeout=120_000)
-            page.get_by_text("After · 256×256").wait_for()
-            page.screenshot(path=str(screenshots / "upscale-before-after.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(screenshots / "zz-upscale-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
-    entries, _ = Gallery(isolated_home).query(mode="upscale")
-    assert len(entries) == 1 and entries[0].params["source_id"] == made.id

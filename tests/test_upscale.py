@@ -176,9 +176,9 @@ def test_sd_upscale_on_a_tiny_model_is_reproducible_and_seamless(tiny_sd: Path, 
     from lanskap.gallery import Gallery
     from lanskap.generation.engine import Engine
     from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
     from lanskap.jobs import JobControl
     from lanskap.jobs.upscale import UpscaleSource, check_upscale, run_upscale
-    from lanskap.upscale.request import TiledPass, UpscaleRequest
 
     engine = Engine(settings=Settings(home=isolated_home, model=str(tiny_sd)))
     src = Image.new("RGB", (96, 64), (90, 140, 200))
@@ -212,8 +212,8 @@ def test_sd_upscale_to_4096_stays_within_the_tile(tiny_sd: Path, isolated_home: 
 
     from lanskap.generation.engine import Engine
     from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
     from lanskap.jobs.upscale import UpscaleSource, run_upscale
-    from lanskap.upscale.request import TiledPass, UpscaleRequest
 
     engine = Engine(settings=Settings(home=isolated_home, model=str(tiny_sd)))
     tiled = TiledPass(GenerationRequest("hills", seed=1, steps=2, width=512, height=512), 0.5, 64)

@@ -22,8 +22,8 @@ from lanskap.api.a1111_generate import _run
 from lanskap.api.deps import ServerState, StateDep
 from lanskap.api.schema import COMMON, JOBS
 from lanskap.errors import LanskapError
+from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
 from lanskap.jobs.upscale import UpscaleOutput, UpscaleSource
-from lanskap.upscale.request import TiledPass, UpscaleRequest
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111"], responses=COMMON)
 MAX_BATCH = 16

@@ -43,12 +43,12 @@ def upscale(
     from lanskap.gallery import Gallery
     from lanskap.generation.engine import Engine
     from lanskap.generation.output import check_format, ensure_writable_dir, read_infotext
+    from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
     from lanskap.gpulock import gpu_lock
     from lanskap.images import load_rgb
     from lanskap.jobs import JobControl
     from lanskap.jobs.generation import output_folder
     from lanskap.jobs.upscale import UpscaleSource, check_sizes, check_upscale, run_upscale
-    from lanskap.upscale.request import TiledPass, UpscaleRequest
 
     fmt = check_format(job.fmt)
     settings = job.settings()

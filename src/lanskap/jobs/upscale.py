@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from lanskap.config import Settings
     from lanskap.gallery.store import Entry, Gallery
     from lanskap.generation.engine import Engine
-    from lanskap.upscale.request import UpscaleRequest
+    from lanskap.generation.upscale_params import UpscaleRequest
 
 
 @dataclass
@@ -130,7 +130,7 @@ def upscale_one(engine: Engine, src: UpscaleSource, req: UpscaleRequest, control
                 label: str) -> tuple[Image.Image, str, dict[str, Any]]:  # fmt: skip
     """One picture enlarged (and, for SD upscale, repainted tile by tile): the picture, its infotext
     and the gallery row's fields."""
-    from lanskap.upscale import sd_upscale
+    from lanskap.generation import sd_upscale
 
     big, size, crop = _enlarge(engine, src, req, control, label)
     scale = req.scale if not (req.width or req.height) else size[0] / src.image.width

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from lanskap.data.prepare import PrepareOptions
     from lanskap.evaluation.run import EvalConfig, EvalResult
     from lanskap.generation.engine import Engine
+    from lanskap.generation.upscale_params import UpscaleRequest
     from lanskap.jobs.upscale import UpscaleOutput, UpscaleSource
     from lanskap.training.config import TrainConfig
-    from lanskap.upscale.request import UpscaleRequest
 
 __all__ = ["GenerationOutput", "RunInfo", "Service", "TrainingOutput"]
 

@@ -35,9 +35,9 @@ from lanskap.ui.viewer import clickable_image, open_viewer, sharp, show_viewer
 if TYPE_CHECKING:
     from PIL import Image
 
+    from lanskap.generation.upscale_params import UpscaleRequest
     from lanskap.service.queue import Job
     from lanskap.service.service import GenerationOutput, Service
-    from lanskap.upscale.request import UpscaleRequest
 
 
 NO_LORA = "(none)"

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.upscale_params import UpscaleRequest
     from lanskap.service.queue import Job
-    from lanskap.upscale.request import UpscaleRequest
 
 UPSCALE_TAB = "Upscale"
 HIRES_DEFAULTS: dict[str, Any] = {
@@ -92,7 +92,7 @@ def upscale_tab(
 
     SD upscale takes the prompt, seed, steps, sampler and LoRA from the form above (``make_request``).
     """
-    from lanskap.upscale.request import TiledPass, UpscaleRequest
+    from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
 
     c = st.columns([3, 2])
     upscaler = c[0].selectbox("Upscaler", _names(latent=False), index=1, key="u-upscaler")

@@ -21,7 +21,7 @@ from lanskap.upscale.tiles import Blender, grid
 
 if TYPE_CHECKING:
     from lanskap.generation.engine import Engine, GenerationResult, Progress
-    from lanskap.upscale.request import TiledPass
+    from lanskap.generation.upscale_params import TiledPass
 
 #: Reports (done, total, message, latents or None) over all tiles x steps.
 TileProgress = Callable[[int, int, str, object], None]
