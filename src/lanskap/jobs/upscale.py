@@ -185,6 +185,7 @@ def run_upscale(
     fmt = check_format(fmt)
     control = control or JobControl()
     check_sizes(request, [s.image for s in sources])
+    Path(folder).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     out = UpscaleOutput([], [], [], [], [], 0.0)
     with gpu_lock(engine.settings.home, on_wait=control.on_wait):
