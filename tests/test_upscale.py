@@ -229,3 +229,21 @@ def test_sd_upscale_to_4096_stays_within_the_tile(tiny_sd: Path, isolated_home: 
 
 def test_box_scaling() -> None:
     assert Box(3, 4, 10, 12, 7).scaled(4) == Box(12, 16, 40, 48, 7)
+
+
+def test_sd_x4_from_a_tiny_upscaler_folder_and_a_clear_error_without_one(
+    capsys: pytest.CaptureFixture[str], isolated_home: Path, tmp_path: Path
+) -> None:
+    import json
+
+    src = tmp_path / "small.png"
+    Image.fromarray((np.random.default_rng(3).random((24, 40, 3)) * 255).astype(np.uint8)).save(src)
+    assert_one_line_error(main_cli(capsys, "upscale", str(src), "-u", "SD x4"), "SD x4 upscaler", "sd-x4")
+    folder = isolated_home / "upscalers" / "sd-x4"
+    proc = main_cli(capsys, "models", "make-tiny", str(folder), "--kind", "sd-upscale")
+    assert proc.returncode == 0, proc.stderr
+    assert "SD x4" in [u.name for u in installed(Settings(home=isolated_home))]
+    proc = main_cli(capsys, "upscale", str(src), "-u", "SD x4", "--scale", "4", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["sizes"] == [[160, 96]] and "Postprocess upscaler: SD x4" in out["infotexts"][0]
