@@ -433,7 +433,9 @@ def test_config_refuses_contradictions() -> None:
         EvalConfig(out=Path("x"), data=Path("d"), metrics=("fidd",)).check()
 
 
-def test_pytorch_fid_pth_is_refused_then_imported_once(tiny_inception: Path, tmp_path: Path) -> None:
+def test_pytorch_fid_pth_is_refused_then_imported_once(
+    tiny_inception: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The FID weights ship as a pickle (.pth): refused by default, converted once with opt-in."""
     from safetensors.torch import load_file
 
@@ -441,7 +443,9 @@ def test_pytorch_fid_pth_is_refused_then_imported_once(tiny_inception: Path, tmp
 
     pth = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(load_file(str(tiny_inception / "model.safetensors")), pth)
-    assert_one_line_error(run_cli("models", "import-inception", str(pth), str(tmp_path / "inc")), "--allow-pickle")
+    assert_one_line_error(
+        main_cli(capsys, "models", "import-inception", str(pth), str(tmp_path / "inc")), "--allow-pickle"
+    )
     proc = run_cli("models", "import-inception", str(pth), str(tmp_path / "inc"), "--allow-pickle")
     assert proc.returncode == 0, proc.stderr
     pic = tmp_path / "a.png"

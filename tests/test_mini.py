@@ -69,7 +69,7 @@ def test_prompt_following_on_held_out_prompts(mini_engine) -> None:
     assert sky[0] / sky[1] >= 0.8, report.summary()
 
 
-def test_score_cli_reports_on_a_fresh_held_out_set(tmp_path: Path) -> None:
+def test_score_cli_reports_on_a_fresh_held_out_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`lanskap mini score --start` measures another set of held-out prompts; training seeds are refused."""
     from lanskap.mini.follow import HELD_OUT_SEED, held_out_prompts
 
@@ -80,7 +80,7 @@ def test_score_cli_reports_on_a_fresh_held_out_set(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r" / "follow.json").read_text())
     assert [c["prompt"] for c in report["cases"]] == [p for p, _ in held_out_prompts(2, start)]
     assert f"{report['present']}/{report['asked']}" in proc.stdout and (tmp_path / "r" / "follow.png").is_file()
-    assert_one_line_error(run_cli("mini", "score", "--start", "5"), "--start must be 1000000000 or more")
+    assert_one_line_error(main_cli(capsys, "mini", "score", "--start", "5"), "--start must be 1000000000 or more")
 
 
 def test_same_prompt_different_seeds_different_compositions(mini_engine) -> None:
@@ -168,9 +168,8 @@ def test_generate_falls_back_to_mini_with_one_line(tmp_path: Path) -> None:
         assert "Model: lanskap-mini" in im.info["parameters"]
 
 
-def test_fallback_none_and_bad_fallback_are_one_line_errors(tmp_path: Path) -> None:
-
-    proc = run_cli("generate", "x", "--fallback", "nope", "--out", str(tmp_path / "o"))
+def test_fallback_none_and_bad_fallback_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = main_cli(capsys, "generate", "x", "--fallback", "nope", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "fallback must be one of mini, tiny, none")
 
 

@@ -160,6 +160,8 @@ def test_cli_upscale_extras_and_its_errors(
     )
     proc = main_cli(capsys, "upscale", str(src), "--to", "100x100", "-u", "Nearest", "--json", "-q")
     assert json.loads(proc.stdout)["sizes"] == [[100, 100]]
+    proc = main_cli(capsys, "upscale", str(src), "-u", "None", "--json", "-q")  # A1111: None leaves the size
+    assert json.loads(proc.stdout)["sizes"] == [[64, 48]]
     before = sorted(p.name for p in (isolated_home / "outputs").rglob("*.png"))
     assert_one_line_error(
         main_cli(capsys, "upscale", str(src), "-u", "ESRGAN_9x"), "unknown upscaler", "RealESRGAN_x2plus"

@@ -85,8 +85,24 @@ def test_extras_single_and_batch(served, isolated_home: Path) -> None:  # type: 
     )
     assert [im.size for im in r.images] == [(192, 144), (120, 120)]
     assert "face restoration" in r.info
+    # A1111's own test_extras.py bodies: Lanczos by 2, and a bare image ("None" leaves its size).
+    png = base64.b64encode(_png_bytes()).decode()
+    body = {
+        "resize_mode": 0,
+        "upscaling_resize": 2,
+        "upscaling_resize_w": 128,
+        "upscaling_resize_h": 128,
+        "upscaling_crop": True,
+        "upscaler_1": "Lanczos",
+        "upscaler_2": "None",
+        "image": png,
+    }
+    r = requests.post(f"{server.url}/sdapi/v1/extra-single-image", json=body, timeout=60)
+    assert r.status_code == 200 and Image.open(io.BytesIO(base64.b64decode(r.json()["image"]))).size == (128, 96)
+    r = requests.post(f"{server.url}/sdapi/v1/extra-single-image", json={"image": png, "model": "clip"}, timeout=60)
+    assert r.status_code == 200 and Image.open(io.BytesIO(base64.b64decode(r.json()["image"]))).size == (64, 48)
     items = requests.get(f"{server.url}/api/v1/gallery", params={"mode": "upscale"}).json()["items"]
-    assert len(items) == 4 and all(i["params"]["upscale"]["upscaler"] for i in items)
+    assert len(items) == 6 and all(i["params"]["upscale"]["upscaler"] for i in items)
 
 
 def test_listings_and_refusals(served) -> None:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ def upscale(
     from lanskap.cli.common import quiet_libraries, step_bar, wait_notice
     from lanskap.gallery import Gallery
     from lanskap.generation.engine import Engine
-    from lanskap.generation.output import check_format, ensure_writable_dir, read_infotext
+    from lanskap.generation.output import check_format, ensure_writable_dir
     from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
     from lanskap.gpulock import gpu_lock
     from lanskap.images import load_rgb
@@ -70,7 +70,7 @@ def upscale(
     request = UpscaleRequest(upscaler, scale, width, height, not no_crop, upscaler_2, visibility_2, tiled,
                              watermark=not job.no_watermark)  # fmt: skip
     request = check_upscale(request, settings)
-    sources = [UpscaleSource(load_rgb(p), p.name, _infotext(p, read_infotext), None, p) for p in images]
+    sources = [UpscaleSource(load_rgb(p), p.name, _infotext(p), None, p) for p in images]
     check_sizes(request, [s.image for s in sources])
     folder = ensure_writable_dir(output_folder(settings, "upscale", job.out))
     gallery = None if job.no_gallery else Gallery(settings.home)

@@ -22,6 +22,8 @@ from lanskap.generation.infotext import format_number
 from lanskap.generation.schedulers import Sampler, get_sampler
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lanskap.generation.params import GenerationRequest, HiresFix
     from lanskap.prompts.encode import ScheduledPrompts
     from lanskap.upscale.upscalers import Runner, Upscaler
@@ -41,8 +43,13 @@ class HiresPlan:
     embeds: ScheduledPrompts
 
 
-def plan(fix: HiresFix, req: GenerationRequest, first_sampler: Sampler, upscaler: Upscaler,
-         encode: Any) -> HiresPlan:  # fmt: skip
+def plan(
+    fix: HiresFix,
+    req: GenerationRequest,
+    first_sampler: Sampler,
+    upscaler: Upscaler,
+    encode: Callable[[str, str, int], ScheduledPrompts],
+) -> HiresPlan:
     """Fix the second pass: ``encode(prompt, negative, schedule_steps)`` gives its prompt schedule."""
     assert req.width is not None and req.height is not None
     fix.check_size(req.width, req.height)

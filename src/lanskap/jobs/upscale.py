@@ -114,6 +114,8 @@ def _enlarge(engine: Engine, src: UpscaleSource, req: UpscaleRequest, control: J
         control.report(done, total, f"{label}: {what}")
 
     first = find(req.upscaler, engine.settings)
+    if first.kind == "none":  # A1111: Extras and SD upscale leave the picture's size alone with "None"
+        return src.image.convert("RGB"), src.image.size, None
     seed = req.tiled.request.seed or 0 if req.tiled is not None else 0
     big = engine.upscalers.upscale(src.image, first, size, tick=tick, cancel=control.cancel, seed=seed)
     if req.visibility_2 > 0 and req.upscaler_2 != "None":
@@ -134,6 +136,8 @@ def upscale_one(engine: Engine, src: UpscaleSource, req: UpscaleRequest, control
 
     big, size, crop = _enlarge(engine, src, req, control, label)
     scale = req.scale if not (req.width or req.height) else size[0] / src.image.width
+    if big.size == src.image.size:
+        scale = 1
     row: dict[str, Any] = {"seed": 0, "model": req.upscaler}
     if req.tiled is None:
         text = _postprocess_text(src, req, size, crop, scale)

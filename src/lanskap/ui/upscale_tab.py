@@ -24,12 +24,18 @@ if TYPE_CHECKING:
     from lanskap.service.queue import Job
 
 UPSCALE_TAB = "Upscale"
+SAME = "Use same sampler"  # A1111's label
 HIRES_DEFAULTS: dict[str, Any] = {
     "g_hr": False,
     "g_hr_upscaler": "Latent",
     "g_hr_scale": 2.0,
     "g_hr_steps": 0,
     "g_hr_denoise": 0.7,
+    "g_hr_resize_x": 0,
+    "g_hr_resize_y": 0,
+    "g_hr_sampler": SAME,
+    "g_hr_prompt": "",
+    "g_hr_negative": "",
 }
 
 
@@ -56,15 +62,34 @@ def hires_controls() -> None:
     c[1].slider("Upscale by", 1.0, MAX_HIRES_SCALE, step=0.05, key="g_hr_scale", **keep)
     c[2].slider("Hires steps", 0, 150, key="g_hr_steps", help="0: as many as the first pass.", **keep)
     c[3].slider("Denoising strength", 0.0, 1.0, step=0.05, key="g_hr_denoise", **keep)
+    with st.expander("More hires options"):
+        c = st.columns(3)
+        c[0].number_input("Resize width to", 0, 4096, step=8, key="g_hr_resize_x", help="0: by the scale.", **keep)
+        c[1].number_input("Resize height to", 0, 4096, step=8, key="g_hr_resize_y", help="0: by the scale.", **keep)
+        from lanskap.generation.schedulers import sampler_names
+
+        c[2].selectbox("Hires sampler", [SAME, *sampler_names()], key="g_hr_sampler", **keep)
+        st.text_area("Hires prompt", key="g_hr_prompt", height=68, help="Empty: the prompt above.", **keep)
+        st.text_area("Hires negative prompt", key="g_hr_negative", height=68, help="Empty: the one above.", **keep)
     w, h = int(st.session_state["g_width"]), int(st.session_state["g_height"])
-    tw, th, _, _ = _fix().target(w, h)
+    _, _, tw, th = _fix().target(w, h)
     st.caption(f"From {w}×{h} to {tw}×{th}.")
 
 
 def _fix() -> HiresFix:
     s = st.session_state
-    return HiresFix(scale=float(s["g_hr_scale"]), upscaler=s["g_hr_upscaler"], steps=int(s["g_hr_steps"]),
-                    denoise=float(s["g_hr_denoise"]))  # fmt: skip
+    sampler = s.get("g_hr_sampler", SAME)
+    return HiresFix(
+        scale=float(s["g_hr_scale"]),
+        upscaler=s["g_hr_upscaler"],
+        steps=int(s["g_hr_steps"]),
+        denoise=float(s["g_hr_denoise"]),
+        resize_x=int(s.get("g_hr_resize_x", 0)),
+        resize_y=int(s.get("g_hr_resize_y", 0)),
+        sampler="" if sampler == SAME else sampler,
+        prompt=s.get("g_hr_prompt", ""),
+        negative_prompt=s.get("g_hr_negative", ""),
+    )
 
 
 def hires_request() -> HiresFix | None:
@@ -78,9 +103,16 @@ def prefill_hires(params: dict[str, Any]) -> None:
     st.session_state["g_hr"] = h is not None
     if h:
         st.session_state.update(
-            g_hr_upscaler=h.get("upscaler", "Latent"), g_hr_scale=float(h.get("scale", 2.0)),
-            g_hr_steps=int(h.get("steps", 0)), g_hr_denoise=float(h.get("denoise", 0.7)),
-        )  # fmt: skip
+            g_hr_upscaler=h.get("upscaler", "Latent"),
+            g_hr_scale=float(h.get("scale", 2.0)),
+            g_hr_steps=int(h.get("steps", 0)),
+            g_hr_denoise=float(h.get("denoise", 0.7)),
+            g_hr_resize_x=int(h.get("resize_x", 0)),
+            g_hr_resize_y=int(h.get("resize_y", 0)),
+            g_hr_sampler=h.get("sampler") or SAME,
+            g_hr_prompt=h.get("prompt", ""),
+            g_hr_negative=h.get("negative_prompt", ""),
+        )
 
 
 def upscale_tab(
