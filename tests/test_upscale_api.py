@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -151,29 +150,12 @@ def _png_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
 
 def test_img2img_sd_upscale_script(served) -> None:  # type: ignore[no-untyped-def]
     _, api = served
-    r = api.img2img(
-        images=[_picture()],
-        prompt="a fortress",
-        width=64,
-        height=64,
-        seed=21,
-        denoising_strength=0.5,
-        script_name="SD upscale",
-        script_args=["", 16, "Lanczos", 2.0],
-    )
+    body = {"prompt": "a fortress", "width": 64, "height": 64, "seed": 21, "denoising_strength": 0.5}
+    r = api.img2img(images=[_picture()], script_name="SD upscale", script_args=["", 16, "Lanczos", 2.0], **body)
     assert r.image.size == (128, 96)
     info = r.info
     assert info["seed"] == 21 and "SD upscale overlap: 16" in info["infotexts"][0]
     assert "SD upscale upscaler: Lanczos" in info["infotexts"][0] and "Size: 64x64" in info["infotexts"][0]
-    by_index = api.img2img(
-        images=[_picture()],
-        prompt="a fortress",
-        width=64,
-        height=64,
-        seed=21,
-        denoising_strength=0.5,
-        script_name="SD upscale",
-        script_args=["", 16, 1, 2.0],
-    )
+    assert info["gallery_ids"]
+    by_index = api.img2img(images=[_picture()], script_name="SD upscale", script_args=["", 16, 1, 2.0], **body)
     assert np.array_equal(np.asarray(by_index.image), np.asarray(r.image))  # index 1 is Lanczos, as in A1111's list
-    assert json.loads(json.dumps(info))["gallery_ids"]

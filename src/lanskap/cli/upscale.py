@@ -92,8 +92,11 @@ def upscale(
         typer.secho(f"{len(output.paths)} picture(s) upscaled ({sizes}) in {output.seconds:.1f}s", err=True)
 
 
-def _infotext(path: Path, read) -> str | None:
+def _infotext(path: Path) -> str | None:
+    """The picture's own parameters, carried on into the upscaled one (none for a foreign picture)."""
+    from lanskap.generation.output import read_infotext
+
     try:
-        return read(path) or None
+        return read_infotext(path) or None
     except LanskapError:
         return None

@@ -78,6 +78,15 @@ def user_message(exc: LanskapError) -> str:
     return str(exc)
 
 
+def finished_header(notices: list[str], made: int, what: str) -> bool:
+    """A finished job's notices, then whether it made anything (a warning when it was cancelled first)."""
+    for notice in notices:
+        st.caption(f":material/info: {notice}")
+    if not made:
+        st.warning(f"Cancelled before any {what} was finished.", icon=":material/stop_circle:")
+    return made > 0
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "…"

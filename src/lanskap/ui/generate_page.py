@@ -27,7 +27,7 @@ from lanskap.generation.params import (
 )
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
-from lanskap.ui.common import download_buttons, service, try_action, user_message
+from lanskap.ui.common import download_buttons, finished_header, service, try_action, user_message
 from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
 from lanskap.ui.upscale_tab import UPSCALE_TAB, hires_controls, hires_request, prefill_hires, upscale_results
 from lanskap.ui.viewer import clickable_image, open_viewer, sharp, show_viewer
@@ -405,10 +405,7 @@ def _results(job: Job) -> None:
         return
     out: GenerationOutput = job.result
     result = out.result
-    for notice in result.notices:
-        st.caption(f":material/info: {notice}")
-    if not out.paths:
-        st.warning("Cancelled before any image was finished.", icon=":material/stop_circle:")
+    if not finished_header(result.notices, len(out.paths), "image"):
         return
     seeds = result.complete().seeds  # the saved images: those that ran every step
     st.success(

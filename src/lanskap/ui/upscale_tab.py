@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from lanskap.generation.params import MAX_HIRES_SCALE, HiresFix
-from lanskap.ui.common import download_buttons, service, try_action
+from lanskap.ui.common import download_buttons, finished_header, service, try_action
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -159,10 +159,7 @@ def upscale_results(job: Job) -> None:
     from lanskap.ui.viewer import clickable_image, open_viewer, sharp
 
     out = job.result
-    for notice in out.notices:
-        st.caption(f":material/info: {notice}")
-    if not out.paths:
-        st.warning("Cancelled before any picture was finished.", icon=":material/stop_circle:")
+    if not finished_header(out.notices, len(out.paths), "picture"):
         return
     sizes = ", ".join(f"{im.width}×{im.height}" for im in out.images)
     st.success(f"{len(out.paths)} picture(s) upscaled to {sizes} in {out.seconds:.1f}s · saved to the gallery",
