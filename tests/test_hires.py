@@ -102,5 +102,10 @@ def test_cli_hires_flags_and_generate_from(
     again = json.loads(proc.stdout)
     assert again["infotexts"][0] == out["infotexts"][0]
     assert np.array_equal(_px(Image.open(again["images"][0])), _px(Image.open(out["images"][0])))
+    proc = main_cli(capsys, "upscale", out["images"][0], "-u", "Lanczos", "--json", "-q")  # a gallery picture
+    from lanskap.gallery import Gallery
+
+    up = Gallery(isolated_home).get(json.loads(proc.stdout)["gallery_ids"][0])
+    assert up.params["source_id"] == out["gallery_ids"][0] and up.seed == 9 and up.prompt == "misty hills"
     assert_one_line_error(main_cli(capsys, "generate", "x", *args, "--hires-upscaler", "Bogus"), "unknown upscaler")
     assert_one_line_error(main_cli(capsys, "generate", "x", *args, "--hires-scale", "9"), "hires scale")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lanskap.cli.job import JobOptions
 from lanskap.cli.options import job_command
 from lanskap.errors import LanskapError
+
+if TYPE_CHECKING:
+    from lanskap.gallery import Gallery
 
 
 def register(app: typer.Typer) -> None:
@@ -70,10 +74,10 @@ def upscale(
     request = UpscaleRequest(upscaler, scale, width, height, not no_crop, upscaler_2, visibility_2, tiled,
                              watermark=not job.no_watermark)  # fmt: skip
     request = check_upscale(request, settings)
-    sources = [UpscaleSource(load_rgb(p), p.name, _infotext(p), None, p) for p in images]
+    gallery = None if job.no_gallery else Gallery(settings.home)
+    sources = [UpscaleSource(load_rgb(p), p.name, _infotext(p), _gallery_id(gallery, p), p) for p in images]
     check_sizes(request, [s.image for s in sources])
     folder = ensure_writable_dir(output_folder(settings, "upscale", job.out))
-    gallery = None if job.no_gallery else Gallery(settings.home)
     quiet_libraries(job.quiet)
     with gpu_lock(settings.home, on_wait=wait_notice):
         engine = Engine(settings=settings, prediction_type=job.prediction_type)
@@ -90,6 +94,12 @@ def upscale(
     if not job.quiet:
         sizes = ", ".join(f"{im.width}x{im.height}" for im in output.images)
         typer.secho(f"{len(output.paths)} picture(s) upscaled ({sizes}) in {output.seconds:.1f}s", err=True)
+
+
+def _gallery_id(gallery: Gallery | None, path: Path) -> int | None:
+    """A picture that is in the gallery is linked to by its id, as the web app and API link theirs."""
+    entry = gallery.by_path(path) if gallery is not None else None
+    return entry.id if entry is not None else None
 
 
 def _infotext(path: Path) -> str | None:

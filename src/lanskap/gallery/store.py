@@ -358,6 +358,15 @@ class Gallery:
             raise LanskapError(f"no image {row_id} in the gallery")
         return _entry(row)
 
+    def by_path(self, path: Path) -> Entry | None:
+        """The gallery's entry for an image file, if it holds one (an upscale then links to it by id)."""
+        with self._connect() as con:
+            row = con.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM images WHERE path IN (?, ?) AND state='ok'",
+                (str(Path(path)), str(Path(path).resolve())),
+            ).fetchone()
+        return None if row is None else _entry(row)
+
     def query(
         self,
         search: str | None = None,
