@@ -96,7 +96,7 @@ def test_a1111_endpoints_round_trip(server, isolated_home: Path) -> None:
         "batch_size": 2,
         "sampler_name": "DPM++ 2M",
         "scheduler": "Karras",
-        "tiling": True,  # not supported: accepted, ignored, warned about
+        "subseed_strength": 0.5,  # not supported: accepted, ignored, warned about
         "restore_faces": False,  # A1111's default value: no warning
     }
     r = requests.post(u + "/sdapi/v1/txt2img", json=body, timeout=120)
@@ -106,7 +106,7 @@ def test_a1111_endpoints_round_trip(server, isolated_home: Path) -> None:
     info = json.loads(out["info"])
     assert info["seed"] == 1234 and info["all_seeds"] == [1234, 1235]
     assert info["sampler_name"] == "DPM++ 2M Karras" and info["steps"] == 2 and len(info["infotexts"]) == 2
-    assert info["warnings"] == ["ignored unsupported field 'tiling'"]
+    assert info["warnings"] == ["ignored unsupported field 'subseed_strength'"]
     assert info["loras"][0]["name"] == "mist-style" and info["loras"][0]["scale"] == 0.7
     assert out["parameters"]["prompt"] == body["prompt"] and out["parameters"]["cfg_scale"] == 7.0  # A1111 default
     assert len(out["images"]) == 2 and _img(out["images"][0]).size == (64, 64)

@@ -16,7 +16,7 @@ from conftest import run_cli
 
 CASES = [
     # (argv, words the one line must contain)
-    (["generate", "x", "--tiling", "x"], ["no such option", "--tiling"]),
+    (["generate", "x", "--frobnicate", "x"], ["no such option", "--frobnicate"]),
     (["generate", "x", "--steps", "abc"], ["invalid value", "--steps"]),
     (["nosuchcommand"], ["no such command", "nosuchcommand"]),
     (["gallery", "show"], ["missing argument"]),

@@ -562,6 +562,7 @@ def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(a
     at = _app()
     at.text_area(key="g_prompt").input("a frozen lake")
     _small(at)
+    at.button_group(key="g_tiling").set_value("x")
     at.toggle(key="g_hr").set_value(True).run()
     at.selectbox(key="g_hr_upscaler").set_value("Lanczos")
     at.slider(key="g_hr_scale").set_value(1.5)
@@ -573,6 +574,7 @@ def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(a
     (made,), _ = Gallery(app_env).query()
     assert (made.width, made.height) == (96, 96) and made.params["hires"]["upscaler"] == "Lanczos"
     assert "Hires upscale: 1.5" in made.infotext and "Hires upscaler: Lanczos" in made.infotext
+    assert made.params["tiling"] == "x" and "Tiling: x" in made.infotext
     at.toggle(key="g_hr").set_value(False).run()
     at.switch_page("views/gallery.py").run()
     at.button(key=f"open-{made.id}").click().run()

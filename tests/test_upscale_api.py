@@ -62,6 +62,8 @@ def test_txt2img_hires_fix_with_a1111_fields(served) -> None:  # type: ignore[no
         denoising_strength=0.0,
     )
     assert r2.image.size == (96, 80) and "Hires resize: 96x80" in r2.info["infotexts"][0]
+    r3 = api.txt2img(prompt="a stone wall texture", width=64, height=64, seed=8, tiling=True)  # A1111's tiling
+    assert "Tiling: True" in r3.info["infotexts"][0] and r3.info["extra_generation_params"]["Tiling"] == "True"
 
 
 def test_extras_single_and_batch(served, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]

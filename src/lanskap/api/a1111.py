@@ -62,6 +62,7 @@ TXT2IMG_FIELDS = {
     "hr_prompt",
     "hr_negative_prompt",
     "denoising_strength",
+    "tiling",
 }
 IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "init_images",
@@ -106,6 +107,7 @@ class Txt2ImgBody(BaseModel):
     override_settings: dict[str, Any] = Field(default_factory=dict)
     override_settings_restore_afterwards: bool = True
     styles: list[str] = Field(default_factory=list)
+    tiling: bool | None = None  # A1111's seamless tiling (both axes)
     # Hires fix (A1111's StableDiffusionProcessingTxt2Img fields and defaults).
     enable_hr: bool = False
     denoising_strength: float | None = Field(None, ge=0, le=1)
@@ -219,6 +221,7 @@ def build_request(
     hires = _hires(body, limits) if body.enable_hr and init is None else None
     return GenerationRequest(
         hires=hires,
+        tiling="xy" if body.tiling else "",
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         seed=None if body.seed == -1 else body.seed,
@@ -362,6 +365,10 @@ def _denoising(req: GenerationRequest) -> float:
 def _extra_params(req: GenerationRequest) -> dict[str, Any]:
     """A1111's ``extra_generation_params``: ENSD, and the hires fix's keys."""
     extra: dict[str, Any] = {"ENSD": req.ensd} if req.ensd and req.mode == "txt2img" else {}
+    if req.tiling:
+        from lanskap.generation.tiling import infotext
+
+        extra.update(infotext(req.tiling))
     if req.hires is not None:
         h = req.hires
         if h.resize_x or h.resize_y:

@@ -29,6 +29,7 @@ REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("scheduler", str, typer.Option(None, "--scheduler", "--sampler", help="e.g. 'DPM++ 2M Karras', 'Euler a'.")),
     ("clip_skip", int, typer.Option(None, "--clip-skip", help="Stop the text encoder N-1 layers early, 1-12 [1].")),
     ("ensd", int, typer.Option(None, "--ensd", help="Eta noise seed delta (A1111's ENSD), text-to-image [0].")),
+    ("tiling", str, typer.Option(None, "--tiling", help="Seamless tiling along x, y or xy (A1111's tiling).")),
 ]
 SIZE_FLAGS: list[tuple[str, Any, Any]] = [
     ("width", int, typer.Option(None, "--width", "-W", help="Multiple of 8, 64-2048.")),

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 @job_command(
     sizes=False,
-    exclude=("num_images", "batch_size", "ensd", "style", "fallback"),
+    exclude=("num_images", "batch_size", "ensd", "tiling", "style", "fallback"),
     helps={"steps": "SD upscale: steps per tile [20].", "seed": "SD upscale: seed of the first tile (tile k: +k)."},
 )
 def upscale(

@@ -30,6 +30,8 @@ from lanskap.generation.params import GenerationRequest, LoraSpec
 from lanskap.generation.prepare import Prepared, prepare
 from lanskap.generation.schedulers import Sampler, build_scheduler, get_sampler
 from lanskap.generation.steps import ExtraConditioning, PostStep
+from lanskap.generation.tiling import infotext as tiling_infotext
+from lanskap.generation.tiling import tiled
 from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
@@ -480,7 +482,9 @@ class Engine:
         request.validate()
         with self._lock:
             run = self._start(request)
-            images, partial = self._denoise(run, progress, cancel, skip)
+            pipe = run.model.pipe
+            with tiled([pipe.unet, pipe.vae], run.req.tiling):
+                images, partial = self._denoise(run, progress, cancel, skip)
             if cancel is not None and cancel.is_set() and not keep_partial:
                 raise CancelledError("generation interrupted")
             return self._finish(run, images, partial, interrupted=cancel is not None and cancel.is_set())
@@ -843,6 +847,7 @@ class Engine:
                 params["Outpaint"] = " ".join(map(str, req.mask.outpaint))
         if req.hires is not None:
             params.update(hires.infotext(req.hires, req, sampler))
+        params.update(tiling_infotext(req.tiling))
         if watermarked:
             params["Watermark"] = MESSAGE.decode()
         for step in [*self.conditioning, *self.post_steps]:

@@ -35,6 +35,7 @@ KEY_ORDER = (
     "Inpaint area",
     "Masked area padding",
     "Outpaint",
+    "Tiling",
     "Hires upscale",
     "Hires resize",
     "Hires steps",

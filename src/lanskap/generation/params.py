@@ -141,6 +141,7 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before, ...
     ensd: int = 0  # A1111's eta noise seed delta: sampler noise after the first draw comes from seed + ensd
     hires: HiresFix | None = None  # text-to-image only: a second pass at a larger size
+    tiling: str = ""  # seamless tiling along x, y or xy (A1111's tiling is xy)
 
     @property
     def mode(self) -> str:
@@ -192,6 +193,10 @@ class GenerationRequest:
             self._validate_init(self.init)
         if self.mask is not None:
             self._validate_mask(self.mask)
+        if self.tiling:
+            from lanskap.generation.tiling import check
+
+            check(self.tiling)
         if self.hires is not None:
             if self.init is not None:
                 raise LanskapError("hires fix is for text-to-image; for a picture, upscale it (SD upscale) instead")

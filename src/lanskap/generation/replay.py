@@ -56,6 +56,10 @@ def replay_from_infotext(text: str) -> Replay:
         if schedule == "Automatic" and p.get("Version", "").startswith("lanskap"):
             schedule = "Uniform"  # earlier lanskap wrote "Automatic" for the model's own schedule
         fields["scheduler"] = get_sampler(p["Sampler"], schedule).label
+    if "Tiling" in p:
+        from lanskap.generation.tiling import from_infotext
+
+        fields["tiling"] = from_infotext(p["Tiling"])
     if "Hires upscale" in p or "Hires resize" in p:
         fields["hires"] = _hires(p)
     mode = "img2img" if "Denoising strength" in p and "hires" not in fields else "txt2img"

@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "g_clip_skip": 1,
     "g_ensd": 0,
     "g_styles": [],
+    "g_tiling": "off",
 }
 FORM_KEYS = tuple(DEFAULTS)
 
@@ -82,6 +83,7 @@ def prefill(params: dict[str, Any]) -> None:
         "g_clip_skip": int(params.get("clip_skip") or 1),
         "g_ensd": int(params.get("ensd") or 0),
         "g_styles": [],  # the recorded prompt already holds the styles' text
+        "g_tiling": params.get("tiling") or "off",
     }
     for key, value in values.items():
         st.session_state[key] = value
@@ -120,6 +122,7 @@ def _request(**extra: Any) -> GenerationRequest:
         "clip_skip": int(s["g_clip_skip"]),
         "ensd": int(s["g_ensd"]),
         "loras": loras,
+        "tiling": "" if s.get("g_tiling") in (None, "off") else s["g_tiling"],
     }
     return GenerationRequest(**{**fields, **extra})
 
@@ -266,6 +269,13 @@ def _modes() -> Action:
     with tabs[0]:
         if tabs[0].open:
             st.caption("A picture from the prompt alone. Ctrl+Enter generates from anywhere on the page.")
+            st.segmented_control(
+                "Seamless tiling",
+                ["off", "x", "y", "xy"],
+                key="g_tiling",
+                persist_state="session",
+                help="The picture repeats without a seam along these axes (textures, backdrops).",
+            )
             hires_controls()
     return action
 
