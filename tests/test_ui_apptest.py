@@ -587,6 +587,11 @@ def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(a
     assert at.session_state["g_tab"] == "Upscale"
     at.switch_page("views/generate.py").run()  # AppTest reruns the page it was last told to, not the app's
     at.selectbox(key="u-upscaler").set_value("Nearest")
+    at.radio(key="u-how").set_value("Scale to").run()
+    at.number_input(key="u-w").set_value(200)
+    at.number_input(key="u-h").set_value(120).run()
+    assert "From 96×96 to 200×120." in _texts(at)  # covered, then cropped to the asked size
+    at.radio(key="u-how").set_value("Scale by").run()
     at.slider(key="u-scale").set_value(2.0).run()
     assert "From 96×96 to 192×192." in _texts(at)
     at.button(key="go-upscale").click().run()

@@ -7,6 +7,7 @@ and the job goes through ``Service.submit_upscale``, like the API's Extras.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
@@ -120,15 +121,14 @@ def upscale_tab(
     make_request: Callable[..., GenerationRequest],
     submit: Callable[[Image.Image, UpscaleRequest], None],
 ) -> Callable[[], None] | None:
-    """The Upscale tab's inputs; returns what the action button runs (None until there is a picture).
+    """The Upscale tab's inputs (A1111's Extras, and SD upscale); returns what the action button runs
+    (None until there is a picture).
 
     SD upscale takes the prompt, seed, steps, sampler and LoRA from the form above (``make_request``).
     """
-    from lanskap.generation.upscale_params import TiledPass, UpscaleRequest
+    from lanskap.generation.upscale_params import TiledPass
 
-    c = st.columns([3, 2])
-    upscaler = c[0].selectbox("Upscaler", _names(latent=False), index=1, key="u-upscaler")
-    scale = c[1].slider("Upscale by", 1.0, 8.0, 2.0, 0.25, key="u-scale")
+    request = _extras_inputs()
     sd = st.toggle("SD upscale", key="u-sd", help="Repaint the enlarged picture tile by tile with the prompt above.")
     tiled = None
     if sd:
@@ -137,21 +137,45 @@ def upscale_tab(
         overlap = c[1].number_input("Overlap", 0, 256, 64, 8, key="u-overlap")
         denoise = c[2].slider("Denoising strength", 0.0, 1.0, 0.35, 0.05, key="u-denoise")
         tiled = (int(tile), int(overlap), float(denoise))
-    if picture is not None:
-        from lanskap.upscale.upscalers import target_size
-
-        w, h = target_size(picture.width, picture.height, scale)
-        st.caption(f"From {picture.width}×{picture.height} to {w}×{h}.")
     if picture is None:
         return None
+    size = try_action(lambda: request.sizes(picture.width, picture.height))
+    if size is not None:
+        (w, h), crop = size
+        w, h = crop or (w, h)
+        st.caption(f"From {picture.width}×{picture.height} to {w}×{h}.")
 
     def run() -> None:
         t = None
         if tiled is not None:
             t = TiledPass(make_request(width=tiled[0], height=tiled[0], num_images=1), tiled[2], tiled[1])
-        submit(picture, UpscaleRequest(upscaler, scale, tiled=t))
+        submit(picture, replace(request, tiled=t))
 
     return run
+
+
+def _extras_inputs() -> UpscaleRequest:
+    """A1111's Extras: an upscaler, by a factor or to a size (cropped to it), and a second one blended in."""
+    from lanskap.generation.upscale_params import UpscaleRequest
+
+    names = _names(latent=False)
+    c = st.columns([3, 2])
+    upscaler = c[0].selectbox("Upscaler", names, index=1, key="u-upscaler")
+    how = c[1].radio("Resize", ["Scale by", "Scale to"], horizontal=True, key="u-how")
+    width = height = 0
+    crop = True
+    scale = 2.0
+    if how == "Scale by":
+        scale = st.slider("Upscale by", 1.0, 8.0, 2.0, 0.25, key="u-scale")
+    else:
+        c = st.columns([2, 2, 2], vertical_alignment="bottom")
+        width = int(c[0].number_input("Width", 64, 8192, 1920, 8, key="u-w"))
+        height = int(c[1].number_input("Height", 64, 8192, 1080, 8, key="u-h"))
+        crop = c[2].checkbox("Crop to fit", True, key="u-crop")
+    c = st.columns([3, 2])
+    second = c[0].selectbox("Upscaler 2", names, index=0, key="u-upscaler2")
+    visibility = c[1].slider("Upscaler 2 visibility", 0.0, 1.0, 0.0, 0.05, key="u-vis2")
+    return UpscaleRequest(upscaler, scale, width, height, crop, second, visibility)
 
 
 def upscale_results(job: Job) -> None:
