@@ -43,6 +43,8 @@ def test_screenshots_of_every_page_at_two_sizes_in_both_themes(
                     for name in ("generate", "gallery", "training", "evaluation"):
                         page.goto(ui_server if name == "generate" else f"{ui_server}/{name}")
                         page.get_by_text("lanskap ·").first.wait_for()
+                        if name == "generate":  # a fresh server's first run is slow: wait for the form itself
+                            page.get_by_label("Prompt", exact=True).wait_for(timeout=120_000)
                         _settle(page)
                         time.sleep(0.5)
                         page.screenshot(path=str(screenshots / f"{name}-{size_name}-{scheme}.png"), full_page=True)
