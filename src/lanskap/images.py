@@ -56,6 +56,13 @@ def open_image(path: str | Path | IO[bytes], what: str = "image", max_pixels: in
         raise LanskapError(f"{label} is corrupt or truncated: {first}") from None
 
 
+def center_crop(im: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    """The middle ``size`` of ``im`` (a square side, or width and height)."""
+    w, h = (size, size) if isinstance(size, int) else size
+    left, top = (im.width - w) // 2, (im.height - h) // 2
+    return im.crop((left, top, left + w, top + h))
+
+
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """RGB from any mode; transparency is flattened onto ``background``."""
     if im.mode == "RGB":

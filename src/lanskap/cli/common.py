@@ -52,6 +52,17 @@ def step_bar(quiet: bool, desc: str) -> Iterator[Callable[[int, int, str], None]
             bar.close()
 
 
+def parse_size(text: str, hint: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` as two whole numbers; ``hint`` says what was expected in the one-line error."""
+    from lanskap.errors import LanskapError
+
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise LanskapError(f"{hint}, not {text!r}") from None
+    return width, height
+
+
 def wait_notice() -> None:
     """Said once when another lanskap process holds the GPU lock (see lanskap.gpulock)."""
     import typer

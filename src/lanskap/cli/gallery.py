@@ -35,10 +35,9 @@ def list_cmd(
     """Newest first."""
     width = height = None
     if size:
-        try:
-            width, height = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise LanskapError(f"size must look like 768x768, not {size!r}") from None
+        from lanskap.cli.common import parse_size
+
+        width, height = parse_size(size, "size must look like 768x768")
     from lanskap.generation.params import TASKS
 
     if mode is not None and mode not in TASKS:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from lanskap.cli.job import JobOptions, build_request, request_fields, run_job, run_jobs
 from lanskap.cli.options import job_command
 from lanskap.errors import LanskapError
+
+if TYPE_CHECKING:
+    from lanskap.generation.params import HiresFix
 
 
 def register(app: typer.Typer) -> None:
@@ -76,24 +79,19 @@ def generate(
     given = {"scale": hires_scale, "steps": hires_steps, "denoise": hires_denoise, "upscaler": hires_upscaler,
              "sampler": hires_sampler, "prompt": hires_prompt, "negative_prompt": hires_negative}  # fmt: skip
     if hires_resize is not None:
-        given["resize_x"], given["resize_y"] = _size(hires_resize)
+        from lanskap.cli.common import parse_size
+
+        given["resize_x"], given["resize_y"] = parse_size(hires_resize, RESIZE_HINT)
     hires = hires_fix(merged.get("hires"), given)
     if hires is not None:
         merged["hires"] = hires
     run_job(build_request(merged, job), job, "txt2img", settings=settings, replay=replay)
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise LanskapError(
-            f"the hires resize must be WIDTHxHEIGHT (0 for one side keeps the ratio), not {text!r}"
-        ) from None
+RESIZE_HINT = "the hires resize must be WIDTHxHEIGHT (0 for one side keeps the ratio)"
 
 
-def hires_fix(recorded: Any, given: dict[str, Any]) -> Any:
+def hires_fix(recorded: HiresFix | None, given: dict[str, Any]) -> HiresFix | None:
     """The hires fix to run: the recorded one (``--from``) with the given flags over it, or a new one."""
     from dataclasses import replace
 

@@ -58,9 +58,9 @@ def upscale(
     settings = job.settings()
     width = height = 0
     if to is not None:
-        from lanskap.cli.generate import _size
+        from lanskap.cli.common import parse_size
 
-        width, height = _size(to)
+        width, height = parse_size(to, "the size to upscale to must be WIDTHxHEIGHT (0 for one side keeps the ratio)")
     tiled = None
     if sd:
         from lanskap.cli.job import build_request

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageEnhance
 
+from lanskap.images import center_crop
+
 _RESAMPLE = Image.Resampling.BICUBIC
 
 
@@ -42,12 +44,6 @@ def resize_cover(im: Image.Image, width: int, height: int) -> Image.Image:
     scale = max(width / im.width, height / im.height)
     size = (max(width, round(im.width * scale)), max(height, round(im.height * scale)))
     return im if size == im.size else im.resize(size, _RESAMPLE)
-
-
-def center_crop(im: Image.Image, size: int | tuple[int, int]) -> Image.Image:
-    w, h = (size, size) if isinstance(size, int) else size
-    left, top = (im.width - w) // 2, (im.height - h) // 2
-    return im.crop((left, top, left + w, top + h))
 
 
 def random_resized_crop(

@@ -20,6 +20,7 @@ from PIL import Image
 from lanskap.errors import LanskapError
 from lanskap.generation.infotext import format_number
 from lanskap.generation.schedulers import Sampler, get_sampler
+from lanskap.images import center_crop
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -92,11 +93,7 @@ def upscale(plan_: HiresPlan, pipe: Any, latents: torch.Tensor, runner: Runner, 
     out = []
     for picture, seed in zip(pictures, seeds, strict=True):
         big = runner.upscale(picture, plan_.upscaler, (w, h), prompt=prompt, seed=seed)
-        tw, th = plan_.crop
-        if (tw, th) != (w, h):
-            left, top = (w - tw) // 2, (h - th) // 2
-            big = big.crop((left, top, left + tw, top + th))
-        out.append(big)
+        out.append(center_crop(big, plan_.crop) if plan_.crop != (w, h) else big)
     return out
 
 

@@ -2,7 +2,7 @@
 into the gallery, linked to the picture it came from.
 
 The CLI (``lanskap upscale``), the API (``extra-single-image``, ``extra-batch-images``, img2img's
-``SD upscale`` script, the native route) and the web app's Upscale action all end here.
+``SD upscale`` script) and the web app's Upscale tab all end here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from lanskap.gpulock import gpu_lock
+from lanskap.images import center_crop
 from lanskap.jobs.control import JobControl
 
 if TYPE_CHECKING:
     from lanskap.config import Settings
     from lanskap.gallery.store import Entry, Gallery
-    from lanskap.generation.engine import Engine
+    from lanskap.generation.engine import Engine, GenerationResult
     from lanskap.generation.upscale_params import UpscaleRequest
 
 
@@ -123,39 +124,30 @@ def _enlarge(engine: Engine, src: UpscaleSource, req: UpscaleRequest, control: J
         other = engine.upscalers.upscale(src.image, second, size, tick=tick, cancel=control.cancel, seed=seed)
         big = Image.blend(big, other, req.visibility_2)
     if crop is not None and crop != big.size:
-        left, top = (big.width - crop[0]) // 2, (big.height - crop[1]) // 2
-        big = big.crop((left, top, left + crop[0], top + crop[1]))
+        big = center_crop(big, crop)
     return big, size, crop
 
 
 def upscale_one(engine: Engine, src: UpscaleSource, req: UpscaleRequest, control: JobControl,
-                label: str) -> tuple[Image.Image, str, dict[str, Any]]:  # fmt: skip
+                label: str) -> tuple[Image.Image, str, GenerationResult | None]:  # fmt: skip
     """One picture enlarged (and, for SD upscale, repainted tile by tile): the picture, its infotext
-    and the gallery row's fields."""
+    and, for SD upscale, the first tile's result (its parameters describe the job)."""
     from lanskap.generation import sd_upscale
 
     big, size, crop = _enlarge(engine, src, req, control, label)
     scale = req.scale if not (req.width or req.height) else size[0] / src.image.width
     if big.size == src.image.size:
         scale = 1
-    row: dict[str, Any] = {"seed": 0, "model": req.upscaler}
     if req.tiled is None:
-        text = _postprocess_text(src, req, size, crop, scale)
-    else:
+        return big, _postprocess_text(src, req, size, crop, scale), None
 
-        def relay(done: int, total: int, message: str, latents: object) -> None:
-            control.report(done, total, f"{label}: {message}")
-            if latents is not None:
-                control.preview(latents)
+    def relay(done: int, total: int, message: str, latents: object) -> None:
+        control.report(done, total, f"{label}: {message}")
+        if latents is not None:
+            control.preview(latents)
 
-        big, first = sd_upscale.sd_upscale(engine, big, req.tiled, progress=relay, cancel=control.cancel)
-        text = sd_upscale.infotext(first, req.tiled, req.upscaler, scale)
-        treq = first.request
-        row = {"seed": first.seeds[0], "steps": treq.steps, "guidance": treq.guidance, "sampler": treq.scheduler,
-               "model": first.model_name, "model_hash": first.model_hash, "prompt": treq.prompt,
-               "negative_prompt": treq.negative_prompt,
-               "loras": [{"name": lo.name, "scale": lo.scale, "hash": lo.hash} for lo in first.loras]}  # fmt: skip
-    return big, text, row
+    big, first = sd_upscale.sd_upscale(engine, big, req.tiled, progress=relay, cancel=control.cancel)
+    return big, sd_upscale.infotext(first, req.tiled, req.upscaler, scale), first
 
 
 def _watermarked(image: Image.Image, text: str) -> tuple[Image.Image, str]:
@@ -197,14 +189,14 @@ def run_upscale(
             label = f"image {i + 1} of {len(sources)}" if len(sources) > 1 else "upscaling"
             t0 = time.perf_counter()
             try:
-                image, text, row = upscale_one(engine, src, request, control, label)
+                image, text, first = upscale_one(engine, src, request, control, label)
             except CancelledError:
                 out.notices.append(f"interrupted: {len(out.images)} of {len(sources)} picture(s) upscaled")
                 break
             if request.watermark:
                 image, text = _watermarked(image, text)
             data = encode_image(image, fmt, text)
-            record = _record(src, request, image, text, row, engine, source, time.perf_counter() - t0)
+            record = _record(src, request, image, text, first, engine, source, time.perf_counter() - t0)
             if gallery is None:
                 path, entry = save_bytes(data, folder, int(record["seed"]), fmt), None
             else:
@@ -220,38 +212,42 @@ def run_upscale(
     return out
 
 
-def _record(src: UpscaleSource, req: UpscaleRequest, image: Image.Image, text: str, row: dict[str, Any],
-            engine: Engine, source: str, seconds: float) -> dict[str, Any]:  # fmt: skip
-    """The gallery row: the upscale's settings and a link to the picture it came from."""
+def _record(src: UpscaleSource, req: UpscaleRequest, image: Image.Image, text: str,
+            first: GenerationResult | None, engine: Engine, source: str, seconds: float) -> dict[str, Any]:  # fmt: skip
+    """The gallery row: the upscale's settings and a link to the picture it came from.
+
+    SD upscale's row is its first tile's (``gallery_record``); an Extras row keeps its source's
+    prompt and seed, as its file name does.
+    """
+    from lanskap.gallery.record import gallery_record
     from lanskap.generation.infotext import parse_infotext
 
-    p = parse_infotext(src.infotext) if src.infotext else {}
-    seed = row["seed"]
-    if req.tiled is None and p.get("Seed", "").isdigit():
-        seed = int(p["Seed"])  # an Extras upscale keeps its source's seed, as its file name does
-    return {
-        "prompt": row.get("prompt", p.get("Prompt", "")),
-        "negative_prompt": row.get("negative_prompt", p.get("Negative prompt", "")),
-        "seed": seed,
-        "steps": row.get("steps"),
-        "guidance": row.get("guidance"),
-        "sampler": row.get("sampler"),
-        "width": image.width,
-        "height": image.height,
-        "mode": "upscale",
-        "model": row.get("model"),
-        "model_hash": row.get("model_hash"),
-        "loras": row.get("loras", []),
-        "params": {
+    if first is not None:
+        row = gallery_record(first, 0, source)
+    else:
+        p = parse_infotext(src.infotext) if src.infotext else {}
+        seed = p.get("Seed", "")
+        row = {
+            "prompt": p.get("Prompt", ""),
+            "negative_prompt": p.get("Negative prompt", ""),
+            "seed": int(seed) if seed.isdigit() else 0,
+            "model": req.upscaler,
+            "device": str(engine.placement.device),
+            "dtype": engine.placement.dtype_name,
+            "source": source,
+        }
+    row.update(
+        width=image.width,
+        height=image.height,
+        mode="upscale",
+        params={
             "upscale": req.to_dict(),
             "source_id": src.gallery_id,
             "source_path": str(src.path) if src.path else None,
             "source_name": src.name,
             "source_size": list(src.image.size),
         },
-        "infotext": text,
-        "seconds": round(seconds, 4),
-        "device": str(engine.placement.device),
-        "dtype": engine.placement.dtype_name,
-        "source": source,
-    }
+        infotext=text,
+        seconds=round(seconds, 4),
+    )
+    return row

@@ -133,9 +133,7 @@ def _submit(folder: str | None = None, **extra: Any) -> None:
         return
 
     def submit() -> Job:
-        svc = service()
-        request, _ = apply_styles(_request(**extra), st.session_state.get("g_styles") or [], svc.settings.home)
-        return svc.submit_generation(request, source="ui", folder=folder)
+        return service().submit_generation(_styled_request(**extra), source="ui", folder=folder)
 
     remember(submit().id)
 

@@ -41,9 +41,9 @@ HIRES_DEFAULTS: dict[str, Any] = {
 
 
 def _names(latent: bool) -> list[str]:
-    from lanskap.upscale.upscalers import LATENT_MODES, installed
+    from lanskap.upscale.upscalers import BUILTIN, LATENT_MODES, installed
 
-    found = try_action(lambda: [u.name for u in installed(service().settings)]) or ["None", "Lanczos", "Nearest"]
+    found = try_action(lambda: [u.name for u in installed(service().settings)]) or [u.name for u in BUILTIN]
     return [*LATENT_MODES, *found[1:]] if latent else found
 
 

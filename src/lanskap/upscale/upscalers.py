@@ -61,6 +61,10 @@ class Upscaler:
                 "model_path": path, "model_url": None, "scale": self.scale or 4}  # fmt: skip
 
 
+#: The resizes every install has, in A1111's order.
+BUILTIN = (Upscaler("None", "none"), Upscaler("Lanczos", "plain", 4), Upscaler("Nearest", "plain", 4))
+
+
 def model_files(settings: Settings) -> list[Path]:
     """Upscaler files in ``$LANSKAP_HOME/upscalers`` (links out of the folder are not followed)."""
     from lanskap.folders import walk
@@ -92,7 +96,7 @@ def sd_x4_installed(settings: Settings) -> bool:
 
 def installed(settings: Settings) -> list[Upscaler]:
     """A1111's upscaler list: the resizes, SD x4 when it is here, then each model file."""
-    found = [Upscaler("None", "none"), Upscaler("Lanczos", "plain", 4), Upscaler("Nearest", "plain", 4)]
+    found = list(BUILTIN)
     if sd_x4_installed(settings):
         found.append(Upscaler(SD_X4, "sdx4", 4))
     found += [Upscaler(p.stem, "esrgan", _guess_scale(p.stem), p) for p in model_files(settings)]
@@ -113,6 +117,9 @@ def find(name: str, settings: Settings, *, latent: bool = False) -> Upscaler:
     """
     if latent and name in LATENT_MODES:
         return Upscaler(name, "latent", 2)
+    for up in BUILTIN:  # the common case needs no folder scan
+        if up.name.lower() == name.lower():
+            return up
     choices = installed(settings)
     for up in choices:
         if up.name.lower() == name.lower():
