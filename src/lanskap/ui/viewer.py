@@ -106,9 +106,14 @@ def _enlarged(path: str, mtime: float, min_side: int) -> bytes | None:
     return buf.getvalue()
 
 
-def _step(delta: int) -> None:
+def _go(target: int) -> None:
+    """Arrow callback: view ``ids[target]``.
+
+    The target, not a step: a key press that reaches both the old and the new arrow button
+    during a rerun must still move one picture, never two.
+    """
     ids = st.session_state.get(VIEW_IDS) or []
-    st.session_state[VIEW_AT] = max(0, min(len(ids) - 1, st.session_state.get(VIEW_AT, 0) + delta))
+    st.session_state[VIEW_AT] = max(0, min(len(ids) - 1, target))
 
 
 def _after(what: str) -> None:
@@ -153,10 +158,10 @@ def _dialog(deletable: bool) -> None:
         st.warning("This image is no longer in the gallery.", icon=":material/hide_image:")
         return
     c = st.columns([1, 6, 1], vertical_alignment="center")
-    c[0].button(":material/arrow_back:", key="v-prev", on_click=_step, args=(-1,), disabled=at == 0,
+    c[0].button(":material/arrow_back:", key="v-prev", on_click=_go, args=(at - 1,), disabled=at == 0,
                 shortcut="Left", help="Previous (←)")  # fmt: skip
     c[1].caption(f"**#{e.id}** · {e.width}×{e.height} · seed {e.seed} · {e.mode} · {at + 1} of {len(ids)}")
-    c[2].button(":material/arrow_forward:", key="v-next", on_click=_step, args=(1,), disabled=at >= len(ids) - 1,
+    c[2].button(":material/arrow_forward:", key="v-next", on_click=_go, args=(at + 1,), disabled=at >= len(ids) - 1,
                 shortcut="Right", help="Next (→)")  # fmt: skip
     left, right = st.columns([3, 2])  # the picture beside its actions, so both fit one screen
     left.image(sharp(e.path), width="stretch")
