@@ -105,6 +105,8 @@ class Settings:
     #: The SD x4 upscaler: a hub id or a diffusers folder. Stability's repo; a folder at
     #: ``$LANSKAP_HOME/upscalers/sd-x4`` is used first when present.
     sd_upscaler: str = DEFAULT_SD_UPSCALER
+    #: The most regions one request may have (each costs a model call per step).
+    max_regions: int = 8
 
     @property
     def speed(self) -> SpeedOptions:
@@ -171,6 +173,7 @@ _ENV = {
     "compile": "LANSKAP_COMPILE",
     "threads": "LANSKAP_THREADS",
     "sd_upscaler": "LANSKAP_SD_UPSCALER",
+    "max_regions": "LANSKAP_MAX_REGIONS",
 }
 
 
@@ -182,11 +185,11 @@ def _coerce(name: str, value: Any) -> Any:
         return [Path(str(p)).expanduser() for p in items if str(p)]
     if name in ("allow_pickle", "compile"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-    if name == "threads":
+    if name in ("threads", "max_regions"):
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise LanskapError(f"threads must be a whole number, not {value!r}") from None
+            raise LanskapError(f"{name.replace('_', ' ')} must be a whole number, not {value!r}") from None
     if name in ("low_memory", "channels_last", "fuse_lora") and isinstance(value, bool):
         return "on" if value else "off"
     return str(value)

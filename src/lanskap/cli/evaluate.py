@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from lanskap.cli.compose import NAMES as COMPOSE_NAMES
 from lanskap.cli.config_flags import config_command
 from lanskap.cli.job import JobOptions
 from lanskap.cli.options import job_command
@@ -72,7 +73,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
 
 
 @job_command(  # renders are cached for scoring, not gallery pictures
-    exclude=("batch_size", "fmt", "no_gallery"),
+    exclude=("batch_size", "fmt", "no_gallery", *COMPOSE_NAMES),
     helps={
         "seed": "First seed; caption i, image j uses seed + i*N + j [42].",
         "num_images": "Images per caption [1].",

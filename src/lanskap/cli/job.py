@@ -70,9 +70,11 @@ class JobOptions:
 
 def request_fields(fields: dict[str, Any], opts: JobOptions) -> dict[str, Any]:
     """The given request fields (None = default) plus the LoRA and watermark flags."""
+    from lanskap.cli.compose import compose_fields
     from lanskap.generation.params import LoraSpec
 
     clean = {k: v for k, v in fields.items() if v is not None}
+    compose_fields(clean)
     clean["loras"] = tuple(LoraSpec.parse(s) for s in opts.lora or [])
     if opts.no_watermark:
         clean["watermark"] = False

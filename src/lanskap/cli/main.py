@@ -45,6 +45,7 @@ def _register() -> None:
         info,
         mini,
         models,
+        panorama,
         serve,
         train,
         ui,
@@ -67,6 +68,7 @@ def _register() -> None:
     app.add_typer(gallery.app, name="gallery")
     app.add_typer(mini.app, name="mini")
     app.add_typer(users.app, name="users")
+    app.add_typer(panorama.app, name="panorama")
 
 
 _register()

@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from lanskap.cli.compose import COMPOSE_FLAGS
 from lanskap.cli.job import JobOptions
 
 # (name, type, typer option): fields of GenerationRequest
@@ -30,6 +31,7 @@ REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("clip_skip", int, typer.Option(None, "--clip-skip", help="Stop the text encoder N-1 layers early, 1-12 [1].")),
     ("ensd", int, typer.Option(None, "--ensd", help="Eta noise seed delta (A1111's ENSD), text-to-image [0].")),
     ("tiling", str, typer.Option(None, "--tiling", help="Seamless tiling along x, y or xy (A1111's tiling).")),
+    *COMPOSE_FLAGS,
 ]
 SIZE_FLAGS: list[tuple[str, Any, Any]] = [
     ("width", int, typer.Option(None, "--width", "-W", help="Multiple of 8, 64-2048.")),

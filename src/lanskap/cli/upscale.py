@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from lanskap.cli.compose import NAMES as COMPOSE_NAMES
 from lanskap.cli.job import JobOptions
 from lanskap.cli.options import job_command
 from lanskap.errors import LanskapError
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 @job_command(
     sizes=False,
-    exclude=("num_images", "batch_size", "ensd", "tiling", "style", "fallback"),
+    exclude=("num_images", "batch_size", "ensd", "tiling", "style", "fallback", *COMPOSE_NAMES),
     helps={"steps": "SD upscale: steps per tile [20].", "seed": "SD upscale: seed of the first tile (tile k: +k)."},
 )
 def upscale(

@@ -23,9 +23,11 @@ from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
 from lanskap.generation import hires
+from lanskap.generation.compose import Composer, Conditioning
 from lanskap.generation.hires import HiresPlan
 from lanskap.generation.infotext import build_infotext, format_number
 from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
+from lanskap.generation.panorama import ease_poles
 from lanskap.generation.params import GenerationRequest, LoraSpec
 from lanskap.generation.prepare import Prepared, prepare
 from lanskap.generation.schedulers import Sampler, build_scheduler, get_sampler
@@ -151,6 +153,7 @@ class _Run:
     notices: list[str]
     done: int = 0
     hires: HiresPlan | None = None  # the second pass of a hires fix
+    composer: Composer | None = None  # panorama windows and regional prompts
 
 
 ProgressFn = Callable[[Progress], None]
@@ -479,11 +482,13 @@ class Engine:
         current one as it stands, as A1111's interrupt does), else it raises ``CancelledError``.
         ``skip`` ends the current batch as it stands and goes on with the next (A1111's skip).
         """
-        request.validate()
+        request.validate(self.settings.max_regions)
         with self._lock:
             run = self._start(request)
-            pipe = run.model.pipe
-            with tiled([pipe.unet, pipe.vae], run.req.tiling):
+            pipe, req = run.model.pipe, run.req
+            assert req.width is not None and req.height is not None
+            unet_wrap = run.composer.unet_wrap(req.width, req.height) if run.composer is not None else req.wrap
+            with tiled([pipe.unet], unet_wrap), tiled([pipe.vae], req.wrap):
                 images, partial = self._denoise(run, progress, cancel, skip)
             if cancel is not None and cancel.is_set() and not keep_partial:
                 raise CancelledError("generation interrupted")
@@ -495,6 +500,9 @@ class Engine:
         m = self.load()
         joblog.reset_peak(m.placement.device)
         seeded = request.with_seed()  # once: a random seed must be the same one everywhere below
+        if seeded.panorama is not None and seeded.panorama.equirectangular and seeded.width is None:
+            side = seeded.height or m.native_size  # a 360° sky at the model's height, twice as wide
+            seeded = replace(seeded, width=2 * side, height=side).validate(self.settings.max_regions)
         prep = prepare(seeded, m.native_size)
         req = replace(seeded, width=prep.width, height=prep.height)
         assert req.width is not None and req.height is not None and req.seed is not None
@@ -521,8 +529,22 @@ class Engine:
                 return self.encode_schedule(extract_lora_tags(p)[0], n, steps, req.clip_skip)
 
             run.hires = hires.plan(req.hires, req, sampler, upscaler, encode)
+        run.composer = self._composer(req)
         run.notices += self._notices(run)
         return run
+
+    def _composer(self, req: GenerationRequest) -> Composer | None:
+        """The window and region plan of a panorama or a regional layout (None for a plain frame)."""
+        if req.panorama is None and req.regions is None:
+            return None
+        conditionings = []
+        if req.regions is not None:
+            for i, region in enumerate(req.regions.regions):
+                pair = self.encode_prompts(region.prompt, region.negative_prompt or req.negative_prompt, req.clip_skip)
+                conditionings.append(Conditioning(pair.cond, pair.uncond, region.weight, i))
+        m = self.model
+        return Composer(req.panorama, m.native_size, req.wrap, req.batch_size, m.pipe.vae_scale_factor,
+                        req.regions, conditionings)  # fmt: skip
 
     def _notices(self, run: _Run) -> list[str]:
         req, m, embeds = run.req, run.model, run.embeds
@@ -541,7 +563,12 @@ class Engine:
             )
         if req.ensd and req.mode != "txt2img":
             notes.append("the eta noise seed delta applies to text-to-image only; it was not used")
-        if max(req.width, req.height) > 2 * m.native_size:
+        if run.composer is not None and req.panorama is not None:
+            window, stride = req.panorama.layout(m.native_size, req.width, req.height)
+            count = run.composer.window_count(req.width, req.height)
+            batch = req.panorama.batch
+            notes.append(f"panorama: {count} window(s) of {window} px, {stride} px apart, {batch} at a time")
+        elif max(req.width, req.height) > 2 * m.native_size:
             notes.append(
                 f"{m.name} was trained at {m.native_size} px; at {req.width}x{req.height} it tends to repeat "
                 "its subjects (leave the size out to use the native one)"
@@ -673,8 +700,13 @@ class Engine:
             return kwargs
 
         inputs = ["latents", "prompt_embeds"] if not embeds.static else ["latents"]
+        composing = contextlib.nullcontext()
+        if run.composer is not None:
+            run.composer.images = len(batch_seeds)
+            composing = run.composer.patched(pipe.unet)  # type: ignore[assignment]
         try:
-            out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
+            with composing:
+                out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
         except Exception as exc:
             if _is_oom(exc):
                 if torch.cuda.is_available():
@@ -706,6 +738,8 @@ class Engine:
         """Post-steps, watermark, infotext, the result and the job log."""
         req, m = run.req, run.model
         seeds = [s for batch in run.batches for s in batch][: len(images)]
+        if req.panorama is not None and req.panorama.equirectangular:
+            images = [ease_poles(im) for im in images]
         for step in self.post_steps:
             if step.applies(req) and images:
                 images = list(step(self, req, images, seeds))
@@ -848,6 +882,10 @@ class Engine:
         if req.hires is not None:
             params.update(hires.infotext(req.hires, req, sampler))
         params.update(tiling_infotext(req.tiling))
+        if req.panorama is not None:
+            params.update(req.panorama.infotext(m.native_size, req.width or 0, req.height or 0))
+        if req.regions is not None:
+            params.update(req.regions.infotext())
         if watermarked:
             params["Watermark"] = MESSAGE.decode()
         for step in [*self.conditioning, *self.post_steps]:

@@ -14,6 +14,9 @@ from PIL import Image
 
 from lanskap.errors import LanskapError
 from lanskap.generation.imageops import FILL_MODES, RESIZE_MODES
+from lanskap.generation.panorama import MAX_PANORAMA_SIDE, Panorama
+from lanskap.generation.panorama import check_size as check_panorama_size
+from lanskap.generation.regions import MAX_REGIONS, Layout
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
 from lanskap.prompts.lora_tags import LoraSpec
 
@@ -142,6 +145,14 @@ class GenerationRequest:
     ensd: int = 0  # A1111's eta noise seed delta: sampler noise after the first draw comes from seed + ensd
     hires: HiresFix | None = None  # text-to-image only: a second pass at a larger size
     tiling: str = ""  # seamless tiling along x, y or xy (A1111's tiling is xy)
+    panorama: Panorama | None = None  # denoise the canvas in windows (MultiDiffusion), any size
+    regions: Layout | None = None  # prompts by region, over the base prompt
+
+    @property
+    def wrap(self) -> str:
+        """The axes the picture wraps around: the tiling's, and x for a 360° panorama."""
+        axes = set(self.tiling) | ({"x"} if self.panorama is not None and self.panorama.equirectangular else set())
+        return "".join(a for a in "xy" if a in axes)
 
     @property
     def mode(self) -> str:
@@ -157,7 +168,7 @@ class GenerationRequest:
             return "outpaint"
         return self.mode
 
-    def validate(self) -> GenerationRequest:
+    def validate(self, max_regions: int = MAX_REGIONS) -> GenerationRequest:
         """Raise a LanskapError naming the first bad parameter; return self."""
         for name, text in (("prompt", self.prompt), ("negative prompt", self.negative_prompt)):
             try:
@@ -167,8 +178,9 @@ class GenerationRequest:
         for side, value in (("width", self.width), ("height", self.height)):
             if value is None:
                 continue
-            if not MIN_SIDE <= value <= MAX_SIDE:
-                raise LanskapError(f"{side} must be between {MIN_SIDE} and {MAX_SIDE}, got {value}")
+            if not MIN_SIDE <= value <= (MAX_SIDE if self.panorama is None else MAX_PANORAMA_SIDE):
+                top = MAX_SIDE if self.panorama is None else MAX_PANORAMA_SIDE
+                raise LanskapError(f"{side} must be between {MIN_SIDE} and {top}, got {value}")
             if value % 8:
                 raise LanskapError(f"{side} must be a multiple of 8, got {value} (try {value // 8 * 8 or 8})")
         if not MIN_STEPS <= self.steps <= MAX_STEPS:
@@ -197,11 +209,20 @@ class GenerationRequest:
             from lanskap.generation.tiling import check
 
             check(self.tiling)
+        self._validate_composition(max_regions)
         if self.hires is not None:
             if self.init is not None:
                 raise LanskapError("hires fix is for text-to-image; for a picture, upscale it (SD upscale) instead")
             self.hires.validate(self.width, self.height)
         return self
+
+    def _validate_composition(self, max_regions: int) -> None:
+        if self.panorama is not None:
+            self.panorama.validate(self.width, self.height)
+            if self.width is not None and self.height is not None:
+                check_panorama_size(self.width, self.height)
+        if self.regions is not None:
+            self.regions.validate(max_regions)
 
     def _validate_init(self, init: InitImage) -> None:
         if not 0.0 <= init.strength <= 1.0:
@@ -242,8 +263,13 @@ class GenerationRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly parameters; pictures are described by their size, not copied."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init", "mask", "loras", "hires")}
+        skip = ("init", "mask", "loras", "hires", "panorama", "regions")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         d["hires"] = asdict(self.hires) if self.hires is not None else None
+        d["panorama"] = asdict(self.panorama) if self.panorama is not None else None
+        d["regions"] = self.regions.to_list() if self.regions is not None else None
+        if self.regions is not None:
+            d["region_base"] = self.regions.base
         d["loras"] = [str(lora) for lora in self.loras]
         d["mode"] = self.task
         if self.init is not None:

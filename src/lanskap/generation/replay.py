@@ -62,6 +62,12 @@ def replay_from_infotext(text: str) -> Replay:
         fields["tiling"] = from_infotext(p["Tiling"])
     if "Hires upscale" in p or "Hires resize" in p:
         fields["hires"] = _hires(p)
+    from lanskap.generation import panorama, regions
+
+    if (pano := panorama.from_infotext(p)) is not None:
+        fields["panorama"] = pano
+    if (layout := regions.from_infotext(p)) is not None:
+        fields["regions"] = layout
     mode = "img2img" if "Denoising strength" in p and "hires" not in fields else "txt2img"
     if "Mask blur" in p:
         mode = "outpaint" if "Outpaint" in p else "inpaint"

@@ -69,7 +69,7 @@ def check_generation(
 
     if styles:
         request = apply_styles(request, styles, settings.home)[0]
-    request.validate()
+    request.validate(settings.max_regions)
     for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
         resolve_lora(spec.name, settings, allow_paths=allow_paths)
     if request.hires is not None:
