@@ -24,9 +24,13 @@ from lanskap.errors import LanskapError
 if TYPE_CHECKING:
     from lanskap.api.security import ServeConfig
     from lanskap.config import Settings
+    from lanskap.generation.panorama import Panorama
     from lanskap.generation.params import GenerationRequest, HiresFix, InitImage, InpaintMask
+    from lanskap.generation.regions import Layout
     from lanskap.jobs.generation import GenerationOutput
 
+#: lanskap's composition fields on A1111's bodies (A1111 itself has none).
+COMPOSE_FIELDS = ("panorama", "regions", "region_base")
 #: A1111's own "nothing set" values; a field at one of these is not worth a warning.
 _QUIET = (None, False, 0, 0.0, -1, "", [], {})
 
@@ -63,6 +67,7 @@ TXT2IMG_FIELDS = {
     "hr_negative_prompt",
     "denoising_strength",
     "tiling",
+    *COMPOSE_FIELDS,
 }
 IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "init_images",
@@ -83,6 +88,29 @@ IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
      "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"}  # fmt: skip
 RESIZE_MODES = {0: "just-resize", 1: "crop-and-resize", 2: "resize-and-fill", 3: "just-resize"}
 FILL_MODES = {0: "fill", 1: "original", 2: "noise", 3: "fill"}
+
+
+class PanoramaBody(BaseModel):
+    """lanskap's panorama (not A1111's): the canvas is width x height, denoised in fused windows."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    window: int = Field(0, ge=0, le=8192, description="Window side in px; 0: the model's native size")
+    stride: int = Field(0, ge=0, le=8192, description="Pixels between windows; 0: half the window")
+    batch: int = Field(4, ge=1, le=64, description="Windows per model call (memory, not the picture)")
+    equirectangular: bool = Field(False, description="A 2:1 360° sky: wraps round, calm poles")
+
+
+class RegionBody(BaseModel):
+    """One regional prompt: a box in fractions of the canvas (or a painted mask, a base64 PNG)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(max_length=8000)
+    box: list[float] = Field(default_factory=lambda: [0.0, 0.0, 1.0, 1.0], min_length=4, max_length=4)
+    negative_prompt: str = Field("", max_length=8000)
+    weight: float = 1.0
+    mask: str | None = Field(None, max_length=8_000_000, description="base64 PNG, white = in the region")
 
 
 class Txt2ImgBody(BaseModel):
@@ -108,6 +136,10 @@ class Txt2ImgBody(BaseModel):
     override_settings_restore_afterwards: bool = True
     styles: list[str] = Field(default_factory=list)
     tiling: bool | None = None  # A1111's seamless tiling (both axes)
+    # lanskap's own: panoramas and regional prompts (generation/panorama.py, regions.py).
+    panorama: PanoramaBody | None = None
+    regions: list[RegionBody] | None = Field(None, max_length=64)
+    region_base: float = Field(0.2, ge=0, le=1)
     # Hires fix (A1111's StableDiffusionProcessingTxt2Img fields and defaults).
     enable_hr: bool = False
     denoising_strength: float | None = Field(None, ge=0, le=1)
@@ -214,14 +246,17 @@ def build_request(
     images = body.batch_size * body.n_iter
     if images > limits.max_images:
         raise LanskapError(f"batch_size x n_iter is {images}; this server allows at most {limits.max_images}")
-    if max(body.width, body.height) > limits.max_side:
-        raise LanskapError(f"width and height must be at most {limits.max_side}")
+    top = limits.max_side if body.panorama is None else limits.max_panorama_side
+    if max(body.width, body.height) > top:
+        raise LanskapError(f"width and height must be at most {top}" + (" for a panorama" if body.panorama else ""))
     if body.steps > limits.max_steps:
         raise LanskapError(f"steps must be at most {limits.max_steps}")
     hires = _hires(body, limits) if body.enable_hr and init is None else None
     return GenerationRequest(
         hires=hires,
         tiling="xy" if body.tiling else "",
+        panorama=_panorama(body),
+        regions=_regions(body),
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         seed=None if body.seed == -1 else body.seed,
@@ -235,6 +270,20 @@ def build_request(
         init=init,
         mask=mask,
     ).validate()
+
+
+def _panorama(body: Txt2ImgBody) -> Panorama | None:
+    from lanskap.generation.panorama import Panorama
+
+    return Panorama(**body.panorama.model_dump()) if body.panorama is not None else None
+
+
+def _regions(body: Txt2ImgBody) -> Layout | None:
+    from lanskap.generation.regions import from_list
+
+    if not body.regions:
+        return None
+    return from_list([r.model_dump(exclude_none=True) for r in body.regions], body.region_base)
 
 
 def _hires(body: Txt2ImgBody, limits: ServeConfig) -> HiresFix:

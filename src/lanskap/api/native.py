@@ -15,7 +15,8 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from lanskap.api.deps import ServiceDep
+from lanskap.api.a1111 import Txt2ImgBody
+from lanskap.api.deps import ServiceDep, StateDep
 from lanskap.api.schema import COMMON, JOBS, NOT_FOUND
 from lanskap.errors import LanskapError
 from lanskap.names import check_name
@@ -185,6 +186,18 @@ def _entry(e: GalleryEntry) -> dict[str, Any]:
 
 
 # -- jobs ------------------------------------------------------------------------------------
+@router.post("/jobs/generation", tags=["jobs"], status_code=202, responses=JOBS)
+async def start_generation(body: Txt2ImgBody, state: StateDep) -> dict[str, Any]:
+    """A text-to-image job, queued: A1111's txt2img fields plus lanskap's ``panorama``, ``regions``,
+    ``region_base`` (and ``tiling``); poll ``/api/v1/jobs/{id}`` for its gallery ids."""
+    from lanskap.api.a1111 import build_request
+
+    if body.script_name:
+        raise LanskapError(f"script {body.script_name!r} is not available here")
+    request = build_request(body, state.cfg)
+    return _job(state.service.submit_generation(request, source="api"))
+
+
 @router.post("/jobs/dataset", tags=["jobs"], status_code=202, responses=JOBS)
 async def start_dataset(body: DatasetJob, service: ServiceDep) -> dict[str, Any]:
     from lanskap.data.prepare import PrepareOptions

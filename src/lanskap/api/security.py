@@ -49,6 +49,7 @@ class ServeConfig:
     max_prompt_chars: int = 8000
     max_images: int = 16  # per request: batch_size x n_iter
     max_side: int = 2048
+    max_panorama_side: int = 8192  # a panorama's memory is bounded by its window batch, not its size
     max_input_pixels: int = 8192 * 8192  # largest picture a request may send (checked before decoding)
     max_steps: int = 150
     users: UserStore | None = None  # the logins file shared with the web app (lanskap users ...)

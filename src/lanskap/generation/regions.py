@@ -152,12 +152,13 @@ def from_list(items: object, base: float = DEFAULT_BASE) -> Layout:
 
 
 def _mask(data: object) -> Image.Image:
+    from lanskap.images import open_image
+
     try:
         raw = base64.b64decode(str(data), validate=True)
-        with Image.open(io.BytesIO(raw)) as im:
-            return im.convert("L")
-    except (ValueError, OSError):
+    except ValueError:
         raise LanskapError("a region's mask must be a base64 PNG") from None
+    return open_image(io.BytesIO(raw), "region mask").convert("L")  # size-checked before decoding
 
 
 def from_infotext(p: dict[str, str]) -> Layout | None:
