@@ -20,7 +20,7 @@ from lanskap.generation.panorama import Panorama
 from lanskap.generation.params import GenerationRequest, InitImage, LoraSpec
 from lanskap.generation.regions import Layout, Region, parse
 from lanskap.generation.replay import replay_from_infotext
-from test_api import server  # noqa: F401 - the real server fixture
+from test_api import _start
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_equirectangular_sky_wraps_has_calm_poles_and_previews(mini, tmp_path: P
             height=128,
             panorama=Panorama(equirectangular=True),
             watermark=False,
-        )  # fmt: skip
+        )
     )
     im = made.images[0]
     assert im.size == (256, 128)  # 2:1 at the model's height when no width is given
@@ -185,6 +185,13 @@ def test_cli_panorama_with_regions_round_trips_through_from(tiny_sd: Path, isola
     assert np.array_equal(_px(Image.open(first)), _px(Image.open(second)))
     fields = replay_from_infotext(Image.open(second).info["parameters"]).fields
     assert fields["regions"] == Layout((Region("a castle", (0, 0, 0.5, 1), "fog", 2.0),), base=0.3)
+
+
+@pytest.fixture
+def server(tiny_sd: Path, tiny_lora: Path, isolated_home: Path):  # type: ignore[no-untyped-def]
+    s = _start(tiny_sd, tiny_lora, isolated_home, rate_per_minute=100_000, rate_burst=1000)
+    yield s
+    s.stop()
 
 
 def _png(im: Image.Image) -> str:
