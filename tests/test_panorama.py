@@ -205,7 +205,8 @@ def test_api_panorama_and_regions_a1111_body_and_native_job(server) -> None:  # 
     mask.paste(255, (0, 0, 64, 64))
     body = {"prompt": "a wide valley", "width": 192, "height": 64, "steps": 1, "seed": 3, "sampler_name": "Euler",
             "panorama": {"window": 64, "stride": 32}, "tiling": True,
-            "regions": [{"box": [0.5, 0, 1, 1], "prompt": "a lake"}, {"prompt": "fog", "mask": _png(mask)}]}  # fmt: skip
+            "regions": [{"box": [0.5, 0, 1, 1], "prompt": "a lake"},
+                        {"prompt": "fog", "mask": _png(mask)}]}  # fmt: skip
     r = requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
     assert r.status_code == 200, r.text
     info = json.loads(r.json()["info"])
