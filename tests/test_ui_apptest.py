@@ -604,3 +604,43 @@ def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(a
     assert len(entries) == 1 and entries[0].params["source_id"] == made.id
     assert (entries[0].width, entries[0].height) == (192, 192)
     assert "Postprocess upscaler: Nearest" in entries[0].infotext and "a frozen lake" in entries[0].infotext
+
+
+def test_panorama_tab_and_region_editor_restore_and_run_a_recorded_layout(app_env: Path) -> None:
+    """A panorama with regions, made elsewhere, comes back through "use these settings": the Panorama
+    tab opens on its shape and windows, the editor holds its regions (drawn over the canvas), and
+    Generate makes the same layout again. The viewer pans it and shows it repeated 2×2."""
+    from lanskap.gallery import Gallery
+    from lanskap.generation.panorama import Panorama
+    from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.regions import Layout, parse
+    from lanskap.ui.common import service
+
+    layout = Layout((parse("0,0,0.5,1:a castle on a cliff;fog"), parse("0.5,0,1,1,1.5:a waterfall")), base=0.3)
+    first = GenerationRequest("a wide valley", seed=3, steps=2, width=192, height=64, regions=layout,
+                              panorama=Panorama(window=64, stride=32), tiling="x")  # fmt: skip
+    service().submit_generation(first, source="cli")
+    _wait_idle()
+    (made,), _ = Gallery(app_env).query()
+    at = _app("gallery")
+    at.button(key=f"open-{made.id}").click().run()
+    assert at.button_group(key=f"v-pano-{made.id}-how") is not None  # a wide picture can be panned
+    at.button_group(key=f"v-pano-{made.id}-how").set_value("Repeat 2×2").run()
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert any("Repeated 2×2" in c for c in captions)
+    at.button(key="v-use").click().run()
+    at.switch_page("views/generate.py").run()
+    assert at.session_state["g_tab"] == "Panorama" and at.button_group(key="g_pano_preset").value == "3:1"
+    assert at.toggle(key="g_pano_wrap").value is True and at.number_input(key="g_pano_window").value == 64
+    assert at.toggle(key="g_regions_on").value is True and at.slider(key="g_region_base").value == 0.3
+    assert "Makes 192×64" in _texts(at)
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert "The regions on the 192×64 canvas" in captions
+    at.button(key="go-panorama").click().run()
+    _wait_idle()
+    newest = Gallery(app_env).query()[0][0]
+    assert newest.id != made.id and (newest.width, newest.height) == (192, 64)
+    assert newest.params["regions"] == made.params["regions"] and newest.params["region_base"] == 0.3
+    assert newest.params["panorama"] == made.params["panorama"] and newest.params["tiling"] == "x"
+    at.button_group(key="g_pano_preset").set_value("360°").run()
+    assert "Makes 128×64 · a 360° sky" in _texts(at)

@@ -29,6 +29,7 @@ from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
 from lanskap.ui.common import download_buttons, finished_header, service, try_action, user_message
 from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
+from lanskap.ui.panorama_tab import PANORAMA_TAB, panorama_tab, prefill_composition, region_editor, regions_request
 from lanskap.ui.upscale_tab import UPSCALE_TAB, hires_controls, hires_request, prefill_hires, upscale_results
 from lanskap.ui.viewer import clickable_image, open_viewer, sharp, show_viewer
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 
 NO_LORA = "(none)"
-TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint", UPSCALE_TAB]
+TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint", PANORAMA_TAB, UPSCALE_TAB]
 HISTORY = 100
 #: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
 DEFAULTS: dict[str, Any] = {
@@ -88,6 +89,7 @@ def prefill(params: dict[str, Any]) -> None:
     for key, value in values.items():
         st.session_state[key] = value
     prefill_hires(params)
+    prefill_composition(params)
 
 
 def _sampler_label(name: str | None) -> str:
@@ -251,7 +253,8 @@ class Action:
 def _modes() -> Action:
     """The open tab's inputs (only the open one runs), and the action the Generate button takes."""
     tabs = st.tabs(TABS, key="g_tab", on_change="rerun")
-    action = Action("Generate", "go-txt2img", lambda: _submit("txt2img", hires=hires_request()))
+    action = Action("Generate", "go-txt2img",
+                    lambda: _submit("txt2img", hires=hires_request(), regions=regions_request()))  # fmt: skip
     with tabs[1]:
         if tabs[1].open:
             action = _img2img_tab()
@@ -263,6 +266,9 @@ def _modes() -> Action:
             action = _outpaint_tab()
     with tabs[4]:
         if tabs[4].open:
+            action = _panorama_tab()
+    with tabs[5]:
+        if tabs[5].open:
             action = _upscale_tab()
     with tabs[0]:
         if tabs[0].open:
@@ -275,7 +281,14 @@ def _modes() -> Action:
                 help="The picture repeats without a seam along these axes (textures, backdrops).",
             )
             hires_controls()
+            region_editor(int(st.session_state["g_width"]), int(st.session_state["g_height"]))
     return action
+
+
+def _panorama_tab() -> Action:
+    fields = panorama_tab()
+    region_editor(fields["width"], fields["height"])
+    return Action("Generate panorama", "go-panorama", lambda: _submit("txt2img", regions=regions_request(), **fields))
 
 
 def _upscale_tab() -> Action:

@@ -165,6 +165,10 @@ def _dialog(deletable: bool) -> None:
                 shortcut="Right", help="Next (→)")  # fmt: skip
     left, right = st.columns([3, 2])  # the picture beside its actions, so both fit one screen
     left.image(sharp(e.path), width="stretch")
+    with left:
+        from lanskap.ui.panorama_tab import panorama_views
+
+        panorama_views(str(e.path), e.width, e.height, e.infotext or "", f"v-pano-{e.id}")
     with right:
         _actions(e, deletable)
     _details(e)
