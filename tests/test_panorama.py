@@ -232,3 +232,21 @@ def test_api_panorama_and_regions_a1111_body_and_native_job(server) -> None:  # 
     for extra, needle in bad:
         r = requests.post(server.url + "/sdapi/v1/txt2img", json={**body, **extra}, timeout=30)
         assert r.status_code == 422 and needle in r.text, r.text
+
+
+@pytest.mark.slow
+def test_a_subject_in_a_region_appears_once_across_the_panorama(mini) -> None:  # type: ignore[no-untyped-def]
+    """Every window hears the whole prompt, so a subject named in it comes back window after window
+    (MultiDiffusion's own habit); placed in a region, it appears once, where the region is."""
+    base = {"seed": 1, "steps": 20, "width": 512, "height": 128, "panorama": Panorama(), "watermark": False}
+    castle = Layout((parse("0.375,0,0.625,1:a castle on a cliff"),))
+    placed = mini.generate(GenerationRequest("rolling hills under a day sky, a lake", **base, regions=castle))
+    named = mini.generate(GenerationRequest("rolling hills under a day sky, a lake, a castle on a cliff", **base))
+
+    def castles(im: Image.Image) -> list[int]:
+        """The 64 px bands with a dark silhouette above the horizon (mini's castles are its dark shapes)."""
+        sky = np.asarray(im.convert("L"), np.float32)[:70]
+        return [x // 64 for x in range(0, im.width, 64) if float((sky[:, x : x + 64] < 70).mean()) > 0.03]
+
+    assert castles(placed.images[0]) == [3, 4]  # the region spans 192-320 px
+    assert len(castles(named.images[0])) >= 4

@@ -610,17 +610,22 @@ def test_panorama_tab_and_region_editor_restore_and_run_a_recorded_layout(app_en
     """A panorama with regions, made elsewhere, comes back through "use these settings": the Panorama
     tab opens on its shape and windows, the editor holds its regions (drawn over the canvas), and
     Generate makes the same layout again. The viewer pans it and shows it repeated 2×2."""
+    from PIL import Image
+
     from lanskap.gallery import Gallery
     from lanskap.generation.panorama import Panorama
     from lanskap.generation.params import GenerationRequest
-    from lanskap.generation.regions import Layout, parse
+    from lanskap.generation.regions import Layout, Region, parse
     from lanskap.ui.common import service
 
-    layout = Layout((parse("0,0,0.5,1:a castle on a cliff;fog"), parse("0.5,0,1,1,1.5:a waterfall")), base=0.3)
+    painted = Image.new("L", (192, 64), 0)
+    painted.paste(255, (40, 0, 150, 20))
+    layout = Layout((parse("0,0,0.5,1:a castle on a cliff;fog"), parse("0.5,0,1,1,1.5:a waterfall"),
+                     Region("storm clouds", mask=painted)), base=0.3)  # fmt: skip
     first = GenerationRequest("a wide valley", seed=3, steps=2, width=192, height=64, regions=layout,
                               panorama=Panorama(window=64, stride=32), tiling="x")  # fmt: skip
-    service().submit_generation(first, source="cli")
-    _wait_idle()
+    job = service().submit_generation(first, source="cli")
+    assert job.wait(120) and job.state == "done", job.error
     (made,), _ = Gallery(app_env).query()
     at = _app("gallery")
     at.button(key=f"open-{made.id}").click().run()
@@ -633,7 +638,7 @@ def test_panorama_tab_and_region_editor_restore_and_run_a_recorded_layout(app_en
     assert at.session_state["g_tab"] == "Panorama" and at.button_group(key="g_pano_preset").value == "3:1"
     assert at.toggle(key="g_pano_wrap").value is True and at.number_input(key="g_pano_window").value == 64
     assert at.toggle(key="g_regions_on").value is True and at.slider(key="g_region_base").value == 0.3
-    assert "Makes 192×64" in _texts(at)
+    assert "Makes 192×64" in _texts(at) and "Painted 3. storm clouds" in _texts(at)
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert "The regions on the 192×64 canvas" in captions
     at.button(key="go-panorama").click().run()

@@ -25,6 +25,8 @@ from lanskap.prompts.lora_tags import extract_lora_tags
 #: the ``max_regions`` setting changes it.
 MAX_REGIONS = 8
 DEFAULT_BASE = 0.2
+#: The largest side a painted mask is recorded at (infotext, gallery).
+MASK_SIDE = 256
 #: Feathering of a region's edge, as a fraction of the canvas's shorter side.
 FEATHER = 0.04
 
@@ -122,8 +124,11 @@ def _to_json(r: Region) -> dict[str, object]:
         d["negative_prompt"] = r.negative_prompt
     if r.weight != 1.0:
         d["weight"] = r.weight
-    if r.mask is not None:  # kept small: the model sees it at 1/8 of the size anyway
-        small = r.mask.convert("L").resize((max(1, r.mask.width // 8), max(1, r.mask.height // 8)))
+    if r.mask is not None:  # kept small (at most 256 px a side; feathered anyway), and stable on a round trip
+        small = r.mask.convert("L")
+        if max(small.size) > MASK_SIDE:
+            scale = MASK_SIDE / max(small.size)
+            small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))))
         buf = io.BytesIO()
         small.save(buf, format="PNG", optimize=True)
         d["mask"] = base64.b64encode(buf.getvalue()).decode("ascii")

@@ -76,12 +76,18 @@ def prefill_composition(params: dict[str, Any]) -> None:
     regions = params.get("regions") or None
     s["g_regions_on"] = bool(regions)
     if regions:
-        rows = []
+        rows, painted = [], []
         for r in regions:
+            if r.get("mask"):
+                from lanskap.generation.regions import from_list
+
+                painted.append({"prompt": r.get("prompt", ""), "mask": from_list([r]).regions[0].mask})
+                continue
             left, top, right, bottom = (float(v) for v in r.get("box", (0, 0, 1, 1)))
             rows.append({"left": left, "top": top, "right": right, "bottom": bottom, "prompt": r.get("prompt", ""),
                          "negative": r.get("negative_prompt", ""), "weight": float(r.get("weight", 1.0))})  # fmt: skip
         _set_rows(rows)
+        s["g_regions_painted"] = painted
         s["g_region_base"] = float(params.get("region_base", DEFAULT_BASE))
 
 
@@ -118,7 +124,36 @@ def region_editor(width: int, height: int) -> None:
     st.slider("Base prompt's share inside regions", 0.0, 1.0, step=0.05, key="g_region_base",
               help="How much the main prompt still shapes a region (A1111's Regional Prompter: base ratio).",
               **keep)  # fmt: skip
-    st.image(layout_picture(_rows_now(), width, height), caption=f"The regions on the {width}×{height} canvas")
+    _painted_regions(width, height)
+    st.image(layout_picture(_rows_now(), width, height, _painted()),
+             caption=f"The regions on the {width}×{height} canvas")  # fmt: skip
+
+
+def _painted() -> list[dict[str, Any]]:
+    return st.session_state.setdefault("g_regions_painted", [])
+
+
+def _painted_regions(width: int, height: int) -> None:
+    """Regions painted with a brush instead of typed as boxes (kept beside the table)."""
+    from lanskap.ui.mask_canvas import draw_mask
+
+    painted = _painted()
+    for i, r in enumerate(painted):
+        c = st.columns([5, 1], vertical_alignment="center")
+        c[0].caption(f"Painted {len(_rows_now()) + i + 1}. {r['prompt']}")
+        c[1].button(":material/delete:", key=f"g-paint-del-{i}", on_click=painted.pop, args=(i,), help="Remove it.")
+    with st.expander("Paint a region"):
+        prompt = st.text_input("Its prompt", key="g_paint_prompt")
+        background = layout_picture(_rows_now(), width, height, painted).resize((width, height))
+        mask = draw_mask(background, key=f"g-paint-canvas-{width}x{height}")
+        st.button(":material/add: Add painted region", key="g-paint-add", disabled=mask is None or not prompt.strip(),
+                  on_click=_add_painted, args=(prompt.strip(), mask))  # fmt: skip
+
+
+def _add_painted(prompt: str, mask: Image.Image | None) -> None:
+    if mask is not None and prompt:
+        _painted().append({"prompt": prompt, "mask": mask})
+        st.session_state["g_paint_prompt"] = ""
 
 
 def _rows_now() -> list[dict[str, Any]]:
@@ -145,11 +180,14 @@ def regions_request() -> Layout | None:
             continue
         box = tuple(_number(r.get(k), d) for k, d in (("left", 0), ("top", 0), ("right", 1), ("bottom", 1)))
         regions.append(Region(prompt, box, str(r.get("negative") or "").strip(), _number(r.get("weight"), 1.0)))  # type: ignore[arg-type]
+    regions += [Region(r["prompt"], mask=r["mask"]) for r in _painted()]
     return Layout(tuple(regions), float(s.get("g_region_base", DEFAULT_BASE))) if regions else None
 
 
-def layout_picture(rows: list[dict[str, Any]], width: int, height: int, side: int = 480) -> Image.Image:
-    """The canvas in the right shape with each region's rectangle, number and first words."""
+def layout_picture(
+    rows: list[dict[str, Any]], width: int, height: int, painted: list[dict[str, Any]] | None = None, side: int = 480
+) -> Image.Image:
+    """The canvas in the right shape with each region's rectangle (or painted area), number and first words."""
     scale = side / max(width, height)
     w, h = max(1, round(width * scale)), max(1, round(height * scale))
     im = Image.new("RGB", (w, h), (40, 44, 52))
@@ -164,6 +202,14 @@ def layout_picture(rows: list[dict[str, Any]], width: int, height: int, side: in
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=(*rgb, 60), outline=(*rgb, 255), width=2)
         label = f"{i + 1}. {str(r.get('prompt') or '(no prompt)')[:28]}"
         draw.text((x0 + 5, y0 + 4), label, fill="white", stroke_width=2, stroke_fill="black")
+    for i, r in enumerate(painted or [], start=len(rows)):
+        rgb = tuple(int(COLOURS[i % len(COLOURS)][j : j + 2], 16) for j in (1, 3, 5))
+        area = r["mask"].convert("L").resize((w, h))
+        im.paste(Image.new("RGB", (w, h), rgb), (0, 0), area.point(lambda v: v * 100 // 255))
+        box = area.getbbox()
+        if box:
+            draw.text((box[0] + 5, box[1] + 4), f"{i + 1}. {r['prompt'][:28]}", fill="white", stroke_width=2,
+                      stroke_fill="black")  # fmt: skip
     return im
 
 
