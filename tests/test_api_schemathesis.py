@@ -45,6 +45,7 @@ def test_generated_requests_get_no_5xx_and_fit_the_schema(tiny_sd: Path, tiny_lo
         rate_burst=1_000_000,
         max_steps=2,
         max_side=128,
+        max_panorama_side=256,
         max_images=2,
         max_queue=2,
     )

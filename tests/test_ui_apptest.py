@@ -629,7 +629,8 @@ def test_panorama_tab_and_region_editor_restore_and_run_a_recorded_layout(app_en
     (made,), _ = Gallery(app_env).query()
     at = _app("gallery")
     at.button(key=f"open-{made.id}").click().run()
-    assert at.button_group(key=f"v-pano-{made.id}-how") is not None  # a wide picture can be panned
+    at.button_group(key=f"v-pano-{made.id}-how").set_value("Pan").run()  # a wide picture can be panned
+    assert any("overflow-x:auto" in h.proto.body for h in at.get("html"))
     at.button_group(key=f"v-pano-{made.id}-how").set_value("Repeat 2×2").run()
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert any("Repeated 2×2" in c for c in captions)

@@ -51,6 +51,10 @@ class Region:
             raise LanskapError(f"region weight must be above 0 and at most 10, got {self.weight:g}")
         if not self.prompt.strip():
             raise LanskapError(f"region {_fmt_box(self.box)} has an empty prompt")
+        try:
+            (self.prompt + self.negative_prompt).encode("utf-8")
+        except UnicodeEncodeError:
+            raise LanskapError("a region's prompt holds something that is not text (a lone surrogate)") from None
         if extract_lora_tags(self.prompt)[1] or extract_lora_tags(self.negative_prompt)[1]:
             raise LanskapError("a region's prompt cannot load a LoRA; put <lora:…> tags in the base prompt")
         if self.mask is not None and self.mask.convert("L").getbbox() is None:
