@@ -57,7 +57,7 @@ def test_generate_saves_images_with_metadata(
     assert summary["seeds"] == [42, 43]
     assert [Path(p).name for p in summary["images"]] == ["00001-42.png", "00002-43.png"]
     assert "RANDOM-WEIGHT" in proc.stderr, "tiny models must say their images are noise"
-    info = run_cli("info", str(out / "00002-43.png"))
+    info = main_cli(capsys, "info", str(out / "00002-43.png"))
     assert info.returncode == 0
     text = info.stdout.strip()
     assert text.splitlines()[0] == "a castle above the clouds <lora:mist-style:0.8>"
@@ -120,9 +120,8 @@ def test_from_image_regenerates_the_same_pixels(
 
 
 def test_progress_bar_unless_quiet(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    loud = run_cli(
-        "generate", "sea", "--model", str(tiny_sd), "--steps", "3", "-W", "64", "-H", "64", "--out", str(tmp_path)
-    )
+    size = ("-W", "64", "-H", "64")
+    loud = main_cli(capsys, "generate", "sea", "--model", str(tiny_sd), "--steps", "3", *size, "--out", str(tmp_path))
     assert loud.returncode == 0 and "generating" in loud.stderr and "3/3" in loud.stderr
     quiet = main_cli(capsys, "generate", "sea", "--model", str(tiny_sd), "--out", str(tmp_path), *FAST)
     assert quiet.returncode == 0 and "generating" not in quiet.stderr
@@ -218,7 +217,7 @@ def test_out_of_memory_is_a_clean_error(tiny_sd: Path, tmp_path: Path) -> None:
 
 
 def test_make_tiny_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    proc = run_cli("models", "make-tiny", str(tmp_path / "t"), "--kind", "sd-inpaint")
+    proc = main_cli(capsys, "models", "make-tiny", str(tmp_path / "t"), "--kind", "sd-inpaint")
     assert proc.returncode == 0, proc.stderr
     assert "random weights" in proc.stdout
     assert json.loads((tmp_path / "t" / "unet" / "config.json").read_text())["in_channels"] == 9
