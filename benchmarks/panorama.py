@@ -26,27 +26,16 @@ means no seam); ratios: the panorama over the single picture, lanskap over stock
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from arms import child, run_arm
 from PIL import Image
 
 PROMPT = "a fantasy landscape, a castle on a cliff above a misty valley, concept art"
-
-
-def _peak_gib(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _seam_ratio(image: Image.Image, window: int, stride: int) -> float:
@@ -110,24 +99,6 @@ ARMS = {
 }
 
 
-def _child(args: argparse.Namespace) -> None:
-    result = ARMS[args.arm](args)
-    result["peak_gib"] = _peak_gib(args.device)
-    print("RESULT " + json.dumps(result), flush=True)
-
-
-def _run_arm(arm: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--arm", arm, "--model", args.model, "--device", args.device,
-           "--dtype", args.dtype, "--steps", str(args.steps), "--home", args.home,
-           "--native", str(args.native)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail[:160]}
-    return json.loads(lines[-1][7:])
-
-
 def _print(arm: str, r: dict, ref: dict | None, what: str) -> None:
     if "error" in r or "skipped" in r:
         print(f"{arm:<16}  {r.get('error') or r.get('skipped')}")
@@ -153,7 +124,7 @@ def main() -> None:
     ap.add_argument("--native", type=int, default=768, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm:
-        _child(args)
+        child(ARMS, args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         args.home = args.home or str(Path(tmp) / "home")
@@ -174,7 +145,9 @@ def main() -> None:
             if arm == "stock-pano" and not args.stock_panorama:
                 results[arm] = {"skipped": "not run (--stock-panorama): fixed 512 px windows 64 px apart"}
             else:
-                results[arm] = _run_arm(arm, args)
+                flags = ["--model", args.model, "--device", args.device, "--dtype", args.dtype, "--steps",
+                         str(args.steps), "--home", args.home, "--native", str(args.native)]  # fmt: skip
+                results[arm] = run_arm(__file__, arm, flags)
             ref, what = {"lanskap-single": ("stock-single", "lanskap/stock"),
                          "lanskap-pano": ("lanskap-single", "panorama/single"),
                          "stock-pano": ("lanskap-pano", "stock/lanskap")}.get(arm, (None, ""))  # fmt: skip

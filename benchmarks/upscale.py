@@ -25,26 +25,15 @@ divided by the picture's 95th-percentile jump; about 1 or below means no visible
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from arms import child, run_arm
 from PIL import Image
 
 PROMPT = "a fantasy landscape, a castle on a cliff above a misty valley, concept art"
-
-
-def _peak_gib(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _source(side: int) -> Image.Image:
@@ -137,23 +126,6 @@ ARMS = {
 PAIRS = [("sdup-2x-tiled", "sdup-2x-untiled"), ("sdup-4x-tiled", "sdup-4x-untiled"), ("hires", "direct-1536")]
 
 
-def _child(args: argparse.Namespace) -> None:
-    result = ARMS[args.arm](args)
-    result["peak_gib"] = _peak_gib(args.device)
-    print("RESULT " + json.dumps(result), flush=True)
-
-
-def _run_arm(arm: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--arm", arm, "--model", args.model, "--device", args.device,
-           "--dtype", args.dtype, "--steps", str(args.steps), "--home", args.home]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail[:160]}
-    return json.loads(lines[-1][7:])
-
-
 def _untiled_4x_estimate_gib() -> float:
     """One self-attention map of SD's highest-resolution blocks at 4096 px, fp32, one head."""
     tokens = (4096 // 8) ** 2
@@ -171,7 +143,7 @@ def main() -> None:
     ap.add_argument("--home", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm:
-        _child(args)
+        child(ARMS, args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         args.home = args.home or str(Path(tmp) / "home")
@@ -188,7 +160,9 @@ def main() -> None:
                     gib = _untiled_4x_estimate_gib()
                     results[arm] = {"skipped": f"not run (--untiled-4x): one plain attention map is {gib:.0f} GiB"}
                 else:
-                    results[arm] = _run_arm(arm, args)
+                    flags = ["--model", args.model, "--device", args.device, "--dtype", args.dtype,
+                             "--steps", str(args.steps), "--home", args.home]  # fmt: skip
+                    results[arm] = run_arm(__file__, arm, flags)
                 _print(arm, results[arm], results.get(first) if arm == second else None)
 
 
