@@ -650,3 +650,14 @@ def test_panorama_tab_and_region_editor_restore_and_run_a_recorded_layout(app_en
     assert newest.params["panorama"] == made.params["panorama"] and newest.params["tiling"] == "x"
     at.button_group(key="g_pano_preset").set_value("360°").run()
     assert "Makes 128×64 · a 360° sky" in _texts(at)
+    at.session_state["g_sent"] = {"tab": "Outpaint", "id": made.id}  # as the viewer's "Send to outpaint" does
+    at.session_state["g_tab"] = "Outpaint"
+    at.run()
+    at.number_input(key="o-left").set_value(0)
+    at.number_input(key="o-right").set_value(64)
+    at.toggle(key="o-pano").set_value(True).run()
+    at.button(key="go-outpaint").click().run()  # a picture extended sideways, in windows
+    _wait_idle()
+    wider = Gallery(app_env).query()[0][0]
+    assert wider.mode == "outpaint" and (wider.width, wider.height) == (256, 64)
+    assert wider.params["panorama"] is not None and "Panorama window:" in wider.infotext

@@ -15,6 +15,7 @@ import streamlit as st
 
 from lanskap.config import THESIS_NEGATIVE_PROMPT
 from lanskap.errors import LanskapError
+from lanskap.generation.panorama import Panorama
 from lanskap.generation.params import (
     MAX_CLIP_SKIP,
     MAX_SEED,
@@ -318,13 +319,16 @@ def _submit_upscale(picture: Image.Image, request: UpscaleRequest) -> None:
 
 def _img2img_tab() -> Action:
     image = _picture("Start from this picture", "i2i-image", TABS[1])
-    c = st.columns(2)
+    c = st.columns(3, vertical_alignment="bottom")
     strength = c[0].slider("Denoising strength", 0.0, 1.0, 0.6, 0.05, key="i2i-strength")
     resize = c[1].selectbox("Resize mode", ["just-resize", "crop-and-resize", "resize-and-fill"], key="i2i-rm")
+    windows = c[2].toggle("Panorama windows", key="i2i-pano", help="At a wide Width × Height: repaint in windows "
+                          "of the model's size, fused every step.")  # fmt: skip
     if image is None:
         return Action("Generate from picture", "go-img2img", None, "Add a picture first.")
+    pano = {"panorama": Panorama()} if windows else {}
     return Action("Generate from picture", "go-img2img",
-                  lambda: _submit("img2img", init=InitImage(image, strength, resize)))  # fmt: skip
+                  lambda: _submit("img2img", init=InitImage(image, strength, resize), **pano))  # fmt: skip
 
 
 def _inpaint_tab() -> Action:
@@ -364,13 +368,16 @@ def _outpaint_tab() -> Action:
         for i, side in enumerate(("left", "right", "up", "down"))
     }
     overlap = c[4].number_input("Overlap px", 0, 64, 8, key="o-overlap")
+    windows = st.toggle("Panorama windows", key="o-pano", help="Denoise the wider canvas in windows of the model's "
+                        "size, fused every step: extends a picture sideways into a panorama.")  # fmt: skip
     if image is None:
         return Action("Outpaint", "go-outpaint", None, "Add a picture first.")
 
     def submit() -> None:
         init, mask = outpaint_inputs(image, **margins, overlap=overlap)
         w, h = init.image.size
-        _submit("outpaint", init=init, mask=mask, width=w // 8 * 8, height=h // 8 * 8)
+        pano = {"panorama": Panorama()} if windows else {}
+        _submit("outpaint", init=init, mask=mask, width=w // 8 * 8, height=h // 8 * 8, **pano)
 
     return Action("Outpaint", "go-outpaint", submit)
 
