@@ -33,8 +33,11 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def test_img2img_command(tiny_sd: Path, files: dict[str, Path], tmp_path: Path) -> None:
-    proc = run_cli(
+def test_img2img_command(
+    tiny_sd: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = main_cli(  # in this process; the outpaint test below runs the real command
+        capsys,
         "img2img", str(files["pic"]), "a castle, (mist:1.2)", "--model", str(tiny_sd), "--strength", "0.6",
         "--resize-mode", "crop-and-resize", "-W", "64", "-H", "64", "--seed", "3", "--out", str(tmp_path / "o"), *FAST,
     )  # fmt: skip
@@ -45,8 +48,11 @@ def test_img2img_command(tiny_sd: Path, files: dict[str, Path], tmp_path: Path) 
     assert Image.open(summary["images"][0]).size == (64, 64)
 
 
-def test_inpaint_command_keeps_the_unmasked_pixels(tiny_sd: Path, files: dict[str, Path], tmp_path: Path) -> None:
-    proc = run_cli(
+def test_inpaint_command_keeps_the_unmasked_pixels(
+    tiny_sd: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = main_cli(
+        capsys,
         "inpaint", str(files["pic"]), str(files["mask"]), "a tower", "--model", str(tiny_sd),
         "--mask-blur", "2", "--fill", "fill", "--out", str(tmp_path / "o"), *FAST,
     )  # fmt: skip
@@ -111,7 +117,7 @@ def test_watermark_check_exit_codes(tiny_sd: Path, tmp_path: Path, capsys: pytes
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     image = json.loads(made.stdout)["images"][0]
-    yes = run_cli("watermark", "check", image)
+    yes = main_cli(capsys, "watermark", "check", image)
     assert yes.returncode == 0 and "watermark found (SDV2)" in yes.stdout
     plain = tmp_path / "plain.png"
     Image.new("RGB", (300, 300), (90, 120, 200)).save(plain)
