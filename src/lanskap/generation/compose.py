@@ -36,8 +36,7 @@ class Conditioning:
 
     cond: torch.Tensor
     uncond: torch.Tensor
-    weight: float
-    region: int  # index into the layout's regions
+    region: int  # index into the layout's regions (its box or mask, and its weight)
 
     def hidden(self, batch: int, guided: bool) -> torch.Tensor:
         """The encoder states a pipeline batch of ``batch`` images would pass (uncond first when guided)."""
@@ -123,7 +122,8 @@ class Composer:
         masks = []
         for c in self.regions:
             assert self.layout is not None
-            m = self.layout.regions[c.region].soft_mask(w, h) * c.weight
+            region = self.layout.regions[c.region]
+            m = region.soft_mask(w, h) * region.weight
             masks.append(torch.from_numpy(m).to(device)[None, None])
         if masks:
             covered = torch.stack([m.clamp(max=1) for m in masks]).sum(0).clamp(max=1)

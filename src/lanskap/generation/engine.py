@@ -541,7 +541,7 @@ class Engine:
         if req.regions is not None:
             for i, region in enumerate(req.regions.regions):
                 pair = self.encode_prompts(region.prompt, region.negative_prompt or req.negative_prompt, req.clip_skip)
-                conditionings.append(Conditioning(pair.cond, pair.uncond, region.weight, i))
+                conditionings.append(Conditioning(pair.cond, pair.uncond, i))
         m = self.model
         return Composer(req.panorama, m.native_size, req.wrap, req.batch_size, m.pipe.vae_scale_factor,
                         req.regions, conditionings)  # fmt: skip

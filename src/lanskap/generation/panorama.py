@@ -53,6 +53,7 @@ class Panorama:
             raise LanskapError(f"panorama stride {self.stride} is larger than its window {self.window}: gaps stay")
         if width is None or height is None:
             return
+        check_size(width, height)
         if self.window and self.window > min(width, height):
             raise LanskapError(
                 f"the panorama {width}x{height} is smaller than its {self.window} px window; "

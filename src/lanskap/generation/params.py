@@ -15,7 +15,6 @@ from PIL import Image
 from lanskap.errors import LanskapError
 from lanskap.generation.imageops import FILL_MODES, RESIZE_MODES
 from lanskap.generation.panorama import MAX_PANORAMA_SIDE, Panorama
-from lanskap.generation.panorama import check_size as check_panorama_size
 from lanskap.generation.regions import MAX_REGIONS, Layout
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
 from lanskap.prompts.lora_tags import LoraSpec
@@ -175,11 +174,11 @@ class GenerationRequest:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise LanskapError(f"the {name} holds something that is not text (a lone surrogate)") from None
+        top = MAX_SIDE if self.panorama is None else MAX_PANORAMA_SIDE
         for side, value in (("width", self.width), ("height", self.height)):
             if value is None:
                 continue
-            if not MIN_SIDE <= value <= (MAX_SIDE if self.panorama is None else MAX_PANORAMA_SIDE):
-                top = MAX_SIDE if self.panorama is None else MAX_PANORAMA_SIDE
+            if not MIN_SIDE <= value <= top:
                 raise LanskapError(f"{side} must be between {MIN_SIDE} and {top}, got {value}")
             if value % 8:
                 raise LanskapError(f"{side} must be a multiple of 8, got {value} (try {value // 8 * 8 or 8})")
@@ -219,8 +218,6 @@ class GenerationRequest:
     def _validate_composition(self, max_regions: int) -> None:
         if self.panorama is not None:
             self.panorama.validate(self.width, self.height)
-            if self.width is not None and self.height is not None:
-                check_panorama_size(self.width, self.height)
         if self.regions is not None:
             self.regions.validate(max_regions)
 
