@@ -62,10 +62,13 @@ def test_options_have_a1111s_keys_and_the_honoured_ones_take_effect(server, isol
 
 def test_override_settings_apply_per_request_and_restore(server, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]
     u = server.url
-    override = {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337, "samples_format": "jpg", "tiling": True}
-    out = _txt2img(u, sampler_name="Euler a", override_settings=override)
+    override = {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337, "samples_format": "jpg", "tiling": True,
+                "token_merging_ratio": 0.4}  # fmt: skip
+    out = _txt2img(u, sampler_name="Euler a", override_settings=override, cache_interval=2)
     text = out["info"]["infotexts"][0]
     assert "Clip skip: 2" in text and "ENSD: 31337" in text
+    assert "Token merging ratio: 0.4" in text and "Cache interval: 2" in text  # A1111's option, lanskap's field
+    assert out["info"]["extra_generation_params"]["Token merging ratio"] == "0.4"
     assert any("'tiling'" in w and "no effect" in w for w in out["info"]["warnings"])
     from lanskap.gallery import Gallery
 
@@ -80,6 +83,12 @@ def test_override_settings_apply_per_request_and_restore(server, isolated_home: 
     assert r.status_code == 422 and "text-encoder layers" in r.json()["detail"]
     r = requests.post(u + "/sdapi/v1/txt2img", json={**TXT, "override_settings": {"CLIP_stop_at_last_layers": 99}})
     assert r.status_code == 422 and "CLIP_stop_at_last_layers" in r.json()["detail"]
+    r = requests.post(u + "/sdapi/v1/txt2img", json={**TXT, "override_settings": {"token_merging_ratio": 0.9}})
+    assert r.status_code == 422 and "token_merging_ratio must be between 0 and 0.75" in r.json()["detail"]
+    r = requests.post(u + "/sdapi/v1/txt2img", json={**TXT, "speed": "warp"})
+    assert r.status_code == 422
+    quality = _txt2img(u, speed="quality")["info"]["infotexts"][0]
+    assert "Cache interval" not in quality and "Token merging" not in quality
 
 
 def test_sd_model_checkpoint_switches_among_installed_models(

@@ -74,11 +74,15 @@ def test_score_cli_reports_on_a_fresh_held_out_set(tmp_path: Path, capsys: pytes
     from lanskap.mini.follow import HELD_OUT_SEED, held_out_prompts
 
     start = HELD_OUT_SEED + 500_000
-    args = ("mini", "score", "--count", "2", "--steps", "2", "-q", "--start", str(start), "--out", str(tmp_path / "r"))
-    proc = run_cli(*args)
+    args = ("mini", "score", "--count", "2", "--steps", "4", "-q", "--start", str(start), "--out", str(tmp_path / "r"))
+    levers = ("--cache-interval", "2", "--token-merging", "0.3", "--token-merging-downsample", "2")  # generate's
+    proc = main_cli(capsys, *args, *levers)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r" / "follow.json").read_text())
     assert [c["prompt"] for c in report["cases"]] == [p for p, _ in held_out_prompts(2, start)]
+    assert "Cache interval: 2" in report["parameters"] and "Token merging ratio: 0.3" in report["parameters"]
+    bad = main_cli(capsys, "mini", "score", "--count", "1", "--cache-interval", "99")
+    assert_one_line_error(bad, "cache interval must be between 0")
     assert f"{report['present']}/{report['asked']}" in proc.stdout and (tmp_path / "r" / "follow.png").is_file()
     assert_one_line_error(main_cli(capsys, "mini", "score", "--start", "5"), "--start must be 1000000000 or more")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, main_cli, run_cli
 from lanskap.config import Settings, load_settings
 from lanskap.errors import LanskapError
 from lanskap.generation.engine import Engine
@@ -39,8 +39,8 @@ def test_low_memory_is_picked_from_free_gpu_memory_and_forced_by_the_flag() -> N
     assert not cpu.low_memory and not cpu.channels_last and not cpu.fuse_lora
 
 
-def test_speed_flags_reach_the_engine(tiny_sd: Path, tmp_path: Path) -> None:
-    bad = run_cli("generate", "castle", "--model", str(tiny_sd), "--low-memory", "sometimes")
+def test_speed_flags_reach_the_engine(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = main_cli(capsys, "generate", "castle", "--model", str(tiny_sd), "--low-memory", "sometimes")
     assert_one_line_error(bad, "low_memory must be auto, on or off", "(--low-memory)")
     proc = run_cli(
         "generate", "castle", "--model", str(tiny_sd), "-W", "64", "-H", "64", "--steps", "1",

@@ -563,6 +563,8 @@ def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(a
     at.text_area(key="g_prompt").input("a frozen lake")
     _small(at)
     at.button_group(key="g_tiling").set_value("x")
+    at.selectbox(key="g_speed").set_value("quality")  # the speed level, with one lever set by hand
+    at.number_input(key="g_cache").set_value(2)
     at.toggle(key="g_hr").set_value(True).run()
     at.selectbox(key="g_hr_upscaler").set_value("Lanczos")
     at.slider(key="g_hr_scale").set_value(1.5)
@@ -575,11 +577,14 @@ def test_hires_fix_controls_and_upscale_from_the_gallery_with_before_and_after(a
     assert (made.width, made.height) == (96, 96) and made.params["hires"]["upscaler"] == "Lanczos"
     assert "Hires upscale: 1.5" in made.infotext and "Hires upscaler: Lanczos" in made.infotext
     assert made.params["tiling"] == "x" and "Tiling: x" in made.infotext
+    assert "Cache interval: 2" in made.infotext and made.params["token_merging"] == 0  # quality: no merging
+    at.number_input(key="g_cache").set_value(None)
     at.toggle(key="g_hr").set_value(False).run()
     at.switch_page("views/gallery.py").run()
     at.button(key=f"open-{made.id}").click().run()
     at.button(key="v-use").click().run()  # "use these settings" restores the hires fix
     assert at.toggle(key="g_hr").value is True and at.slider(key="g_hr_scale").value == pytest.approx(1.5)
+    assert at.number_input(key="g_cache").value == 2, "the levers come back with the other settings"
 
     at.switch_page("views/gallery.py").run()
     at.button(key=f"open-{made.id}").click().run()

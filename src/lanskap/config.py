@@ -102,6 +102,9 @@ class Settings:
     fuse_lora: str = "auto"
     compile: bool = False
     threads: int | None = None
+    #: quality, balanced or fast: which step-changing levers (feature caching, token merging) a request
+    #: that leaves them unset gets (lanskap.generation.levers; quality = none).
+    speed_level: str = "balanced"
     #: The SD x4 upscaler: a hub id or a diffusers folder. Stability's repo; a folder at
     #: ``$LANSKAP_HOME/upscalers/sd-x4`` is used first when present.
     sd_upscaler: str = DEFAULT_SD_UPSCALER
@@ -174,6 +177,7 @@ _ENV = {
     "threads": "LANSKAP_THREADS",
     "sd_upscaler": "LANSKAP_SD_UPSCALER",
     "max_regions": "LANSKAP_MAX_REGIONS",
+    "speed_level": "LANSKAP_SPEED",
 }
 
 
@@ -217,4 +221,6 @@ def load_settings(**overrides: Any) -> Settings:
     if settings.fallback not in FALLBACKS:
         raise LanskapError(f"fallback must be one of {', '.join(FALLBACKS)}, not {settings.fallback!r}")
     settings.speed  # noqa: B018 - validates the speed options now, with a one-line error
+    if settings.speed_level not in ("quality", "balanced", "fast"):  # levers.SPEED_LEVELS (no torch here)
+        raise LanskapError(f"speed must be quality, balanced or fast, not {settings.speed_level!r}")
     return settings

@@ -13,7 +13,7 @@ import binascii
 import io
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +68,11 @@ TXT2IMG_FIELDS = {
     "denoising_strength",
     "tiling",
     *COMPOSE_FIELDS,
+    "speed",
+    "cache_interval",
+    "cache_start",
+    "token_merging",
+    "token_merging_downsample",
 }
 IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "init_images",
@@ -140,6 +145,12 @@ class Txt2ImgBody(BaseModel):
     panorama: PanoramaBody | None = None
     regions: list[RegionBody] | None = Field(None, max_length=64)
     region_base: float = Field(0.2, ge=0, le=1)
+    # lanskap's own speed levers (generation/levers.py); unset: the server's speed level decides.
+    speed: Literal["quality", "balanced", "fast"] | None = None
+    cache_interval: int | None = Field(None, ge=0, le=10, description="Deep UNet blocks every N steps; 0 = off")
+    cache_start: float | None = Field(None, ge=0, lt=1, description="Share of the steps run in full first")
+    token_merging: float | None = Field(None, ge=0, le=0.75, description="Share of tokens merged; 0 = off")
+    token_merging_downsample: Literal[1, 2, 4, 8] = 1
     # Hires fix (A1111's StableDiffusionProcessingTxt2Img fields and defaults).
     enable_hr: bool = False
     denoising_strength: float | None = Field(None, ge=0, le=1)
@@ -252,7 +263,7 @@ def build_request(
     if body.steps > limits.max_steps:
         raise LanskapError(f"steps must be at most {limits.max_steps}")
     hires = _hires(body, limits) if body.enable_hr and init is None else None
-    return GenerationRequest(
+    request = GenerationRequest(
         hires=hires,
         tiling="xy" if body.tiling else "",
         panorama=_panorama(body),
@@ -269,7 +280,23 @@ def build_request(
         scheduler=sampler_label(body),
         init=init,
         mask=mask,
+        cache_interval=body.cache_interval,
+        cache_start=body.cache_start,
+        token_merging=body.token_merging,
+        model_defaults=_unset(body),
+        token_merging_downsample=body.token_merging_downsample,
     ).validate()
+    if body.speed is not None:  # this request's level, for the levers it leaves unset
+        from lanskap.generation.levers import resolve
+
+        request = resolve(request, body.speed)
+    return request
+
+
+def _unset(body: Txt2ImgBody) -> tuple[str, ...]:
+    """What the client didn't send of steps, CFG and sampler: a distilled model's own values fill them."""
+    keys = {"steps": {"steps"}, "guidance": {"cfg_scale"}, "scheduler": {"sampler_name", "sampler_index", "scheduler"}}
+    return tuple(f for f, names in keys.items() if not names & body.model_fields_set)
 
 
 def _panorama(body: Txt2ImgBody) -> Panorama | None:
@@ -412,12 +439,15 @@ def _denoising(req: GenerationRequest) -> float:
 
 
 def _extra_params(req: GenerationRequest) -> dict[str, Any]:
-    """A1111's ``extra_generation_params``: ENSD, and the hires fix's keys."""
+    """A1111's ``extra_generation_params``: ENSD, token merging, and the hires fix's keys."""
     extra: dict[str, Any] = {"ENSD": req.ensd} if req.ensd and req.mode == "txt2img" else {}
     if req.tiling:
         from lanskap.generation.tiling import infotext
 
         extra.update(infotext(req.tiling))
+    from lanskap.generation import levers
+
+    extra.update(levers.infotext(req))
     if req.hires is not None:
         h = req.hires
         if h.resize_x or h.resize_y:

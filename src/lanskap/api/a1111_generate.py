@@ -73,9 +73,10 @@ async def _generate(
     warnings = [f"ignored unsupported field {name!r}" for name in a1111.ignored_fields(body, _supported(body))]
     effective = state.options.for_request(body.override_settings, body.override_settings_restore_afterwards)
     warnings += effective.warnings
-    wanted = replace(
-        a1111.build_request(body, state.cfg, init, mask), clip_skip=effective.clip_skip, ensd=effective.ensd
-    ).validate()
+    wanted = a1111.build_request(body, state.cfg, init, mask)
+    ratio = effective.token_merging_for(init is not None)
+    levers = {"token_merging": ratio} if ratio and body.token_merging is None else {}
+    wanted = replace(wanted, clip_skip=effective.clip_skip, ensd=effective.ensd, **levers).validate()
     wanted, unknown = apply_styles(wanted, body.styles, service.settings.home, strict=False)
     warnings += [f"style {name!r} not found; the image was made without it" for name in unknown]
     job = service.submit_generation(wanted, source="api", fmt=effective.fmt, model=effective.model)

@@ -26,7 +26,16 @@ DEFAULTS_FILE = Path(__file__).with_name("a1111_options.json")
 SAVED_NAME = "a1111-options.json"
 
 #: Keys that change what lanskap does; every other key is stored only.
-HONOURED = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "samples_format")
+HONOURED = (
+    "sd_model_checkpoint",
+    "CLIP_stop_at_last_layers",
+    "eta_noise_seed_delta",
+    "samples_format",
+    "token_merging_ratio",
+    "token_merging_ratio_img2img",
+)
+#: A1111's token-merging ratios; 0 (A1111's default) leaves the choice to lanskap's speed level.
+_RATIOS = ("token_merging_ratio", "token_merging_ratio_img2img")
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,11 @@ class Effective:
     ensd: int
     fmt: str
     warnings: tuple[str, ...] = ()
+    token_merging: float = 0.0  # text to image; 0: the speed level decides
+    token_merging_img2img: float = 0.0  # A1111: image to image uses its own ratio when set, else the one above
+
+    def token_merging_for(self, img2img: bool) -> float:
+        return (self.token_merging_img2img or self.token_merging) if img2img else self.token_merging
 
 
 def _int(key: str, value: Any, low: int, high: int) -> int:
@@ -47,6 +61,16 @@ def _int(key: str, value: Any, low: int, high: int) -> int:
     if not low <= int(value) <= high:
         raise LanskapError(f"{key} must be between {low} and {high}, got {int(value)}")
     return int(value)
+
+
+def _ratio(key: str, value: Any) -> float:
+    from lanskap.generation.levers import MAX_TOKEN_MERGING
+
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise LanskapError(f"{key} must be a number, got {value!r}")
+    if not 0 <= value <= MAX_TOKEN_MERGING:
+        raise LanskapError(f"{key} must be between 0 and {MAX_TOKEN_MERGING:g}, got {value:g}")
+    return float(value)
 
 
 def _finite(value: Any) -> bool:
@@ -131,6 +155,8 @@ class A1111Options:
                 clean[key] = _int(key, value, 0, MAX_SEED)
             elif key == "samples_format":
                 clean[key] = check_format(str(value))
+            elif key in _RATIOS:
+                clean[key] = _ratio(key, value)
             else:
                 if not _finite(value):
                     raise LanskapError(f"{key} must not hold NaN or Infinity")
@@ -166,6 +192,8 @@ class A1111Options:
             clip_skip=int(values["CLIP_stop_at_last_layers"]),
             ensd=int(values["eta_noise_seed_delta"]),
             fmt=str(values["samples_format"]),
+            token_merging=float(values.get("token_merging_ratio") or 0),
+            token_merging_img2img=float(values.get("token_merging_ratio_img2img") or 0),
             warnings=tuple(f"override_settings: {n}" for n in notes),
         )
         if not restore_afterwards and override:

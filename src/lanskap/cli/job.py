@@ -45,6 +45,7 @@ class JobOptions:
     low_memory: str | None = None
     compile: bool | None = None
     threads: int | None = None
+    speed: str | None = None
     no_watermark: bool = False
     no_gallery: bool = False
     quiet: bool = False
@@ -65,6 +66,7 @@ class JobOptions:
             low_memory=self.low_memory,
             compile=self.compile,
             threads=self.threads,
+            speed_level=self.speed,
         )
 
 
@@ -83,9 +85,10 @@ def request_fields(fields: dict[str, Any], opts: JobOptions) -> dict[str, Any]:
 
 def build_request(fields: dict[str, Any], opts: JobOptions) -> GenerationRequest:
     """A validated GenerationRequest from the given fields (None = default) and the LoRA flags."""
-    from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.params import GenerationRequest, left_unset
 
-    return GenerationRequest(**request_fields(fields, opts)).validate()
+    clean = request_fields(fields, opts)
+    return GenerationRequest(**clean, model_defaults=left_unset(clean)).validate()
 
 
 def run_job(

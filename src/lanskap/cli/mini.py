@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from lanskap.cli.config_flags import config_command
+from lanskap.cli.options import LEVER_FLAGS, SPEED
 from lanskap.mini.config import MiniConfig
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="lanskap-mini, the small built-in landscape model.")
@@ -114,9 +115,17 @@ def score_cmd(
     lora: list[str] = typer.Option(None, "--lora", metavar="<str>", help="NAME[:SCALE], repeatable."),
     out: Path = typer.Option(None, "--out", help="Write follow.json and a contact sheet follow.png here."),
     device: str = typer.Option(None, "--device", help="auto, cuda or cpu."),
+    speed: str = SPEED,
+    cache_interval: int = LEVER_FLAGS[0][2],
+    cache_start: float = LEVER_FLAGS[1][2],
+    token_merging: float = LEVER_FLAGS[2][2],
+    token_merging_downsample: int = LEVER_FLAGS[3][2],
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Measure prompt following: generate held-out prompts and read the attributes back."""
+    """Measure prompt following: generate held-out prompts and read the attributes back.
+
+    It takes generate's speed options, so a speed lever's quality gate is one command.
+    """
     from lanskap.cli.common import quiet_libraries
     from lanskap.errors import LanskapError
     from lanskap.generation.engine import Engine
@@ -129,13 +138,17 @@ def score_cmd(
     start = HELD_OUT_SEED if start is None else start
     if start < HELD_OUT_SEED:  # below it are the seeds training renders: not held out
         raise LanskapError(f"--start must be {HELD_OUT_SEED} or more; lower scene seeds are training scenes")
-    engine = Engine(model, device=device, fallback="none")
+    engine = Engine(model, device=device, fallback="none", speed_level=speed)
     loras = tuple(LoraSpec.parse(x) for x in lora or [])
-    extra = {"scheduler": sampler} if sampler else {}
+    extra: dict[str, Any] = {"scheduler": sampler} if sampler else {}
+    levers = {"cache_interval": cache_interval, "cache_start": cache_start, "token_merging": token_merging}
+    extra.update({k: v for k, v in levers.items() if v is not None})
+    if token_merging_downsample is not None:
+        extra["token_merging_downsample"] = token_merging_downsample
 
     def generate(prompt: str, image_seed: int):  # type: ignore[no-untyped-def]
         req = GenerationRequest(prompt, seed=image_seed, steps=steps, guidance=guidance, loras=loras, **extra)
-        return engine.generate(req).images[0]
+        return engine.generate(req.validate()).images[0]
 
     bar = None
     if not quiet:

@@ -19,7 +19,33 @@ import typer
 from lanskap.cli.compose import COMPOSE_FLAGS
 from lanskap.cli.job import JobOptions
 
-# (name, type, typer option): fields of GenerationRequest
+# (name, type, typer option): fields of GenerationRequest. The speed levers are shared with
+# ``lanskap mini score``, so the quality gate runs with exactly the options of ``generate``.
+LEVER_FLAGS: list[tuple[str, Any, Any]] = [
+    (
+        "cache_interval",
+        int,
+        typer.Option(None, "--cache-interval", help="Run the deep UNet blocks every N steps (DeepCache); 0 = off."),
+    ),
+    (
+        "cache_start",
+        float,
+        typer.Option(None, "--cache-start", help="Share of the steps run in full before caching starts, 0-0.99."),
+    ),
+    (
+        "token_merging",
+        float,
+        typer.Option(None, "--token-merging", help="Share of self-attention tokens merged, 0-0.75 (ToMe); 0 = off."),
+    ),
+    (
+        "token_merging_downsample",
+        int,
+        typer.Option(None, "--token-merging-downsample", help="Deepest level merged: 1, 2, 4 or 8 [1]."),
+    ),
+]
+SPEED = typer.Option(
+    None, "--speed", help="quality, balanced or fast: the levers a run leaves unset [balanced; quality = none]."
+)
 REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("negative_prompt", str, typer.Option(None, "--negative-prompt", "-n", help="What to avoid.")),
     ("seed", int, typer.Option(None, "--seed", "-s", help="Seed; random (and recorded) when not given.")),
@@ -32,6 +58,7 @@ REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("ensd", int, typer.Option(None, "--ensd", help="Eta noise seed delta (A1111's ENSD), text-to-image [0].")),
     ("tiling", str, typer.Option(None, "--tiling", help="Seamless tiling along x, y or xy (A1111's tiling).")),
     *COMPOSE_FLAGS,
+    *LEVER_FLAGS,
 ]
 SIZE_FLAGS: list[tuple[str, Any, Any]] = [
     ("width", int, typer.Option(None, "--width", "-W", help="Multiple of 8, 64-2048.")),
@@ -80,6 +107,7 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ),
     ("compile", bool, typer.Option(None, "--compile", help="torch.compile the UNet (slow first image, cached).")),
     ("threads", int, typer.Option(None, "--threads", help="CPU threads for torch [physical cores].")),
+    ("speed", str, SPEED),
     ("no_watermark", bool, typer.Option(False, "--no-watermark", help="Do not embed the invisible SD watermark.")),
     ("no_gallery", bool, typer.Option(False, "--no-gallery", help="Do not record the images in the gallery.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),

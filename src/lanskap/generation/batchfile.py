@@ -112,7 +112,7 @@ def plan_requests(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> list[
     ``seed + i * num_images``: every image differs and is reproducible whatever the
     number of processes. Without one, each row gets a random (recorded) seed.
     """
-    from lanskap.generation.params import GenerationRequest
+    from lanskap.generation.params import GenerationRequest, left_unset
 
     base_seed = defaults.get("seed")
     requests = []
@@ -122,7 +122,7 @@ def plan_requests(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> list[
         if row.get("seed") is None and base_seed is not None:
             fields["seed"] = base_seed + offset
         try:
-            request = GenerationRequest(**fields).validate()
+            request = GenerationRequest(**fields, model_defaults=left_unset(fields)).validate()
         except LanskapError as exc:
             raise LanskapError(f"prompt file line {row['_line']}: {exc}") from None
         offset += request.num_images

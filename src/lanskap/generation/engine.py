@@ -22,7 +22,7 @@ from PIL import Image
 from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
-from lanskap.generation import hires
+from lanskap.generation import hires, levers
 from lanskap.generation.compose import Composer, Conditioning
 from lanskap.generation.hires import HiresPlan
 from lanskap.generation.infotext import build_infotext, format_number
@@ -48,6 +48,7 @@ from lanskap.prompts.encode import (
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
 if TYPE_CHECKING:
+    from lanskap.generation.deepcache import FeatureCache
     from lanskap.generation.schedulers import Sampler
     from lanskap.upscale.upscalers import Runner as UpscaleRunner
 
@@ -131,6 +132,8 @@ class EngineInfo:
     loras_cached: list[str]
     family: str | None = None
     demo: str | None = None  # "tiny" or "mini" when a demonstration model is (or will be) in use
+    #: A distilled model's own steps, guidance and sampler (models/distilled.py), with its kind.
+    recommended: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -310,10 +313,11 @@ class Engine:
             fallback=next((n for n in m.notices if n.startswith("FALLBACK")), None) if m else None,
             device=str(self.placement.device),
             dtype=self.placement.dtype_name,
-            levers=m.speed.summary() if m else None,
+            levers=f"{m.speed.summary()}; speed {self.settings.speed_level}" if m else None,
             loras_cached=[i.name for i in self._adapters.values()],
             family=m.family.label if m else None,
             demo=m.demo if m else self._demo_spec(),
+            recommended=asdict(m.recommended) if m and m.recommended else None,
         )
 
     def _native_spec(self) -> int | None:
@@ -500,6 +504,11 @@ class Engine:
         m = self.load()
         joblog.reset_peak(m.placement.device)
         seeded = request.with_seed()  # once: a random seed must be the same one everywhere below
+        if m.recommended is not None and seeded.model_defaults:  # a distilled model's few-step settings
+            rec = m.recommended
+            fields = {f: getattr(rec, f) for f in seeded.model_defaults}
+            seeded = replace(seeded, **fields).validate(self.settings.max_regions)
+        seeded = levers.resolve(seeded, self.settings.speed_level)  # unset levers: the speed level's
         if seeded.panorama is not None and seeded.panorama.equirectangular and seeded.width is None:
             side = seeded.height or m.native_size  # a 360° sky at the model's height, twice as wide
             seeded = replace(seeded, width=2 * side, height=side).validate(self.settings.max_regions)
@@ -684,11 +693,14 @@ class Engine:
         progress, cancel, skip = stops
         pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
         stopped = False
+        cache: FeatureCache | None = None
 
         def on_step(p: Any, i: int, t: Any, kwargs: dict) -> dict:
             nonlocal stopped
             run.done += 1
             steps = int(getattr(p, "num_timesteps", 0) or run.effective)
+            if cache is not None:
+                cache.next_step(steps)
             if progress:
                 elapsed = time.perf_counter() - run.started
                 total = (steps + other_steps) * len(run.batches)
@@ -705,7 +717,8 @@ class Engine:
             run.composer.images = len(batch_seeds)
             composing = run.composer.patched(pipe.unet)  # type: ignore[assignment]
         try:
-            with composing:
+            # Until the pipeline says how many steps it runs, the cache treats only the first as full.
+            with composing, levers.applied(pipe.unet, req, steps=1 << 30) as cache:
                 out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
         except Exception as exc:
             if _is_oom(exc):
@@ -882,6 +895,9 @@ class Engine:
         if req.hires is not None:
             params.update(hires.infotext(req.hires, req, sampler))
         params.update(tiling_infotext(req.tiling))
+        params.update(levers.infotext(req))
+        if m.recommended is not None and req.model_defaults:
+            params["Model defaults"] = m.recommended.kind  # steps, CFG or sampler came from a distilled model
         if req.panorama is not None:
             params.update(req.panorama.infotext(m.native_size, req.width or 0, req.height or 0))
         if req.regions is not None:

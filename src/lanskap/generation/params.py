@@ -122,6 +122,15 @@ class HiresFix:
             raise LanskapError(f"hires fix would make {w}x{h}; each side must be at least {MIN_SIDE}")
 
 
+#: What a distilled model may set when a request leaves it unset (models/distilled.FIELDS).
+MODEL_DEFAULT_FIELDS = ("steps", "guidance", "scheduler")
+
+
+def left_unset(fields: dict[str, Any]) -> tuple[str, ...]:
+    """The model-default fields that ``fields`` (request keyword arguments, None = unset) leave open."""
+    return tuple(f for f in MODEL_DEFAULT_FIELDS if fields.get(f) is None)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything that determines the pixels (with the model, device and dtype)."""
@@ -146,6 +155,14 @@ class GenerationRequest:
     tiling: str = ""  # seamless tiling along x, y or xy (A1111's tiling is xy)
     panorama: Panorama | None = None  # denoise the canvas in windows (MultiDiffusion), any size
     regions: Layout | None = None  # prompts by region, over the base prompt
+    # Speed levers that change the step's arithmetic (generation/levers.py); None: the speed level's choice.
+    cache_interval: int | None = None  # deep UNet blocks run every N steps (DeepCache); 0 = every step
+    cache_start: float | None = None  # the share of the steps run in full before caching starts
+    token_merging: float | None = None  # share of self-attention tokens merged (ToMe); 0 = none
+    token_merging_downsample: int = 1  # deepest level merged: 1 = the highest resolution only (A1111's default)
+    #: Fields the person left unset (of steps, guidance, scheduler): a distilled model's own values
+    #: replace them (models/distilled.py); other models keep the defaults above.
+    model_defaults: tuple[str, ...] = ()
 
     @property
     def wrap(self) -> str:
@@ -209,6 +226,7 @@ class GenerationRequest:
 
             check(self.tiling)
         self._validate_composition(max_regions)
+        self._validate_levers()
         if self.hires is not None:
             if self.init is not None:
                 raise LanskapError("hires fix is for text-to-image; for a picture, upscale it (SD upscale) instead")
@@ -220,6 +238,14 @@ class GenerationRequest:
             self.panorama.validate(self.width, self.height)
         if self.regions is not None:
             self.regions.validate(max_regions)
+
+    def _validate_levers(self) -> None:
+        from lanskap.generation.levers import check
+
+        check(self)
+        unknown = set(self.model_defaults) - set(MODEL_DEFAULT_FIELDS)
+        if unknown:
+            raise LanskapError(f"only {', '.join(MODEL_DEFAULT_FIELDS)} can come from the model, not {sorted(unknown)}")
 
     def _validate_init(self, init: InitImage) -> None:
         if not 0.0 <= init.strength <= 1.0:
@@ -268,6 +294,7 @@ class GenerationRequest:
         if self.regions is not None:
             d["region_base"] = self.regions.base
         d["loras"] = [str(lora) for lora in self.loras]
+        d["model_defaults"] = list(self.model_defaults)
         d["mode"] = self.task
         if self.init is not None:
             d["init"] = {**_plain(self.init, "image"), "image_size": list(self.init.image.size)}

@@ -60,6 +60,9 @@ def replay_from_infotext(text: str) -> Replay:
         from lanskap.generation.tiling import from_infotext
 
         fields["tiling"] = from_infotext(p["Tiling"])
+    from lanskap.generation import levers
+
+    fields.update(levers.from_infotext(p))
     if "Hires upscale" in p or "Hires resize" in p:
         fields["hires"] = _hires(p)
     from lanskap.generation import panorama, regions

@@ -40,6 +40,7 @@ class Case:
 @dataclass
 class FollowReport:
     cases: list[Case]
+    parameters: str = ""  # the first image's infotext: the settings (speed levers included) it was made with
 
     def by_attribute(self) -> dict[str, tuple[int, int]]:
         out = {}
@@ -71,6 +72,7 @@ class FollowReport:
             "present": self.present,
             "asked": self.asked,
             "by_attribute": {k: {"present": p, "asked": n} for k, (p, n) in self.by_attribute().items()},
+            "parameters": self.parameters,
             "cases": [asdict(c) for c in self.cases],
         }
 
@@ -105,7 +107,8 @@ def measure(
         images.append(image)
         if progress:
             progress(i + 1, len(prompts))
-    return FollowReport(cases), images
+    parameters = str(images[0].info.get("parameters", "")) if images else ""
+    return FollowReport(cases, parameters), images
 
 
 def composition_distance(a: Image.Image, b: Image.Image) -> float:

@@ -20,6 +20,7 @@ from lanskap.config import DEFAULT_MODEL, Settings
 from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
 from lanskap.models.builtin import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
+from lanskap.models.distilled import Recommended, recommended
 from lanskap.models.family import SD1, ModelFamily, family_of
 from lanskap.models.hashing import model_hash
 from lanskap.models.resolve import MINI_NAME, ModelRef, fetch_hub_model, resolve_model_ref
@@ -44,6 +45,7 @@ class LoadedModel:
     tiny: bool = False
     notices: list[str] = field(default_factory=list)
     speed: SpeedPlan = field(default_factory=SpeedPlan)
+    recommended: Recommended | None = None  # a distilled model's few-step settings (models/distilled.py)
 
     @property
     def name(self) -> str:
@@ -321,6 +323,10 @@ def load_model(
     notices.extend(speed.reasons)
     pipe.set_progress_bar_config(disable=True)
     tiny = source.is_dir() and is_tiny(source)
+    scheduler = {**pipe.scheduler.config, "_class_name": type(pipe.scheduler).__name__}
+    advice = recommended(ref.name, source, scheduler, dict(pipe.unet.config))
+    if advice is not None:
+        notices.append(advice.notice())
     if tiny and not any("RANDOM-WEIGHT" in n for n in notices):
         notices.append(f"model {ref.name!r} is a tiny RANDOM-WEIGHT test model: its images are noise.")
     return LoadedModel(
@@ -333,4 +339,5 @@ def load_model(
         tiny=tiny,
         notices=list(notices),
         speed=speed,
+        recommended=advice,
     )

@@ -15,6 +15,7 @@ import streamlit as st
 
 from lanskap.config import THESIS_NEGATIVE_PROMPT
 from lanskap.errors import LanskapError
+from lanskap.generation import levers
 from lanskap.generation.panorama import Panorama
 from lanskap.generation.params import (
     MAX_CLIP_SKIP,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 
 NO_LORA = "(none)"
+SERVER_SPEED = "server's"  # the speed level the app was started with
 TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint", PANORAMA_TAB, UPSCALE_TAB]
 HISTORY = 100
 #: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
@@ -62,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "g_ensd": 0,
     "g_styles": [],
     "g_tiling": "off",
+    "g_speed": SERVER_SPEED,
+    "g_cache": None,  # None: the speed level's choice
+    "g_cache_start": None,
+    "g_tome": None,
 }
 FORM_KEYS = tuple(DEFAULTS)
 
@@ -86,6 +92,10 @@ def prefill(params: dict[str, Any]) -> None:
         "g_ensd": int(params.get("ensd") or 0),
         "g_styles": [],  # the recorded prompt already holds the styles' text
         "g_tiling": params.get("tiling") or "off",
+        "g_speed": SERVER_SPEED,  # the recorded levers are explicit, so no level is needed to remake it
+        "g_cache": params.get("cache_interval"),
+        "g_cache_start": params.get("cache_start"),
+        "g_tome": params.get("token_merging"),
     }
     for key, value in values.items():
         st.session_state[key] = value
@@ -126,8 +136,14 @@ def _request(**extra: Any) -> GenerationRequest:
         "ensd": int(s["g_ensd"]),
         "loras": loras,
         "tiling": "" if s.get("g_tiling") in (None, "off") else s["g_tiling"],
+        "cache_interval": None if s.get("g_cache") is None else int(s["g_cache"]),
+        "cache_start": None if s.get("g_cache_start") is None else float(s["g_cache_start"]),
+        "token_merging": None if s.get("g_tome") is None else float(s["g_tome"]),
     }
-    return GenerationRequest(**{**fields, **extra})
+    request = GenerationRequest(**{**fields, **extra})
+    if s.get("g_speed", SERVER_SPEED) != SERVER_SPEED:
+        request = levers.resolve(request, s["g_speed"])
+    return request
 
 
 def _submit(folder: str | None = None, **extra: Any) -> None:
@@ -180,6 +196,20 @@ def _fit_size(native: int | None) -> None:
     if (s["g_width"], s["g_height"]) == (DEFAULTS["g_width"], DEFAULTS["g_height"]):
         s["g_width"] = s["g_height"] = native
     s["g_size_fitted"] = True
+
+
+def _fit_distilled(recommended: dict[str, Any] | None) -> None:
+    """A distilled model (SD-Turbo, LCM) burns at 25 steps and CFG 7.5: the form takes its own values,
+    once per session and only while the form still holds the defaults."""
+    s = st.session_state
+    if not recommended or s.get("g_distilled_fitted"):
+        return
+    defaults = ("g_steps", "g_guidance", "g_sampler")
+    if all(s.get(k, DEFAULTS[k]) == DEFAULTS[k] for k in defaults):
+        s["g_steps"], s["g_guidance"] = recommended["steps"], recommended["guidance"]
+        s["g_sampler"] = recommended["scheduler"]
+        s["g_notice"] = ("info", f"{recommended['kind']}: steps, guidance and sampler set to the model's own.")
+    s["g_distilled_fitted"] = True
 
 
 def _inputs(svc: Service, native: int | None) -> None:
@@ -239,6 +269,32 @@ def _inputs(svc: Service, native: int | None) -> None:
         width="stretch",
         help=f"The last image's seed ({last})." if last is not None else "Generate once first.",
     )
+    _speed_inputs(keep)
+
+
+def _speed_inputs(keep: dict[str, Any]) -> None:
+    """The speed level and its levers; an empty lever box takes the level's choice."""
+    c = st.columns([2, 2, 2, 2])
+    c[0].selectbox(
+        "Speed",
+        [SERVER_SPEED, *levers.SPEED_LEVELS],
+        key="g_speed",
+        help="quality: full compute. balanced and fast reuse deep UNet features across steps "
+        "(docs/performance.md has what each costs in quality).",
+        **keep,
+    )
+    c[1].number_input(
+        "Cache interval", 0, levers.MAX_CACHE_INTERVAL, key="g_cache", placeholder="from the speed",
+        help="Deep UNet blocks run every N steps (DeepCache); 0 = every step.", **keep,
+    )  # fmt: skip
+    c[2].number_input(
+        "Cache start", 0.0, 0.95, step=0.05, key="g_cache_start", placeholder="from the speed",
+        help="Share of the steps run in full before caching starts (where layout and colours settle).", **keep,
+    )  # fmt: skip
+    c[3].number_input(
+        "Token merging", 0.0, levers.MAX_TOKEN_MERGING, step=0.05, key="g_tome", placeholder="from the speed",
+        help="Share of self-attention tokens merged (ToMe, A1111's token merging ratio); 0 = none.", **keep,
+    )  # fmt: skip
 
 
 @dataclass
@@ -411,6 +467,8 @@ def _action_bar(action: Action, jobs: list[Job]) -> None:
             st.warning(text, icon=":material/edit:")
         elif kind == "error":
             st.error(text, icon=":material/warning:")
+        elif kind == "info":
+            st.info(text, icon=":material/bolt:")
         c = st.columns([4, 2], vertical_alignment="center")
         clicked = c[0].button(action.label, type="primary", key=action.key,
                               disabled=action.submit is None, help=action.why or None, shortcut="Ctrl+Enter",
@@ -499,6 +557,7 @@ def page() -> None:
         st.session_state["g_last_seed"] = done.result.result.seeds[0]
     left, right = st.columns([5, 4], gap="large")
     with left:
+        _fit_distilled(info.recommended)
         _inputs(svc, info.native_size)
         action = _modes()
     with right:
