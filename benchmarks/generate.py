@@ -41,15 +41,29 @@ from PIL import Image
 
 PROMPT = "a fantasy landscape, a castle on a cliff above a misty valley, two moons, concept art"
 SAME_IMAGE_PSNR_DB = 30.0
+GATE_PSNR_DB = 25.0  # the quality gate's floor for step-changing levers (benchmarks/gate.py)
+FULL = {"speed_level": "quality"}  # full compute: no step-changing lever
 VARIANTS: dict[str, dict[str, object] | None] = {
     "stock": None,
     "lanskap": {},
-    "lanskap-fp32": {"dtype": "fp32", "channels_last": "off", "fuse_lora": "off", "low_memory": "off"},
+    "lanskap-fp32": {"dtype": "fp32", "channels_last": "off", "fuse_lora": "off", "low_memory": "off", **FULL},
+    "lanskap-quality": FULL,
+    "lanskap-fast": {"speed_level": "fast"},
     "lanskap-compile": {"compile": True},
     "lanskap-channels-last": {"channels_last": "on"},
     "lanskap-bf16": {"dtype": "bf16"},  # on CPUs without native bf16 this one is very slow
     "lanskap-fused-lora": {"fuse_lora": "on"},
+    # One step-changing lever each (generation/levers.py), and the combinations.
+    "lanskap-cache2": {**FULL, "cache_interval": 2},
+    "lanskap-cache3": {**FULL, "cache_interval": 3},
+    "lanskap-cache5": {**FULL, "cache_interval": 5},
+    "lanskap-tome0.3": {**FULL, "token_merging": 0.3},
+    "lanskap-tome0.5": {**FULL, "token_merging": 0.5},
+    "lanskap-cache3-tome0.5": {**FULL, "cache_interval": 3, "token_merging": 0.5},
+    "lanskap-balanced-tome0.3": {"speed_level": "balanced", "token_merging": 0.3},
 }
+#: Keys of a variant that are request fields, not settings.
+REQUEST_KEYS = ("cache_interval", "token_merging", "token_merging_downsample")
 DEFAULT_VARIANTS = "stock,lanskap,lanskap-fp32"
 
 
@@ -125,16 +139,18 @@ def run_lanskap(
     from lanskap.generation.engine import Engine
     from lanskap.generation.params import GenerationRequest, LoraSpec
 
+    lever_fields = {k: v for k, v in overrides.items() if k in REQUEST_KEYS}
     engine = getattr(run_lanskap, "engine", None)
     if engine is None:
-        settings = load_settings(model=args.model, device=args.device, **overrides)
+        setting_values = {k: v for k, v in overrides.items() if k not in REQUEST_KEYS}
+        settings = load_settings(model=args.model, device=args.device, **setting_values)
         engine = Engine(settings=settings)
         loaded = engine.load()
         print(f"levers: {loaded.placement.dtype_name}, {loaded.speed.summary()}", file=sys.stderr)
         run_lanskap.engine = engine  # type: ignore[attr-defined]
     loras = (LoraSpec(lora, 1.0),) if lora else ()
     request = GenerationRequest(
-        PROMPT, steps=steps, width=size, height=size, seed=args.seed, loras=loras, watermark=False
+        PROMPT, steps=steps, width=size, height=size, seed=args.seed, loras=loras, watermark=False, **lever_fields
     )
     clock.start()
     return engine.generate(request, progress=lambda p: clock.tick()).images[0]
@@ -163,7 +179,27 @@ def child(args: argparse.Namespace) -> None:
         image.save(path)
         out["sizes"][size] = {"step": float(np.median(clock.step_times())), "image": seconds, "png": str(path)}  # type: ignore[index]
     out["peak_gib"] = peak_memory_gib(args.device)
+    if args.follow and overrides is not None:
+        out["follow"] = follow_score(args, overrides)
     print(json.dumps(out))
+
+
+def follow_score(args: argparse.Namespace, overrides: dict) -> float:
+    """The variant's lanskap-mini prompt following (``lanskap mini score``'s measure), 0-100."""
+    from lanskap.generation.engine import Engine
+    from lanskap.generation.params import GenerationRequest
+    from lanskap.mini.follow import measure
+
+    lever_fields = {k: v for k, v in overrides.items() if k in REQUEST_KEYS}
+    level = str(overrides.get("speed_level", "balanced"))
+    engine = Engine("lanskap-mini", device=args.device, fallback="none", speed_level=level)
+
+    def generate(prompt: str, seed: int) -> Image.Image:
+        req = GenerationRequest(prompt, seed=seed, steps=20, watermark=False, **lever_fields)  # mini score's own
+        return engine.generate(req).images[0]
+
+    report, _ = measure(generate, args.follow)
+    return 100 * report.rate
 
 
 def unet_flops(model: str, size: int) -> float:
@@ -198,6 +234,8 @@ def main() -> None:
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"from {', '.join(VARIANTS)}")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--peak-tflops", type=float, help="the device's dense peak (e.g. 989 for an H200 in fp16)")
+    ap.add_argument("--follow", type=int, default=0, help="also score each variant's prompt following on "
+                    "lanskap-mini with this many held-out prompts (40: lanskap mini score's own)")  # fmt: skip
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--images", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -221,7 +259,8 @@ def main() -> None:
         print(f"running {name} …", flush=True)
         cmd = [sys.executable, __file__, "--variant", name, "--model", args.model, "--device", args.device,
                "--sizes", ",".join(map(str, args.sizes)), "--steps", str(args.steps),
-               "--warmup-steps", str(args.warmup_steps), "--seed", str(args.seed), "--images", str(images)]  # fmt: skip
+               "--warmup-steps", str(args.warmup_steps), "--seed", str(args.seed), "--images", str(images),
+               "--follow", str(args.follow)]  # fmt: skip
         if args.lora:
             cmd += ["--lora", args.lora]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANSKAP_HOME": str(images / "home")}
@@ -242,7 +281,8 @@ def main() -> None:
     print(", ".join(f"{size} px: {f / 1e12:.2f} TFLOP per step" for size, f in flops.items()))
     head = f"{'variant':<22}{'px':>5}{'s/step':>9}{'TFLOP/s':>9}{'s/image':>9}{'img/min':>9}{'peak GiB':>10}"
     bound = f"{'x bound':>9}" if args.peak_tflops else ""
-    print(head + f"{'vs stock':>10}{bound}{'PSNR dB':>9}{'max diff':>9}  levers")
+    follow = f"{'follow %':>9}" if args.follow else ""
+    print(head + f"{'vs stock':>10}{bound}{'PSNR dB':>9}{'max diff':>9}{follow}  levers")
     for name, r in results.items():
         for size, t in r["sizes"].items():
             t["tflops"] = flops[size] / t["step"] / 1e12
@@ -256,11 +296,15 @@ def main() -> None:
                 t["psnr"], t["max_diff"] = psnr(a, b), int(np.abs(a.astype(int) - b.astype(int)).max())
                 quality = f"{t['psnr']:>9.1f}{t['max_diff']:>9}"
             xb = f"{t['x_bound']:>8.2f}x" if args.peak_tflops else ""
+            if not quality:
+                quality = " " * 18
+            score = (f"{r['follow']:>9.1f}" if "follow" in r else " " * 9) if args.follow else ""
             print(
                 f"{name:<22}{size:>5}{t['step']:>9.3f}{t['tflops']:>9.3f}{t['image']:>9.2f}{60 / t['image']:>9.2f}"
-                f"{r['peak_gib']:>10.2f}{t['step'] / stock['step']:>9.2f}x{xb}{quality}  {r['levers']}"
+                f"{r['peak_gib']:>10.2f}{t['image'] / stock['image']:>9.2f}x{xb}{quality}{score}  {r['levers']}"
             )
-    print(f"\nratio = time per step / stock's; a lever keeps the image when PSNR >= {SAME_IMAGE_PSNR_DB:g} dB")
+    print(f"\nratio = time per image / stock's; a load-time lever keeps the image at PSNR >= {SAME_IMAGE_PSNR_DB:g}")
+    print(f"a step-changing lever passes the gate at PSNR >= {GATE_PSNR_DB:g} dB on lanskap-mini and follow % within 2")
     print(f"images: {images}")
     if args.json:
         record = {"device": where, "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()}}
