@@ -145,15 +145,21 @@ def run_lanskap(
         setting_values = {k: v for k, v in overrides.items() if k not in REQUEST_KEYS}
         settings = load_settings(model=args.model, device=args.device, **setting_values)
         engine = Engine(settings=settings)
-        loaded = engine.load()
-        print(f"levers: {loaded.placement.dtype_name}, {loaded.speed.summary()}", file=sys.stderr)
+        engine.load()
         run_lanskap.engine = engine  # type: ignore[attr-defined]
     loras = (LoraSpec(lora, 1.0),) if lora else ()
     request = GenerationRequest(
         PROMPT, steps=steps, width=size, height=size, seed=args.seed, loras=loras, watermark=False, **lever_fields
     )
     clock.start()
-    return engine.generate(request, progress=lambda p: clock.tick()).images[0]
+    result = engine.generate(request, progress=lambda p: clock.tick())
+    if steps == args.steps:  # the timed run: its load-time and step-changing levers, in words
+        from lanskap.generation.levers import summary
+
+        loaded = engine.model
+        print(f"levers: {loaded.placement.dtype_name}, {loaded.speed.summary()}; {summary(result.request)}",
+              file=sys.stderr)  # fmt: skip
+    return result.images[0]
 
 
 def child(args: argparse.Namespace) -> None:
