@@ -88,7 +88,7 @@ def test_token_merging_merges_self_attention_at_the_chosen_levels(engine: Engine
         ref = unet(x, t, cond).sample
         # The tiny UNet has attention on its second level only: level 1 alone merges nothing.
         top = GenerationRequest("x", token_merging=0.5)
-        with levers.applied(unet, top, 1):
+        with levers.applied(unet, top):
             same = unet(x, t, cond).sample
         deeper = replace(top, token_merging_downsample=2)
         from lanskap.generation.tome import token_merging

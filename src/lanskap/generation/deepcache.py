@@ -33,10 +33,12 @@ from torch import nn
 class FeatureCache:
     """One pipeline call's cache of deep-block outputs; see the module docstring."""
 
-    def __init__(self, unet: nn.Module, interval: int, steps: int, start: float = 0.0) -> None:
+    def __init__(self, unet: nn.Module, interval: int, start: float = 0.0) -> None:
         if interval < 2:
             raise ValueError("a cache interval below 2 caches nothing")
-        self.unet, self.interval, self.steps = unet, interval, steps
+        self.unet, self.interval = unet, interval
+        # Unknown until the step callback says (after the first step, which is always full).
+        self.steps = 1 << 30
         self.start = start  # the share of the steps run in full first, where the layout and colours settle
         self.step = 0  # the pipeline's step index
         self.call = -1  # the UNet call within this step (a panorama makes several)

@@ -717,8 +717,7 @@ class Engine:
             run.composer.images = len(batch_seeds)
             composing = run.composer.patched(pipe.unet)  # type: ignore[assignment]
         try:
-            # Until the pipeline says how many steps it runs, the cache treats only the first as full.
-            with composing, levers.applied(pipe.unet, req, steps=1 << 30) as cache:
+            with composing, levers.applied(pipe.unet, req) as cache:
                 out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
         except Exception as exc:
             if _is_oom(exc):

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from lanskap.generation.params import GenerationRequest
 
 SPEED_LEVELS = ("quality", "balanced", "fast")
-DEFAULT_SPEED = "balanced"
 #: The fewest steps at which a speed level turns the feature cache on (an explicit interval always applies).
 MIN_CACHE_STEPS = 20
 #: The largest cache interval accepted: past it, the deep features are too stale to reuse.
@@ -98,9 +97,9 @@ def resolve(req: GenerationRequest, level: str) -> GenerationRequest:
 
 
 @contextlib.contextmanager
-def applied(unet: nn.Module, req: GenerationRequest, steps: int) -> Iterator[FeatureCache | None]:
-    """The request's levers on ``unet`` for one pipeline call of ``steps`` steps; yields the feature
-    cache (None when off), which the engine's step callback advances."""
+def applied(unet: nn.Module, req: GenerationRequest) -> Iterator[FeatureCache | None]:
+    """The request's levers on ``unet`` for one pipeline call; yields the feature cache (None when
+    off), which the engine's step callback advances and tells the number of steps."""
     with contextlib.ExitStack() as stack:
         if req.token_merging:
             from lanskap.generation.tome import token_merging
@@ -110,7 +109,7 @@ def applied(unet: nn.Module, req: GenerationRequest, steps: int) -> Iterator[Fea
         if (req.cache_interval or 0) >= 2:
             from lanskap.generation.deepcache import FeatureCache
 
-            feature_cache = FeatureCache(unet, int(req.cache_interval or 0), steps, start=req.cache_start or 0.0)
+            feature_cache = FeatureCache(unet, int(req.cache_interval or 0), start=req.cache_start or 0.0)
             cache = stack.enter_context(feature_cache.attached())
         yield cache
 
@@ -143,7 +142,7 @@ def from_infotext(params: dict[str, str]) -> dict[str, Any]:
 
 
 def summary(req: GenerationRequest) -> str:
-    """The levers in words, for notices and the status panel."""
+    """The levers in words (benchmarks/generate.py's rows)."""
     parts = []
     if (req.cache_interval or 0) >= 2:
         after = f" after {format_number(100 * req.cache_start)}% of them" if req.cache_start else ""

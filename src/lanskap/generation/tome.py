@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from tomesd.merge import bipartite_soft_matching_random2d
 from torch import nn
 
 
@@ -64,8 +65,6 @@ class MergedSelfAttention:
         grid = self.state.grid(hidden_states.shape[1]) if hidden_states.ndim == 3 else None
         if grid is None or encoder_hidden_states is not None or attention_mask is not None:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-        from tomesd.merge import bipartite_soft_matching_random2d
-
         h, w = grid
         metric = self.state.metric.get(self.block, hidden_states)
         r = int(hidden_states.shape[1] * self.state.ratio)
