@@ -278,3 +278,19 @@ def test_png_info_answers_as_a1111(server) -> None:  # type: ignore[no-untyped-d
     assert requests.post(u + "/sdapi/v1/png-info", json={"image": _b64_png()}, timeout=10).json()["info"] == ""
     r = requests.post(u + "/sdapi/v1/png-info", json={"image": "aGVsbG8gd29ybGQ="}, timeout=10)
     assert r.status_code == 422 and r.json()["detail"] == "image is not a picture lanskap can read (PNG, JPEG or WebP)"
+
+
+def test_img2img_token_merging_ratio_follows_a1111s_order(server) -> None:  # type: ignore[no-untyped-def]
+    """A1111's get_token_merging_ratio: a request's override wins, then the img2img option, then txt2img's."""
+    u = server.url
+    picture = _b64_png(size=(64, 64))
+    body = {**TXT, "init_images": [picture], "denoising_strength": 0.5}
+    requests.post(u + "/sdapi/v1/options", json={"token_merging_ratio_img2img": 0.2}, timeout=10)
+
+    def ratio(**extra: object) -> str:
+        r = requests.post(u + "/sdapi/v1/img2img", json={**body, **extra}, timeout=120)
+        assert r.status_code == 200, r.text
+        return json.loads(r.json()["info"])["infotexts"][0]
+
+    assert "Token merging ratio: 0.2" in ratio()
+    assert "Token merging ratio: 0.4" in ratio(override_settings={"token_merging_ratio": 0.4})

@@ -48,10 +48,15 @@ class Effective:
     fmt: str
     warnings: tuple[str, ...] = ()
     token_merging: float = 0.0  # text to image; 0: the speed level decides
-    token_merging_img2img: float = 0.0  # A1111: image to image uses its own ratio when set, else the one above
+    token_merging_img2img: float = 0.0  # image to image's own ratio, when set
+    token_merging_overridden: bool = False  # the request's override_settings set token_merging_ratio
 
     def token_merging_for(self, img2img: bool) -> float:
-        return (self.token_merging_img2img or self.token_merging) if img2img else self.token_merging
+        """A1111's get_token_merging_ratio: for image to image, a ratio the request overrides wins, then
+        the image-to-image option, then the text-to-image one."""
+        if img2img and not (self.token_merging_overridden and self.token_merging):
+            return self.token_merging_img2img or self.token_merging
+        return self.token_merging
 
 
 def _int(key: str, value: Any, low: int, high: int) -> int:
@@ -194,6 +199,7 @@ class A1111Options:
             fmt=str(values["samples_format"]),
             token_merging=float(values.get("token_merging_ratio") or 0),
             token_merging_img2img=float(values.get("token_merging_ratio_img2img") or 0),
+            token_merging_overridden="token_merging_ratio" in clean,
             warnings=tuple(f"override_settings: {n}" for n in notes),
         )
         if not restore_afterwards and override:
