@@ -17,6 +17,7 @@ LAYERS = {
     "models": 1,
     "prompts": 2,
     "upscale": 2,  # upscaler models and tiles: models and base only (SD upscale on the engine is generation's)
+    "control": 2,  # ControlNet units, preprocessors, models, depth networks: models and base only
     "generation": 3,
     "gallery": 4,
     "data": 4,

@@ -143,6 +143,11 @@ class Settings:
         return self.home / "upscalers"
 
     @property
+    def controlnet_dir(self) -> Path:
+        """ControlNet models: single ``.safetensors`` files (A1111's) and diffusers folders."""
+        return self.home / "controlnet"
+
+    @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
 

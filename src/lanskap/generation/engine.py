@@ -21,8 +21,9 @@ from PIL import Image
 
 from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
+from lanskap.control.units import infotext as control_infotext
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
-from lanskap.generation import hires, levers
+from lanskap.generation import controlled, hires, levers
 from lanskap.generation.compose import Composer, Conditioning
 from lanskap.generation.hires import HiresPlan
 from lanskap.generation.infotext import build_infotext, format_number
@@ -48,6 +49,7 @@ from lanskap.prompts.encode import (
 from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
 
 if TYPE_CHECKING:
+    from lanskap.control.hook import ActiveUnit, ControlHook, Controls
     from lanskap.generation.deepcache import FeatureCache
     from lanskap.generation.schedulers import Sampler
     from lanskap.upscale.upscalers import Runner as UpscaleRunner
@@ -102,6 +104,8 @@ class GenerationResult:
     memory: dict[str, float] = field(default_factory=dict)  # peak_gpu_mb (CUDA), peak_rss_mb
     partial: list[bool] = field(default_factory=list)  # per image: stopped before its last step (skip/interrupt)
     interrupted: bool = False  # the job was interrupted: later images were never made
+    #: The control maps the job used, as their preprocessors made them: "ControlNet 0", …, and "Depth".
+    maps: dict[str, Image.Image] = field(default_factory=dict)
 
     def complete(self) -> GenerationResult:
         """Only the images that ran every step (what the gallery records)."""
@@ -157,6 +161,9 @@ class _Run:
     done: int = 0
     hires: HiresPlan | None = None  # the second pass of a hires fix
     composer: Composer | None = None  # panorama windows and regional prompts
+    control: list[ActiveUnit] = field(default_factory=list)  # ControlNet units, ready to run
+    depth: torch.Tensor | None = None  # depth2img's (1, h, w) depth map
+    maps: dict[str, Image.Image] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[Progress], None]
@@ -206,6 +213,16 @@ class Engine:
         self.conditioning: list[ExtraConditioning] = []  # the seams for new capabilities (generation/steps.py)
         self.post_steps: list[PostStep] = []
         self._upscalers: UpscaleRunner | None = None
+        self._controls: Controls | None = None
+
+    @property
+    def controls(self) -> Controls:
+        """ControlNet models and depth networks on this engine's device (loaded when first asked for)."""
+        if self._controls is None:
+            from lanskap.control.hook import Controls
+
+            self._controls = Controls(self.settings, self.placement)
+        return self._controls
 
     @property
     def upscalers(self) -> UpscaleRunner:
@@ -426,7 +443,7 @@ class Engine:
         are reseeded at ``seed + ensd`` after the first draw, as A1111's ``ImageRNG.first`` does.
         """
         m = self.model
-        channels = m.pipe.unet.config.in_channels if not m.inpainting else 4
+        channels = 4 if m.inpainting or m.depth else m.pipe.unet.config.in_channels
         shape = (1, channels, height // m.pipe.vae_scale_factor, width // m.pipe.vae_scale_factor)
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
@@ -448,7 +465,9 @@ class Engine:
         if type(m.pipe) is cls:
             return m.pipe
         if kind not in self._pipes:
-            self._pipes[kind] = cls.from_pipe(m.pipe)
+            # depth2img gets its depth map from the engine (controlled.depth_map), never its own estimator
+            extra = {"depth_estimator": None, "feature_extractor": None} if kind == "depth2img" else {}
+            self._pipes[kind] = cls.from_pipe(m.pipe, **extra)
             self._pipes[kind].set_progress_bar_config(disable=True)
         return self._pipes[kind]
 
@@ -512,6 +531,7 @@ class Engine:
         if seeded.panorama is not None and seeded.panorama.equirectangular and seeded.width is None:
             side = seeded.height or m.native_size  # a 360° sky at the model's height, twice as wide
             seeded = replace(seeded, width=2 * side, height=side).validate(self.settings.max_regions)
+        seeded = controlled.check_mode(m, seeded)
         prep = prepare(seeded, m.native_size)
         req = replace(seeded, width=prep.width, height=prep.height)
         assert req.width is not None and req.height is not None and req.seed is not None
@@ -539,6 +559,11 @@ class Engine:
 
             run.hires = hires.plan(req.hires, req, sampler, upscaler, encode)
         run.composer = self._composer(req)
+        if req.control:
+            run.control, run.maps = controlled.ready_units(self.controls, m, req, prep)
+            run.req = replace(req, control=tuple(u.unit for u in run.control))  # models named as resolved
+        if req.depth is not None:
+            run.depth, run.maps["Depth"] = controlled.depth_map(self.controls, m, req)
         run.notices += self._notices(run)
         return run
 
@@ -671,7 +696,7 @@ class Engine:
             "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],  # A1111: fresh noise per seed
             "output_type": "pil",
         }
-        out, stopped = self._call(run, pipe, args, plan.sampler, plan.embeds, b, seeds, stops, run.effective)
+        out, stopped = self._call(run, pipe, args, plan.sampler, plan.embeds, b, seeds, stops, run.effective, True)
         images.extend(out.images)
         return stopped
 
@@ -686,6 +711,7 @@ class Engine:
         batch_seeds: list[int],
         stops: tuple[ProgressFn | None, threading.Event | None, threading.Event | None],
         other_steps: int,
+        second_pass: bool = False,
     ) -> tuple[Any, bool]:
         """One pipeline call with progress, cancel, skip and prompt edits; ``other_steps`` are the
         steps of the job's other pass (hires fix) per batch, counted in the total."""
@@ -694,6 +720,9 @@ class Engine:
         pipe.scheduler = build_scheduler(sampler, self._base_scheduler_config, noise_seed=batch_seeds[0])
         stopped = False
         cache: FeatureCache | None = None
+        control: ControlHook | None = None
+        if run.control:
+            control = controlled.hook(run.control, len(batch_seeds), int(pipe.vae_scale_factor), second_pass)
 
         def on_step(p: Any, i: int, t: Any, kwargs: dict) -> dict:
             nonlocal stopped
@@ -701,6 +730,8 @@ class Engine:
             steps = int(getattr(p, "num_timesteps", 0) or run.effective)
             if cache is not None:
                 cache.next_step(steps)
+            if control is not None:
+                control.next_step(steps)
             if progress:
                 elapsed = time.perf_counter() - run.started
                 total = (steps + other_steps) * len(run.batches)
@@ -712,12 +743,13 @@ class Engine:
             return kwargs
 
         inputs = ["latents", "prompt_embeds"] if not embeds.static else ["latents"]
+        controlling = control.patched(pipe.unet) if control is not None else contextlib.nullcontext()
         composing = contextlib.nullcontext()
         if run.composer is not None:
             run.composer.images = len(batch_seeds)
             composing = run.composer.patched(pipe.unet)  # type: ignore[assignment]
         try:
-            with composing, levers.applied(pipe.unet, req) as cache:
+            with controlling, composing, levers.applied(pipe.unet, req) as cache:
                 out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
         except Exception as exc:
             if _is_oom(exc):
@@ -789,6 +821,7 @@ class Engine:
             memory=joblog.peak_memory(m.placement.device),
             partial=partial,
             interrupted=interrupted,
+            maps=run.maps,
         )
         joblog.append(
             self.settings.home,
@@ -836,6 +869,9 @@ class Engine:
         args["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         args["image"] = [prep.start(s) for s in seeds]
         args["strength"] = prep.strength
+        if req.mode == "depth2img":
+            args["depth_map"] = run.depth
+            args.pop("width"), args.pop("height")  # the depth pipeline takes its size from the picture
         if req.mode == "inpaint":
             args["mask_image"] = [prep.mask] * n
         elif m.inpainting:  # img2img on an inpainting model: repaint everything, starting from the picture
@@ -901,6 +937,9 @@ class Engine:
             params.update(req.panorama.infotext(m.native_size, req.width or 0, req.height or 0))
         if req.regions is not None:
             params.update(req.regions.infotext())
+        params.update(control_infotext(req.control))
+        if req.depth is not None:  # lanskap's own key: whether the depth came from a picture or the model
+            params["Depth map"] = "given" if req.depth.map is not None else "estimated"
         if watermarked:
             params["Watermark"] = MESSAGE.decode()
         for step in [*self.conditioning, *self.post_steps]:

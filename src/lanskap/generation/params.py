@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from lanskap.control.units import MAX_UNITS, ControlUnit
 from lanskap.errors import LanskapError
 from lanskap.generation.imageops import FILL_MODES, RESIZE_MODES
 from lanskap.generation.panorama import MAX_PANORAMA_SIDE, Panorama
@@ -20,7 +21,8 @@ from lanskap.generation.schedulers import DEFAULT_SAMPLER, get_sampler
 from lanskap.prompts.lora_tags import LoraSpec
 
 #: What a generation can be, as the gallery files it (GenerationRequest.task).
-TASKS = ("txt2img", "img2img", "inpaint", "outpaint", "upscale")  # upscale: jobs/upscale.py (Extras, SD upscale)
+#: upscale: jobs/upscale.py (Extras, SD upscale).
+TASKS = ("txt2img", "img2img", "inpaint", "outpaint", "depth2img", "upscale")
 MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_STEPS, MAX_STEPS = 1, 150
 MAX_IMAGES = 1000
@@ -49,6 +51,14 @@ class InpaintMask:
     #: Set by outpainting: the margins (left, right, up, down) this canvas added round the picture,
     #: so the job is filed and described as an outpaint although it runs as an inpaint.
     outpaint: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DepthInput:
+    """depth2img (an SD 2 depth model): keep the init picture's depth. ``map``: a depth picture
+    (white near) to use instead of the model's own estimate."""
+
+    map: Image.Image | None = None
 
 
 #: The hires fix's bounds: A1111's slider for the scale, and the second pass's largest side.
@@ -155,6 +165,8 @@ class GenerationRequest:
     tiling: str = ""  # seamless tiling along x, y or xy (A1111's tiling is xy)
     panorama: Panorama | None = None  # denoise the canvas in windows (MultiDiffusion), any size
     regions: Layout | None = None  # prompts by region, over the base prompt
+    control: tuple[ControlUnit, ...] = ()  # ControlNet units (lanskap.control)
+    depth: DepthInput | None = None  # depth2img: repaint the init picture keeping its depth
     # Speed levers that change the step's arithmetic (generation/levers.py); None: the speed level's choice.
     cache_interval: int | None = None  # deep UNet blocks run every N steps (DeepCache); 0 = every step
     cache_start: float | None = None  # the share of the steps run in full before caching starts
@@ -175,6 +187,8 @@ class GenerationRequest:
         """txt2img, img2img or inpaint: which pipeline the engine runs."""
         if self.mask is not None:
             return "inpaint"
+        if self.depth is not None:
+            return "depth2img"
         return "img2img" if self.init is not None else "txt2img"
 
     @property
@@ -226,6 +240,7 @@ class GenerationRequest:
 
             check(self.tiling)
         self._validate_composition(max_regions)
+        self._validate_control()
         self._validate_levers()
         if self.hires is not None:
             if self.init is not None:
@@ -238,6 +253,21 @@ class GenerationRequest:
             self.panorama.validate(self.width, self.height)
         if self.regions is not None:
             self.regions.validate(max_regions)
+
+    def _validate_control(self) -> None:
+        if len(self.control) > MAX_UNITS:
+            raise LanskapError(f"at most {MAX_UNITS} ControlNet units, got {len(self.control)}")
+        for i, unit in enumerate(self.control):
+            unit.validate(self.width, self.height, i)
+        if self.control and self.panorama is not None:
+            raise LanskapError("ControlNet units can't steer a panorama yet; use them on a single frame")
+        if self.depth is not None:
+            if self.init is None:
+                raise LanskapError("depth2img repaints a picture: give the picture whose depth to keep")
+            if self.mask is not None:
+                raise LanskapError("depth2img repaints the whole picture; it takes no mask")
+            if self.depth.map is not None and not isinstance(self.depth.map, Image.Image):
+                raise LanskapError("the depth map must be a picture")
 
     def _validate_levers(self) -> None:
         from lanskap.generation.levers import check
@@ -286,7 +316,7 @@ class GenerationRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly parameters; pictures are described by their size, not copied."""
-        skip = ("init", "mask", "loras", "hires", "panorama", "regions")
+        skip = ("init", "mask", "loras", "hires", "panorama", "regions", "control", "depth")
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         d["hires"] = asdict(self.hires) if self.hires is not None else None
         d["panorama"] = asdict(self.panorama) if self.panorama is not None else None
@@ -300,6 +330,10 @@ class GenerationRequest:
             d["init"] = {**_plain(self.init, "image"), "image_size": list(self.init.image.size)}
         if self.mask is not None:
             d["mask"] = _plain(self.mask, "mask")
+        d["control"] = [{**_plain(u, "image"), "image_size": list(u.image.size) if u.image else None}
+                        for u in self.control]  # fmt: skip
+        if self.depth is not None:
+            d["depth"] = {"map": self.depth.map is not None}
         return d
 
 

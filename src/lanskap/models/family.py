@@ -16,6 +16,7 @@ SD_PIPELINES = {
     "txt2img": "StableDiffusionPipeline",
     "img2img": "StableDiffusionImg2ImgPipeline",
     "inpaint": "StableDiffusionInpaintPipeline",
+    "depth2img": "StableDiffusionDepth2ImgPipeline",
 }
 
 

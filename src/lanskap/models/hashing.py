@@ -75,6 +75,16 @@ def model_hash(path: Path, cache_dir: Path | None = None) -> str:
     return sha256_file(path, cache_dir)[:10]
 
 
+def legacy_hash(path: Path) -> str:
+    """A1111's old short hash (8 hex digits of 64 KiB read at 1 MiB), which the ControlNet extension
+    shows after each model's name; cheap, so it is not cached."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        fh.seek(0x100000)
+        h.update(fh.read(0x10000))
+    return h.hexdigest()[:8]
+
+
 def lora_hash(path: Path, cache_dir: Path | None = None) -> str:
     """A1111 "Lora hashes" short hash: 12 hex digits of the addnet hash."""
     kind = "addnet" if path.suffix == ".safetensors" else "sha256"

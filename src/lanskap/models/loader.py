@@ -74,6 +74,11 @@ class LoadedModel:
     def inpainting(self) -> bool:
         return int(self.pipe.unet.config.in_channels) == 9
 
+    @property
+    def depth(self) -> bool:
+        """SD 2's depth model: a 5-channel UNet (latents and a depth map), run as depth2img."""
+        return int(self.pipe.unet.config.in_channels) == 5
+
 
 def normalize_prediction_type(value: str | None) -> str | None:
     if value is None:

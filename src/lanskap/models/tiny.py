@@ -18,7 +18,10 @@ from lanskap.errors import LanskapError, SettingError
 from lanskap.io import atomic_dir
 from lanskap.models.tokenizer import write_clip_tokenizer
 
-KINDS = ("sd", "sd-inpaint", "sd-upscale", "esrgan", "blip", "clip", "inception")
+KINDS = (
+    "sd", "sd-inpaint", "sd-depth", "sd-upscale", "controlnet", "depth-estimator",
+    "esrgan", "blip", "clip", "inception",
+)  # fmt: skip
 TINY_TEXT_DIM = 32  # stands in for SD 2.x's 1024-d OpenCLIP text embeddings
 TINY_MARKER = "lanskap_tiny.json"
 
@@ -154,6 +157,44 @@ def _build_sd_upscale(out: Path) -> None:
     pipe.save_pretrained(str(out), safe_serialization=True)
 
 
+def _build_sd_depth(out: Path, cross_dim: int) -> None:
+    """SD 2's depth model in miniature: a 5-channel UNet (latents + depth) and a tiny DPT estimator."""
+    from diffusers import StableDiffusionDepth2ImgPipeline
+    from transformers import CLIPTokenizer
+
+    from lanskap.models.tiny_aux import depth_estimator
+
+    tok_dir = out / "tokenizer"
+    vocab_size = write_clip_tokenizer(tok_dir)
+    estimator, processor = depth_estimator()
+    pipe = StableDiffusionDepth2ImgPipeline(
+        vae=_vae(), text_encoder=_text_encoder(vocab_size, hidden=cross_dim),
+        tokenizer=CLIPTokenizer.from_pretrained(str(tok_dir)), unet=_unet(5, cross_dim, sample_size=64),
+        scheduler=_scheduler("epsilon"), depth_estimator=estimator, feature_extractor=processor,
+    )  # fmt: skip
+    pipe.save_pretrained(str(out), safe_serialization=True)
+
+
+_ZERO_INIT = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+
+
+def _build_controlnet(out: Path, cross_dim: int, seed: int) -> None:
+    """A ControlNet of the tiny SD's UNet (``ControlNetModel.from_unet``), as a diffusers folder.
+
+    A fresh ControlNet's output convolutions are zero (no effect until trained); here they are
+    random, so that a unit visibly changes the picture.
+    """
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(_unet(4, cross_dim, sample_size=96))
+    gen = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(_ZERO_INIT):
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+    net.save_pretrained(str(out), safe_serialization=True)
+
+
 def tiny_esrgan_state(scale: int = 4, nf: int = 8, nb: int = 1, gc: int = 4) -> dict[str, torch.Tensor]:
     """A random RRDBNet state dict of the real key names (Real-ESRGAN's layout) at ``scale`` 1, 2 or 4."""
     from lanskap.upscale.rrdbnet import RRDBNet, Shape
@@ -186,6 +227,14 @@ def make_tiny(
             _build_sd(tmp, inpaint=kind == "sd-inpaint", prediction_type=pred, cross_dim=cross_attention_dim)
         elif kind == "sd-upscale":
             _build_sd_upscale(tmp)
+        elif kind == "sd-depth":
+            _build_sd_depth(tmp, cross_attention_dim)
+        elif kind == "controlnet":
+            _build_controlnet(tmp, cross_attention_dim, seed)
+        elif kind == "depth-estimator":
+            from lanskap.models.tiny_aux import build_depth_estimator
+
+            build_depth_estimator(tmp)
         elif kind == "esrgan":  # a folder holding one x4 file, to copy into $LANSKAP_HOME/upscalers
             from safetensors.torch import save_file
 

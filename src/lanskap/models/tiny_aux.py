@@ -120,3 +120,23 @@ def build_inception(out: Path) -> None:
                 m.weight.mul_(0.01)
                 m.bias.mul_(0.01)
     save_inception(model.eval(), out)
+
+
+def depth_estimator():
+    """A tiny DPT (MiDaS's architecture, without the hybrid backbone) and its PIL image processor."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessorPil
+
+    config = DPTConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=64,
+        patch_size=16, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16, head_in_index=-1, is_hybrid=False,
+    )  # fmt: skip
+    processor = DPTImageProcessorPil(size={"height": 64, "width": 64}, keep_aspect_ratio=False)
+    return DPTForDepthEstimation(config), processor
+
+
+def build_depth_estimator(out: Path) -> None:
+    """A transformers depth-estimation folder, loadable as ``annotators/depth_midas``."""
+    model, processor = depth_estimator()
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
