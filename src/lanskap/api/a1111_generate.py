@@ -76,7 +76,8 @@ async def _generate(
     wanted = a1111.build_request(body, state.cfg, init, mask)
     ratio = effective.token_merging_for(init is not None)
     levers = {"token_merging": ratio} if ratio and body.token_merging is None else {}
-    wanted = replace(wanted, clip_skip=effective.clip_skip, ensd=effective.ensd, **levers).validate()
+    control = await _control(state, body, init)
+    wanted = replace(wanted, clip_skip=effective.clip_skip, ensd=effective.ensd, **control, **levers).validate()
     wanted, unknown = apply_styles(wanted, body.styles, service.settings.home, strict=False)
     warnings += [f"style {name!r} not found; the image was made without it" for name in unknown]
     job = service.submit_generation(wanted, source="api", fmt=effective.fmt, model=effective.model)
@@ -85,7 +86,28 @@ async def _generate(
     if job.result is None:  # interrupted before it started
         info = {"interrupted": True, "warnings": [*notes, *warnings, "interrupted"]}
         return {"images": [], "parameters": echo.model_dump(exclude={"init_images", "mask"}), "info": _json(info)}
-    return a1111.response(echo, job.result, [*notes, *warnings], started)
+    return a1111.response(echo, job.result, [*notes, *warnings], started, maps=not effective.no_detectmap)
+
+
+async def _control(state: ServerState, body: a1111.Txt2ImgBody, init: InitImage | None) -> dict[str, Any]:
+    """The request's ControlNet units and depth map, their pictures decoded off the event loop."""
+    from lanskap.api import a1111_controlnet
+    from lanskap.generation.params import DepthInput
+
+    fields: dict[str, Any] = {}
+    limit = state.cfg.max_input_pixels
+    if body.alwayson_scripts:
+        picture = init.image if init is not None else None
+        fields["control"] = await anyio.to_thread.run_sync(
+            a1111_controlnet.units, body.alwayson_scripts, limit, picture, limiter=state.decode_slots()
+        )
+    depth = getattr(body, "depth_map", None)
+    if depth:
+        image = await anyio.to_thread.run_sync(
+            a1111.decode_image, depth, "depth_map", limit, limiter=state.decode_slots()
+        )
+        fields["depth"] = DepthInput(image)
+    return fields
 
 
 @router.post("/txt2img", responses=JOBS)

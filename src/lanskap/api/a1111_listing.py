@@ -147,7 +147,7 @@ async def embeddings() -> dict[str, Any]:
 
 @router.get("/scripts")
 async def scripts() -> dict[str, Any]:
-    return {"txt2img": [], "img2img": ["sd upscale"]}
+    return {"txt2img": ["controlnet"], "img2img": ["sd upscale", "controlnet"]}
 
 
 @router.get("/upscalers")

@@ -33,6 +33,7 @@ HONOURED = (
     "samples_format",
     "token_merging_ratio",
     "token_merging_ratio_img2img",
+    "control_net_no_detectmap",
 )
 #: A1111's token-merging ratios; 0 (A1111's default) leaves the choice to lanskap's speed level.
 _RATIOS = ("token_merging_ratio", "token_merging_ratio_img2img")
@@ -50,6 +51,7 @@ class Effective:
     token_merging: float = 0.0  # text to image; 0: the speed level decides
     token_merging_img2img: float = 0.0  # image to image's own ratio, when set
     token_merging_overridden: bool = False  # the request's override_settings set token_merging_ratio
+    no_detectmap: bool = False  # the ControlNet extension's option: leave the control maps out of responses
 
     def token_merging_for(self, img2img: bool) -> float:
         """A1111's get_token_merging_ratio: for image to image, a ratio the request overrides wins, then
@@ -200,6 +202,7 @@ class A1111Options:
             token_merging=float(values.get("token_merging_ratio") or 0),
             token_merging_img2img=float(values.get("token_merging_ratio_img2img") or 0),
             token_merging_overridden="token_merging_ratio" in clean,
+            no_detectmap=bool(values.get("control_net_no_detectmap")),
             warnings=tuple(f"override_settings: {n}" for n in notes),
         )
         if not restore_afterwards and override:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from lanskap import __version__
-from lanskap.api import a1111_extras, a1111_generate, a1111_listing, native, operations
+from lanskap.api import a1111_controlnet, a1111_extras, a1111_generate, a1111_listing, native, operations
 from lanskap.api.a1111_options import A1111Options
 from lanskap.api.deps import ServerState
 from lanskap.api.observability import AccessMiddleware, Metrics, setup_access_log
@@ -55,7 +55,7 @@ def create_app(service: Service, cfg: ServeConfig) -> ASGIApp:
     api.state.lanskap = ServerState(service, A1111Options(service), cfg, metrics)
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(LanskapError, _user_error)  # type: ignore[arg-type]
-    for module in (a1111_generate, a1111_extras, a1111_listing, native, operations):
+    for module in (a1111_generate, a1111_extras, a1111_listing, a1111_controlnet, native, operations):
         api.include_router(module.router)
     install_openapi(api, cfg)
     if cfg.cors_origins:

@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     app.command("img2img")(img2img)
     app.command("inpaint")(inpaint)
     app.command("outpaint")(outpaint)
+    app.command("depth2img")(depth2img)
 
 
 def _value(given: float | None, default: float) -> float:
@@ -99,3 +100,28 @@ def outpaint(
     )
     request = build_request({**fields, "prompt": require_prompt(prompt), "init": init, "mask": m}, job)
     run_job(request, job, "outpaint")
+
+
+@job_command()
+def depth2img(
+    image: Path = typer.Argument(..., help="The picture whose depth and composition to keep."),
+    prompt: str = typer.Argument(..., help="What it should become."),
+    strength: float = STRENGTH,
+    depth_map: Path = typer.Option(None, "--depth-map", help="A depth picture (white near) instead of the estimate."),
+    save_depth: bool = typer.Option(False, "--save-depth", help="Save the depth map used beside the images."),
+    *,
+    job: JobOptions,
+    fields: dict[str, Any],
+) -> None:
+    """Repaint a picture keeping its depth, with an SD 2 depth model (the depth_model setting unless --model)."""
+    from lanskap.generation.params import DepthInput, InitImage
+    from lanskap.images import load_rgb
+
+    settings = job.settings()
+    if job.model is None:
+        settings.model = settings.depth_model
+    given = load_rgb(depth_map, what="depth map") if depth_map is not None else None
+    init = InitImage(load_rgb(image), _value(strength, 0.8))
+    fields = {**fields, "prompt": require_prompt(prompt), "init": init, "depth": DepthInput(given)}
+    job.save_maps = job.save_maps or save_depth
+    run_job(build_request(fields, job), job, "depth2img", settings=settings)

@@ -48,6 +48,7 @@ class JobOptions:
     speed: str | None = None
     no_watermark: bool = False
     no_gallery: bool = False
+    save_maps: bool = False  # the ControlNet and depth maps beside the images
     quiet: bool = False
     as_json: bool = False
 
@@ -73,10 +74,12 @@ class JobOptions:
 def request_fields(fields: dict[str, Any], opts: JobOptions) -> dict[str, Any]:
     """The given request fields (None = default) plus the LoRA and watermark flags."""
     from lanskap.cli.compose import compose_fields
+    from lanskap.cli.control import control_fields
     from lanskap.generation.params import LoraSpec
 
     clean = {k: v for k, v in fields.items() if v is not None}
     compose_fields(clean)
+    control_fields(clean)
     clean["loras"] = tuple(LoraSpec.parse(s) for s in opts.lora or [])
     if opts.no_watermark:
         clean["watermark"] = False
@@ -139,6 +142,11 @@ def run_jobs(
                 output = run_generation(engine, request, folder, fmt=fmt, gallery=gallery, source="cli",
                                         control=JobControl(report=report))  # fmt: skip
             _notices(output.result, engine, opts)
+            if opts.save_maps and output.paths and output.result.maps:
+                from lanskap.cli.control import save_maps
+
+                for path in save_maps(output.result.maps, output.paths[0]):
+                    typer.secho(f"map: {path}", err=True)
             count += len(output.paths)
             _report(output, opts, len(mine))
     if shard is not None and not opts.quiet:

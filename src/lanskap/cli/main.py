@@ -37,6 +37,7 @@ def _root(
 
 def _register() -> None:
     from lanskap.cli import (
+        control,
         dataset,
         edit,
         evaluate,
@@ -69,6 +70,7 @@ def _register() -> None:
     app.add_typer(mini.app, name="mini")
     app.add_typer(users.app, name="users")
     app.add_typer(panorama.app, name="panorama")
+    app.add_typer(control.app, name="control")
 
 
 _register()

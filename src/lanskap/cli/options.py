@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from lanskap.cli.compose import COMPOSE_FLAGS
+from lanskap.cli.control import CONTROL_FLAGS
 from lanskap.cli.job import JobOptions
 
 # (name, type, typer option): fields of GenerationRequest. The speed levers are shared with
@@ -58,6 +59,7 @@ REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("ensd", int, typer.Option(None, "--ensd", help="Eta noise seed delta (A1111's ENSD), text-to-image [0].")),
     ("tiling", str, typer.Option(None, "--tiling", help="Seamless tiling along x, y or xy (A1111's tiling).")),
     *COMPOSE_FLAGS,
+    *CONTROL_FLAGS,
     *LEVER_FLAGS,
 ]
 SIZE_FLAGS: list[tuple[str, Any, Any]] = [
@@ -110,6 +112,7 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ("speed", str, SPEED),
     ("no_watermark", bool, typer.Option(False, "--no-watermark", help="Do not embed the invisible SD watermark.")),
     ("no_gallery", bool, typer.Option(False, "--no-gallery", help="Do not record the images in the gallery.")),
+    ("save_maps", bool, typer.Option(False, "--save-maps", help="Save the control and depth maps beside the images.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
     ("as_json", bool, typer.Option(False, "--json", help="Print a JSON summary on stdout.")),
 ]

@@ -130,10 +130,7 @@ class Controls:
         self._lock = threading.RLock()
 
     def resolve(self, unit: ControlUnit) -> models.ControlModel:
-        """The unit's model: the one it names, or the installed one made for its preprocessor."""
-        if unit.model and unit.model.lower() != "none":
-            return models.find(unit.model, self.settings)
-        return models.pick(preprocess.PREPROCESSORS[unit.module].kind, self.settings)
+        return models.for_unit(unit, self.settings)
 
     def net(self, model: models.ControlModel, base_unet: nn.Module) -> nn.Module:
         key = str(model.path)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lanskap.config import Settings
+from lanskap.control.units import ControlUnit
 from lanskap.errors import LanskapError, SettingError
 from lanskap.models.device import Placement
 from lanskap.models.family import width_label
@@ -103,6 +104,30 @@ def pick(kind: str, settings: Settings) -> ControlModel:
         f"{which} of the installed ControlNet models match a {kind} preprocessor; name the model ({names})",
         "controlnet_model",
     )
+
+
+def for_unit(unit: ControlUnit, settings: Settings) -> ControlModel:
+    """The unit's model: the one it names, or the installed one made for its preprocessor."""
+    from lanskap.control.preprocess import PREPROCESSORS, canonical
+
+    if unit.model and unit.model.lower() != "none":
+        return find(unit.model, settings)
+    return pick(PREPROCESSORS[canonical(unit.module)].kind, settings)
+
+
+def base_width(settings: Settings) -> int | None:
+    """The configured base model's text width, when it is a folder here (so a wrong ControlNet is refused
+    before the model loads); None when it is known only once loaded (a hub id, a single file)."""
+    from lanskap.models.resolve import resolve_model_ref
+
+    try:
+        ref = resolve_model_ref(settings.model, settings)
+        if ref.kind != "folder":
+            return None
+        dim = json.loads((ref.path / "unet" / "config.json").read_text(encoding="utf-8"))["cross_attention_dim"]
+        return int(dim[0] if isinstance(dim, list) else dim)
+    except (LanskapError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def context_width(model: ControlModel) -> int:

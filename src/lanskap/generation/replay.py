@@ -71,9 +71,15 @@ def replay_from_infotext(text: str) -> Replay:
         fields["panorama"] = pano
     if (layout := regions.from_infotext(p)) is not None:
         fields["regions"] = layout
+    from lanskap.control.units import from_infotext as control_units
+
+    if units := control_units(p):
+        fields["control"] = units  # without their pictures, which no infotext holds
     mode = "img2img" if "Denoising strength" in p and "hires" not in fields else "txt2img"
     if "Mask blur" in p:
         mode = "outpaint" if "Outpaint" in p else "inpaint"
+    if "Depth map" in p:
+        mode = "depth2img"
     return Replay(fields, p.get("Model"), p.get("Model hash"), mode)
 
 

@@ -76,6 +76,14 @@ def check_generation(
         from lanskap.upscale.upscalers import find
 
         find(request.hires.upscaler, settings, latent=True)
+    if request.control:
+        from lanskap.control import models
+
+        width = models.base_width(settings)
+        for unit in request.control:
+            model = models.for_unit(unit, settings)
+            if width is not None:
+                models.check_base(model, width, settings.model)
     return request.with_seed()
 
 

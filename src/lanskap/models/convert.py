@@ -178,3 +178,31 @@ def export_single_file(folder: Path, out: Path, *, prediction_type: str | None =
         metadata["modelspec.prediction_type"] = "v" if prediction_type == "v_prediction" else "epsilon"
     data = save({k: v.contiguous() for k, v in state.items()}, metadata=metadata)
     return atomic_write(out, lambda fh: fh.write(data))
+
+
+def controlnet_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNet's weights in the original layout (``control_model.*``), as A1111 users have them.
+
+    The encoder half is the UNet's (``unet_to_ldm``); the zero convolutions, the mid block's output and
+    the hint encoder have names of their own.
+    """
+    out: dict[str, torch.Tensor] = {}
+    shared: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        head, _, leaf = key.rpartition(".")
+        if m := re.match(r"controlnet_down_blocks\.(\d+)$", head):
+            out[f"zero_convs.{m.group(1)}.0.{leaf}"] = value
+        elif head == "controlnet_mid_block":
+            out[f"middle_block_out.0.{leaf}"] = value
+        elif head == "controlnet_cond_embedding.conv_in":
+            out[f"input_hint_block.0.{leaf}"] = value
+        elif m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)$", head):
+            out[f"input_hint_block.{2 * (int(m.group(1)) + 1)}.{leaf}"] = value
+        elif head == "controlnet_cond_embedding.conv_out":
+            blocks = len({k.split(".")[2] for k in state if k.startswith("controlnet_cond_embedding.blocks.")})
+            out[f"input_hint_block.{2 * (blocks + 1)}.{leaf}"] = value
+        else:
+            shared[key] = value
+    for key, value in unet_to_ldm(shared, config).items():
+        out[key.removeprefix("model.diffusion_model.")] = value
+    return {f"control_model.{k}": v for k, v in out.items()}
