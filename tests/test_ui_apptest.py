@@ -666,3 +666,51 @@ def test_panorama_tab_and_region_editor_restore_and_run_a_recorded_layout(app_en
     wider = Gallery(app_env).query()[0][0]
     assert wider.mode == "outpaint" and (wider.width, wider.height) == (256, 64)
     assert wider.params["panorama"] is not None and "Panorama window:" in wider.infotext
+
+
+def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_env: Path, models_dir: Path) -> None:
+    """A unit on the image-to-image tab takes the tab's picture, shows its canny map, steers the job, and
+    "use these settings" restores it; the Depth tab says when the model can't run depth2img."""
+    import shutil
+
+    from lanskap.gallery import Gallery
+    from lanskap.models.tiny import make_tiny
+
+    cn = models_dir / "ui-controlnet"
+    if not cn.exists():
+        make_tiny(cn, "controlnet")
+    shutil.copytree(cn, app_env / "controlnet" / "control_sd21_canny")
+    (first,) = _add_images(app_env, ["a square keep"])
+    at = _app()
+    at.session_state["g_sent"] = {"tab": "Image to image", "id": first}  # as the viewer's "send to" does
+    at.session_state["g_tab"] = "Image to image"
+    at.run()
+    at.text_area(key="g_prompt").input("a fortress")
+    _small(at)
+    at.toggle(key="cn0_on").set_value(True)
+    at.radio(key="cn0_src").set_value("The tab's picture").run()
+    assert at.selectbox(key="cn0_model").options[1].startswith("control_sd21_canny [")
+    at.slider(key="cn0_weight").set_value(0.8)
+    at.radio(key="cn0_mode").set_value("ControlNet is more important").run()
+    at.button(key="cn0_preview").click().run()
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert "Unit 0: canny map" in captions
+    assert at.expander[[e.label for e in at.expander].index("ControlNet (1 on)")] is not None
+    at.button(key="go-img2img").click().run()
+    _wait_idle()
+    newest = Gallery(app_env).query()[0][0]
+    assert newest.id != first and newest.mode == "img2img"
+    (unit,) = newest.params["control"]
+    assert unit["module"] == "canny" and unit["weight"] == 0.8 and unit["model"].startswith("control_sd21_canny [")
+    assert 'ControlNet 0: "Module: canny' in newest.infotext and "ControlNet is more important" in newest.infotext
+    at.toggle(key="cn0_on").set_value(False).run()
+    at.switch_page("views/gallery.py").run()
+    at.button(key=f"open-{newest.id}").click().run()
+    at.button(key="v-use").click().run()
+    assert at.session_state["cn0_on"] is True and at.session_state["cn0_weight"] == 0.8
+    assert at.session_state["cn0_mode"] == "ControlNet is more important"
+    at.switch_page("views/generate.py").run()
+    at.session_state["g_tab"] = "Depth"
+    at.run()
+    assert "is not a depth model" in _texts(at)
+    assert at.button(key="go-depth").disabled

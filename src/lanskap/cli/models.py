@@ -12,7 +12,11 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model utili
 @app.command("make-tiny")
 def make_tiny_cmd(
     out: Path = typer.Argument(..., help="Folder to write."),
-    kind: str = typer.Option("sd", "--kind", help="sd, sd-inpaint, sd-depth, sd-upscale, controlnet, depth-estimator, esrgan, blip, clip or inception."),
+    kind: str = typer.Option(
+        "sd",
+        "--kind",
+        help="sd, sd-inpaint, sd-depth, sd-upscale, controlnet, depth-estimator, esrgan, blip, clip or inception.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:

@@ -138,6 +138,7 @@ class EngineInfo:
     demo: str | None = None  # "tiny" or "mini" when a demonstration model is (or will be) in use
     #: A distilled model's own steps, guidance and sampler (models/distilled.py), with its kind.
     recommended: dict[str, Any] | None = None
+    depth: bool | None = None  # an SD 2 depth model (runs depth2img only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -335,6 +336,7 @@ class Engine:
             family=m.family.label if m else None,
             demo=m.demo if m else self._demo_spec(),
             recommended=asdict(m.recommended) if m and m.recommended else None,
+            depth=m.depth if m else None,
         )
 
     def _native_spec(self) -> int | None:

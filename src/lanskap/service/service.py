@@ -191,7 +191,10 @@ class Service:
 
     def check_generation(self, request: GenerationRequest) -> GenerationRequest:
         """Validate now, including LoRA names, so a bad request never waits in line."""
-        return check_generation(request, self.settings, allow_paths=False)
+        from dataclasses import replace
+
+        # the engine's model, which a job or the options may have switched to, decides what fits it
+        return check_generation(request, replace(self.settings, model=self.engine.model_spec), allow_paths=False)
 
     def submit_generation(
         self,

@@ -30,6 +30,8 @@ from lanskap.generation.params import (
 from lanskap.generation.schedulers import DEFAULT_SAMPLER, sampler_names
 from lanskap.prompts.styles import apply_styles, load_styles
 from lanskap.ui.common import download_buttons, finished_header, service, try_action, user_message
+from lanskap.ui.control_section import UNITS_KEY, control_section, depth_tab
+from lanskap.ui.control_section import prefill as prefill_control
 from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
 from lanskap.ui.panorama_tab import PANORAMA_TAB, panorama_tab, prefill_composition, region_editor, regions_request
 from lanskap.ui.upscale_tab import UPSCALE_TAB, hires_controls, hires_request, prefill_hires, upscale_results
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 
 NO_LORA = "(none)"
 SERVER_SPEED = "server's"  # the speed level the app was started with
-TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint", PANORAMA_TAB, UPSCALE_TAB]
+DEPTH_TAB = "Depth"
+TABS = ["Text to image", "Image to image", "Inpaint", "Outpaint", PANORAMA_TAB, UPSCALE_TAB, DEPTH_TAB]
 HISTORY = 100
 #: The thesis's web-app defaults (tables 4.5-4.7): seed 777, guidance 7.5, 768x512, its negative prompt.
 DEFAULTS: dict[str, Any] = {
@@ -101,6 +104,7 @@ def prefill(params: dict[str, Any]) -> None:
         st.session_state[key] = value
     prefill_hires(params)
     prefill_composition(params)
+    prefill_control(params)
 
 
 def _sampler_label(name: str | None) -> str:
@@ -139,6 +143,7 @@ def _request(**extra: Any) -> GenerationRequest:
         "cache_interval": None if s.get("g_cache") is None else int(s["g_cache"]),
         "cache_start": None if s.get("g_cache_start") is None else float(s["g_cache_start"]),
         "token_merging": None if s.get("g_tome") is None else float(s["g_tome"]),
+        "control": s.get(UNITS_KEY, ()),  # the open tab's ControlNet units (ui/control_section.py)
     }
     request = GenerationRequest(**{**fields, **extra})
     if s.get("g_speed", SERVER_SPEED) != SERVER_SPEED:
@@ -310,6 +315,7 @@ class Action:
 def _modes() -> Action:
     """The open tab's inputs (only the open one runs), and the action the Generate button takes."""
     tabs = st.tabs(TABS, key="g_tab", on_change="rerun")
+    st.session_state[UNITS_KEY] = ()  # only the text, image, inpaint and outpaint tabs have units
     action = Action("Generate", "go-txt2img",
                     lambda: _submit("txt2img", hires=hires_request(), regions=regions_request()))  # fmt: skip
     with tabs[1]:
@@ -327,6 +333,9 @@ def _modes() -> Action:
     with tabs[5]:
         if tabs[5].open:
             action = _upscale_tab()
+    with tabs[6]:
+        if tabs[6].open:
+            action = _depth_tab()
     with tabs[0]:
         if tabs[0].open:
             st.caption("A picture from the prompt alone. Ctrl+Enter generates from anywhere on the page.")
@@ -338,8 +347,18 @@ def _modes() -> Action:
                 help="The picture repeats without a seam along these axes (textures, backdrops).",
             )
             hires_controls()
-            region_editor(int(st.session_state["g_width"]), int(st.session_state["g_height"]))
+            width, height = int(st.session_state["g_width"]), int(st.session_state["g_height"])
+            region_editor(width, height)
+            control_section(None, width, height)
     return action
+
+
+def _depth_tab() -> Action:
+    image = _picture("Picture whose depth to keep", "d-image", DEPTH_TAB)
+    fields, why = depth_tab(image)
+    if fields is None:
+        return Action("Repaint keeping depth", "go-depth", None, why)
+    return Action("Repaint keeping depth", "go-depth", lambda: _submit("depth2img", **fields))
 
 
 def _panorama_tab() -> Action:
@@ -380,6 +399,8 @@ def _img2img_tab() -> Action:
     resize = c[1].selectbox("Resize mode", ["just-resize", "crop-and-resize", "resize-and-fill"], key="i2i-rm")
     windows = c[2].toggle("Panorama windows", key="i2i-pano", help="At a wide Width × Height: repaint in windows "
                           "of the model's size, fused every step.")  # fmt: skip
+    if not windows:
+        control_section(image, int(st.session_state["g_width"]), int(st.session_state["g_height"]))
     if image is None:
         return Action("Generate from picture", "go-img2img", None, "Add a picture first.")
     pano = {"panorama": Panorama()} if windows else {}
@@ -406,6 +427,8 @@ def _inpaint_tab() -> Action:
     blur = c[1].slider("Mask blur", 0, 64, 4, key="inp-blur")
     fill = c[2].selectbox("Masked content", ["original", "fill", "noise"], key="inp-fill")
     only = c[3].checkbox("Only masked", key="inp-only", help="Work on the masked area at full resolution.")
+    if image is not None:
+        control_section(image, image.width // 8 * 8, image.height // 8 * 8)
     if image is None or mask is None:
         return Action("Inpaint", "go-inpaint", None, "Add a picture and paint (or upload) a mask first.")
     size = {"width": image.width // 8 * 8, "height": image.height // 8 * 8}
