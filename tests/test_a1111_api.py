@@ -159,7 +159,10 @@ def test_listing_and_refresh_routes_answer_with_a1111_shapes(server, isolated_ho
         r = requests.get(u + f"/sdapi/v1/{name}", timeout=10)
         assert r.status_code == 200 and r.json() == [], name
     assert requests.get(u + "/sdapi/v1/embeddings", timeout=10).json() == {"loaded": {}, "skipped": {}}
-    assert requests.get(u + "/sdapi/v1/scripts", timeout=10).json() == {"txt2img": [], "img2img": ["sd upscale"]}
+    assert requests.get(u + "/sdapi/v1/scripts", timeout=10).json() == {
+        "txt2img": ["controlnet"],
+        "img2img": ["sd upscale", "controlnet"],
+    }
     ups = requests.get(u + "/sdapi/v1/upscalers", timeout=10).json()
     assert [x["name"] for x in ups] == ["None", "Lanczos", "Nearest"] and set(ups[0]) >= {"name", "model_path", "scale"}
     assert len(requests.get(u + "/sdapi/v1/latent-upscale-modes", timeout=10).json()) == 6

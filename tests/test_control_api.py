@@ -48,6 +48,8 @@ def served(tiny_sd: Path, tiny_lora: Path, isolated_home: Path, models_dir: Path
 
 
 def test_webuiapi_controlnet_units_round_trip(served) -> None:  # type: ignore[no-untyped-def]
+    # Each call with units gets its own alwayson_scripts: webuiapi writes the units into that argument,
+    # whose default is one dict shared by every later call in the process.
     _, api = served
     assert api.controlnet_version() == 2
     models = api.controlnet_model_list()
@@ -56,7 +58,7 @@ def test_webuiapi_controlnet_units_round_trip(served) -> None:  # type: ignore[n
     unit = webuiapi.ControlNetUnit(image=_box(), module="canny", model=models[1], weight=0.9,
                                    threshold_a=100, threshold_b=200, control_mode=1)  # fmt: skip
     plain = api.txt2img(prompt="a castle", **SMALL)
-    r = api.txt2img(prompt="a castle", controlnet_units=[unit], **SMALL)
+    r = api.txt2img(prompt="a castle", controlnet_units=[unit], alwayson_scripts={}, **SMALL)
     assert len(r.images) == 2, "the image, then the unit's preprocessed map (the extension's habit)"
     assert np.abs(np.asarray(r.image, np.int16) - np.asarray(plain.image, np.int16)).mean() > 0.5
     text = r.info["infotexts"][0]
@@ -66,11 +68,12 @@ def test_webuiapi_controlnet_units_round_trip(served) -> None:  # type: ignore[n
     assert api.png_info(r.image).parameters["ControlNet 0"].startswith("Module: canny")
     # img2img: a unit without a picture takes the init picture, as the extension does
     r2 = api.img2img(images=[_box()], prompt="a tower", denoising_strength=0.8,
-                     controlnet_units=[webuiapi.ControlNetUnit(module="canny", model=models[1])], **SMALL)  # fmt: skip
+                     controlnet_units=[webuiapi.ControlNetUnit(module="canny", model=models[1])],
+                     alwayson_scripts={}, **SMALL)  # fmt: skip
     assert len(r2.images) == 2 and "ControlNet 0" in r2.info["infotexts"][0]
     # the option that leaves the maps out
     api.set_options({"control_net_no_detectmap": True})
-    assert len(api.txt2img(prompt="a castle", controlnet_units=[unit], **SMALL).images) == 1
+    assert len(api.txt2img(prompt="a castle", controlnet_units=[unit], alwayson_scripts={}, **SMALL).images) == 1
 
 
 def test_detect_runs_each_preprocessor(served) -> None:  # type: ignore[no-untyped-def]

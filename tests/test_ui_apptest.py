@@ -687,7 +687,7 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.run()
     at.text_area(key="g_prompt").input("a fortress")
     _small(at)
-    at.toggle(key="cn0_on").set_value(True)
+    at.toggle(key="cn0_on").set_value(True).run()
     at.radio(key="cn0_src").set_value("The tab's picture").run()
     assert at.selectbox(key="cn0_model").options[1].startswith("control_sd21_canny [")
     at.slider(key="cn0_weight").set_value(0.8)

@@ -542,7 +542,9 @@ def test_viewer_send_to_img2img_preset_and_the_phone_gallery_in_the_dark(
             page.screenshot(path=str(screenshots / "viewer-1-dialog.png"))
             dialog.locator(".st-key-v-send-img2img button").click()
             page.get_by_text(f"#{ids[-2]} from the gallery").wait_for()
-            expect(page.get_by_role("tab", name="Image to image")).to_have_attribute("aria-selected", "true")
+            expect(page.get_by_role("tab", name="Image to image")).to_have_attribute(
+                "aria-selected", "true", timeout=30_000
+            )
             _small_form(page, "the canyon at dusk", 4)
             page.locator(".st-key-go-img2img button").first.click()
             done = page.locator("[class*='st-key-job-']").filter(has_text="saved to the gallery")

@@ -111,7 +111,7 @@ def test_listings_and_refusals(served) -> None:  # type: ignore[no-untyped-def]
     names = [u["name"] for u in api.get_upscalers()]
     assert names == ["None", "Lanczos", "Nearest", "4x-UltraSharp"]
     assert [m["name"] for m in api.get_latent_upscale_modes()][:2] == ["Latent", "Latent (antialiased)"]
-    assert requests.get(f"{server.url}/sdapi/v1/scripts").json()["img2img"] == ["sd upscale"]
+    assert requests.get(f"{server.url}/sdapi/v1/scripts").json()["img2img"] == ["sd upscale", "controlnet"]
     u = server.url
     png = base64.b64encode(_png_bytes()).decode()
     bad = [

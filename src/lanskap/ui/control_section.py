@@ -88,6 +88,8 @@ def _unit(i: int, picture: Image.Image | None, width: int, height: int, modules:
           models: list[str]) -> ControlUnit | None:  # fmt: skip
     p = f"cn{i}_"
     st.toggle("Enable", key=p + "on")
+    if not st.session_state[p + "on"]:
+        return None  # a unit's inputs show once it is on: a page of idle widgets reruns slower
     source = st.radio("Control picture", SOURCES if picture is not None else SOURCES[:2], horizontal=True,
                       key=p + "src")  # fmt: skip
     image = _source(p, source, picture, width, height)
@@ -120,7 +122,7 @@ def _unit(i: int, picture: Image.Image | None, width: int, height: int, modules:
             s[p + "map"] = shown
     if s.get(p + "map") is not None:
         st.image(s[p + "map"], caption=f"Unit {i}: {unit.module} map", width=320)
-    return unit if s[p + "on"] else None
+    return unit
 
 
 def _source(p: str, source: str, picture: Image.Image | None, width: int, height: int) -> Image.Image | None:
