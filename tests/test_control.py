@@ -308,3 +308,26 @@ def test_make_tiny_builds_the_control_kinds(capsys, tmp_path: Path) -> None:
 
     est = AutoModelForDepthEstimation.from_pretrained(str(tmp_path / "depth-estimator"))
     assert est.config.model_type == "dpt"
+
+
+def test_units_follow_the_hires_fix_passes_and_regional_prompts(cn_engine) -> None:  # type: ignore[no-untyped-def]
+    from lanskap.generation.params import HiresFix
+    from lanskap.generation.regions import Layout, parse
+
+    cn_engine.generate(_req(steps=1, control=(_unit(),)))  # loads the network
+    hires = HiresFix(scale=1.5, steps=2, denoise=1.0)
+    handle, calls = _count_runs(cn_engine, "tiny-canny")
+    counts = {}
+    try:
+        for option in ("Both", "Low res only", "High res only"):
+            calls.clear()
+            result = cn_engine.generate(_req(steps=2, hires=hires, control=(_unit(hr_option=option),)))
+            counts[option] = len(calls)
+    finally:
+        handle.remove()
+    assert result.images[0].size == (96, 96), "the map is resized for the second pass"
+    assert counts == {"Both": 4, "Low res only": 2, "High res only": 2}, counts
+    assert "Hr Option: High res only" in result.infotexts[0]
+    layout = Layout((parse("0,0,0.5,1:a tower"),), 0.2)
+    plain = _pixels(cn_engine.generate(_req(regions=layout)))
+    assert np.abs(_pixels(cn_engine.generate(_req(regions=layout, control=(_unit(),)))) - plain).mean() > 0.5
