@@ -695,6 +695,7 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.button(key="cn0_preview").click().run()
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert "Unit 0: canny map" in captions
+    assert at.get("download_button")[0].proto.label.endswith("Save the map")
     assert at.expander[[e.label for e in at.expander].index("ControlNet (1 on)")] is not None
     at.button(key="go-img2img").click().run()
     _wait_idle()

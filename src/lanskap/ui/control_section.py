@@ -122,7 +122,17 @@ def _unit(i: int, picture: Image.Image | None, width: int, height: int, modules:
             s[p + "map"] = shown
     if s.get(p + "map") is not None:
         st.image(s[p + "map"], caption=f"Unit {i}: {unit.module} map", width=320)
+        st.download_button(":material/download: Save the map", _png(s[p + "map"]), f"controlnet{i}-{unit.module}.png",
+                           "image/png", key=p + "save")  # fmt: skip
     return unit
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _source(p: str, source: str, picture: Image.Image | None, width: int, height: int) -> Image.Image | None:
