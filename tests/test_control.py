@@ -331,3 +331,25 @@ def test_units_follow_the_hires_fix_passes_and_regional_prompts(cn_engine) -> No
     layout = Layout((parse("0,0,0.5,1:a tower"),), 0.2)
     plain = _pixels(cn_engine.generate(_req(regions=layout)))
     assert np.abs(_pixels(cn_engine.generate(_req(regions=layout, control=(_unit(),)))) - plain).mean() > 0.5
+
+
+def test_a_9_channel_inpainting_model_takes_a_single_file_controlnet_and_caching_keeps_units(
+    cn_home: Path, tiny_inpaint: Path, cn_engine
+) -> None:  # type: ignore[no-untyped-def]
+    """A ControlNet sees the four latent channels, so an SD 2.1 ControlNet file steers an inpainting base
+    (its architecture built with a 4-channel input); and units run under feature caching (DeepCache)."""
+    from lanskap.config import Settings
+    from lanskap.generation.engine import Engine
+    from lanskap.generation.params import InitImage, InpaintMask
+
+    engine = Engine(settings=Settings(home=cn_home, model=str(tiny_inpaint), speed_level="quality"))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 56, 56), fill=255)
+    fields = {"init": InitImage(Image.new("RGB", (SIZE, SIZE), (90, 120, 60)), 1.0), "mask": InpaintMask(mask, blur=0)}
+    plain = _pixels(engine.generate(_req(**fields)))
+    steered = engine.generate(_req(**fields, control=(_unit(model="control_sd21_scribble_single"),)))
+    assert np.abs(_pixels(steered) - plain).mean() > 0.5
+    cached = _req(steps=20, cache_interval=3, cache_start=0.2)
+    plain = _pixels(cn_engine.generate(cached))
+    result = cn_engine.generate(replace(cached, control=(_unit(),)))
+    assert "Cache interval: 3" in result.infotexts[0] and np.abs(_pixels(result) - plain).mean() > 0.5

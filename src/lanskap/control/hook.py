@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from lanskap.control import models, preprocess
 from lanskap.control.depth import Estimators
 from lanskap.control.units import ControlUnit
 from lanskap.models.device import Placement
+from lanskap.patching import wrapped_forward
 
 SOFT_BASE = 0.825  # the extension's (and ControlNet's own guess mode's) per-level decay
 
@@ -79,18 +80,9 @@ class ControlHook:
         self.step += 1
         self.steps = steps
 
-    @contextlib.contextmanager
-    def patched(self, unet: nn.Module) -> Iterator[None]:
-        had = "forward" in unet.__dict__
-        original: Callable[..., Any] = unet.forward
-        unet.forward = lambda *a, **k: self.forward(original, *a, **k)  # type: ignore[method-assign]
-        try:
-            yield
-        finally:
-            if had:
-                unet.forward = original  # type: ignore[method-assign]
-            else:
-                del unet.forward
+    def patched(self, unet: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """Route ``unet``'s forward through :meth:`forward` for one pipeline call."""
+        return wrapped_forward(unet, self.forward)
 
     def forward(self, original: Callable[..., Any], sample: torch.Tensor, timestep: Any,
                 encoder_hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # fmt: skip
@@ -133,7 +125,8 @@ class Controls:
         return models.for_unit(unit, self.settings)
 
     def net(self, model: models.ControlModel, base_unet: nn.Module) -> nn.Module:
-        key = str(model.path)
+        # a single file takes its architecture from the base: the same file on another base is another net
+        key = f"{model.path}:{model.hash}:{id(base_unet)}"
         with self._lock:
             if key not in self._nets:
                 self._nets[key] = models.load(model, base_unet, self.settings, self.placement)

@@ -203,11 +203,16 @@ def _from_single_file(path: Path, base_unet: Any) -> Any:
     state = load_file(str(path))
     if "time_embedding.linear_1.weight" not in state:  # the original layout, with or without its prefix
         state = {k.removeprefix("control_model."): v for k, v in state.items()}
+    from types import SimpleNamespace
+
+    from diffusers.configuration_utils import FrozenDict
+
     hint = _hint_channels(state)
+    # A ControlNet sees the four latent channels (the extension feeds an inpainting or depth model's
+    # ControlNet the same), so it is the base UNet's architecture with a 4-channel input.
+    shape = SimpleNamespace(config=FrozenDict({**base_unet.config, "in_channels": 4}))
     with torch.device("meta"):
-        net = ControlNetModel.from_unet(
-            base_unet, conditioning_embedding_out_channels=hint, load_weights_from_unet=False
-        )
+        net = ControlNetModel.from_unet(shape, conditioning_embedding_out_channels=hint, load_weights_from_unet=False)
     converted = convert_controlnet_checkpoint(state, dict(net.config))
     missing = [k for k in net.state_dict() if k not in converted]
     if missing:

@@ -38,6 +38,7 @@ MAX_WEIGHT = 2.0
 #: How far a control image's aspect may differ from the output's when it is stretched ("Just Resize").
 ASPECT_TOLERANCE = 0.05
 MIN_PROCESSOR_RES, MAX_PROCESSOR_RES = 64, 2048
+MAX_THRESHOLD = 10_000.0  # canny's thresholds run past 255 (gradient strength); no slider goes further
 
 
 def control_mode(value: str | int) -> str:
@@ -128,6 +129,9 @@ class ControlUnit:
             raise LanskapError(f"{where}: start ({unit.guidance_start:g}) must be before end ({unit.guidance_end:g})")
         if unit.hr_option not in HR_OPTIONS:
             raise LanskapError(f"{where}: unknown hires option {unit.hr_option!r}; use one of {', '.join(HR_OPTIONS)}")
+        for name, value in (("threshold A", unit.threshold_a), ("threshold B", unit.threshold_b)):
+            if value != value or not -1 <= value <= MAX_THRESHOLD:
+                raise LanskapError(f"{where}: {name} must be -1 (the preprocessor's default) to {MAX_THRESHOLD}")
         if not unit.pixel_perfect and not MIN_PROCESSOR_RES <= unit.processor_res <= MAX_PROCESSOR_RES:
             raise LanskapError(
                 f"{where}: preprocessor resolution must be between {MIN_PROCESSOR_RES} and {MAX_PROCESSOR_RES}, "

@@ -18,7 +18,7 @@ overlap blends from one window into the next; region masks are feathered the sam
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 
 from lanskap.generation.panorama import Panorama, starts
 from lanskap.generation.regions import Layout
+from lanskap.patching import wrapped_forward
 
 
 @dataclass(frozen=True)
@@ -133,19 +134,9 @@ class Composer:
             base = torch.ones(1, 1, h, w, device=device)
         return _Plan(windows, weight, masks, base)
 
-    @contextlib.contextmanager
-    def patched(self, unet: nn.Module) -> Iterator[None]:
+    def patched(self, unet: nn.Module) -> contextlib.AbstractContextManager[None]:
         """Route ``unet``'s forward through :meth:`forward` while the block runs."""
-        had = "forward" in unet.__dict__
-        original: Callable[..., Any] = unet.forward
-        unet.forward = lambda *a, **k: self.forward(original, unet, *a, **k)  # type: ignore[method-assign]
-        try:
-            yield
-        finally:
-            if had:
-                unet.forward = original  # type: ignore[method-assign]
-            else:
-                del unet.forward
+        return wrapped_forward(unet, lambda original, *a, **k: self.forward(original, unet, *a, **k))
 
     def forward(self, original: Callable[..., Any], unet: nn.Module, sample: torch.Tensor, timestep: Any,
                 encoder_hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # fmt: skip

@@ -303,6 +303,7 @@ class Engine:
             if self._model is None:
                 return False
             self._model = None
+            self._controls = None  # ControlNets and depth networks go with the base they were loaded for
             self._pipes.clear()
             self._adapters.clear()
             self._fused = None

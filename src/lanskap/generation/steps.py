@@ -1,9 +1,11 @@
 """The engine's two seams for new capabilities: extra conditioning, and post-steps.
 
-``Engine.generate`` runs named steps (set-up, denoise, finish). A capability that adds
-pipeline inputs (ControlNet units, a depth map) is an :class:`ExtraConditioning`; one that
-changes the decoded images before the watermark and infotext (hires fix, upscaling) is a
-:class:`PostStep`. Each is added to an engine (``Engine.add_step``) and acts only on the
+``Engine.generate`` runs named steps (set-up, denoise, finish). A capability that only adds
+pipeline keyword arguments is an :class:`ExtraConditioning`; one that changes the decoded
+images before the watermark and infotext is a :class:`PostStep`. Conditioning that has to act
+inside every UNet call (ControlNet residuals, panorama windows) wraps the UNet's ``forward`` for
+the pipeline call instead (``control/hook.py``, ``generation/compose.py``), readied in the
+set-up step (``generation/controlled.py``). Each is added to an engine (``Engine.add_step``) and acts only on the
 requests it applies to; it also says what it adds to the infotext, so ``generate --from``
 and "use these settings" can restore it. No other step has to change to make room.
 """
