@@ -687,6 +687,7 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.run()
     at.text_area(key="g_prompt").input("a fortress")
     _small(at)
+    at.toggle(key="cn_show").set_value(True).run()
     at.toggle(key="cn0_on").set_value(True).run()
     at.radio(key="cn0_src").set_value("The tab's picture").run()
     assert at.selectbox(key="cn0_model").options[1].startswith("control_sd21_canny [")
@@ -696,7 +697,6 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert "Unit 0: canny map" in captions
     assert at.get("download_button")[0].proto.label.endswith("Save the map")
-    assert at.expander[[e.label for e in at.expander].index("ControlNet (1 on)")] is not None
     at.button(key="go-img2img").click().run()
     _wait_idle()
     newest = Gallery(app_env).query()[0][0]
@@ -708,7 +708,8 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.switch_page("views/gallery.py").run()
     at.button(key=f"open-{newest.id}").click().run()
     at.button(key="v-use").click().run()
-    assert at.session_state["cn0_on"] is True and at.session_state["cn0_weight"] == 0.8
+    assert at.session_state["cn_show"] is True and at.session_state["cn0_on"] is True
+    assert at.session_state["cn0_weight"] == 0.8
     assert at.session_state["cn0_mode"] == "ControlNet is more important"
     at.switch_page("views/generate.py").run()
     at.session_state["g_tab"] = "Depth"

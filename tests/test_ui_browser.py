@@ -231,8 +231,23 @@ def _settle(page) -> None:
         page.locator("[data-testid=stStatusWidget]").wait_for(state="hidden", timeout=15_000)
 
 
-def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_home: Path, screenshots: Path, tmp_path):
-    """Upload a picture, paint the mask with the mouse, inpaint: only the painted area changes."""
+def _stroke(page, canvas, x: float, y: float, length: float) -> None:  # type: ignore[no-untyped-def]
+    """A horizontal brush stroke with the mouse, from (x, y) in fractions of the canvas, ``length`` wide."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] > 50 and box["height"] > 50, box
+    x0, y0 = box["x"] + box["width"] * x, box["y"] + box["height"] * y
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x0 + box["width"] * length * i / 10, y0, steps=2)
+    page.mouse.up()
+
+
+def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_home: Path, screenshots: Path, tmp_path,
+                                                    models_dir: Path):  # fmt: skip
+    """Upload a picture, paint the mask with the mouse, draw a ControlNet scribble on the unit's canvas and
+    see its map, inpaint: only the painted area changes, and the unit is recorded."""
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
@@ -241,7 +256,11 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
     import numpy as np
 
     from lanskap.gallery import Gallery
+    from lanskap.models.tiny import make_tiny
 
+    if not (models_dir / "browser-controlnet").exists():
+        make_tiny(models_dir / "browser-controlnet", "controlnet")
+    shutil.copytree(models_dir / "browser-controlnet", isolated_home / "controlnet" / "control_sd21_canny")
     rng = np.random.default_rng(0)
     picture = Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
     source = tmp_path / "scene.png"
@@ -284,17 +303,20 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
                 ".map(e => e.shadowRoot && e.shadowRoot.querySelector('img.lk-img')).find(Boolean);"
                 " return c && c.complete && c.naturalWidth > 0; }"
             )
-            canvas.scroll_into_view_if_needed()
-            box = canvas.bounding_box()
-            assert box is not None and box["width"] > 50 and box["height"] > 50, box
-            x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.5
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            for i in range(1, 11):
-                page.mouse.move(x0 + box["width"] * 0.3 * i / 10, y0, steps=2)
-            page.mouse.up()
+            _stroke(page, canvas, 0.35, 0.5, 0.3)
             inpaint = page.locator(".st-key-go-inpaint button").first
             expect(inpaint).to_be_enabled()  # the stroke reached Python: a mask exists
+            # A ControlNet unit whose picture is a scribble drawn on its own canvas; its map is shown.
+            page.locator(".st-key-cn_show label").first.click()
+            page.locator(".st-key-cn0_on label").first.wait_for(timeout=30_000)
+            page.locator(".st-key-cn0_on label").first.click()
+            page.locator(".st-key-cn0_src").get_by_text("Draw a scribble").click()
+            scribble = page.locator(".st-key-cn0_canvas canvas.lk-view")
+            scribble.wait_for(state="visible", timeout=45_000)
+            _stroke(page, scribble, 0.2, 0.3, 0.6)
+            _settle(page)
+            page.locator(".st-key-cn0_preview button").click()
+            page.get_by_text("Unit 0: canny map").wait_for(timeout=60_000)
             page.screenshot(path=str(screenshots / "09-inpaint-mask-painted.png"), full_page=True)
             inpaint.click()
             page.get_by_text("saved to the gallery").wait_for(timeout=180_000)
@@ -307,6 +329,7 @@ def test_inpaint_with_a_mask_painted_in_the_browser(ui_server: str, isolated_hom
             browser.close()
     (entry,), _ = Gallery(isolated_home).query()
     assert entry.mode == "inpaint" and (entry.width, entry.height) == (128, 128)
+    assert 'ControlNet 0: "Module: canny, Model: control_sd21_canny [' in entry.infotext
     out = np.asarray(Image.open(entry.path).convert("RGB")).astype(int)
     src = np.asarray(picture).astype(int)
     changed = np.abs(out - src).max(axis=2) > 0

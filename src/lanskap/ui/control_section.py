@@ -1,4 +1,4 @@
-"""The web app's ControlNet section (up to three units) and its Depth tab.
+"""The web app's ControlNet section (a switch, then up to three units) and its Depth tab.
 
 Each unit takes a picture (uploaded, drawn on a canvas as a scribble, or the tab's own picture),
 a preprocessor, a model, a weight, the share of the steps it acts on, a control mode and a resize
@@ -20,6 +20,7 @@ from lanskap.ui.common import service, try_action
 AUTO_MODEL = "Automatic (named for the preprocessor)"
 SOURCES = ("Upload", "Draw a scribble", "The tab's picture")
 UNITS_KEY = "g_control_units"  # the units of this run, for the request
+SHOW_KEY = "cn_show"  # the section's switch
 
 
 def _defaults(i: int) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def _defaults(i: int) -> dict[str, Any]:
 def prefill(params: dict[str, Any]) -> None:
     """A gallery image's units into the form ("use these settings"); their pictures are given again."""
     units = params.get("control") or []
+    st.session_state[SHOW_KEY] = bool(units)
     for i in range(MAX_UNITS):
         values = _defaults(i)
         if i < len(units):
@@ -58,18 +60,22 @@ def prefill(params: dict[str, Any]) -> None:
 
 
 def control_section(picture: Image.Image | None, width: int, height: int) -> tuple[ControlUnit, ...]:
-    """The ControlNet expander; returns the enabled units that have a picture (kept for the request)."""
+    """The ControlNet switch and, when on, its units; returns the enabled units that have a picture
+    (kept for the request). Off, it is one widget: the page reruns as fast as without it."""
     from lanskap.control.models import installed
     from lanskap.control.preprocess import PREPROCESSORS
 
+    st.session_state.setdefault(SHOW_KEY, False)
+    if not st.toggle("ControlNet", key=SHOW_KEY, help="Keep a layout: up to three units steer the picture."):
+        st.session_state[UNITS_KEY] = ()
+        return ()
     for i in range(MAX_UNITS):
         for key, value in _defaults(i).items():
             st.session_state.setdefault(key, value)
     svc = service()
     models = [AUTO_MODEL, *(m.title for m in try_action(lambda: installed(svc.settings)) or [])]
-    on = sum(bool(st.session_state[f"cn{i}_on"]) for i in range(MAX_UNITS))
     units: list[ControlUnit] = []
-    with st.expander(f"ControlNet ({on} on)" if on else "ControlNet", expanded=bool(on)):
+    with st.container(border=True):
         if len(models) == 1:
             st.caption(
                 f"No ControlNet models installed: put ControlNet files for SD 2.x in {svc.settings.controlnet_dir}."
@@ -143,8 +149,9 @@ def _source(p: str, source: str, picture: Image.Image | None, width: int, height
     if source == SOURCES[1]:
         from lanskap.ui.mask_canvas import draw_mask
 
-        st.caption("White strokes on black: use the preprocessor none with a scribble model.")
-        drawn = draw_mask(Image.new("RGB", (width, height), "black"), key=p + "canvas")
+        drawn = draw_mask(Image.new("RGB", (width, height), "black"), key=p + "canvas",
+                          hint="Draw the lines to keep: white on black (preprocessor none, a scribble model).",
+                          clear="Clear")  # fmt: skip
         return drawn.convert("RGB") if drawn is not None else None
     f = st.file_uploader("Control picture", type=["png", "jpg", "jpeg", "webp", "bmp"], key=p + "file")
     return try_action(lambda: load_rgb(f, "control picture")) if f is not None else None

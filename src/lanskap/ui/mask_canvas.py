@@ -46,6 +46,8 @@ export default function(component) {
   const view = parentElement.querySelector('.lk-view');
   const brush = parentElement.querySelector('.lk-brush');
   const W = data.width, H = data.height;
+  if (data.hint) parentElement.querySelector('.lk-hint').textContent = data.hint;
+  if (data.clear) parentElement.querySelector('.lk-clear').textContent = data.clear;
   const mask = document.createElement('canvas');
   mask.width = W; mask.height = H;
   const mctx = mask.getContext('2d');
@@ -141,8 +143,11 @@ def decode_mask(data_url: str | None, size: tuple[int, int]) -> Image.Image | No
     return mask if mask.getbbox() else None
 
 
-def draw_mask(image: Image.Image, key: str) -> Image.Image | None:
-    """Show ``image`` with a brush; return the painted mask (white = repaint) or None."""
+def draw_mask(image: Image.Image, key: str, hint: str = "", clear: str = "") -> Image.Image | None:
+    """Show ``image`` with a brush; return the painted mask (white = repaint) or None.
+
+    ``hint`` and ``clear`` replace the line beside the brush and the clear button's label (a ControlNet
+    scribble is drawn on the same canvas)."""
     import streamlit as st
 
     state_key = f"{key}-mask"
@@ -153,6 +158,8 @@ def draw_mask(image: Image.Image, key: str) -> Image.Image | None:
             "width": image.width,
             "height": image.height,
             "mask": st.session_state.get(state_key),
+            "hint": hint,
+            "clear": clear,
         },
         on_mask_change=lambda: None,
     )
