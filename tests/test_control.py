@@ -292,6 +292,8 @@ def test_cli_control_depth2img_and_maps(capsys, tmp_path: Path, tiny_sd: Path, t
     assert (tmp_path / "depth" / f"{Path(proc.stdout.split()[0]).stem}-depth.png").is_file()
     proc = main_cli(capsys, "control", "detect", str(box), "--module", "canny", "-o", str(tmp_path / "c.png"))
     assert proc.returncode == 0 and Image.open(tmp_path / "c.png").size == (512, 512)
+    missing = main_cli(capsys, "depth2img", str(box), "a cliff", "--no-gallery", "-q")  # the hub is unreachable here
+    assert_one_line_error(missing, "sd2-community/stable-diffusion-2-depth", "not available")
     listed = main_cli(capsys, "control", "list").stdout
     assert "tiny-canny [" in listed and "control_sd21_scribble_single [" in listed
 

@@ -9,8 +9,6 @@ processors want torchvision, which has no CPU build here), safetensors only.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from PIL import Image
 from lanskap.config import Settings
 from lanskap.errors import LanskapError, ModelUnavailableError
 from lanskap.models.device import Placement
+from lanskap.models.kept import KeptModels
 
 #: Each depth preprocessor's weights: a hub id, used when ``$LANSKAP_HOME/annotators/<name>`` is absent.
 SOURCES = {"depth_midas": "Intel/dpt-hybrid-midas", "depth_anything": "LiheYoung/depth-anything-small-hf"}
@@ -92,38 +91,27 @@ class Estimators:
     def __init__(self, settings: Settings, placement: Placement) -> None:
         self.settings = settings
         self.placement = placement
-        self._loaded: OrderedDict[str, DepthEstimator] = OrderedDict()
-        self._lock = threading.Lock()
+        self._loaded: KeptModels[DepthEstimator] = KeptModels(2)
 
     def own(self, model_dir: Path, processor_dir: Path) -> DepthEstimator:
         """A depth model's own estimator (its ``depth_estimator`` and ``feature_extractor`` folders)."""
-        with self._lock:
-            key = str(model_dir)
-            if key not in self._loaded:
-                self._loaded[key] = load_estimator(
-                    model_dir, self.settings, self.placement, what="depth estimator", processor=processor_dir
-                )
-                while len(self._loaded) > 2:
-                    self._loaded.popitem(last=False)
-            self._loaded.move_to_end(key)
-            return self._loaded[key]
+        return self._loaded.get(str(model_dir), lambda: load_estimator(
+            model_dir, self.settings, self.placement, what="depth estimator", processor=processor_dir
+        ))  # fmt: skip
 
     def get(self, module: str) -> DepthEstimator:
         """The estimator of a depth preprocessor, from ``annotators/<module>`` or its hub id."""
         folder = self.settings.home / "annotators" / module
         source: Path | str = folder if folder.is_dir() else SOURCES[module]
-        with self._lock:
-            key = str(source)
-            if key not in self._loaded:
-                try:
-                    self._loaded[key] = load_estimator(source, self.settings, self.placement, what=f"{module} model")
-                except ModelUnavailableError:
-                    raise ModelUnavailableError(
-                        f"the {module} preprocessor needs its weights: put the transformers folder of "
-                        f"{SOURCES[module]} (config.json, model.safetensors, preprocessor_config.json) in {folder}",
-                        "module",
-                    ) from None
-                while len(self._loaded) > 2:
-                    self._loaded.popitem(last=False)
-            self._loaded.move_to_end(key)
-            return self._loaded[key]
+
+        def load() -> DepthEstimator:
+            try:
+                return load_estimator(source, self.settings, self.placement, what=f"{module} model")
+            except ModelUnavailableError:
+                raise ModelUnavailableError(
+                    f"the {module} preprocessor needs its weights: put the transformers folder of "
+                    f"{SOURCES[module]} (config.json, model.safetensors, preprocessor_config.json) in {folder}",
+                    "module",
+                ) from None
+
+        return self._loaded.get(str(source), load)

@@ -17,8 +17,6 @@ text conditioning, and its 13 residuals are scaled and summed into
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +31,7 @@ from lanskap.control import models, preprocess
 from lanskap.control.depth import Estimators
 from lanskap.control.units import ControlUnit
 from lanskap.models.device import Placement
+from lanskap.models.kept import KeptModels
 from lanskap.patching import wrapped_forward
 
 SOFT_BASE = 0.825  # the extension's (and ControlNet's own guess mode's) per-level decay
@@ -118,8 +117,7 @@ class Controls:
         self.settings = settings
         self.placement = placement
         self.estimators = Estimators(settings, placement)
-        self._nets: OrderedDict[str, nn.Module] = OrderedDict()
-        self._lock = threading.RLock()
+        self._nets: KeptModels[nn.Module] = KeptModels(3)
 
     def resolve(self, unit: ControlUnit) -> models.ControlModel:
         return models.for_unit(unit, self.settings)
@@ -127,13 +125,7 @@ class Controls:
     def net(self, model: models.ControlModel, base_unet: nn.Module) -> nn.Module:
         # a single file takes its architecture from the base: the same file on another base is another net
         key = f"{model.path}:{model.hash}:{id(base_unet)}"
-        with self._lock:
-            if key not in self._nets:
-                self._nets[key] = models.load(model, base_unet, self.settings, self.placement)
-                while len(self._nets) > 3:
-                    self._nets.popitem(last=False)
-            self._nets.move_to_end(key)
-            return self._nets[key]
+        return self._nets.get(key, lambda: models.load(model, base_unet, self.settings, self.placement))
 
     def detect(self, unit: ControlUnit, width: int, height: int) -> Image.Image:
         """The unit's preprocessed map, before fitting (what ``/controlnet/detect`` and the web app show)."""

@@ -10,7 +10,6 @@ times), then Lanczos to the target, each side rounded down to a multiple of 8.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
 
     from lanskap.config import Settings
     from lanskap.models.device import Placement
+from lanskap.models.kept import KeptModels
 
 #: A1111's ``shared.latent_upscale_modes``: name → (torch interpolation mode, antialias).
 LATENT_MODES: dict[str, tuple[str, bool]] = {
@@ -141,26 +141,20 @@ class Runner:
     def __init__(self, settings: Settings, placement: Placement) -> None:
         self.settings = settings
         self.placement = placement
-        self._models: OrderedDict[str, object] = OrderedDict()
-        self._lock = threading.RLock()
+        self._models: KeptModels[object] = KeptModels(2)
 
     def _model(self, up: Upscaler) -> object:
-        key = f"{up.kind}:{up.path or up.name}"
-        with self._lock:
-            if key not in self._models:
-                if up.kind == "esrgan":
-                    from lanskap.upscale.loading import load_esrgan
+        def load() -> object:
+            if up.kind == "esrgan":
+                from lanskap.upscale.loading import load_esrgan
 
-                    assert up.path is not None
-                    self._models[key] = load_esrgan(up.path, self.settings, self.placement)
-                else:
-                    from lanskap.upscale.sdx4 import load_sd_x4
+                assert up.path is not None
+                return load_esrgan(up.path, self.settings, self.placement)
+            from lanskap.upscale.sdx4 import load_sd_x4
 
-                    self._models[key] = load_sd_x4(sd_x4_source(self.settings), self.settings, self.placement)
-                while len(self._models) > 2:
-                    self._models.popitem(last=False)
-            self._models.move_to_end(key)
-            return self._models[key]
+            return load_sd_x4(sd_x4_source(self.settings), self.settings, self.placement)
+
+        return self._models.get(f"{up.kind}:{up.path or up.name}", load)
 
     def check(self, up: Upscaler) -> None:
         """Load ``up``'s model now, so a bad file is reported before any work is done."""
