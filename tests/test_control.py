@@ -56,6 +56,7 @@ def cn_home(models_dir: Path, tiny_controlnet: Path) -> Path:
     save_file({k: v.contiguous() for k, v in controlnet_to_ldm(state, cfg).items()},
               str(folder / "control_sd21_scribble_single.safetensors"))  # fmt: skip
     make_tiny(folder / "other-base-depth", "controlnet", cross_attention_dim=24)
+    make_tiny(home / "annotators" / "depth_midas", "depth-estimator")
     return home
 
 
@@ -292,6 +293,17 @@ def test_cli_control_depth2img_and_maps(capsys, tmp_path: Path, tiny_sd: Path, t
     assert (tmp_path / "depth" / f"{Path(proc.stdout.split()[0]).stem}-depth.png").is_file()
     proc = main_cli(capsys, "control", "detect", str(box), "--module", "canny", "-o", str(tmp_path / "c.png"))
     assert proc.returncode == 0 and Image.open(tmp_path / "c.png").size == (512, 512)
+    # A single-file depth checkpoint loads with a depth model's configs; its depth comes from depth_midas.
+    from lanskap.models.convert import export_single_file
+
+    single = export_single_file(tiny_depth, tmp_path / "depth.safetensors")
+    flags = ["--steps", "1", "--no-gallery", "-q", "-o", str(tmp_path / "single")]
+    proc = main_cli(
+        capsys, "depth2img", str(box), "a cliff", "-m", str(single), "--model-config", str(tiny_depth), *flags
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = main_cli(capsys, "depth2img", str(box), "a cliff", "-m", str(single), "--model-config", str(tiny_sd), *flags)
+    assert_one_line_error(proc, "an SD 2 depth checkpoint", "takes 4 channels")
     missing = main_cli(capsys, "depth2img", str(box), "a cliff", "--no-gallery", "-q")  # the hub is unreachable here
     assert_one_line_error(missing, "sd2-community/stable-diffusion-2-depth", "not available")
     listed = main_cli(capsys, "control", "list").stdout

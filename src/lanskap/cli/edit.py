@@ -122,6 +122,8 @@ def depth2img(
         settings.model = settings.depth_model
     if job.fallback is None:
         settings.fallback = "none"  # no stand-in model runs depth2img: say the depth model is missing
+    if job.model_config is None:
+        settings.model_config = settings.depth_model  # a single-file depth checkpoint takes a depth model's configs
     given = load_rgb(depth_map, what="depth map") if depth_map is not None else None
     init = InitImage(load_rgb(image), _value(strength, 0.8))
     fields = {**fields, "prompt": require_prompt(prompt), "init": init, "depth": DepthInput(given)}

@@ -190,6 +190,27 @@ def _config_source(settings: Settings) -> str:
     return ref.location
 
 
+_KINDS = {4: "a text-to-image", 5: "an SD 2 depth", 9: "an inpainting"}
+
+
+def _check_input_channels(path: Path, config: Path) -> None:
+    """A checkpoint's UNet input (4: txt2img, 5: depth, 9: inpainting) must match its configs' UNet,
+    or loading fails deep in diffusers with a shape error; say which configs it needs instead."""
+    info = read_safetensors_header(path).get("model.diffusion_model.input_blocks.0.0.weight")
+    try:
+        wanted = int(json.loads((config / "unet" / "config.json").read_text(encoding="utf-8"))["in_channels"])
+        have = int(info["shape"][1]) if isinstance(info, dict) else wanted
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return  # an unusual file or config: diffusers' own loading says what is wrong
+    if have != wanted:
+        kind = _KINDS.get(have, f"a {have}-channel")
+        raise SettingError(
+            f"{path.name} is {kind} checkpoint, but the model config's UNet takes {wanted} channels; "
+            "give the configs of a model of its kind (for a depth model, sd2-community/stable-diffusion-2-depth)",
+            "model_config",
+        )
+
+
 def _load_single_file(path: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
     from diffusers import StableDiffusionPipeline
 
@@ -203,6 +224,8 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
     if pred is None:
         pred, how = _metadata_prediction(meta), "from its metadata"
     config = _config_source(settings)
+    if path.suffix == ".safetensors":
+        _check_input_channels(path, Path(config))
     scheduler_cfg = json.loads((Path(config) / "scheduler" / "scheduler_config.json").read_text())
     from diffusers import DDIMScheduler
 
