@@ -271,10 +271,12 @@ def test_cli_control_depth2img_and_maps(capsys, tmp_path: Path, tiny_sd: Path, t
     _box().save(box)
     out = tmp_path / "out"
     common = ["-m", str(tiny_sd), "--steps", "2", "-W", "64", "-H", "64", "--no-gallery", "-q", "-o", str(out)]
-    proc = main_cli(capsys, "generate", "a castle", *common, "--seed", "3",
-                    "--control", f"canny:{box}:0.8:0:0.8:prompt:model=tiny-canny", "--save-maps")  # fmt: skip
+    spec = f"canny:{box}:0.8:0:0.8:prompt:model=tiny-canny:pixel=on:hr=high"
+    proc = main_cli(capsys, "generate", "a castle", *common, "--seed", "3", "--control", spec, "--save-maps")
     assert proc.returncode == 0, proc.stderr
     made = Path(proc.stdout.split()[0])
+    assert "Pixel Perfect: True" in Image.open(made).info["parameters"]
+    assert "Hr Option: High res only" in Image.open(made).info["parameters"]
     assert (out / f"{made.stem}-controlnet0.png").is_file()
     # --from restores the unit; its picture is given again
     proc = main_cli(capsys, "generate", "--from", str(made), *common[:1], str(tiny_sd), "-q", "--no-gallery")

@@ -692,6 +692,7 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.radio(key="cn0_src").set_value("The tab's picture").run()
     assert at.selectbox(key="cn0_model").options[1].startswith("control_sd21_canny [")
     at.slider(key="cn0_weight").set_value(0.8)
+    at.checkbox(key="cn0_pp").check()
     at.radio(key="cn0_mode").set_value("ControlNet is more important").run()
     at.button(key="cn0_preview").click().run()
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
@@ -702,6 +703,7 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     newest = Gallery(app_env).query()[0][0]
     assert newest.id != first and newest.mode == "img2img"
     (unit,) = newest.params["control"]
+    assert unit["pixel_perfect"] is True
     assert unit["module"] == "canny" and unit["weight"] == 0.8 and unit["model"].startswith("control_sd21_canny [")
     assert 'ControlNet 0: "Module: canny' in newest.infotext and "ControlNet is more important" in newest.infotext
     at.toggle(key="cn0_on").set_value(False).run()
@@ -709,7 +711,7 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.button(key=f"open-{newest.id}").click().run()
     at.button(key="v-use").click().run()
     assert at.session_state["cn_show"] is True and at.session_state["cn0_on"] is True
-    assert at.session_state["cn0_weight"] == 0.8
+    assert at.session_state["cn0_weight"] == 0.8 and at.session_state["cn0_pp"] is True
     assert at.session_state["cn0_mode"] == "ControlNet is more important"
     at.switch_page("views/generate.py").run()
     at.session_state["g_tab"] = "Depth"

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 SPEC_HELP = (
     "MODULE:IMAGE[:WEIGHT[:START[:END[:MODE]]]], then any of model=NAME resize=crop|fill|just-resize res=N "
-    "a=N b=N hr=both|low|high; MODE balanced, prompt or control; repeatable (at most 3)."
+    "a=N b=N pixel=on hr=both|low|high; MODE balanced, prompt or control; repeatable (at most 3)."
 )
 #: (name, type, typer option), added to REQUEST_FLAGS by cli/options.py.
 CONTROL_FLAGS: list[tuple[str, Any, Any]] = [
@@ -62,6 +62,8 @@ def parse_spec(spec: str) -> ControlUnit:
                 fields[f"threshold_{key}"] = float(value)
             elif key == "hr" and value.lower() in _HR:
                 fields["hr_option"] = _HR[value.lower()]
+            elif key == "pixel" and value.lower() in ("on", "off"):
+                fields["pixel_perfect"] = value.lower() == "on"
             elif key == "mode":
                 fields["control_mode"] = control_mode(value)
             else:

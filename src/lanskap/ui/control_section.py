@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 from PIL import Image
 
-from lanskap.control.units import CONTROL_MODES, MAX_UNITS, RESIZE_MODES, ControlUnit
+from lanskap.control.units import CONTROL_MODES, HR_OPTIONS, MAX_UNITS, RESIZE_MODES, ControlUnit
 from lanskap.ui.common import service, try_action
 
 AUTO_MODEL = "Automatic (named for the preprocessor)"
@@ -35,6 +35,8 @@ def _defaults(i: int) -> dict[str, Any]:
         f"cn{i}_res": 512,
         f"cn{i}_a": -1.0,
         f"cn{i}_b": -1.0,
+        f"cn{i}_pp": False,
+        f"cn{i}_hr": "Both",
     }
 
 
@@ -54,6 +56,7 @@ def prefill(params: dict[str, Any]) -> None:
                 f"cn{i}_resize": u.get("resize_mode", "Crop and Resize"),
                 f"cn{i}_res": int(u.get("processor_res", 512)),
                 f"cn{i}_a": float(u.get("threshold_a", -1)), f"cn{i}_b": float(u.get("threshold_b", -1)),
+                f"cn{i}_pp": bool(u.get("pixel_perfect")), f"cn{i}_hr": u.get("hr_option", "Both"),
             })  # fmt: skip
         for key, value in values.items():
             st.session_state[key] = value
@@ -114,6 +117,9 @@ def _unit(i: int, picture: Image.Image | None, width: int, height: int, modules:
     c[1].number_input("Preprocessor resolution", 64, 2048, step=64, key=p + "res")
     c[2].number_input("Threshold A", -1.0, 255.0, key=p + "a", help="-1: the preprocessor's default.")
     c[3].number_input("Threshold B", -1.0, 255.0, key=p + "b", help="-1: the preprocessor's default.")
+    c = st.columns(2, vertical_alignment="bottom")
+    c[0].checkbox("Pixel perfect", key=p + "pp", help="The preprocessor resolution that fits the output size.")
+    c[1].selectbox("Hires fix passes", HR_OPTIONS, key=p + "hr", help="Which passes of a hires fix the unit steers.")
     if image is None:
         return None
     s = st.session_state
@@ -121,7 +127,8 @@ def _unit(i: int, picture: Image.Image | None, width: int, height: int, modules:
     unit = ControlUnit(image, module=s[p + "module"], model="" if s[p + "model"] == AUTO_MODEL else s[p + "model"],
                        weight=float(s[p + "weight"]), guidance_start=float(start), guidance_end=float(end),
                        control_mode=s[p + "mode"], resize_mode=s[p + "resize"], processor_res=int(s[p + "res"]),
-                       threshold_a=float(s[p + "a"]), threshold_b=float(s[p + "b"]))  # fmt: skip
+                       threshold_a=float(s[p + "a"]), threshold_b=float(s[p + "b"]),
+                       pixel_perfect=bool(s[p + "pp"]), hr_option=s[p + "hr"])  # fmt: skip
     if st.button(":material/visibility: Show the preprocessed map", key=p + "preview"):
         shown = try_action(lambda: service().engine.controls.detect(unit.validate(index=i), width, height))
         if shown is not None:
