@@ -72,7 +72,6 @@ class ControlHook:
     scale: int = 8  # pixels per latent
     step: int = 0
     steps: int = 0
-    runs: int = 0  # ControlNet runs made (tests and the benchmark count them)
 
     def next_step(self, steps: int) -> None:
         """Called after each sampling step with the pass's step count."""
@@ -94,7 +93,6 @@ class ControlHook:
             cond = au.tensor(w * self.scale, h * self.scale, sample.device, sample.dtype).expand(n, -1, -1, -1)
             d, m = au.net(sample[:, :4], timestep, encoder_hidden_states=encoder_hidden_states,
                           controlnet_cond=cond, conditioning_scale=1.0, return_dict=False)  # fmt: skip
-            self.runs += 1
             weights = scales(au.unit, len(d) + 1)
             d = [r * s for r, s in zip(d, weights, strict=False)]
             m = m * weights[-1]

@@ -10,6 +10,7 @@ because that is what API clients send and what A1111 infotexts hold
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from PIL import Image
@@ -185,20 +186,8 @@ def infotext(units: tuple[ControlUnit, ...]) -> dict[str, str]:
     return {f"ControlNet {i}": unit.infotext() for i, unit in enumerate(units)}
 
 
-_FIELDS = {
-    "module": "module",
-    "model": "model",
-    "weight": "weight",
-    "resize_mode": "resize_mode",
-    "processor_res": "processor_res",
-    "threshold_a": "threshold_a",
-    "threshold_b": "threshold_b",
-    "guidance_start": "guidance_start",
-    "guidance_end": "guidance_end",
-    "pixel_perfect": "pixel_perfect",
-    "control_mode": "control_mode",
-    "hr_option": "hr_option",
-}
+#: The unit fields an infotext entry may set (every field but the picture).
+_FIELDS = frozenset(f.name for f in dataclass_fields(ControlUnit)) - {"image"}
 
 
 def parse_unit(text: str) -> ControlUnit:

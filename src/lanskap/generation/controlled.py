@@ -40,7 +40,7 @@ def check_mode(m: LoadedModel, req: GenerationRequest) -> GenerationRequest:
         raise LanskapError(
             f"depth2img needs an SD 2 depth model (such as sd2-community/stable-diffusion-2-depth); {m.name} is not one"
         )
-    if req.control and m.inpainting is False and int(m.pipe.unet.config.in_channels) != 4:
+    if req.control and int(m.pipe.unet.config.in_channels) not in (4, 9):
         raise LanskapError(f"ControlNet can't steer {m.name}: its UNet is not a Stable Diffusion UNet")
     return req
 
