@@ -152,6 +152,16 @@ class Settings:
         return self.home / "controlnet"
 
     @property
+    def embeddings_dir(self) -> Path:
+        """Textual-inversion embeddings (A1111's, kohya's and diffusers' files), used by name in prompts."""
+        return self.home / "embeddings"
+
+    @property
+    def hypernetworks_dir(self) -> Path:
+        """A1111 hypernetworks (``.safetensors`` from ``models import-hypernetwork``, or weights-only ``.pt``)."""
+        return self.home / "hypernetworks"
+
+    @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
 

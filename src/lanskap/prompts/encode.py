@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lanskap.prompts.attention import BREAK, parse_attention
+from lanskap.prompts.embeddings import Embedding, Fixes, Table, substituted
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -34,6 +35,18 @@ COMMA_BACKTRACK = 20
 class Chunk:
     tokens: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, Embedding]] = field(default_factory=list)  # (offset in tokens, embedding)
+
+    def split(self, cut: int) -> Chunk:
+        """Cut this chunk at ``cut`` and return the rest (embeddings past the cut go with it)."""
+        rest = Chunk(self.tokens[cut:], self.weights[cut:], [(o - cut, e) for o, e in self.fixes if o >= cut])
+        self.tokens, self.weights = self.tokens[:cut], self.weights[:cut]
+        self.fixes = [(o, e) for o, e in self.fixes if o < cut]
+        return rest
+
+
+#: The id written where an embedding's vectors go (A1111's too); the encoder never sees its vector.
+PLACEHOLDER = 0
 
 
 @dataclass(frozen=True)
@@ -43,10 +56,16 @@ class TokenizedPrompt:
     ids: list[list[int]]
     weights: list[list[float]]
     token_count: int  # prompt tokens, without BOS/EOS/padding
+    fixes: Fixes = field(default_factory=list)  # per row: (offset in the row, embedding)
 
     @property
     def chunks(self) -> int:
         return len(self.ids)
+
+    @property
+    def embeddings(self) -> dict[str, Embedding]:
+        """The embeddings this prompt names, by name."""
+        return {e.name: e for row in self.fixes for _, e in row}
 
 
 def _special_ids(tokenizer: CLIPTokenizer) -> tuple[int, int, int, int | None]:
@@ -58,9 +77,15 @@ def _special_ids(tokenizer: CLIPTokenizer) -> tuple[int, int, int, int | None]:
     return bos, eos, pad, comma
 
 
-def tokenize_prompt(tokenizer: CLIPTokenizer, prompt: str) -> TokenizedPrompt:
-    """Split ``prompt`` into weighted 75-token chunks (A1111's ``tokenize_line``)."""
+def tokenize_prompt(tokenizer: CLIPTokenizer, prompt: str, table: Table | None = None) -> TokenizedPrompt:
+    """Split ``prompt`` into weighted 75-token chunks (A1111's ``tokenize_line``).
+
+    With a ``table``, each embedding name found in the tokens becomes one placeholder per vector,
+    kept in one chunk (a chunk without room for it is closed first, as A1111 does).
+    """
     bos, eos, pad, comma = _special_ids(tokenizer)
+    if table:
+        prompt = table.comfy_form(prompt)
     parsed = parse_attention(prompt)
     texts = [t for t, _ in parsed]
     token_lists = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
@@ -80,20 +105,32 @@ def tokenize_prompt(tokenizer: CLIPTokenizer, prompt: str) -> TokenizedPrompt:
         if text == BREAK and weight == -1:
             close()
             continue
-        for token in tokens:
+        position = 0
+        while position < len(tokens):
+            token = tokens[position]
             if comma is not None and token == comma:
                 last_comma = len(chunk.tokens)
             elif len(chunk.tokens) == CHUNK and last_comma != -1 and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK:
-                cut = last_comma + 1
-                moved = Chunk(chunk.tokens[cut:], chunk.weights[cut:])
-                chunk.tokens, chunk.weights = chunk.tokens[:cut], chunk.weights[:cut]
+                moved = chunk.split(last_comma + 1)
                 close()
                 chunk = moved
             if len(chunk.tokens) == CHUNK:
                 close()
-            chunk.tokens.append(token)
-            chunk.weights.append(weight)
-            count += 1
+            found = table.find(tokens, position) if table else None
+            if found is None:
+                chunk.tokens.append(token)
+                chunk.weights.append(weight)
+                count += 1
+                position += 1
+                continue
+            emb, name_length = found
+            if len(chunk.tokens) + emb.count > CHUNK:
+                close()
+            chunk.fixes.append((len(chunk.tokens), emb))
+            chunk.tokens += [PLACEHOLDER] * emb.count
+            chunk.weights += [weight] * emb.count
+            count += emb.count
+            position += name_length
     if chunk.tokens or not chunks:
         close()
 
@@ -104,12 +141,13 @@ def tokenize_prompt(tokenizer: CLIPTokenizer, prompt: str) -> TokenizedPrompt:
         # [BOS] tokens [EOS] pad…: SD 2.x pads with "!" (id 0), SD 1.x with EOS; the tokenizer knows which.
         ids.append([bos, *c.tokens, eos] + [pad] * fill)
         weights.append([1.0, *c.weights, 1.0] + [1.0] * fill)
-    return TokenizedPrompt(ids, weights, count)
+    fixes = [[(offset + 1, e) for offset, e in c.fixes] for c in chunks]  # +1: after BOS
+    return TokenizedPrompt(ids, weights, count, fixes if any(fixes) else [])
 
 
-def count_tokens(tokenizer: CLIPTokenizer, prompt: str) -> int:
+def count_tokens(tokenizer: CLIPTokenizer, prompt: str, table: Table | None = None) -> int:
     """How many CLIP tokens a prompt uses (weights and BREAKs not counted), for the 77-token check."""
-    return tokenize_prompt(tokenizer, prompt).token_count
+    return tokenize_prompt(tokenizer, prompt, table).token_count
 
 
 def encode_rows(text_encoder: CLIPTextModel, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
@@ -139,7 +177,7 @@ def encode_tokenized(text_encoder: CLIPTextModel, tok: TokenizedPrompt, clip_ski
     device = text_encoder.device
     dtype = text_encoder.dtype
     ids = torch.tensor(tok.ids, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), substituted(text_encoder, tok.fixes):
         z = encode_rows(text_encoder, ids, clip_skip)  # (chunks, 77, dim)
         # z.device, not the encoder's: with model CPU offload the encoder sits on the CPU between calls.
         w = torch.tensor(tok.weights, device=z.device, dtype=z.dtype).unsqueeze(-1)
@@ -171,14 +209,20 @@ class PromptPair:
     chunks: int
     prompt_tokens: int
     negative_tokens: int
+    embeddings: dict[str, Embedding] = field(default_factory=dict)  # those the texts name
 
 
 def encode_prompt_pair(
-    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompt: str, negative: str, clip_skip: int = 1
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel,
+    prompt: str,
+    negative: str,
+    clip_skip: int = 1,
+    table: Table | None = None,
 ) -> PromptPair:
     """Encode a prompt and a negative prompt of any length to embeddings of the same shape."""
-    pos = tokenize_prompt(tokenizer, prompt)
-    neg = tokenize_prompt(tokenizer, negative)
+    pos = tokenize_prompt(tokenizer, prompt, table)
+    neg = tokenize_prompt(tokenizer, negative, table)
     cond = encode_tokenized(text_encoder, pos, clip_skip)
     uncond = encode_tokenized(text_encoder, neg, clip_skip)
     chunks = max(pos.chunks, neg.chunks)
@@ -186,7 +230,7 @@ def encode_prompt_pair(
         empty = encode_tokenized(text_encoder, tokenize_prompt(tokenizer, ""), clip_skip)
         cond = pad_embeddings(cond, chunks, empty)
         uncond = pad_embeddings(uncond, chunks, empty)
-    return PromptPair(cond, uncond, chunks, pos.token_count, neg.token_count)
+    return PromptPair(cond, uncond, chunks, pos.token_count, neg.token_count, {**pos.embeddings, **neg.embeddings})
 
 
 @dataclass(frozen=True)
@@ -204,6 +248,7 @@ class ScheduledPrompts:
     negative_tokens: int
     encodings: int  # distinct texts encoded (each once)
     forms: tuple[int, int] = (1, 1)  # distinct texts the prompt and the negative prompt take
+    embeddings: dict[str, Embedding] = field(default_factory=dict)  # those the texts name
 
     @property
     def static(self) -> bool:
@@ -222,7 +267,13 @@ def _pick(entries: list[tuple[int, torch.Tensor]], step: int) -> torch.Tensor:
 
 
 def encode_prompt_schedules(
-    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompt: str, negative: str, steps: int, clip_skip: int = 1
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel,
+    prompt: str,
+    negative: str,
+    steps: int,
+    clip_skip: int = 1,
+    table: Table | None = None,
 ) -> ScheduledPrompts:
     """Encode every text the prompt and negative prompt take while sampling, each distinct one once."""
     from lanskap.prompts.schedule import prompt_schedule
@@ -231,7 +282,7 @@ def encode_prompt_schedules(
     encoded: dict[str, tuple[torch.Tensor, TokenizedPrompt]] = {}
     for _, text in (*pos, *neg):
         if text not in encoded:
-            tok = tokenize_prompt(tokenizer, text)
+            tok = tokenize_prompt(tokenizer, text, table)
             encoded[text] = (encode_tokenized(text_encoder, tok, clip_skip), tok)
     chunks = max(tok.chunks for _, tok in encoded.values())
     empty = None
@@ -250,4 +301,5 @@ def encode_prompt_schedules(
         negative_tokens=max(encoded[text][1].token_count for _, text in neg),
         encodings=len(encoded),
         forms=(len({t for _, t in pos}), len({t for _, t in neg})),
+        embeddings={name: e for _, tok in encoded.values() for name, e in tok.embeddings.items()},
     )

@@ -77,3 +77,40 @@ def drop_lora_tags(prompt: str, names: set[str]) -> str:
 
     cleaned = _TAG.sub(keep, prompt)
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+
+
+@dataclass(frozen=True)
+class HypernetSpec:
+    """``<hypernet:NAME:STRENGTH>``: an A1111 hypernetwork by name, with its strength."""
+
+    name: str
+    strength: float = 1.0
+
+
+def extract_hypernet_tags(prompt: str) -> tuple[str, list[HypernetSpec]]:
+    """Return the prompt without ``<hypernet:...>`` tags, and the hypernetworks they name (A1111's)."""
+    specs: list[HypernetSpec] = []
+
+    def take(match: re.Match[str]) -> str:
+        if match.group(1).lower() != "hypernet":
+            return match.group(0)
+        args = match.group(2).split(":")
+        name = args[0].strip()
+        try:
+            strength = float(args[1]) if len(args) > 1 and args[1].strip() else 1.0
+        except ValueError:
+            raise SettingError(f"bad hypernetwork strength in <hypernet:{match.group(2)}>", "prompt") from None
+        if name:
+            specs.append(HypernetSpec(name, strength))
+        return ""
+
+    cleaned = _TAG.sub(take, prompt)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    return re.sub(r"\s+,", ",", cleaned), specs
+
+
+def extract_network_tags(prompt: str) -> tuple[str, list[LoraSpec], list[HypernetSpec]]:
+    """The prompt without any extra-network tag, with the LoRAs and hypernetworks it names."""
+    text, loras = extract_lora_tags(prompt)
+    text, hypernets = extract_hypernet_tags(text)
+    return text, loras, hypernets
