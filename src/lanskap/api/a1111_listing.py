@@ -1,7 +1,7 @@
 """A1111's listing, refresh and model-control routes, with A1111's response shapes.
 
 Clients (webuiapi, Krita and Photoshop plug-ins, bots) call these on start-up and stop on
-a 404. Where lanskap has no such thing yet (face restorers, hypernetworks, VAEs) the
+a 404. Where lanskap has no such thing yet (face restorers, VAEs) the
 answer is A1111's empty shape; where it has one (models, LoRAs, styles) it is the real list.
 lanskap scans its folders on every listing, so a refresh route only rescans and checks.
 """
@@ -141,8 +141,17 @@ async def prompt_styles(service: ServiceDep) -> list[dict[str, Any]]:
 
 
 @router.get("/embeddings")
-async def embeddings() -> dict[str, Any]:
-    return {"loaded": {}, "skipped": {}}
+async def embeddings(service: ServiceDep) -> dict[str, Any]:
+    from lanskap.generation.networks import embedding_listing
+
+    return embedding_listing(service.engine)
+
+
+@router.get("/hypernetworks")
+async def hypernetworks(service: ServiceDep) -> list[dict[str, str]]:
+    from lanskap.generation.networks import hypernetwork_listing
+
+    return hypernetwork_listing(service.settings)
 
 
 @router.get("/scripts")
@@ -213,7 +222,6 @@ async def _empty_list() -> list[Any]:
 
 #: Listings lanskap has nothing for yet: A1111's empty answer, so clients that read them on start-up go on.
 EMPTY_LISTS = (
-    "hypernetworks",
     "face-restorers",
     "realesrgan-models",
     "sd-vae",

@@ -123,3 +123,42 @@ def loras_cmd() -> None:
 
     for p in list_loras(load_settings()):
         typer.echo(f"{p.stem}\t{p}")
+
+
+@app.command("import-hypernetwork")
+def import_hypernetwork_cmd(
+    src: Path = typer.Argument(..., help="An A1111 hypernetwork .pt (read weights-only: tensors, never code)."),
+    name: str = typer.Option(None, "--name", help="Name to use in <hypernet:NAME:…> [the file's stem]."),
+) -> None:
+    """Convert an A1111 hypernetwork once to .safetensors in $LANSKAP_HOME/hypernetworks."""
+    from lanskap.config import load_settings
+    from lanskap.models.hypernetwork import import_hypernetwork, read_hypernetwork
+
+    settings = load_settings()
+    path = import_hypernetwork(src, settings.hypernetworks_dir, name)
+    widths = ", ".join(map(str, read_hypernetwork(path).widths))
+    typer.echo(f"{path} (context widths {widths}; use <hypernet:{path.stem}:1> in a prompt)")
+
+
+@app.command("hypernetworks")
+def hypernetworks_cmd() -> None:
+    """List the hypernetworks in $LANSKAP_HOME/hypernetworks."""
+    from lanskap.config import load_settings
+    from lanskap.generation.networks import hypernetwork_listing
+
+    for entry in hypernetwork_listing(load_settings()):
+        typer.echo(f"{entry['name']}\t{entry['path']}")
+
+
+@app.command("embeddings")
+def embeddings_cmd() -> None:
+    """List the embeddings in $LANSKAP_HOME/embeddings: those that fit the configured model, and those skipped."""
+    from lanskap.config import load_settings
+    from lanskap.generation.engine import Engine
+    from lanskap.generation.networks import embedding_listing
+
+    listing = embedding_listing(Engine(settings=load_settings()))
+    for name, e in listing["loaded"].items():
+        typer.echo(f"{name}\t{e['vectors']} vector(s) of {e['shape']}")
+    for name, e in listing["skipped"].items():
+        typer.echo(f"skipped {name}: {e['shape']}-wide, made for another base", err=True)

@@ -23,11 +23,13 @@ from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.control.units import infotext as control_infotext
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
-from lanskap.generation import controlled, hires, levers
+from lanskap.generation import controlled, hires, hypernet, levers
 from lanskap.generation.compose import Composer, Conditioning
 from lanskap.generation.hires import HiresPlan
+from lanskap.generation.hypernet import ActiveHypernet
 from lanskap.generation.infotext import build_infotext, format_number
 from lanskap.generation.lora import LoraInfo, check_compatible, inspect_lora, lora_display_name, resolve_lora
+from lanskap.generation.networks import ExtraNetworks, text_width, ti_hashes
 from lanskap.generation.panorama import ease_poles
 from lanskap.generation.params import GenerationRequest, LoraSpec
 from lanskap.generation.prepare import Prepared, prepare
@@ -39,6 +41,7 @@ from lanskap.generation.watermark import MESSAGE, apply_watermark
 from lanskap.models.device import Placement, resolve_placement
 from lanskap.models.loader import LoadedModel, load_model
 from lanskap.models.speed import configure_vae, free_memory_gib
+from lanskap.prompts.embeddings import Embedding
 from lanskap.prompts.encode import (
     PromptPair,
     ScheduledPrompts,
@@ -46,7 +49,7 @@ from lanskap.prompts.encode import (
     encode_prompt_schedules,
     text_encoder_layers,
 )
-from lanskap.prompts.lora_tags import extract_lora_tags, lora_tag
+from lanskap.prompts.lora_tags import extract_lora_tags, extract_network_tags, lora_tag
 
 if TYPE_CHECKING:
     from lanskap.control.hook import ActiveUnit, ControlHook, Controls
@@ -165,6 +168,14 @@ class _Run:
     control: list[ActiveUnit] = field(default_factory=list)  # ControlNet units, ready to run
     depth: torch.Tensor | None = None  # depth2img's (1, h, w) depth map
     maps: dict[str, Image.Image] = field(default_factory=dict)
+    hypernets: list[ActiveHypernet] = field(default_factory=list)
+
+    def embeddings(self) -> dict[str, Embedding]:
+        """The embeddings the job's prompts named (both passes)."""
+        used = dict(self.embeds.embeddings)
+        if self.hires is not None:
+            used.update(self.hires.embeds.embeddings)
+        return used
 
 
 ProgressFn = Callable[[Progress], None]
@@ -215,6 +226,7 @@ class Engine:
         self.post_steps: list[PostStep] = []
         self._upscalers: UpscaleRunner | None = None
         self._controls: Controls | None = None
+        self.networks = ExtraNetworks(self.settings)  # embeddings and hypernetworks
 
     @property
     def controls(self) -> Controls:
@@ -478,13 +490,15 @@ class Engine:
         """A1111-style embeddings for a prompt pair, any length, with weights (LoRAs must be applied first)."""
         m = self.load()
         self._check_clip_skip(clip_skip)
-        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, clip_skip)
+        table = self.networks.table(m.pipe.tokenizer, m.pipe.text_encoder)
+        return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, clip_skip, table)
 
     def encode_schedule(self, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1) -> ScheduledPrompts:
         """Like :meth:`encode_prompts`, for every text A1111's prompt editing and alternation make of them."""
         m = self.load()
         self._check_clip_skip(clip_skip)
-        return encode_prompt_schedules(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, steps, clip_skip)
+        tok, te = m.pipe.tokenizer, m.pipe.text_encoder
+        return encode_prompt_schedules(tok, te, prompt, negative_prompt, steps, clip_skip, self.networks.table(tok, te))
 
     def _check_clip_skip(self, clip_skip: int) -> None:
         layers = text_encoder_layers(self.load().pipe.text_encoder)
@@ -538,8 +552,9 @@ class Engine:
         prep = prepare(seeded, m.native_size)
         req = replace(seeded, width=prep.width, height=prep.height)
         assert req.width is not None and req.height is not None and req.seed is not None
-        prompt, tag_loras = extract_lora_tags(req.prompt)
+        prompt, tag_loras, hypernet_tags = extract_network_tags(req.prompt)
         applied = self._apply_loras([*tag_loras, *req.loras])
+        hypernets = self.networks.hypernets(hypernet_tags, text_width(m.pipe.text_encoder), m.name)
         sampler = get_sampler(req.scheduler)
         # A1111 schedules prompt edits over twice the steps for samplers that call the model twice a step.
         schedule_steps = req.steps * (2 if sampler.second_order else 1)
@@ -550,6 +565,7 @@ class Engine:
         batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
         pipe = self._pipeline(req.mode)
         run = _Run(start, m, req, prep, applied, embeds, sampler, batches, effective, pipe, list(m.notices))
+        run.hypernets = hypernets
         if req.hires is not None:
             from lanskap.upscale.upscalers import find
 
@@ -558,7 +574,7 @@ class Engine:
             self.upscalers.check(upscaler)  # a bad upscaler file is reported before any step runs
 
             def encode(p: str, n: str, steps: int) -> ScheduledPrompts:
-                return self.encode_schedule(extract_lora_tags(p)[0], n, steps, req.clip_skip)
+                return self.encode_schedule(extract_network_tags(p)[0], n, steps, req.clip_skip)
 
             run.hires = hires.plan(req.hires, req, sampler, upscaler, encode)
         run.composer = self._composer(req)
@@ -752,7 +768,8 @@ class Engine:
             run.composer.images = len(batch_seeds)
             composing = run.composer.patched(pipe.unet)  # type: ignore[assignment]
         try:
-            with controlling, composing, levers.applied(pipe.unet, req) as cache:
+            hypernetworks = hypernet.applied(pipe.unet, run.hypernets)
+            with controlling, composing, hypernetworks, levers.applied(pipe.unet, req) as cache:
                 out = pipe(**args, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=inputs)
         except Exception as exc:
             if _is_oom(exc):
@@ -801,10 +818,7 @@ class Engine:
                     "watermark skipped on images under 256x256 or too busy to carry it; "
                     "their infotext does not claim it"
                 )
-        infotexts = [
-            self._infotext(req, run.sampler, m, run.applied, s, run.prep, wm)
-            for s, wm in zip(seeds, marked, strict=True)
-        ]
+        infotexts = [self._infotext(req, run, s, wm) for s, wm in zip(seeds, marked, strict=True)]
         for img, text in zip(images, infotexts, strict=True):
             img.info["parameters"] = text
         if any(partial):
@@ -888,16 +902,8 @@ class Engine:
                 args.update(extra.call_args(self, req, seeds))
         return args
 
-    def _infotext(
-        self,
-        req: GenerationRequest,
-        sampler: Sampler,
-        m: LoadedModel,
-        loras: list[AppliedLora],
-        seed: int,
-        prep: Prepared,
-        watermarked: bool,
-    ) -> str:
+    def _infotext(self, req: GenerationRequest, run: _Run, seed: int, watermarked: bool) -> str:
+        sampler, m, loras = run.sampler, run.model, run.applied
         prompt = req.prompt
         # LoRAs given outside the prompt are written as tags, A1111's record of them.
         _, in_prompt = extract_lora_tags(prompt)
@@ -915,6 +921,8 @@ class Engine:
             "Model hash": m.hash,
             "Model": m.name,
             "Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in loras) or None,
+            "TI hashes": ti_hashes(run.embeddings()),
+            **hypernet.infotext(run.hypernets),
             "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it skips
             "ENSD": (req.ensd or None) if req.mode == "txt2img" else None,
         }

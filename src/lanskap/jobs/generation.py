@@ -64,14 +64,18 @@ def check_generation(
     is off for the servers: there a LoRA is a name in the LoRA folders, never a path.
     """
     from lanskap.generation.lora import resolve_lora
-    from lanskap.prompts.lora_tags import extract_lora_tags
+    from lanskap.generation.networks import hypernetwork_path
+    from lanskap.prompts.lora_tags import extract_network_tags
     from lanskap.prompts.styles import apply_styles
 
     if styles:
         request = apply_styles(request, styles, settings.home)[0]
     request.validate(settings.max_regions)
-    for spec in [*extract_lora_tags(request.prompt)[1], *request.loras]:
+    _, tag_loras, hypernets = extract_network_tags(request.prompt)
+    for spec in [*tag_loras, *request.loras]:
         resolve_lora(spec.name, settings, allow_paths=allow_paths)
+    for hn in hypernets:
+        hypernetwork_path(hn.name, settings)
     if request.hires is not None:
         from lanskap.upscale.upscalers import find
 
