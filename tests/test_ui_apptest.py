@@ -718,3 +718,21 @@ def test_controlnet_units_preview_run_and_come_back_with_use_these_settings(app_
     at.run()
     assert "is not a depth model" in _texts(at)
     assert at.button(key="go-depth").disabled
+
+
+def test_the_embedding_and_hypernetwork_pickers_insert_into_the_prompt(app_env: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.test_hypernetworks import _a1111_file
+
+    (app_env / "embeddings").mkdir()
+    save_file({"emb_params": torch.randn(2, 32)}, str(app_env / "embeddings" / "verdigris.safetensors"))
+    save_file({"emb_params": torch.randn(1, 768)}, str(app_env / "embeddings" / "sd1thing.safetensors"))
+    _a1111_file(app_env / "hypernetworks" / "etching.pt", [32], zero_out=False)
+    at = _app()
+    assert at.selectbox(key="g_embedding").options == ["verdigris"]  # the 768-wide one doesn't fit this model
+    at.text_area(key="g_prompt").set_value("a castle").run()
+    at.button(key="g_embedding_add").click().run()
+    at.button(key="g_hypernet_add").click().run()
+    assert at.text_area(key="g_prompt").value == "a castle, verdigris, <hypernet:etching:1>"

@@ -79,6 +79,17 @@ class Service:
 
         return [p.stem for p in list_loras(self.settings)]
 
+    def embedding_names(self) -> list[str]:
+        """The embeddings a prompt may name on the current model (the folder's, width-checked)."""
+        from lanskap.generation.networks import embedding_listing
+
+        return list(embedding_listing(self.engine)["loaded"])
+
+    def hypernetwork_names(self) -> list[str]:
+        from lanskap.generation.networks import hypernetwork_listing
+
+        return [h["name"] for h in hypernetwork_listing(self.settings)]
+
     def datasets(self) -> list[Path]:
         """Trainable datasets under ``$LANSKAP_HOME/datasets``: folders with a dataset.json (``lanskap
         dataset prepare``) or a ``train/metadata.jsonl`` (``lanskap mini dataset``, diffusers' layout)."""

@@ -248,6 +248,7 @@ def _inputs(svc: Service, native: int | None) -> None:
     c = st.columns([3, 2])
     c[0].selectbox("LoRA", loras, key="g_lora", help="LoRA files in the LoRA folder.", **keep)
     c[1].slider("LoRA scale", 0.0, 2.0, step=0.05, key="g_lora_scale", **keep)
+    _network_pickers(svc)
     c = st.columns(3)
     c[0].number_input("Number of images", 1, 16, key="g_num", **keep)
     c[1].slider("Steps", 1, 150, key="g_steps", **keep)
@@ -275,6 +276,31 @@ def _inputs(svc: Service, native: int | None) -> None:
         help=f"The last image's seed ({last})." if last is not None else "Generate once first.",
     )
     _speed_inputs(keep)
+
+
+def _insert(text: str) -> None:
+    """Append an embedding's name or a hypernetwork's tag to the prompt, as A1111's extra-networks cards do."""
+    prompt = st.session_state.get("g_prompt", "").rstrip()
+    joined = f"{prompt}, {text}" if prompt and not prompt.endswith(",") else f"{prompt} {text}"
+    st.session_state["g_prompt"] = joined.strip()
+
+
+def _network_pickers(svc: Service) -> None:
+    """Embeddings (by name) and hypernetworks (by tag), inserted into the prompt where they act."""
+    embeddings = try_action(svc.embedding_names) or []
+    hypernets = try_action(svc.hypernetwork_names) or []
+    if not embeddings and not hypernets:
+        return
+    c = st.columns([3, 1, 3, 1], vertical_alignment="bottom")
+    if embeddings:
+        c[0].selectbox("Embedding", embeddings, key="g_embedding", help="Textual-inversion embeddings: used by name.")
+        c[1].button("Insert", key="g_embedding_add", on_click=lambda: _insert(st.session_state["g_embedding"]),
+                    width="stretch", help="Add the embedding's name to the prompt.")  # fmt: skip
+    if hypernets:
+        c[2].selectbox("Hypernetwork", hypernets, key="g_hypernet", help="A1111 hypernetworks: used by tag.")
+        tag = "<hypernet:{}:1>"
+        c[3].button("Insert", key="g_hypernet_add", on_click=lambda: _insert(tag.format(st.session_state.g_hypernet)),
+                    width="stretch", help="Add <hypernet:NAME:1> to the prompt; edit the strength there.")  # fmt: skip
 
 
 def _speed_inputs(keep: dict[str, Any]) -> None:
