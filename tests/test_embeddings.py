@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.conftest import assert_one_line_error, main_cli
 
+from conftest import assert_one_line_error, main_cli
 from lanskap.config import Settings
 from lanskap.generation.engine import Engine
 from lanskap.generation.params import GenerationRequest
@@ -132,10 +132,10 @@ def test_a_new_token_must_not_be_a_known_word(tiny_sd: Path) -> None:
 
 def test_the_listing_routes_answer_through_webuiapi(ti_engine: Engine) -> None:
     import webuiapi
-    from tests.test_api import Server
 
     from lanskap.api.security import ServeConfig
     from lanskap.service import Service
+    from test_api import Server
 
     server = Server(Service(ti_engine.settings, engine=ti_engine), ServeConfig())
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import assert_one_line_error, main_cli
 
+from conftest import assert_one_line_error, main_cli
 from lanskap.config import Settings
 from lanskap.generation.engine import Engine
 from lanskap.generation.params import GenerationRequest
@@ -121,10 +121,10 @@ def test_a_hypernetwork_for_another_width_is_a_one_line_error(hn_engine: Engine,
 
 def test_the_listing_route_answers_through_webuiapi(hn_engine: Engine) -> None:
     import webuiapi
-    from tests.test_api import Server
 
     from lanskap.api.security import ServeConfig
     from lanskap.service import Service
+    from test_api import Server
 
     server = Server(Service(hn_engine.settings, engine=hn_engine), ServeConfig())
     try:

@@ -724,7 +724,7 @@ def test_the_embedding_and_hypernetwork_pickers_insert_into_the_prompt(app_env: 
     import torch
     from safetensors.torch import save_file
 
-    from tests.test_hypernetworks import _a1111_file
+    from test_hypernetworks import _a1111_file
 
     (app_env / "embeddings").mkdir()
     save_file({"emb_params": torch.randn(2, 32)}, str(app_env / "embeddings" / "verdigris.safetensors"))

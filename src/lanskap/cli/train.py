@@ -25,7 +25,7 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     given: dict[str, Any] | None = None,
 ) -> None:
-    """Fine-tune a LoRA on a captioned image set (thesis run: --preset thesis).
+    """Fine-tune on a captioned image set: a LoRA, an embedding or DreamBooth (thesis run: --preset thesis).
 
     Every TrainConfig setting is a flag of the same name (lanskap/training/config.py).
     """
@@ -54,9 +54,10 @@ def train_cmd(
     for line in (f"steps: {result.steps}", f"final loss: {result.final_loss:.4f}" if result.final_loss else None):
         if line:
             typer.echo(line)
+    makes = {"textual-inversion": "embedding", "dreambooth": "model" if cfg.full else "LoRA"}.get(cfg.method, "LoRA")
     for label, path in (
-        ("LoRA (diffusers)", result.lora),
-        ("LoRA (kohya/A1111)", result.kohya),
+        (f"{makes} (diffusers)", result.lora),
+        (f"{makes} (kohya/A1111)" if makes != "model" else "model (A1111 single file)", result.kohya),
         ("last checkpoint", result.checkpoint),
         ("loss curve", result.loss_curve),
         ("validation grid", result.validation_grid),

@@ -67,13 +67,22 @@ def run_training(
         result = train(cfg, settings, events=relay, cancel=control.cancel)
     published = None
     if publish_as is not None and not result.interrupted and result.kohya is not None:
-        published = publish_lora(settings, result.kohya, publish_as)
+        published = publish_lora(settings, result.kohya, publish_as, publish_folder(settings, cfg))
     return TrainingOutput(result, published)
 
 
-def publish_lora(settings: Settings, source: Path, name: str) -> Path:
-    """Copy a trained LoRA into the default LoRA folder (atomically: a reader never sees half a file)."""
-    dest = child(settings.default_lora_dir, f"{name}.safetensors", "LoRA name")
+def publish_folder(settings: Settings, cfg: TrainConfig) -> Path:
+    """Where a finished run's file goes to be used: an embedding, a whole model or a LoRA."""
+    if cfg.method == "textual-inversion":
+        return settings.embeddings_dir
+    if cfg.method == "dreambooth" and cfg.full:
+        return settings.models_dir
+    return settings.default_lora_dir
+
+
+def publish_lora(settings: Settings, source: Path, name: str, folder: Path | None = None) -> Path:
+    """Copy a trained file into the folder it is used from (atomically: a reader never sees half a file)."""
+    dest = child(folder or settings.default_lora_dir, f"{name}.safetensors", "LoRA name")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(source, "rb") as src:
         atomic_write(dest, lambda fh: shutil.copyfileobj(src, fh))

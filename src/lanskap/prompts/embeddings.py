@@ -248,6 +248,16 @@ class Table:
                 return emb, len(ids)
         return None
 
+    def prepare(self, prompt: str) -> str:
+        """The prompt with ComfyUI's ``embedding:name`` written as the name, and names that begin or end
+        in punctuation set apart by spaces: CLIP's tokenizer joins a run of punctuation into one piece
+        (``<my-style>,`` is not ``<my-style>`` followed by ``,``), which would hide the name's ids."""
+        prompt = self.comfy_form(prompt)
+        for name in self.by_name:
+            if name in prompt and (not name[0].isalnum() or not name[-1].isalnum()):
+                prompt = prompt.replace(name, f" {name} ")
+        return prompt
+
     def comfy_form(self, prompt: str) -> str:
         """ComfyUI's ``embedding:name`` written as the name itself; an unknown name is an error."""
 

@@ -85,7 +85,7 @@ def tokenize_prompt(tokenizer: CLIPTokenizer, prompt: str, table: Table | None =
     """
     bos, eos, pad, comma = _special_ids(tokenizer)
     if table:
-        prompt = table.comfy_form(prompt)
+        prompt = table.prepare(prompt)
     parsed = parse_attention(prompt)
     texts = [t for t, _ in parsed]
     token_lists = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from transformers import CLIPTokenizer
 
+    from lanskap.prompts.embeddings import Embedding, Fixes
+
 
 @dataclass
 class Stream:
@@ -70,25 +72,62 @@ class CaptionTokens:
     """Caption → fixed-size token rows: ``chunks`` rows of BOS + 75 tokens + EOS/padding.
 
     With one chunk this is exactly the diffusers example's tokenisation (truncate at 77);
-    longer limits concatenate chunk encodings like kohya's ``--max_token_length``.
+    longer limits concatenate chunk encodings like kohya's ``--max_token_length``. Embeddings in
+    training (textual inversion) are matched in the ids as a prompt's are, and take one
+    placeholder per vector; ``fixes`` says where their vectors go.
     """
 
-    def __init__(self, tokenizer: CLIPTokenizer, max_tokens: int) -> None:
+    def __init__(self, tokenizer: CLIPTokenizer, max_tokens: int, embeddings: list[Embedding] | None = None) -> None:
+        from lanskap.prompts.embeddings import Table
+
         self.tokenizer = tokenizer
         self.chunks = max_tokens // 75
         self.bos = tokenizer.bos_token_id
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        self.table = Table(tokenizer, 0, embeddings, []) if embeddings else None
+
+    def _expanded(self, caption: str) -> tuple[list[int], list[tuple[int, Embedding]]]:
+        from lanskap.prompts.encode import PLACEHOLDER
+
+        if self.table is not None:
+            caption = self.table.prepare(caption)
+        ids = self.tokenizer(caption, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        if self.table is None:
+            return ids, []
+        out: list[int] = []
+        spots: list[tuple[int, Embedding]] = []
+        i = 0
+        while i < len(ids):
+            found = self.table.find(ids, i)
+            if found is None:
+                out.append(ids[i])
+                i += 1
+                continue
+            spots.append((len(out), found[0]))
+            out += [PLACEHOLDER] * found[0].count
+            i += found[1]
+        return out, spots
 
     def rows(self, caption: str) -> list[list[int]]:
-        ids = self.tokenizer(caption, add_special_tokens=False, truncation=False, verbose=False).input_ids
-        ids = ids[: 75 * self.chunks]
+        ids = self._expanded(caption)[0][: 75 * self.chunks]
         out = []
         for c in range(self.chunks):
             part = ids[75 * c : 75 * (c + 1)]  # empty past the caption's end: BOS, EOS, padding
             row = [self.bos, *part, self.eos]
             out.append(row + [self.pad] * (77 - len(row)))
         return out
+
+    def fixes(self, captions: list[str]) -> Fixes:
+        """Per row of :meth:`batch`: where each embedding's vectors go (offset after BOS)."""
+        rows: Fixes = []
+        for cap in captions:
+            per = [[] for _ in range(self.chunks)]  # type: list[list[tuple[int, Embedding]]]
+            for pos, emb in self._expanded(cap)[1]:
+                if pos // 75 < self.chunks:
+                    per[pos // 75].append((pos % 75 + 1, emb))
+            rows.extend(per)
+        return rows if any(rows) else []
 
     def truncated(self, caption: str) -> bool:
         n = len(self.tokenizer(caption, add_special_tokens=False, truncation=False, verbose=False).input_ids)

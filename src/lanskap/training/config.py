@@ -28,6 +28,9 @@ LR_SCHEDULERS = (
     "constant_with_warmup",
 )
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+METHODS = ("lora", "textual-inversion", "dreambooth")
+#: Settings that only mean something for LoRA adapters (refused with a full fine-tune).
+LORA_ONLY = ("rank", "lora_alpha", "lora_dropout", "train_proj", "train_ff", "train_text_encoder", "text_encoder_lr")
 OPTIMIZERS = ("auto", "adamw", "adamw8bit")
 UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 UNET_PROJ = ("proj_in", "proj_out")
@@ -40,6 +43,7 @@ class TrainConfig:
     """Every setting of a training run. ``None`` means "work it out" (see the field comments)."""
 
     # what and where
+    method: str = setting("lora", f"Training method: {', '.join(METHODS)}.")
     data: str = setting("", "Prepared dataset, imagefolder, or thesis CSV (image,captions).", show_default=False)
     out: str = setting("", "Where the LoRA, checkpoints and logs go.", aliases=("--output-dir",), show_default=False)
     model: str | None = setting(  # None: the configured base model (SD 2.1 by default)
@@ -80,6 +84,18 @@ class TrainConfig:
     train_proj: bool = setting(False, "Also train proj_in/proj_out.")
     train_ff: bool = setting(False, "Also train the feed-forward layers.")
     train_text_encoder: bool = setting(False, "LoRA on the text encoder too.")
+    # textual inversion
+    token: str | None = setting(None, 'The new embedding\'s token, such as "<verdigris-style>".')
+    init_word: str = setting("*", "Word(s) whose embeddings start the new vectors.")
+    vectors: int = setting(1, "Vectors per token (more: a richer style, fewer prompt tokens left).")
+    # DreamBooth
+    instance_prompt: str | None = setting(None, 'The caption of every picture, such as "a photo of sks castle".')
+    class_prompt: str | None = setting(None, 'The class without the subject, such as "a photo of a castle".')
+    prior_preservation: bool = setting(False, "Also train on class pictures of the base model, so the class stays.")
+    num_class_images: int = setting(100, "Class pictures for prior preservation (missing ones are generated).")
+    prior_loss_weight: float = setting(1.0, "Weight of the class pictures' loss.")
+    class_inference_steps: int = setting(25, "Sampling steps of the generated class pictures.")
+    full: bool = setting(False, "DreamBooth: fine-tune the whole UNet instead of a LoRA.")
     # objective
     prediction_type: str | None = setting(None, "Override the model's: epsilon or v_prediction.")
     snr_gamma: float | None = setting(5.0, "Min-SNR-γ loss weighting; 0 turns it off.")
@@ -142,8 +158,21 @@ class TrainConfig:
             "train_text_encoder": self.train_text_encoder,
         }
 
+    def method_settings(self) -> dict[str, Any]:
+        """What a checkpoint's trained parameters must match to be resumed, for this method."""
+        if self.method == "textual-inversion":
+            return {"method": self.method, "token": self.token, "vectors": self.vectors}
+        keys = ("instance_prompt", "class_prompt", "prior_preservation", "num_class_images")
+        prompts = {k: getattr(self, k) for k in keys}
+        if self.method == "dreambooth" and self.full:
+            return {"method": "dreambooth-full", **prompts}
+        if self.method == "dreambooth":
+            return {**self.lora_settings(), "method": self.method, **prompts}
+        return self.lora_settings()
+
     def check(self) -> None:
         """Reject impossible settings before anything is loaded (named as settings, not flags)."""
+        self._check_method()
         if not self.data:
             raise SettingError("no training data: give a prepared dataset, an imagefolder or a CSV", "data")
         if not self.out:
@@ -178,6 +207,28 @@ class TrainConfig:
                 "cache_text_embeddings",
                 "train_text_encoder",
             )
+
+    def _check_method(self) -> None:
+        if self.method not in METHODS:
+            raise SettingError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}", "method")
+        if self.method == "textual-inversion":
+            if not self.token or not self.token.strip():
+                raise SettingError("textual inversion needs the new embedding's token", "token")
+            if not 1 <= self.vectors <= 75:
+                raise SettingError(f"vectors must be 1 to 75, not {self.vectors}", "vectors")
+            for name in ("cache_text_embeddings", "train_text_encoder"):
+                if getattr(self, name):
+                    raise SettingError(f"{name} can't be used with textual inversion: the embedding trains", name)
+        if self.full and self.method != "dreambooth":
+            raise SettingError("a full fine-tune is a DreamBooth option", "full", "method")
+        if self.method != "dreambooth":
+            return
+        if not self.instance_prompt:
+            raise SettingError("DreamBooth needs the instance prompt that names the subject", "instance_prompt")
+        if self.prior_preservation and not self.class_prompt:
+            raise SettingError("prior preservation needs a class prompt", "class_prompt", "prior_preservation")
+        if self.num_class_images < 1 or self.prior_loss_weight <= 0:
+            raise SettingError("num_class_images and prior_loss_weight must be positive", "num_class_images")
 
     def _check_schedule(self) -> None:
         positive = (
@@ -310,7 +361,11 @@ def build_config(
     if chosen not in PRESETS:
         raise LanskapError(f"unknown preset {chosen!r}; choose {', '.join(PRESETS)}")
     values: dict[str, Any] = {**PRESETS[chosen], **file_values}
-    values.update({_key(k): v for k, v in (overrides or {}).items() if v is not None})
+    given = {_key(k): v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
+    lora_only = sorted(set(LORA_ONLY) & {*file_values, *given})
+    if values.get("full") and lora_only:
+        raise SettingError(f"{', '.join(lora_only)}: LoRA settings, not for a full fine-tune", "full", *lora_only)
     if values.get("snr_gamma") == 0:
         values["snr_gamma"] = None  # 0 turns min-SNR weighting off, as the help says
     values["preset"] = chosen

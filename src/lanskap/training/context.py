@@ -104,6 +104,7 @@ class TrainData:
     latent_cache: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)
     text_cache: dict[str, torch.Tensor] = field(default_factory=dict)
     eval_views: list[tuple[torch.Tensor, str]] = field(default_factory=list)  # fixed-noise loss inputs
+    prior_latents: list[torch.Tensor] = field(default_factory=list)  # DreamBooth's class pictures, encoded
 
 
 @dataclass

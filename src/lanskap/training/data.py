@@ -6,6 +6,9 @@ the few fixed views the fixed-noise loss is measured on.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,14 +22,23 @@ from lanskap.training.events import TrainEvent
 
 if TYPE_CHECKING:
     from lanskap.training.config import TrainConfig
+    from lanskap.training.method import TrainingMethod
     from lanskap.training.sources import TrainingSet
 
 #: The fixed-noise loss: this many training images, each at this many evenly spaced timesteps.
 EVAL_IMAGES, EVAL_TIMESTEPS = 4, 5
 
 
-def prepare_data(session: Session, cfg: TrainConfig, tset: TrainingSet, nets: Networks) -> TrainData:
-    records = tset.records
+def prepare_data(
+    session: Session,
+    cfg: TrainConfig,
+    tset: TrainingSet,
+    nets: Networks,
+    method: TrainingMethod,
+    class_images: list[Path] | None = None,
+) -> TrainData:
+    # each caption as the method trains on it (textual inversion puts its token in, DreamBooth its prompt)
+    records = [replace(r, caption=method.caption(r.caption)) for r in tset.records]
     resolution = int(cfg.resolution)  # type: ignore[arg-type]
     plan, buckets = make_plan(
         [(r.width, r.height) for r in records], resolution, bucketing=cfg.bucketing, step=cfg.bucket_step
@@ -41,7 +53,7 @@ def prepare_data(session: Session, cfg: TrainConfig, tset: TrainingSet, nets: Ne
         jitter=cfg.color_jitter,
     )
     per_step = acc.num_processes * cfg.train_batch_size * cfg.gradient_accumulation_steps
-    tokens = CaptionTokens(nets.tokenizer, cfg.max_token_length)
+    tokens = CaptionTokens(nets.tokenizer, cfg.max_token_length, method.embeddings())
     cut = sum(tokens.truncated(r.caption) for r in records)
     session.say(
         f"{len(records)} training images ({tset.kind}); {len(buckets)} bucket(s): "
@@ -62,9 +74,22 @@ def prepare_data(session: Session, cfg: TrainConfig, tset: TrainingSet, nets: Ne
                 data.text_cache[cap] = z[0]
     if cfg.validation_loss and session.main:
         data.eval_views = _eval_views(session, nets, data)
+    if class_images:
+        data.prior_latents = _encode_pictures(session, nets, class_images, resolution)
     if cfg.cache_latents and session.on_cuda:
         nets.vae.to("cpu")  # not needed on the GPU again until validation
     return data
+
+
+def _encode_pictures(session: Session, nets: Networks, paths: list[Path], size: int) -> list[torch.Tensor]:
+    """Each picture's latent distribution (centre crop at ``size``), for pictures seen as they are."""
+    out = []
+    with torch.no_grad():
+        for path in paths:
+            view = center_crop(resize_cover(load_rgb(path), size, size), (size, size))
+            pixels = to_tensor(view)[None].to(session.device, session.weight_dtype)
+            out.append(nets.vae.encode(pixels).latent_dist.parameters[0])
+    return out
 
 
 def _cache_latents(session: Session, cfg: TrainConfig, nets: Networks, data: TrainData) -> None:
@@ -111,12 +136,14 @@ def _identity(x: object) -> object:
 
 def encode_captions(run: TrainRun, captions: list[str]) -> torch.Tensor:
     """Text-encoder hidden states for a batch of captions (cached, or with gradients when it trains)."""
+    from lanskap.prompts.embeddings import substituted
+
     if run.data.text_cache:
         return torch.stack([run.data.text_cache[c] for c in captions])
-    ids = run.data.tokens.batch(captions).to(run.session.device)
-    if run.method.trains_text_encoder:
-        return encode_ids(run.nets.text_encoder, ids, len(captions))
-    with torch.no_grad():
+    tokens = run.data.tokens
+    ids = tokens.batch(captions).to(run.session.device)
+    grad = contextlib.nullcontext() if run.method.text_grad and torch.is_grad_enabled() else torch.no_grad()
+    with grad, substituted(run.nets.text_encoder, tokens.fixes(captions)):
         return encode_ids(run.nets.text_encoder, ids, len(captions))
 
 

@@ -22,12 +22,12 @@ from lanskap.training.adapters import (
     save_kohya,
     to_kohya,
 )
+from lanskap.training.method import BaseMethod
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
-    from lanskap.training.config import TrainConfig
     from lanskap.training.context import Networks, TrainRun
 
 UNET_FILE = "unet_lora.safetensors"
@@ -35,17 +35,14 @@ TEXT_ENCODER_FILE = "text_encoder_lora.safetensors"
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-class LoraMethod:
+class LoraMethod(BaseMethod):
     name = "lora"
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
 
     @property
     def trains_text_encoder(self) -> bool:
         return bool(self.cfg.train_text_encoder)
 
-    def attach(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
+    def attach(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> None:
         attach_lora(unet, text_encoder if self.trains_text_encoder else None, self.cfg)
 
     def param_groups(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> list[dict[str, Any]]:
@@ -55,9 +52,6 @@ class LoraMethod:
                 {"params": lora_parameters(text_encoder), "lr": self.cfg.text_encoder_lr or self.cfg.learning_rate}
             )
         return groups
-
-    def resume_settings(self) -> dict[str, Any]:
-        return self.cfg.lora_settings()
 
     def states(self, nets: Networks) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """The UNet's and the text encoder's adapter tensors (peft naming, fp32 on the CPU)."""

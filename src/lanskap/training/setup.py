@@ -115,7 +115,8 @@ def resume_state(
     if state.get("model_hash") != model.hash:
         raise LanskapError(f"{name} was trained on another base model ({state.get('model')}); resume with that model")
     if state.get("lora") != method.resume_settings():
-        raise LanskapError(f"{name} has other LoRA settings ({state.get('lora')}); resume with the same ones")
+        what = "LoRA settings" if method.name == "lora" else f"{method.name} settings"
+        raise LanskapError(f"{name} has other {what} ({state.get('lora')}); resume with the same ones")
     if state.get("fingerprint") != tset.fingerprint:
         raise LanskapError(f"the training data changed since {name} (files or captions); resume needs the same data")
     saved = state.get("config", {})
@@ -138,7 +139,7 @@ def prepare_networks(session: Session, model: LoadedModel, method: TrainingMetho
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
     set_seed(cfg.seed)  # the trained parameters' initial values
-    method.attach(unet, text_encoder)
+    method.attach(unet, text_encoder, pipe.tokenizer)
     with_te = method.trains_text_encoder
     if session.mixed != "no":
         from diffusers.training_utils import cast_training_params
@@ -167,8 +168,10 @@ def prepare_networks(session: Session, model: LoadedModel, method: TrainingMetho
     accelerator = session.accelerator
     if with_te:
         unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
-    else:
+    elif method.trains_unet:
         unet, optimizer = accelerator.prepare(unet, optimizer)
+    else:  # new token vectors only: a frozen UNet isn't wrapped (DDP refuses a module with nothing to train)
+        optimizer = accelerator.prepare(optimizer)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=model.prediction_type)
     return Networks(
         unet=unet,

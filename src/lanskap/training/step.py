@@ -43,7 +43,26 @@ def micro_loss(run: TrainRun, batch: dict[str, Any]) -> torch.Tensor:
     target = training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type)
     pred = nets.unet(noisy, t, hidden, return_dict=False)[0]
     weights = min_snr_weights(nets.noise_scheduler, t, cfg.snr_gamma, nets.prediction_type) if cfg.snr_gamma else None
-    return diffusion_loss(pred, target, weights)
+    loss = diffusion_loss(pred, target, weights)
+    if run.data.prior_latents:
+        loss = loss + cfg.prior_loss_weight * prior_loss(run, batch["k"], len(idx))
+    return loss
+
+
+def prior_loss(run: TrainRun, k: int, n: int) -> torch.Tensor:
+    """DreamBooth's prior term: the plain loss on ``n`` class pictures (cycled through by micro-batch)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    nets, gen, cache = run.nets, run.generator, run.data.prior_latents
+    params = torch.stack([cache[(k * n + j) % len(cache)] for j in range(n)])
+    with torch.no_grad():
+        latents = DiagonalGaussianDistribution(params).sample(gen) * nets.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=gen, device=latents.device, dtype=latents.dtype)
+    t = torch.randint(0, nets.timesteps_total, (n,), generator=gen, device=latents.device).long()
+    noisy = nets.noise_scheduler.add_noise(latents, noise, t)
+    hidden = encode_captions(run, [str(run.cfg.class_prompt)] * n)
+    pred = nets.unet(noisy, t, hidden, return_dict=False)[0]
+    return diffusion_loss(pred, training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type))
 
 
 def optimizer_step(run: TrainRun, batches: Iterator[dict[str, Any]], seconds_since: float) -> dict[str, Any]:
@@ -57,6 +76,10 @@ def optimizer_step(run: TrainRun, batches: Iterator[dict[str, Any]], seconds_sin
             loss = micro_loss(run, batch)
             accelerator.backward(loss / accum)
         losses.append(loss.detach())
+    if not run.method.trains_unet and accelerator.num_processes > 1:
+        for p in nets.trainable:  # no DDP wrapper averages these: do it here
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
     max_norm = run.cfg.max_grad_norm
     grad_norm = accelerator.clip_grad_norm_(nets.trainable, max_norm) if max_norm > 0 else None
     nets.optimizer.step()

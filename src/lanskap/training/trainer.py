@@ -21,6 +21,7 @@ from types import FrameType
 
 from lanskap import joblog
 from lanskap.config import Settings, load_settings
+from lanskap.training.class_images import ensure_class_images
 from lanskap.training.config import TrainConfig
 from lanskap.training.context import TrainRun
 from lanskap.training.data import micro_batches, prepare_data
@@ -66,8 +67,9 @@ def train(
     model, eff = load_base(session, cfg, settings)
     method = make_method(eff)
     state = resume_state(resume_dir, eff, method, tset, model, session.accelerator.num_processes)
+    class_images = ensure_class_images(session, settings, model, eff) if eff.prior_preservation else None
     nets = prepare_networks(session, model, method, eff)
-    data = prepare_data(session, eff, tset, nets)
+    data = prepare_data(session, eff, tset, nets, method, class_images)
     run = TrainRun(
         eff,
         settings,

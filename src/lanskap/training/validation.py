@@ -30,6 +30,7 @@ def render_validation(run: TrainRun, at: int) -> None:
         nets.vae.to(session.device)
     if run.engine is None:
         run.engine = Engine.from_loaded(run.model, run.settings)
+        run.engine.networks.extra = {e.name: e for e in run.method.embeddings()}  # the vectors in training
     folder = run.layout.validation_step(at)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = nets.raw_unet.training
@@ -40,7 +41,7 @@ def render_validation(run: TrainRun, at: int) -> None:
         for p, prompt in enumerate(cfg.validation_prompt):
             for seed in cfg.seeds:
                 req = GenerationRequest(
-                    prompt,
+                    run.method.caption(prompt) if run.method.embeddings() else prompt,
                     negative_prompt=cfg.validation_negative_prompt,
                     seed=seed,
                     steps=cfg.validation_inference_steps,
