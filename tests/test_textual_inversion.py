@@ -125,3 +125,32 @@ def test_method_mistakes_are_one_line_errors_before_training(
                     "--resolution", "64", "--max-train-steps", "1", *flags)  # fmt: skip
     assert_one_line_error(proc, *needles)
     assert not (tmp_path / "o" / "checkpoint-1").exists()
+
+
+def test_the_api_trains_an_embedding_and_lists_it(tiny_sd: Path, isolated_home: Path) -> None:
+    import time
+
+    import requests
+    import webuiapi
+
+    from lanskap.api.security import ServeConfig
+    from lanskap.config import load_settings
+    from lanskap.service import Service
+    from test_api import Server, _finished
+
+    write_imagefolder(isolated_home / "datasets" / "stripes", n=2)
+    server = Server(Service(load_settings(model=str(tiny_sd))), ServeConfig())
+    try:
+        body = {"dataset": "stripes", "name": "api-style", "method": "textual-inversion", "token": "<api-style>",
+                "vectors": 2, "max_train_steps": 2, "resolution": 64, "validation_prompt": []}  # fmt: skip
+        job = requests.post(server.url + "/api/v1/jobs/training", json=body, timeout=10).json()
+        status = _finished(server.url, job["id"], time.time() + 180)
+        assert status["result"]["method"] == "textual-inversion"
+        assert status["result"]["published"] == str(isolated_home / "embeddings" / "api-style.safetensors")
+        api = webuiapi.WebUIApi(host="127.0.0.1", port=int(server.url.rsplit(":", 1)[1]))
+        assert api.get_embeddings()["loaded"]["api-style"]["vectors"] == 2
+        bad = requests.post(server.url + "/api/v1/jobs/training", timeout=10,
+                            json={**body, "name": "x", "method": "dreambooth"})  # fmt: skip
+        assert bad.status_code == 422 and "instance prompt" in bad.json()["detail"]
+    finally:
+        server.stop()

@@ -736,3 +736,27 @@ def test_the_embedding_and_hypernetwork_pickers_insert_into_the_prompt(app_env: 
     at.button(key="g_embedding_add").click().run()
     at.button(key="g_hypernet_add").click().run()
     assert at.text_area(key="g_prompt").value == "a castle, verdigris, <hypernet:etching:1>"
+
+
+def test_training_page_trains_an_embedding_and_offers_it_in_generate(app_env: Path, tmp_path: Path) -> None:
+    from lanskap.ui.common import service
+    from test_training import write_imagefolder
+
+    data = write_imagefolder(tmp_path / "set", n=2)
+    at = _app("training")
+    at.selectbox(key="tr-method").set_value("textual-inversion").run()
+    assert at.number_input(key="tr-rank").disabled
+    at.text_input(key="tr-path").input(str(data))
+    at.text_input(key="tr-name").input("ap-style")
+    at.text_input(key="tr-token").input("<ap-style>")
+    for key, value in (("tr-steps", 3), ("tr-res", 64), ("tr-every", 3), ("tr-vsteps", 1), ("tr-vectors", 2)):
+        at.number_input(key=key).set_value(value)
+    at.button(key="tr-go").click().run()
+    q = service().queue
+    _wait(lambda: q.current is None and not q.pending(), timeout=300, what="the run")
+    at.run()
+    done = next(j for j in q.recent() if j.kind == "train")
+    assert done.state == "done", done.error
+    assert "Embedding ready: write ap-style" in _texts(at)
+    assert (app_env / "embeddings" / "ap-style.safetensors").is_file()
+    assert "ap-style" in _app().selectbox(key="g_embedding").options

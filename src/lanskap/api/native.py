@@ -55,6 +55,16 @@ class TrainingJob(BaseModel):
     checkpointing_steps: int | None = Field(None, ge=1)
     validation_prompt: list[str] | None = None
     resume: bool = False
+    method: Literal["lora", "textual-inversion", "dreambooth"] | None = None
+    token: str | None = Field(None, max_length=100, description="Textual inversion: the new token")
+    init_word: str | None = Field(None, max_length=200)
+    vectors: int | None = Field(None, ge=1, le=75)
+    instance_prompt: str | None = Field(None, max_length=1000, description="DreamBooth: every picture's caption")
+    class_prompt: str | None = Field(None, max_length=1000)
+    prior_preservation: bool | None = None
+    num_class_images: int | None = Field(None, ge=1, le=10_000)
+    prior_loss_weight: float | None = Field(None, gt=0, le=100)
+    full: bool | None = Field(None, description="DreamBooth: fine-tune the whole UNet instead of a LoRA")
 
 
 class EvaluationJob(BaseModel):
@@ -91,7 +101,8 @@ def _job(job: Job) -> dict[str, Any]:
     elif job.kind == "train" and result is not None:
         r = result.result
         lora = result.published.stem if result.published else None
-        out["result"] = {"steps": r.steps, "interrupted": r.interrupted, "lora": lora}
+        out["result"] = {"steps": r.steps, "interrupted": r.interrupted, "lora": lora, "method": r.config.method,
+                         "published": str(result.published) if result.published else None}  # fmt: skip
     elif job.kind == "evaluate" and result is not None:
         out["result"] = {"report": str(result.json_path), "verdict": result.report.get("verdict", [])}
     elif isinstance(result, dict):

@@ -71,8 +71,16 @@ def _start_form(svc: Service) -> None:
         on_change=_fill_from_preset,
         help="Fills the form below. default: ~50 images; thesis: the thesis's run.",
     )
+    method = st.selectbox(
+        "Method",
+        list(METHOD_LABELS),
+        format_func=METHOD_LABELS.get,
+        key="tr-method",
+        help="LoRA: a style or subject as small adapters. Textual inversion: a new word (embedding). "
+        "DreamBooth: a subject under an instance prompt, as a LoRA or a whole fine-tuned model.",
+    )
     with st.form("train-start", border=True):
-        st.markdown("**Start a LoRA training run**")
+        st.markdown(f"**Start a {METHOD_LABELS[method]} training run**")
         choices = [str(p) for p in datasets]
         c = st.columns([3, 2])
         picked = c[0].selectbox(
@@ -85,7 +93,7 @@ def _start_form(svc: Service) -> None:
         c = st.columns(4)
         name = c[0].text_input("Run name", "my-landscape-lora", key="tr-name", help="Also the LoRA's name in Generate.")
         steps = c[1].number_input("Steps", 1, 100_000, key="tr-steps")
-        rank = c[2].number_input("LoRA rank", 1, 256, key="tr-rank")
+        rank = c[2].number_input("LoRA rank", 1, 256, key="tr-rank", disabled=method == "textual-inversion")
         lr = c[3].number_input("Learning rate", 1e-6, 1e-2, step=1e-5, format="%.2e", key="tr-lr")
         c = st.columns(4)
         resolution = c[0].number_input("Resolution (0 = model's)", 0, 2048, step=64, key="tr-res")
@@ -95,14 +103,17 @@ def _start_form(svc: Service) -> None:
         every = c[2].number_input("Checkpoint every", 1, 100_000, key="tr-every", help="And validation images.")
         val_steps = c[3].number_input("Validation steps", 1, 150, key="tr-vsteps")
         prompt = st.text_input("Validation prompt (empty = the thesis prompt)", key="tr-vprompt")
+        extra = _method_fields(method)
         go = st.form_submit_button("Start training", type="primary", key="tr-go")
     if not go:
         return
     data = path.strip() or (picked if choices else "")
     overrides = {
+        **extra,
+        "method": method,
         "data": data,
         "max_train_steps": int(steps),
-        "rank": int(rank),
+        "rank": int(rank) if method == "lora" or (method == "dreambooth" and not extra.get("full")) else None,
         "learning_rate": float(lr),
         "resolution": int(resolution) or None,
         "lr_warmup_steps": min(int(warmup), warmup_cap(int(steps))),
@@ -124,6 +135,31 @@ def _start_form(svc: Service) -> None:
         st.session_state["tr_run"] = name
         st.toast(f"Training {name} queued.", icon=":material/model_training:")
         st.rerun()  # the run list shows it now, not after the next click
+
+
+METHOD_LABELS = {"lora": "LoRA", "textual-inversion": "textual inversion", "dreambooth": "DreamBooth"}
+
+
+def _method_fields(method: str) -> dict[str, Any]:
+    """The form's fields for what only one method has (the rest of the form is the same for all)."""
+    if method == "textual-inversion":
+        c = st.columns([3, 3, 1])
+        token = c[0].text_input("Token", "<my-style>", key="tr-token", help="The new word; the file is named after it.")
+        init = c[1].text_input("Initial word", "painting", key="tr-init", help="The vectors start from this word's.")
+        vectors = c[2].number_input("Vectors", 1, 75, 4, key="tr-vectors")
+        return {"token": token, "init_word": init or "*", "vectors": int(vectors)}
+    if method == "dreambooth":
+        c = st.columns(2)
+        instance = c[0].text_input("Instance prompt", "a photo of sks castle", key="tr-instance")
+        klass = c[1].text_input("Class prompt", "a photo of a castle", key="tr-class")
+        c = st.columns([2, 2, 2, 2])
+        prior = c[0].checkbox("Prior preservation", True, key="tr-prior", help="Keeps the class as it was.")
+        count = c[1].number_input("Class pictures", 1, 10_000, 100, key="tr-nclass")
+        weight = c[2].number_input("Prior loss weight", 0.01, 10.0, 1.0, key="tr-prior-w")
+        full = c[3].checkbox("Full fine-tune", False, key="tr-full", help="The whole UNet instead of a LoRA.")
+        return {"instance_prompt": instance, "class_prompt": klass or None, "prior_preservation": prior,
+                "num_class_images": int(count), "prior_loss_weight": float(weight), "full": full or None}  # fmt: skip
+    return {}
 
 
 def loss_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -251,7 +287,12 @@ def page() -> None:
 
 def _published(out: TrainingOutput) -> None:
     if getattr(out, "published", None):
-        ready = f"LoRA ready: {Path(out.published).stem} is now in the Generate page's LoRA list."
+        name, method = Path(out.published).stem, out.result.config.method
+        ready = f"LoRA ready: {name} is now in the Generate page's LoRA list."
+        if method == "textual-inversion":
+            ready = f"Embedding ready: write {name} in a prompt (it is in the Generate page's embedding list)."
+        elif method == "dreambooth" and out.result.config.full:
+            ready = f"Model ready: {name} is in the models folder; switch to it in the header."
         st.success(ready, icon=":material/celebration:")
     elif out.result.interrupted:
         st.info("Stopped; the latest checkpoint is saved, so Resume continues from it.", icon=":material/pause_circle:")
