@@ -534,3 +534,22 @@ def test_the_metrics_plot_wraps_its_title_and_stacks_panels(tmp_path: Path) -> N
         # the top band holds the wrapped title: ink there, not a blank margin with the title cut off
         top = np.asarray(plot.convert("L"))[:40]
         assert (top < 128).any()
+
+
+def test_evaluate_an_embedding_by_file_renders_its_name_first(tiny_sd: Path, tmp_path: Path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    data = write_split(tmp_path / "data", n=2)
+    emb = tmp_path / "glow-style.safetensors"
+    save_file({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(1))}, str(emb))
+    settings = Settings(home=tmp_path / "home", model=str(tiny_sd))
+    cfg = EvalConfig(out=tmp_path / "r", data=data, clip_model=None, metrics=("palette",), embedding=str(emb),
+                     request_fields={"steps": 2, "width": 64, "height": 64})  # fmt: skip
+    report = evaluate(cfg, settings).report
+    assert report["models"]["embedding"]["name"] == "glow-style" and report["models"]["embedding"]["vectors"] == 2
+    infos = [Image.open(p).info["parameters"] for p in sorted((tmp_path / "r" / "images" / "lora").glob("*.png"))]
+    assert len(infos) == 2 and all(t.startswith("glow-style, ") and 'TI hashes: "glow-style: ' in t for t in infos)
+    assert report["generation"]["generated"] == {"base": 2, "lora": 2}
+    base = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "r" / "images" / "base").glob("*.png"))]
+    styled = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "r" / "images" / "lora").glob("*.png"))]
+    assert any(not np.array_equal(a, b) for a, b in zip(base, styled, strict=True))

@@ -71,6 +71,8 @@ class EvaluationJob(BaseModel):
     dataset: str
     lora: str | None = None
     lora_scale: float = Field(1.0, ge=-10, le=10)
+    embedding: str | None = Field(None, description="An embedding in $LANSKAP_HOME/embeddings: the second set's "
+                                  "captions start with its name")  # fmt: skip
     limit: int | None = Field(None, ge=1)
     steps: int = Field(25, ge=1, le=150)
     clip_model: str | None = Field(
@@ -236,12 +238,16 @@ async def start_evaluation(body: EvaluationJob, service: ServiceDep) -> dict[str
     from lanskap.generation.params import LoraSpec
 
     data = service.settings.datasets_dir / check_name(body.dataset, "dataset name")
+    from lanskap.prompts.embeddings import find_embedding
+
     loras = (LoraSpec(check_name(body.lora, "LoRA name"), body.lora_scale),) if body.lora else ()
+    emb = find_embedding(body.embedding, service.settings.embeddings_dir, allow_paths=False) if body.embedding else None
     evaluation = EvalConfig(
         data=data,
         limit=body.limit,
         request_fields={"steps": body.steps},
         loras=loras,
+        embedding=str(emb.path) if emb is not None else None,
         clip_model=service.metric_model(body.clip_model, "CLIP model", "clip_model") or DEFAULT_CLIP_MODEL,
         inception_model=service.metric_model(body.inception_model, "Inception model", "inception_model"),
     )

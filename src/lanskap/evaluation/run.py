@@ -61,6 +61,9 @@ class EvalConfig:
     seed: int = 42
     request_fields: dict[str, Any] = field(default_factory=dict)  # negative_prompt, steps, guidance, size, sampler
     loras: tuple[LoraSpec, ...] = ()  # stacked: the "LoRA" set is base + all of them
+    embedding: str | None = setting(
+        None, "An embedding (a name in the embeddings folder, or a file): the second set's captions start with it."
+    )
     # any folders (folder mode)
     real: Path | None = setting(None, "A folder of real (reference) images.")
     generated: list[Path] = setting(help="A folder of generated images; repeatable.", factory=list)
@@ -107,7 +110,7 @@ class EvalConfig:
                 "real",
                 "generated",
             )
-        if self.mode == "folders" and self.loras:
+        if self.mode == "folders" and (self.loras or self.embedding):
             raise SettingError(
                 "a LoRA applies when generating from a dataset; folders are compared as they are", "lora"
             )
@@ -386,25 +389,31 @@ def _generate(
     from lanskap.generation.engine import Engine
     from lanskap.generation.lora import inspect_lora, lora_display_name, resolve_lora
     from lanskap.generation.params import GenerationRequest
+    from lanskap.prompts.embeddings import find_embedding
 
     # Validate the shared settings and LoRA files before the model loads.
     GenerationRequest(prompt="x", seed=cfg.seed, loras=tuple(cfg.loras), **cfg.request_fields).validate()
     infos = [inspect_lora(resolve_lora(spec.name, settings), settings) for spec in cfg.loras]
+    emb = find_embedding(cfg.embedding, settings.embeddings_dir) if cfg.embedding else None
     emit(EvalEvent("loading", message=f"model {settings.model}"))
     engine = Engine(settings=settings)
     loaded = engine.load()
+    if emb is not None:
+        engine.networks.extra[emb.name] = emb  # a file given by path is used by its name too
     for notice in loaded.notices:
         emit(EvalEvent("notice", message=notice))
     plan = SamplePlan(prompts, cfg.per_prompt, cfg.seed, dict(cfg.request_fields))
     variants: list[tuple[str, str, tuple]] = [("base", "base model", ())]
-    if cfg.loras:
+    if cfg.loras or emb is not None:
         names = " + ".join(f"{lora_display_name(s.name)} ×{s.scale:g}" for s in cfg.loras)
-        variants.append(("lora", f"LoRA {names}", tuple(cfg.loras)))
+        label = " + ".join(([f"LoRA {names}"] if cfg.loras else []) + ([f"embedding {emb.name}"] if emb else []))
+        variants.append(("lora", label, tuple(cfg.loras)))
     gens = []
     for name, label, loras in variants:
+        with_emb = emb is not None and name == "lora"
         s, _ = generate_set(
             engine,
-            plan,
+            replace(plan, prompts=[f"{emb.name}, {p}" for p in plan.prompts]) if with_emb and emb else plan,
             name=name,
             label=label,
             loras=loras,
@@ -424,6 +433,8 @@ def _generate(
     ]
     models["base"] = {"name": loaded.name, "hash": loaded.hash, "prediction_type": loaded.prediction_type}
     models["loras"] = lora_info
+    if emb is not None:
+        models["embedding"] = {"name": emb.name, "hash": emb.shorthash, "vectors": emb.count, "path": str(emb.path)}
     size = cfg.request_fields.get("width") or loaded.native_size, cfg.request_fields.get("height") or loaded.native_size
     generation = {
         **{k: v for k, v in cfg.request_fields.items() if k not in ("width", "height")},

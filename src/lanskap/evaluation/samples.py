@@ -96,6 +96,8 @@ def generate_set(
         "dtype": engine.placement.dtype_name,
         **{k: plan.fields[k] for k in sorted(plan.fields)},
     }
+    if engine.networks.extra:  # an embedding given to the evaluation: its file's hash, not just its name
+        identity["embeddings"] = {n: e.sha256 for n, e in sorted(engine.networks.extra.items())}
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     stats, items, keep = SampleStats(), [], set()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lanskap.errors import LanskapError
-from lanskap.folders import walk
+from lanskap.folders import inside, walk
 from lanskap.models.family import width_label
 from lanskap.models.hashing import sha256_file
 
@@ -274,6 +274,25 @@ class Table:
         for entries in self._lookup.values():
             for _, emb, _ in entries:
                 yield emb
+
+
+def find_embedding(name: str, folder: Path, *, allow_paths: bool = True) -> Embedding:
+    """An embedding by its name in ``folder``, or (where paths are allowed: the CLI) by its file."""
+    from lanskap.names import check_name
+
+    path = Path(name).expanduser()
+    if Path(name).suffix.lower() in SUFFIXES or "/" in name or "\\" in name:
+        if not allow_paths:
+            raise EmbeddingError(f"invalid embedding name {name!r}: give a name from the embeddings folder")
+        if not path.is_file():
+            raise EmbeddingError(f"embedding file not found: {name}")
+        return read_embedding(path)
+    check_name(name, "embedding name")
+    for suffix in SUFFIXES:
+        candidate = folder / f"{name}{suffix}"
+        if candidate.is_file() and inside(candidate, folder):
+            return read_embedding(candidate)
+    raise EmbeddingError(f"embedding {name!r} not found in {folder}")
 
 
 def check_token(tokenizer: CLIPTokenizer, token: str) -> None:

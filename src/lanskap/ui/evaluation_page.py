@@ -27,18 +27,21 @@ def _start_form(svc: Service) -> None:
     from lanskap.evaluation.clip import DEFAULT_CLIP_MODEL
     from lanskap.generation.params import LoraSpec
 
-    title = "Run a new evaluation (base model vs base + LoRA on a dataset's test split)"
+    title = "Run a new evaluation (base model vs base + LoRA or embedding on a dataset's test split)"
     with st.expander(title), st.form("eval-start", border=False):
         datasets = [str(p) for p in svc.datasets()]
         c = st.columns([3, 2])
         picked = c[0].selectbox("Prepared dataset", datasets or ["(none found)"])
         path = c[1].text_input("…or a dataset path")
         c = st.columns(4)
-        lora = c[0].selectbox("LoRA", svc.lora_names() or ["(none)"])
+        lora = c[0].selectbox("LoRA", [*svc.lora_names(), "(none)"])
         scale = c[1].number_input("LoRA scale", 0.0, 2.0, 1.0, 0.05)
         limit = c[2].number_input("Captions (0 = all)", 0, 10_000, 0)
         steps = c[3].number_input("Steps", 1, 150, 25)
-        c = st.columns(2)
+        c = st.columns([2, 2, 2])
+        no_emb = "(none)"
+        embedding = c[2].selectbox("Embedding", [no_emb, *svc.embedding_names()], key="ev-embedding",
+                                   help="Its name leads every caption of the second set.")  # fmt: skip
         clip = c[0].text_input("CLIP model (CMMD, CLIP score)", value=DEFAULT_CLIP_MODEL)
         inception = c[1].text_input("Inception weights (FID, KID; empty = skip)")
         go = st.form_submit_button("Evaluate", type="primary")
@@ -55,7 +58,8 @@ def _start_form(svc: Service) -> None:
             data=Path(data),
             limit=int(limit) or None,
             request_fields={"steps": int(steps)},
-            loras=(LoraSpec(lora, float(scale)),) if svc.lora_names() else (),
+            loras=(LoraSpec(lora, float(scale)),) if lora != "(none)" else (),
+            embedding=embedding if embedding != no_emb else None,
             clip_model=clip.strip() or None,
             inception_model=inception.strip() or None,
         )
