@@ -16,7 +16,11 @@ Variants, each in its own process so peak memory is its own:
   lanskap-fast     the same without gradient checkpointing
   lanskap-uncached lanskap without cached latents and text embeddings (VAE and text encoder every step)
   lanskap-adamw    lanskap with plain AdamW (on CUDA the default picks 8-bit AdamW when bitsandbytes is there)
-It prints seconds per optimizer step, steps per second, peak memory and the ratio to the example.
+  lanskap-ti       textual inversion (4 vectors): the text encoder runs every step, with gradients to its input
+  lanskap-dreambooth       DreamBooth with LoRA and prior preservation (a class picture per instance picture)
+  lanskap-dreambooth-full  DreamBooth fine-tuning every UNet weight, with prior preservation
+It prints seconds per optimizer step, steps per second, peak memory and the ratio to the example
+and to lanskap's LoRA.
 """
 
 from __future__ import annotations
@@ -35,12 +39,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+#: DreamBooth's prompts; two class pictures, made (untimed) before training with two sampling steps.
+DREAMBOOTH = {"instance_prompt": "a photo of sks castle", "class_prompt": "a photo of a castle",
+              "prior_preservation": True, "num_class_images": 2, "class_inference_steps": 2}  # fmt: skip
 #: lanskap variants: the trainer's memory and speed options, one change each from "lanskap".
 LANSKAP_VARIANTS: dict[str, dict[str, object]] = {
     "lanskap": {},
     "lanskap-fast": {"gradient_checkpointing": False},
     "lanskap-uncached": {"cache_latents": False, "cache_text_embeddings": False},
     "lanskap-adamw": {"optimizer": "adamw"},  # on CUDA "auto" picks 8-bit AdamW when bitsandbytes is there
+    "lanskap-ti": {"method": "textual-inversion", "token": "<bench>", "vectors": 4, "cache_text_embeddings": False},
+    "lanskap-dreambooth": {"method": "dreambooth", **DREAMBOOTH},
+    "lanskap-dreambooth-full": {"method": "dreambooth", "full": True, **DREAMBOOTH},
 }
 VARIANTS = ("example", *LANSKAP_VARIANTS)
 DEFAULT_VARIANTS = "example,lanskap,lanskap-fast,lanskap-uncached"
@@ -214,10 +224,12 @@ def main() -> None:
     base = float(np.median(results["example"]["times"]))
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {os.cpu_count()} threads"
     print(f"\n{gpu}; torch {torch.__version__}; {args.resolution} px, batch 1, accumulation {args.accum}, rank 16")
-    print(f"{'variant':<14}{'s/step':>9}{'steps/s':>9}{'peak GiB':>10}{'time vs example':>17}")
+    lora = float(np.median(results["lanskap"]["times"])) if "lanskap" in results else None
+    print(f"{'variant':<25}{'s/step':>9}{'steps/s':>9}{'peak GiB':>10}{'vs example':>12}{'vs LoRA':>10}")
     for name, r in results.items():
         t = float(np.median(r["times"]))
-        print(f"{name:<14}{t:>9.3f}{1 / t:>9.3f}{r['peak_gib']:>10.2f}{t / base:>16.2f}x")
+        vs_lora = f"{t / lora:>9.2f}x" if lora else f"{'-':>10}"
+        print(f"{name:<25}{t:>9.3f}{1 / t:>9.3f}{r['peak_gib']:>10.2f}{t / base:>11.2f}x{vs_lora}")
     if args.json:
         record = {"device": gpu, "args": {k: str(v) for k, v in vars(args).items()}, **results}
         args.json.write_text(json.dumps(record, indent=2))

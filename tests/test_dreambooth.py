@@ -73,7 +73,8 @@ def test_full_dreambooth_exports_a_diffusers_folder_and_a_single_file(tiny_sd: P
     data = write_imagefolder(tmp_path / "set", n=2)
     st = Settings(home=tmp_path / "home", device="cpu")
     cfg = db(tiny_sd, data, tmp_path / "full", full=True, max_train_steps=2, checkpointing_steps=2,
-             learning_rate=1e-3, output_name="sks-model", save_precision="fp32")  # fmt: skip
+             learning_rate=1e-3, output_name="sks-model", save_precision="fp32", prior_preservation=True,
+             cache_text_embeddings=True)  # fmt: skip  (the class prompt is cached with the captions)
     result = train(cfg, st)
     assert (tmp_path / "full" / "checkpoint-2" / "unet.safetensors").is_file()
     assert result.lora == tmp_path / "full" / "model" and (result.lora / "unet" / "config.json").is_file()

@@ -134,5 +134,11 @@ def test_the_listing_route_answers_through_webuiapi(hn_engine: Engine) -> None:
         # A1111's txt2img with the tag, through the client
         out = api.txt2img(prompt="a castle <hypernet:bold:1>", steps=2, width=64, height=64, seed=7)
         assert "Hypernet: bold" in out.info["infotexts"][0]
+        import requests
+
+        for bad in ("<hypernet:nosuch:1>", "<hypernet:sd1only:1>", "<hypernet:bold:x>"):
+            r = requests.post(server.url + "/sdapi/v1/txt2img", json={"prompt": f"a castle {bad}", "steps": 1,
+                              "width": 64, "height": 64}, timeout=60)  # fmt: skip
+            assert r.status_code == 422 and "hypernet" in r.json()["detail"], (bad, r.text)
     finally:
         server.stop()

@@ -269,7 +269,7 @@ class Service:
         return self._submit("upscale", label, work, {"mode": "upscale", "upscale": request.to_dict()})
 
     def submit_training(self, cfg: TrainConfig, name: str, *, resume: bool = False) -> Job:
-        """Queue a LoRA training run in ``$LANSKAP_HOME/training/NAME``; on success the LoRA is published."""
+        """Queue a training run in ``$LANSKAP_HOME/training/NAME``; its LoRA, embedding or model is published."""
         from lanskap.jobs.training import named_run, run_training
 
         cfg = named_run(self.settings, cfg, name, resume=resume)

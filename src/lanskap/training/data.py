@@ -69,7 +69,8 @@ def prepare_data(
         _cache_latents(session, cfg, nets, data)
     if cfg.cache_text_embeddings:
         with torch.no_grad():
-            for cap in sorted({r.caption for r in records}):
+            prior = [str(cfg.class_prompt)] if class_images else []  # the class pictures' caption
+            for cap in sorted({r.caption for r in records} | set(prior)):
                 z = encode_ids(nets.text_encoder, tokens.batch([cap]).to(session.device), 1)
                 data.text_cache[cap] = z[0]
     if cfg.validation_loss and session.main:

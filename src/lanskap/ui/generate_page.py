@@ -231,7 +231,8 @@ def _inputs(svc: Service, native: int | None) -> None:
         key="g_prompt",
         height=110,
         placeholder="a majestic castle on a misty mountain at sunset, fantasy landscape, concept art",
-        help="Any length; A1111 syntax: (word:1.3), [word], BREAK, <lora:NAME:0.8>.",
+        help="Any length; A1111 syntax: (word:1.3), [word], BREAK, <lora:NAME:0.8>, <hypernet:NAME:1>, "
+        "embedding names.",
         **keep,
     )
     st.text_area("Negative prompt", key="g_negative", height=80, help="What to avoid.", **keep)
