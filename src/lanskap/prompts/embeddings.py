@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from transformers import CLIPTextModel, CLIPTokenizer
 
 SUFFIXES = (".safetensors", ".pt", ".bin")
+MAX_VECTORS = 75  # one 75-token chunk
 #: ComfyUI's explicit form, ``embedding:name`` (an extension may follow the name).
 COMFY_FORM = re.compile(r"\bembedding:([\w.\-]+)", re.IGNORECASE)
 
@@ -129,7 +130,10 @@ def vectors_of(data: dict[str, Any], name: str) -> torch.Tensor:
     if not isinstance(vec, torch.Tensor) or vec.ndim not in (1, 2):
         raise EmbeddingError(f"embedding {name}: its vectors are not a 1- or 2-dimensional tensor")
     vec = vec.detach().float()
-    return vec.unsqueeze(0) if vec.ndim == 1 else vec
+    vec = vec.unsqueeze(0) if vec.ndim == 1 else vec
+    if not 1 <= vec.shape[0] <= MAX_VECTORS:
+        raise EmbeddingError(f"embedding {name} has {vec.shape[0]} vectors; a prompt chunk holds at most {MAX_VECTORS}")
+    return vec
 
 
 def read_embedding(path: Path, cache_dir: Path | None = None) -> Embedding:
