@@ -41,26 +41,33 @@ class LoraSpec:
 _TAG = re.compile(r"<(\w+):([^>]+)>")
 
 
-def extract_lora_tags(prompt: str) -> tuple[str, list[LoraSpec]]:
-    """Return the prompt without ``<lora:...>`` tags, and the LoRAs they name."""
-    specs: list[LoraSpec] = []
+def _take_tags(prompt: str, kinds: tuple[str, ...]) -> tuple[str, list[tuple[str, str, str]]]:
+    """The prompt without the extra-network tags of ``kinds``, and each one's (name, first argument, whole body)."""
+    found: list[tuple[str, str, str]] = []
 
     def take(match: re.Match[str]) -> str:
-        if match.group(1).lower() not in ("lora", "lyco"):
+        if match.group(1).lower() not in kinds:
             return match.group(0)
         args = match.group(2).split(":")
-        name = args[0].strip()
-        try:
-            scale = float(args[1]) if len(args) > 1 and args[1].strip() else 1.0
-        except ValueError:
-            scale = 1.0
-        if name:
-            specs.append(LoraSpec(name, scale))
+        if args[0].strip():
+            found.append((args[0].strip(), args[1].strip() if len(args) > 1 else "", match.group(2)))
         return ""
 
     cleaned = _TAG.sub(take, prompt)
     cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
-    cleaned = re.sub(r"\s+,", ",", cleaned)
+    return re.sub(r"\s+,", ",", cleaned), found
+
+
+def extract_lora_tags(prompt: str) -> tuple[str, list[LoraSpec]]:
+    """Return the prompt without ``<lora:...>`` tags, and the LoRAs they name (a bad scale is 1, as in A1111)."""
+    cleaned, found = _take_tags(prompt, ("lora", "lyco"))
+    specs = []
+    for name, value, _ in found:
+        try:
+            scale = float(value) if value else 1.0
+        except ValueError:
+            scale = 1.0
+        specs.append(LoraSpec(name, scale))
     return cleaned, specs
 
 
@@ -89,24 +96,14 @@ class HypernetSpec:
 
 def extract_hypernet_tags(prompt: str) -> tuple[str, list[HypernetSpec]]:
     """Return the prompt without ``<hypernet:...>`` tags, and the hypernetworks they name (A1111's)."""
-    specs: list[HypernetSpec] = []
-
-    def take(match: re.Match[str]) -> str:
-        if match.group(1).lower() != "hypernet":
-            return match.group(0)
-        args = match.group(2).split(":")
-        name = args[0].strip()
+    cleaned, found = _take_tags(prompt, ("hypernet",))
+    specs = []
+    for name, value, body in found:
         try:
-            strength = float(args[1]) if len(args) > 1 and args[1].strip() else 1.0
+            specs.append(HypernetSpec(name, float(value) if value else 1.0))
         except ValueError:
-            raise SettingError(f"bad hypernetwork strength in <hypernet:{match.group(2)}>", "prompt") from None
-        if name:
-            specs.append(HypernetSpec(name, strength))
-        return ""
-
-    cleaned = _TAG.sub(take, prompt)
-    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
-    return re.sub(r"\s+,", ",", cleaned), specs
+            raise SettingError(f"bad hypernetwork strength in <hypernet:{body}>", "prompt") from None
+    return cleaned, specs
 
 
 def extract_network_tags(prompt: str) -> tuple[str, list[LoraSpec], list[HypernetSpec]]:
