@@ -147,3 +147,28 @@ def test_the_listing_routes_answer_through_webuiapi(ti_engine: Engine) -> None:
         assert api.get_hypernetworks() == []
     finally:
         server.stop()
+
+
+def test_the_listing_never_waits_for_a_running_job(ti_engine: Engine) -> None:
+    """The Generate page and /sdapi/v1/embeddings list embeddings while a job holds the engine."""
+    import threading
+
+    from lanskap.generation.networks import embedding_listing
+
+    held, release = threading.Event(), threading.Event()
+
+    def job() -> None:
+        with ti_engine._lock:  # what a running generation holds
+            held.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    held.wait(10)
+    answer: list[dict] = []
+    lister = threading.Thread(target=lambda: answer.append(embedding_listing(ti_engine)))
+    lister.start()
+    lister.join(5)
+    release.set()
+    worker.join()
+    assert answer and NAME in answer[0]["loaded"], "the listing waited for the job"

@@ -279,6 +279,11 @@ class Engine:
     def loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def current(self) -> LoadedModel | None:
+        """The loaded model or None, without waiting for a running job (``load`` holds the engine's lock)."""
+        return self._model
+
     def load(self) -> LoadedModel:
         """Load the base model once; later calls return the same pipeline."""
         with self._lock:

@@ -89,8 +89,9 @@ def expected_width(engine: Engine) -> int:
     from lanskap.control.models import base_width
     from lanskap.models.family import SD2
 
-    if engine.loaded:
-        return text_width(engine.model.pipe.text_encoder)
+    m = engine.current  # never engine.model: a page or a listing must not wait for a running job
+    if m is not None:
+        return text_width(m.pipe.text_encoder)
     return base_width(engine.settings) or SD2.text_width
 
 
