@@ -72,17 +72,30 @@ def test_full_dreambooth_exports_a_diffusers_folder_and_a_single_file(tiny_sd: P
 
     data = write_imagefolder(tmp_path / "set", n=2)
     st = Settings(home=tmp_path / "home", device="cpu")
-    cfg = db(tiny_sd, data, tmp_path / "full", full=True, max_train_steps=2, checkpointing_steps=2,
-             learning_rate=1e-3, output_name="sks-model", save_precision="fp32", prior_preservation=True,
-             cache_text_embeddings=True)  # fmt: skip  (the class prompt is cached with the captions)
-    result = train(cfg, st)
+    cfg = db(
+        tiny_sd,
+        data,
+        tmp_path / "full",
+        full=True,
+        max_train_steps=2,
+        checkpointing_steps=2,
+        learning_rate=1e-3,
+        output_name="sks-model",
+        save_precision="fp32",
+        prior_preservation=True,
+        cache_text_embeddings=True,
+    )  # fmt: skip  (the class prompt is cached with the captions)
+    from lanskap.jobs.training import run_training
+
+    result = run_training(cfg, st, publish_as="sks-model").result  # as the web app and the API do
+    assert (st.models_dir / "sks-model" / "model_index.json").is_file(), "published as a model folder"
     assert (tmp_path / "full" / "checkpoint-2" / "unet.safetensors").is_file()
     assert result.lora == tmp_path / "full" / "model" and (result.lora / "unet" / "config.json").is_file()
     with safe_open(str(result.kohya), "pt") as f:
         names = list(f.keys())  # a safe_open handle has no __iter__
     assert any(k.startswith("model.diffusion_model.") for k in names)
     base = Engine(settings=Settings(home=tmp_path / "h", model=str(tiny_sd), device="cpu", dtype="fp32"))
-    tuned = Engine(settings=Settings(home=tmp_path / "h", model=str(result.lora), device="cpu", dtype="fp32"))
+    tuned = Engine(settings=Settings(home=st.home, model="sks-model", device="cpu", dtype="fp32"))
     req = GenerationRequest(INSTANCE, seed=1, steps=3, width=64, height=64, watermark=False)
     a, b = (np.asarray(e.generate(req).images[0]).astype(float) for e in (base, tuned))
     assert np.abs(a - b).mean() > 0.1, "the fine-tuned UNet draws differently"

@@ -40,13 +40,22 @@ class ExtraNetworks:
         self.extra: dict[str, Embedding] = {}
         self._hypernets: OrderedDict[tuple[str, int], Hypernetwork] = OrderedDict()
         self._lock = threading.Lock()
+        self._table: tuple[tuple[object, ...], Table] | None = None
 
     def table(self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel) -> Table:
-        """Every embedding a prompt may name on this model (the folder's, and the in-memory ones)."""
+        """Every embedding a prompt may name on this model (the folder's, and the in-memory ones).
+
+        Kept while the folder, the in-memory embeddings and the tokenizer stay the same: a table
+        tokenizes every name, which a library of hundreds would otherwise redo for every prompt.
+        """
         width = text_width(text_encoder)
         folder = self.library.get(width)
-        loaded = {**folder.loaded, **self.extra}
-        return Table(tokenizer, width, list(loaded.values()), list(folder.skipped.values()))
+        extra = tuple((name, id(e.vectors)) for name, e in self.extra.items())
+        key = (self.library.version, width, id(tokenizer), extra)
+        if self._table is None or self._table[0] != key:
+            loaded = {**folder.loaded, **self.extra}
+            self._table = (key, Table(tokenizer, width, list(loaded.values()), list(folder.skipped.values())))
+        return self._table[1]
 
     def hypernetwork(self, name: str) -> Hypernetwork:
         path = find_hypernetwork(name, self.settings.hypernetworks_dir)

@@ -67,16 +67,29 @@ def run_training(
         result = train(cfg, settings, events=relay, cancel=control.cancel)
     published = None
     if publish_as is not None and not result.interrupted and result.kohya is not None:
-        published = publish_lora(settings, result.kohya, publish_as, publish_folder(settings, cfg))
+        if cfg.method == "dreambooth" and cfg.full and result.lora is not None:
+            published = publish_model(settings, result.lora, publish_as)
+        else:
+            published = publish_lora(settings, result.kohya, publish_as, publish_folder(settings, cfg))
     return TrainingOutput(result, published)
+
+
+def publish_model(settings: Settings, folder: Path, name: str) -> Path:
+    """Copy a fine-tuned model's diffusers folder into the models folder (whole, then renamed)."""
+    from lanskap.io import atomic_dir
+
+    dest = child(settings.models_dir, name, "model name")
+    if dest.exists():
+        raise LanskapError(f"a model named {name!r} already exists in {settings.models_dir}")
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+    return dest
 
 
 def publish_folder(settings: Settings, cfg: TrainConfig) -> Path:
     """Where a finished run's file goes to be used: an embedding, a whole model or a LoRA."""
     if cfg.method == "textual-inversion":
         return settings.embeddings_dir
-    if cfg.method == "dreambooth" and cfg.full:
-        return settings.models_dir
     return settings.default_lora_dir
 
 

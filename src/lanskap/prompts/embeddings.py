@@ -202,6 +202,7 @@ class Library:
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self._width = 0
         self._folder = Folder()
+        self.version = 0  # counts rescans, so a cache built on a scan knows when it is stale
 
     def _stamp(self) -> tuple[tuple[str, int, int], ...]:
         if not self.folder.is_dir():
@@ -220,6 +221,7 @@ class Library:
             if stamp != self._seen or width != self._width:
                 self._folder = scan(self.folder, width, self.cache_dir)
                 self._seen, self._width = stamp, width
+                self.version += 1
             return self._folder
 
 

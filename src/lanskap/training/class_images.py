@@ -52,11 +52,15 @@ def ensure_class_images(session: Session, settings: Settings, model: LoadedModel
         session.say(f"making {len(missing)} class picture(s) of {cfg.class_prompt!r} with the base model ({folder})")
         engine = Engine.from_loaded(model, settings)
         size = int(cfg.resolution)  # type: ignore[arg-type]
-        for n, path in enumerate(missing):
-            req = GenerationRequest(str(cfg.class_prompt), seed=int(path.stem), steps=cfg.class_inference_steps,
-                                    guidance=GUIDANCE, width=size, height=size, watermark=False)  # fmt: skip
-            image = engine.generate(req).images[0]
-            atomic_write(path, lambda fh, im=image: im.save(fh, format="PNG"))
-            session.emit(TrainEvent("cache", step=n + 1, total=len(missing), message="making class pictures"))
+        scheduler = model.pipe.scheduler  # the sampler is set per job; training's noise schedule is built from this
+        try:
+            for n, path in enumerate(missing):
+                req = GenerationRequest(str(cfg.class_prompt), seed=int(path.stem), steps=cfg.class_inference_steps,
+                                        guidance=GUIDANCE, width=size, height=size, watermark=False)  # fmt: skip
+                image = engine.generate(req).images[0]
+                atomic_write(path, lambda fh, im=image: im.save(fh, format="PNG"))
+                session.emit(TrainEvent("cache", step=n + 1, total=len(missing), message="making class pictures"))
+        finally:
+            model.pipe.scheduler = scheduler
     session.accelerator.wait_for_everyone()
     return paths

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from lanskap.training.config import TrainConfig
     from lanskap.training.context import Networks, TrainRun
 
 CHECKPOINT_FILE = "embedding.safetensors"
@@ -44,7 +45,7 @@ class TextualInversionMethod(BaseMethod):
     name = "textual-inversion"
     makes = "embedding"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
         self.vectors: torch.nn.Parameter | None = None
         self.token = str(cfg.token).strip()
