@@ -126,7 +126,7 @@ class TrainConfig:
     validation_loss: bool = setting(True, "A fixed-noise loss on training images at each checkpoint: a smooth curve.")
     report_to: str = setting("tensorboard", "tensorboard or none.")
     seed: int = setting(42, "Seed of the whole run.")
-    output_name: str = setting("lanskap-lora", "Name of the kohya/A1111 file.")
+    output_name: str = setting("lanskap-lora", "Name of the kohya/A1111 file [an embedding: its token's letters].")
     save_precision: str = setting("fp16", "Precision of the kohya/A1111 file: fp16, bf16 or fp32.")
 
     # -- derived -------------------------------------------------------------------------------
@@ -369,6 +369,8 @@ def build_config(
     if values.get("snr_gamma") == 0:
         values["snr_gamma"] = None  # 0 turns min-SNR weighting off, as the help says
     values["preset"] = chosen
+    if values.get("method") == "textual-inversion" and values.get("token") and "output_name" not in values:
+        values["output_name"] = embedding_file_name(str(values["token"]))
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise LanskapError(f"unknown setting(s): {', '.join(unknown)}")
@@ -376,6 +378,13 @@ def build_config(
         return replace(TrainConfig(), **{k: _coerce(k, v) for k, v in values.items()})
     except TypeError as exc:
         raise LanskapError(f"bad setting: {exc}") from None
+
+
+def embedding_file_name(token: str) -> str:
+    """An embedding's file name from its token, as A1111 names one (letters, digits, ``._-``): the
+    file's stem is the word a prompt uses, so ``<verdigris-style>`` becomes ``verdigris-style``."""
+    name = "".join(c for c in token if c.isalnum() or c in "._- ").strip().replace(" ", "-").lstrip("._-")
+    return name[:64] or "embedding"
 
 
 def config_yaml(cfg: TrainConfig | dict[str, Any]) -> str:
