@@ -161,22 +161,12 @@ def test_the_api_trains_an_embedding_and_lists_it(tiny_sd: Path, isolated_home: 
 @pytest.mark.e2e
 def test_ti_under_accelerate_launch_with_two_cpu_processes(tiny_sd: Path, tmp_path: Path) -> None:
     """Textual inversion's frozen UNet isn't DDP-wrapped; the vectors' gradients are averaged by hand."""
-    import os
-    import subprocess
-    import sys
+    from test_training import launch_two
 
     data = write_imagefolder(tmp_path / "set", n=4)
     out = tmp_path / "ddp"
-    launcher = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lanskap", "train", "--data", str(data),
-         "--out", str(out), "--model", str(tiny_sd), "--resolution", "64", "--max-train-steps", "2",
-         "--checkpointing-steps", "2", "--no-validation", "--report-to", "none", "--method", "textual-inversion",
-         "--token", TOKEN, "--vectors", "2", "--learning-rate", "0.05", "-q"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "LANSKAP_DEVICE": "cpu", "LANSKAP_HOME": str(tmp_path / "h")},
-    )  # fmt: skip
+    proc = launch_two(tiny_sd, data, out, tmp_path / "h", "--method", "textual-inversion", "--token", TOKEN,
+                      "--vectors", "2", "--learning-rate", "0.05")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes" in proc.stdout + proc.stderr
     trained = read_embedding(out / "zq-style.safetensors")  # named after the token, as A1111 names one

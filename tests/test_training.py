@@ -429,18 +429,23 @@ def test_ctrl_c_saves_a_checkpoint_and_sigkill_loses_nothing(tiny_sd: Path, imag
 
 
 @pytest.mark.e2e
+def launch_two(tiny_sd: Path, data: Path, out: Path, home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``accelerate launch`` of ``lanskap train`` in two CPU processes: 2 steps at 64 px, no validation."""
+    launcher = Path(sys.executable).with_name("accelerate")
+    return subprocess.run(
+        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lanskap", "train", "--data", str(data),
+         "--out", str(out), "--model", str(tiny_sd), "--resolution", "64", "--max-train-steps", "2",
+         "--checkpointing-steps", "2", "--no-validation", "--report-to", "none", "-q", *flags],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "LANSKAP_DEVICE": "cpu", "LANSKAP_HOME": str(home)},
+    )  # fmt: skip
+
+
 def test_accelerate_launch_two_cpu_processes(tiny_sd: Path, images: Path, tmp_path: Path) -> None:
     """Data-parallel training through ``accelerate launch`` with no code change (2 CPU processes here)."""
     out = tmp_path / "ddp"
-    launcher = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lanskap", "train", "--data", str(images),
-         "--out", str(out), "--model", str(tiny_sd), "--resolution", "64", "--max-train-steps", "2",
-         "--checkpointing-steps", "2", "--no-validation", "--report-to", "none", "--rank", "4", "-q"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "LANSKAP_DEVICE": "cpu", "LANSKAP_HOME": str(tmp_path / "h")},
-    )  # fmt: skip
+    proc = launch_two(tiny_sd, images, out, tmp_path / "h", "--rank", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes" in proc.stdout + proc.stderr
     assert proc.stdout.count("steps: 2") == 1, "only the main process reports"
