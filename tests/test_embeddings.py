@@ -172,3 +172,18 @@ def test_the_listing_never_waits_for_a_running_job(ti_engine: Engine) -> None:
     release.set()
     worker.join()
     assert answer and NAME in answer[0]["loaded"], "the listing waited for the job"
+
+
+def test_an_embedding_in_a_region_prompt_is_used_and_recorded(ti_engine: Engine) -> None:
+    from lanskap.generation.regions import Layout, Region
+
+    def region(prompt: str) -> GenerationRequest:
+        layout = Layout((Region(prompt, (0.0, 0.0, 0.5, 1.0)),))
+        return GenerationRequest("a castle", steps=2, width=64, height=64, seed=1, watermark=False, regions=layout)
+
+    plain = ti_engine.generate(region("a lake"))
+    styled = ti_engine.generate(region(f"a lake, {NAME}"))
+    assert f'TI hashes: "{NAME}: ' in styled.infotexts[0] and "TI hashes" not in plain.infotexts[0]
+    import numpy as np
+
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(styled.images[0]))

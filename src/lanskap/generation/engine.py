@@ -169,10 +169,11 @@ class _Run:
     depth: torch.Tensor | None = None  # depth2img's (1, h, w) depth map
     maps: dict[str, Image.Image] = field(default_factory=dict)
     hypernets: list[ActiveHypernet] = field(default_factory=list)
+    region_embeddings: dict[str, Embedding] = field(default_factory=dict)
 
     def embeddings(self) -> dict[str, Embedding]:
-        """The embeddings the job's prompts named (both passes)."""
-        used = dict(self.embeds.embeddings)
+        """The embeddings the job's prompts named (both passes, and the regions')."""
+        used = {**self.embeds.embeddings, **self.region_embeddings}
         if self.hires is not None:
             used.update(self.hires.embeds.embeddings)
         return used
@@ -582,7 +583,7 @@ class Engine:
                 return self.encode_schedule(extract_network_tags(p)[0], n, steps, req.clip_skip)
 
             run.hires = hires.plan(req.hires, req, sampler, upscaler, encode)
-        run.composer = self._composer(req)
+        run.composer = self._composer(req, run.region_embeddings)
         if req.control:
             run.control, run.maps = controlled.ready_units(self.controls, m, req, prep)
             run.req = replace(req, control=tuple(u.unit for u in run.control))  # models named as resolved
@@ -591,8 +592,9 @@ class Engine:
         run.notices += self._notices(run)
         return run
 
-    def _composer(self, req: GenerationRequest) -> Composer | None:
-        """The window and region plan of a panorama or a regional layout (None for a plain frame)."""
+    def _composer(self, req: GenerationRequest, named: dict[str, Embedding]) -> Composer | None:
+        """The window and region plan of a panorama or a regional layout (None for a plain frame);
+        the embeddings the regions' prompts name are added to ``named``."""
         if req.panorama is None and req.regions is None:
             return None
         conditionings = []
@@ -600,6 +602,7 @@ class Engine:
             for i, region in enumerate(req.regions.regions):
                 pair = self.encode_prompts(region.prompt, region.negative_prompt or req.negative_prompt, req.clip_skip)
                 conditionings.append(Conditioning(pair.cond, pair.uncond, i))
+                named.update(pair.embeddings)
         m = self.model
         return Composer(req.panorama, m.native_size, req.wrap, req.batch_size, m.pipe.vae_scale_factor,
                         req.regions, conditionings)  # fmt: skip
