@@ -187,3 +187,19 @@ def test_an_embedding_in_a_region_prompt_is_used_and_recorded(ti_engine: Engine)
     import numpy as np
 
     assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(styled.images[0]))
+
+
+def test_an_old_a1111_file_is_refused_then_imported_once_with_pickle_allowed(
+    tmp_path: Path, isolated_home: Path, capsys
+) -> None:
+    vec = _vectors(32, 2)
+    old = tmp_path / "oldstyle.pt"  # torch 1.11-era A1111: the vectors in a ParameterDict
+    torch.save({"string_to_param": torch.nn.ParameterDict({"*": torch.nn.Parameter(vec)}), "step": 700}, old)
+    with pytest.raises(EmbeddingError, match="weights only"):
+        read_embedding(old)
+    refused = main_cli(capsys, "models", "import-embedding", str(old))
+    assert_one_line_error(refused, "oldstyle.pt", "pickle")
+    done = main_cli(capsys, "models", "import-embedding", str(old), "--allow-pickle")
+    assert done.returncode == 0, done.stderr
+    converted = read_embedding(isolated_home / "embeddings" / "oldstyle.safetensors")
+    assert torch.equal(converted.vectors, vec) and converted.step == 700

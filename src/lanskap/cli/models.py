@@ -162,3 +162,20 @@ def embeddings_cmd() -> None:
         typer.echo(f"{name}\t{e['vectors']} vector(s) of {e['shape']}")
     for name, e in listing["skipped"].items():
         typer.echo(f"skipped {name}: {e['shape']}-wide, made for another base", err=True)
+
+
+@app.command("import-embedding")
+def import_embedding_cmd(
+    src: Path = typer.Argument(..., help="An embedding file: .pt, .bin or .safetensors (A1111, kohya, diffusers)."),
+    name: str = typer.Option(None, "--name", help="The word a prompt uses [the file's stem]."),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Read an old A1111 .pt that only a pickle load reads (trusted files only)."
+    ),
+) -> None:
+    """Convert an embedding once to .safetensors in $LANSKAP_HOME/embeddings."""
+    from lanskap.config import load_settings
+    from lanskap.prompts.embeddings import import_embedding, read_embedding
+
+    path = import_embedding(src, load_settings().embeddings_dir, name, allow_pickle=allow_pickle)
+    emb = read_embedding(path)
+    typer.echo(f"{path} ({emb.count} vector(s) of {emb.width}; write {emb.name} in a prompt)")

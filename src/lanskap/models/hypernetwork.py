@@ -168,9 +168,10 @@ def _network(structure: Structure, width: int, state: dict[str, torch.Tensor], n
 def _from_pt(path: Path) -> tuple[Structure, dict[int, tuple[dict, dict]], dict[str, Any]]:
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception:
         raise HypernetworkError(
-            f"hypernetwork {path.name} can't be read as weights only ({str(exc).splitlines()[0][:120]})"
+            f"hypernetwork {path.name} can't be read as weights only (tensors and plain values): it holds other "
+            "objects, and a pickle load could run code; it is not loaded"
         ) from None
     if not isinstance(data, dict):
         raise HypernetworkError(f"hypernetwork {path.name} is not an A1111 hypernetwork file")

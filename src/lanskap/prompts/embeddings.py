@@ -87,8 +87,11 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (str, int, type(None))) else None
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The file's contents and its safetensors metadata (empty for .pt)."""
+def _read(path: Path, *, allow_pickle: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's contents and its safetensors metadata (empty for .pt).
+
+    ``allow_pickle`` (an explicit opt-in, for one import) reads what a weights-only load refuses:
+    A1111 files from torch 1.11 keep their vectors in a ``ParameterDict``."""
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
 
@@ -99,11 +102,12 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         except Exception as exc:
             raise EmbeddingError(f"embedding {path.name} can't be read: {str(exc).splitlines()[0]}") from None
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+        data = torch.load(str(path), map_location="cpu", weights_only=not allow_pickle)
+    except Exception:
         raise EmbeddingError(
-            f"embedding {path.name} can't be read as weights only ({str(exc).splitlines()[0][:120]}); "
-            "convert it to .safetensors"
+            f"embedding {path.name} can't be read as weights only (tensors and plain values): it holds other "
+            "objects, as files from old A1111 versions do; convert it once to .safetensors, allowing pickle "
+            "for that one file if you trust its source"
         ) from None
     if not isinstance(data, dict):
         raise EmbeddingError(f"embedding {path.name} is not a dictionary of tensors")
@@ -280,6 +284,26 @@ class Table:
         for entries in self._lookup.values():
             for _, emb, _ in entries:
                 yield emb
+
+
+def import_embedding(source: Path, folder: Path, name: str | None = None, *, allow_pickle: bool = False) -> Path:
+    """Convert an embedding file once to ``folder/NAME.safetensors`` (kohya's ``emb_params``, A1111's fields
+    in the metadata), so it loads without pickle from then on."""
+    from safetensors.torch import save
+
+    from lanskap.io import atomic_write_bytes
+    from lanskap.names import check_name
+
+    source = Path(source)
+    data, meta = _read(source, allow_pickle=allow_pickle)
+    out_name = check_name(name or source.stem, "embedding name")
+    vec = vectors_of(data, out_name).contiguous()
+    fields = {k: str(_plain(data.get(k)) if k in data else meta.get(k)) for k in ("step", "sd_checkpoint",
+              "sd_checkpoint_name") if (data.get(k) if k in data else meta.get(k)) is not None}  # fmt: skip
+    target = folder / f"{out_name}.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, save({"emb_params": vec}, metadata={"name": out_name, **fields}))
+    return target
 
 
 def find_embedding(name: str, folder: Path, *, allow_paths: bool = True) -> Embedding:
