@@ -183,7 +183,7 @@ def test_make_tiny_refuses_to_overwrite(tiny_sd: Path) -> None:
         make_tiny(tiny_sd, "sd")
     assert info.value.settings == ("overwrite",)  # the CLI says --overwrite
     with pytest.raises(LanskapError, match="unknown tiny model kind"):
-        make_tiny(tiny_sd.parent / "x", "sdxl")
+        make_tiny(tiny_sd.parent / "x", "sd3")
 
 
 def test_missing_model_offline_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,8 @@ def make_tiny_cmd(
     kind: str = typer.Option(
         "sd",
         "--kind",
-        help="sd, sd-inpaint, sd-depth, sd-upscale, controlnet, depth-estimator, esrgan, blip, clip or inception.",
+        help="sd, sd-inpaint, sd-depth, sd-upscale, sdxl, sdxl-refiner, controlnet, depth-estimator, esrgan, blip, "
+        "clip or inception.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),

@@ -10,7 +10,9 @@ here (with its pipelines and its two text encoders), not a new branch in each of
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SD_PIPELINES = {
     "txt2img": "StableDiffusionPipeline",
@@ -44,7 +46,9 @@ SD2_V = ModelFamily(
 )
 FAMILIES = (SD1, SD2, SD2_V)
 #: Text widths of families lanskap doesn't run yet, for messages about LoRAs made for them.
-OTHER_WIDTHS = {2048: "SDXL"}
+OTHER_WIDTHS = {2048: "SDXL", 1280: "the SDXL refiner"}
+#: Architectures recognised on disk that the engine can't run yet (issue #36), with their names.
+UNSUPPORTED = {"sdxl": "an SDXL base model", "sdxl-refiner": "an SDXL refiner"}
 
 
 def family_of(text_width: int, prediction_type: str) -> ModelFamily:
@@ -56,6 +60,29 @@ def family_of(text_width: int, prediction_type: str) -> ModelFamily:
     if text_width == SD1.text_width:
         return SD1
     return SD2_V if prediction_type == "v_prediction" else SD2
+
+
+def detect_folder(folder: Path) -> str | None:
+    """A diffusers folder's architecture from its configs: "sdxl", "sdxl-refiner", "sd", or None (unreadable)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if unet.get("addition_embed_type") == "text_time" or "text_encoder_2" in index:
+        return "sdxl-refiner" if not index.get("text_encoder") or index.get("text_encoder") == [None, None] else "sdxl"
+    return "sd"
+
+
+def detect_file(header: dict[str, object]) -> str:
+    """A single-file checkpoint's architecture from its tensor names (A1111's and ComfyUI's layout):
+    SDXL's text encoders sit under ``conditioner.embedders``, SD 1.x/2.x's under ``cond_stage_model``."""
+    keys = [k for k in header if k != "__metadata__"]
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):
+        return "sdxl-refiner"  # OpenCLIP bigG alone
+    return "sd"
 
 
 def width_label(text_width: int) -> str:

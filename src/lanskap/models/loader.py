@@ -262,6 +262,23 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
     return pipe, pred
 
 
+def _refuse_unsupported(name: str, source: Path) -> None:
+    """An architecture recognised on disk but not runnable yet (SDXL) is named in one line, before a
+    loader fails on it with a shape error."""
+    from lanskap.models.family import UNSUPPORTED, detect_file, detect_folder
+
+    if source.is_dir():
+        kind = detect_folder(source)
+    elif source.suffix.lower() == ".safetensors":
+        kind = detect_file(read_safetensors_header(source))
+    else:
+        kind = None
+    if kind in UNSUPPORTED:
+        raise SettingError(
+            f"{name!r} is {UNSUPPORTED[kind]}; this version of lanskap runs SD 1.x and 2.x models", "model"
+        )
+
+
 def demo_kind(source: Path) -> str | None:
     """Whether a model folder is a demonstration model rather than real weights, and which kind."""
     from lanskap.models.builtin import is_mini
@@ -339,6 +356,7 @@ def load_model(
             )
         else:
             ref, source = _tiny_fallback(exc, settings, notices)
+    _refuse_unsupported(ref.name, source)
     try:
         if ref.kind == "single_file":
             pipe, pred = _load_single_file(source, placement, settings, pred, notices)

@@ -19,7 +19,7 @@ from lanskap.io import atomic_dir
 from lanskap.models.tokenizer import write_clip_tokenizer
 
 KINDS = (
-    "sd", "sd-inpaint", "sd-depth", "sd-upscale", "controlnet", "depth-estimator",
+    "sd", "sd-inpaint", "sd-depth", "sd-upscale", "sdxl", "sdxl-refiner", "controlnet", "depth-estimator",
     "esrgan", "blip", "clip", "inception",
 )  # fmt: skip
 TINY_TEXT_DIM = 32  # stands in for SD 2.x's 1024-d OpenCLIP text embeddings
@@ -227,6 +227,10 @@ def make_tiny(
             _build_sd(tmp, inpaint=kind == "sd-inpaint", prediction_type=pred, cross_dim=cross_attention_dim)
         elif kind == "sd-upscale":
             _build_sd_upscale(tmp)
+        elif kind in ("sdxl", "sdxl-refiner"):
+            from lanskap.models.tiny_sdxl import build_sdxl
+
+            build_sdxl(tmp, refiner=kind == "sdxl-refiner")
         elif kind == "sd-depth":
             _build_sd_depth(tmp, cross_attention_dim)
         elif kind == "controlnet":
