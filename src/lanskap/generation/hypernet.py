@@ -86,10 +86,9 @@ def applied(unet: UNet2DConditionModel, active: list[ActiveHypernet]) -> Iterato
         yield
         return
     for a in active:
-        for pair in a.net.layers.values():
-            for net in pair:
-                net.strength = a.strength
-                net.to(unet.device)
+        for net in a.net.networks():
+            net.strength = a.strength
+            net.to(unet.device)
     before = dict(unet.attn_processors)
     unet.set_attn_processor({name: HypernetProcessor(p, active) for name, p in before.items()})
     try:

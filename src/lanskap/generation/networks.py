@@ -53,8 +53,11 @@ class ExtraNetworks:
         extra = tuple((name, id(e.vectors)) for name, e in self.extra.items())
         key = (self.library.version, width, id(tokenizer), extra)
         if self._table is None or self._table[0] != key:
-            loaded = {**folder.loaded, **self.extra}
-            self._table = (key, Table(tokenizer, width, list(loaded.values()), list(folder.skipped.values())))
+            # in-memory embeddings (a file given to an evaluation) are width-checked like the folder's
+            fits = {n: e for n, e in self.extra.items() if e.width == width}
+            misfits = [e for e in self.extra.values() if e.width != width]
+            loaded = {**folder.loaded, **fits}
+            self._table = (key, Table(tokenizer, width, list(loaded.values()), [*folder.skipped.values(), *misfits]))
         return self._table[1]
 
     def hypernetwork(self, name: str) -> Hypernetwork:

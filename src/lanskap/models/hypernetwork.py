@@ -122,11 +122,8 @@ class Hypernetwork:
     def shorthash(self) -> str:
         return self.sha256[:10]
 
-    def to(self, device: torch.device | str) -> Hypernetwork:
-        for pair in self.layers.values():
-            for net in pair:
-                net.to(device)
-        return self
+    def networks(self) -> list[Network]:
+        return [net for pair in self.layers.values() for net in pair]
 
 
 def _structure(values: dict[str, Any]) -> Structure:

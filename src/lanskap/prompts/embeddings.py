@@ -124,8 +124,8 @@ def vectors_of(data: dict[str, Any], name: str) -> torch.Tensor:
         vec = next(iter(params.values()))
     elif "emb_params" in data:  # kohya
         vec = data["emb_params"]
-    elif "clip_l" in data and "clip_g" in data:  # SDXL: two encoders
-        raise EmbeddingError(f"embedding {name} was made for SDXL (clip_l + clip_g)")
+    elif "clip_l" in data and "clip_g" in data:  # SDXL: one part per encoder; A1111's shape is their sum
+        vec = torch.cat([data["clip_l"], data["clip_g"]], dim=-1)
     else:
         tensors = [v for v in data.values() if isinstance(v, torch.Tensor)]
         if len(tensors) != 1 or len(data) != 1:
@@ -140,24 +140,27 @@ def vectors_of(data: dict[str, Any], name: str) -> torch.Tensor:
     return vec
 
 
+def _field(data: dict[str, Any], meta: dict[str, str], key: str) -> Any:
+    """One of A1111's fields (step, sd_checkpoint, …): in a .pt's dict, or a safetensors header's metadata."""
+    return _plain(data.get(key)) if key in data else meta.get(key)
+
+
+FIELDS = ("step", "sd_checkpoint", "sd_checkpoint_name")
+
+
 def read_embedding(path: Path, cache_dir: Path | None = None) -> Embedding:
     """One embedding file, named after its stem (as A1111 and ComfyUI name them)."""
     path = Path(path)
     data, meta = _read(path)
-    name = path.stem
-    vec = vectors_of(data, name)
-
-    def field_of(key: str) -> Any:
-        return _plain(data.get(key)) if key in data else meta.get(key)
-
-    step = field_of("step")
+    vec = vectors_of(data, path.stem)
+    step, checkpoint, checkpoint_name = (_field(data, meta, k) for k in FIELDS)
     return Embedding(
-        name,
+        path.stem,
         vec,
         path,
         step=int(step) if isinstance(step, (int, str)) and str(step).isdigit() else None,
-        sd_checkpoint=field_of("sd_checkpoint"),
-        sd_checkpoint_name=field_of("sd_checkpoint_name"),
+        sd_checkpoint=checkpoint,
+        sd_checkpoint_name=checkpoint_name,
         sha256=sha256_file(path, cache_dir),
     )
 
@@ -183,10 +186,7 @@ def scan(folder: Path, width: int, cache_dir: Path | None = None) -> Folder:
         try:
             emb = read_embedding(path, cache_dir)
         except EmbeddingError as exc:
-            if "SDXL" in str(exc):
-                out.skipped[path.stem] = Embedding(path.stem, torch.zeros(1, 2048), path, note="SDXL")
-            else:
-                out.unreadable[path.stem] = str(exc)
+            out.unreadable[path.stem] = str(exc)
             continue
         if emb.width == width:
             out.loaded[emb.name] = emb
@@ -235,6 +235,7 @@ class Table:
     def __init__(self, tokenizer: CLIPTokenizer, width: int, embeddings: list[Embedding], skipped: list[Embedding]):
         self.width = width
         self.by_name = {e.name: e for e in embeddings}
+        self.names = {e.name for e in [*embeddings, *skipped]}  # usable or not: a prompt may name either
         self._lookup: dict[int, list[tuple[list[int], Embedding, bool]]] = {}
         for emb, usable in [*((e, True) for e in embeddings), *((e, False) for e in skipped)]:
             ids = tokenizer(emb.name, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
@@ -274,16 +275,11 @@ class Table:
         def plain(match: re.Match[str]) -> str:
             name = match.group(1)
             stem = Path(name).stem if Path(name).suffix.lower() in SUFFIXES else name
-            if stem not in self.by_name and not any(e.name == stem for e in self._all()):
+            if stem not in self.names:
                 raise EmbeddingError(f"embedding {stem!r} not found in the embeddings folder")
             return stem
 
         return COMFY_FORM.sub(plain, prompt)
-
-    def _all(self) -> Iterator[Embedding]:
-        for entries in self._lookup.values():
-            for _, emb, _ in entries:
-                yield emb
 
 
 def import_embedding(source: Path, folder: Path, name: str | None = None, *, allow_pickle: bool = False) -> Path:
@@ -298,8 +294,7 @@ def import_embedding(source: Path, folder: Path, name: str | None = None, *, all
     data, meta = _read(source, allow_pickle=allow_pickle)
     out_name = check_name(name or source.stem, "embedding name")
     vec = vectors_of(data, out_name).contiguous()
-    fields = {k: str(_plain(data.get(k)) if k in data else meta.get(k)) for k in ("step", "sd_checkpoint",
-              "sd_checkpoint_name") if (data.get(k) if k in data else meta.get(k)) is not None}  # fmt: skip
+    fields = {k: str(v) for k in FIELDS if (v := _field(data, meta, k)) is not None}
     target = folder / f"{out_name}.safetensors"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, save({"emb_params": vec}, metadata={"name": out_name, **fields}))

@@ -21,6 +21,8 @@ from lanskap.training.context import Networks, Session, TrainData, TrainRun
 from lanskap.training.events import TrainEvent
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from lanskap.training.config import TrainConfig
     from lanskap.training.method import TrainingMethod
     from lanskap.training.sources import TrainingSet
@@ -82,12 +84,17 @@ def prepare_data(
     return data
 
 
+def centred(path: Path, w: int, h: int) -> Image.Image:
+    """A picture covering ``w``×``h`` and cut at the centre: the view cached latents and fixed views use."""
+    return center_crop(resize_cover(load_rgb(path), w, h), (w, h))
+
+
 def _encode_pictures(session: Session, nets: Networks, paths: list[Path], size: int) -> list[torch.Tensor]:
     """Each picture's latent distribution (centre crop at ``size``), for pictures seen as they are."""
     out = []
     with torch.no_grad():
         for path in paths:
-            view = center_crop(resize_cover(load_rgb(path), size, size), (size, size))
+            view = centred(path, size, size)
             pixels = to_tensor(view)[None].to(session.device, session.weight_dtype)
             out.append(nets.vae.encode(pixels).latent_dist.parameters[0])
     return out
@@ -98,7 +105,7 @@ def _cache_latents(session: Session, cfg: TrainConfig, nets: Networks, data: Tra
     with torch.no_grad():
         for i, rec in enumerate(data.records):
             w, h = data.plan.sizes[i]
-            view = center_crop(resize_cover(load_rgb(rec.path), w, h), (w, h))
+            view = centred(rec.path, w, h)
             pixels = torch.stack([to_tensor(hflip(view) if f else view) for f in variants])
             params = nets.vae.encode(pixels.to(session.device, session.weight_dtype)).latent_dist.parameters
             for f, p in zip(variants, params, strict=True):
@@ -111,7 +118,7 @@ def _eval_views(session: Session, nets: Networks, data: TrainData) -> list[tuple
     with torch.no_grad():
         for i in range(min(EVAL_IMAGES, len(data.records))):
             w, h = data.plan.sizes[i]
-            view = center_crop(resize_cover(load_rgb(data.records[i].path), w, h), (w, h))
+            view = centred(data.records[i].path, w, h)
             mean = nets.vae.encode(to_tensor(view)[None].to(session.device, session.weight_dtype)).latent_dist.mean
             views.append((mean * nets.vae.config.scaling_factor, data.records[i].caption))
     return views

@@ -33,19 +33,23 @@ UNET_FILE = "unet.safetensors"
 MODEL_FOLDER = "model"
 
 
-class DreamBoothLora(LoraMethod):
-    """LoRA adapters trained on the instance prompt (and the class pictures)."""
+class InstanceCaptions:
+    """Every picture is captioned with the instance prompt (what makes a run DreamBooth)."""
 
     name = "dreambooth"
+    cfg: TrainConfig
 
     def caption(self, text: str) -> str:
         return str(self.cfg.instance_prompt)
 
 
-class DreamBoothFull(BaseMethod):
+class DreamBoothLora(InstanceCaptions, LoraMethod):
+    """LoRA adapters trained on the instance prompt (and the class pictures)."""
+
+
+class DreamBoothFull(InstanceCaptions, BaseMethod):
     """Every UNet weight trains (the text encoder stays frozen)."""
 
-    name = "dreambooth"
     makes = "model"
 
     def attach(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> None:
@@ -53,9 +57,6 @@ class DreamBoothFull(BaseMethod):
 
     def param_groups(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> list[dict[str, Any]]:
         return [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": self.cfg.learning_rate}]
-
-    def caption(self, text: str) -> str:
-        return str(self.cfg.instance_prompt)
 
     def save_checkpoint(self, nets: Networks, folder: Path) -> None:
         from safetensors.torch import save_file

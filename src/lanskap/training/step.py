@@ -21,27 +21,35 @@ from lanskap.training.events import TrainEvent
 from lanskap.training.loss import add_noise_offset, diffusion_loss, min_snr_weights, training_target
 
 
+def _sample(run: TrainRun, params: torch.Tensor) -> torch.Tensor:
+    """Scaled latents drawn from cached latent distributions, with the run's generator."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    return DiagonalGaussianDistribution(params).sample(run.generator) * run.nets.vae.config.scaling_factor
+
+
+def _predict(run: TrainRun, latents: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, ...]:
+    """Noise ``latents`` at random timesteps and run the UNet on them: (prediction, target, timesteps)."""
+    nets, gen = run.nets, run.generator
+    noise = torch.randn(latents.shape, generator=gen, device=latents.device, dtype=latents.dtype)
+    noise = add_noise_offset(noise, run.cfg.noise_offset, gen)
+    t = torch.randint(0, nets.timesteps_total, (latents.shape[0],), generator=gen, device=latents.device).long()
+    noisy = nets.noise_scheduler.add_noise(latents, noise, t)
+    hidden = encode_captions(run, captions)
+    target = training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type)
+    return nets.unet(noisy, t, hidden, return_dict=False)[0], target, t
+
+
 def micro_loss(run: TrainRun, batch: dict[str, Any]) -> torch.Tensor:
-    nets, cfg, gen, device = run.nets, run.cfg, run.generator, run.session.device
-    idx = batch["indices"]
+    nets, cfg, idx = run.nets, run.cfg, batch["indices"]
     with torch.no_grad():
         if run.data.latent_cache:
-            from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
             cache = run.data.latent_cache
-            params = torch.stack([cache[(i, f)] for i, f in zip(idx, batch["flipped"], strict=True)])
-            latents = DiagonalGaussianDistribution(params).sample(gen)
+            latents = _sample(run, torch.stack([cache[(i, f)] for i, f in zip(idx, batch["flipped"], strict=True)]))
         else:
-            pixels = batch["pixels"].to(device, run.session.weight_dtype)
-            latents = nets.vae.encode(pixels).latent_dist.sample(gen)
-        latents = latents * nets.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
-    noise = add_noise_offset(noise, cfg.noise_offset, gen)
-    t = torch.randint(0, nets.timesteps_total, (latents.shape[0],), generator=gen, device=device).long()
-    noisy = nets.noise_scheduler.add_noise(latents, noise, t)
-    hidden = encode_captions(run, [run.data.records[i].caption for i in idx])
-    target = training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type)
-    pred = nets.unet(noisy, t, hidden, return_dict=False)[0]
+            pixels = batch["pixels"].to(run.session.device, run.session.weight_dtype)
+            latents = nets.vae.encode(pixels).latent_dist.sample(run.generator) * nets.vae.config.scaling_factor
+    pred, target, t = _predict(run, latents, [run.data.records[i].caption for i in idx])
     weights = min_snr_weights(nets.noise_scheduler, t, cfg.snr_gamma, nets.prediction_type) if cfg.snr_gamma else None
     loss = diffusion_loss(pred, target, weights)
     if run.data.prior_latents:
@@ -51,18 +59,11 @@ def micro_loss(run: TrainRun, batch: dict[str, Any]) -> torch.Tensor:
 
 def prior_loss(run: TrainRun, k: int, n: int) -> torch.Tensor:
     """DreamBooth's prior term: the plain loss on ``n`` class pictures (cycled through by micro-batch)."""
-    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-    nets, gen, cache = run.nets, run.generator, run.data.prior_latents
-    params = torch.stack([cache[(k * n + j) % len(cache)] for j in range(n)])
+    cache = run.data.prior_latents
     with torch.no_grad():
-        latents = DiagonalGaussianDistribution(params).sample(gen) * nets.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=gen, device=latents.device, dtype=latents.dtype)
-    t = torch.randint(0, nets.timesteps_total, (n,), generator=gen, device=latents.device).long()
-    noisy = nets.noise_scheduler.add_noise(latents, noise, t)
-    hidden = encode_captions(run, [str(run.cfg.class_prompt)] * n)
-    pred = nets.unet(noisy, t, hidden, return_dict=False)[0]
-    return diffusion_loss(pred, training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type))
+        latents = _sample(run, torch.stack([cache[(k * n + j) % len(cache)] for j in range(n)]))
+    pred, target, _ = _predict(run, latents, [str(run.cfg.class_prompt)] * n)
+    return diffusion_loss(pred, target)
 
 
 def optimizer_step(run: TrainRun, batches: Iterator[dict[str, Any]], seconds_since: float) -> dict[str, Any]:
