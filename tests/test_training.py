@@ -453,3 +453,32 @@ def test_accelerate_launch_two_cpu_processes(tiny_sd: Path, images: Path, tmp_pa
     assert state["num_processes"] == 2
     assert (out / "checkpoint-2" / "rng-1.safetensors").is_file(), "every process's RNG is saved"
     assert (out / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_pruning_killed_midway_leaves_no_half_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from lanskap.training import checkpoint as ckpt
+
+    for step in (5, 10, 15):
+        folder = tmp_path / ckpt.checkpoint_name(step)
+        folder.mkdir()
+        for name in ("state.json", "lora.safetensors", "optimizer.json"):
+            (folder / name).write_text("{}")
+    real_rmtree = shutil.rmtree
+
+    def killed_after_one_file(path, ignore_errors=False):  # type: ignore[no-untyped-def]
+        files = sorted(Path(path).glob("*")) if Path(path).is_dir() else []
+        if files:
+            (Path(path) / "state.json").unlink()  # the worst file to lose first
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(shutil, "rmtree", killed_after_one_file)
+    with pytest.raises(SystemExit):
+        ckpt.prune(tmp_path, keep=2)
+    visible = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
+    assert visible == ["checkpoint-10", "checkpoint-15"], "the victim is gone from view before any file is deleted"
+    assert all((tmp_path / n / "state.json").is_file() for n in visible)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    ckpt.clear_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == visible, "the next run sweeps the half-deleted one"

@@ -60,9 +60,21 @@ def temp_dir(out: Path, step: int) -> Path:
 
 
 def clear_stale(out: Path) -> None:
-    """Remove half-built checkpoints that a killed run left behind."""
-    for p in Path(out).glob(".checkpoint-*.tmp"):
-        shutil.rmtree(p, ignore_errors=True)
+    """Remove half-built and half-deleted checkpoints that a killed run left behind."""
+    for pattern in (".checkpoint-*.tmp", ".checkpoint-*.old"):
+        for p in Path(out).glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def remove(folder: Path) -> None:
+    """Delete a checkpoint so that a kill at any moment leaves it whole or gone, never half.
+
+    The folder is first renamed to a hidden name in one step; only then are its files deleted.
+    """
+    trash = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(trash, ignore_errors=True)
+    folder.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def prune(out: Path, keep: int | None) -> list[Path]:
@@ -72,7 +84,7 @@ def prune(out: Path, keep: int | None) -> list[Path]:
     found = list_checkpoints(out)
     victims = [p for _, p in found[: max(0, len(found) - keep)]]
     for p in victims:
-        shutil.rmtree(p, ignore_errors=True)
+        remove(p)
     return victims
 
 

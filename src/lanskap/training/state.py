@@ -75,9 +75,7 @@ def save_checkpoint(run: TrainRun) -> Path:
     accelerator.wait_for_everyone()
     if main:
         if final.exists():
-            import shutil
-
-            shutil.rmtree(final)
+            ckpt.remove(final)
         tmp.rename(final)
         ckpt.prune(out, cfg.checkpoints_total_limit)
         session.emit(TrainEvent("checkpoint", step=at, total=cfg.max_train_steps, path=final))
