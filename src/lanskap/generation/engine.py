@@ -23,7 +23,7 @@ from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.control.units import infotext as control_infotext
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
-from lanskap.generation import controlled, hires, hypernet, levers
+from lanskap.generation import controlled, hires, hypernet, levers, sdxl
 from lanskap.generation.compose import Composer, Conditioning
 from lanskap.generation.hires import HiresPlan
 from lanskap.generation.hypernet import ActiveHypernet
@@ -485,11 +485,15 @@ class Engine:
         cls = getattr(diffusers, m.family.pipelines[kind])
         if type(m.pipe) is cls:
             return m.pipe
+        if kind not in m.family.pipelines:
+            raise LanskapError(f"{m.name} is {m.family.label}, which has no {kind} pipeline")
         if kind not in self._pipes:
             # depth2img gets its depth map from the engine (controlled.depth_map), never its own estimator
             extra = {"depth_estimator": None, "feature_extractor": None} if kind == "depth2img" else {}
             self._pipes[kind] = cls.from_pipe(m.pipe, **extra)
             self._pipes[kind].set_progress_bar_config(disable=True)
+            if hasattr(self._pipes[kind], "watermark"):
+                self._pipes[kind].watermark = None  # SDXL pipelines' own mark; lanskap marks every picture once
         return self._pipes[kind]
 
     def encode_prompts(self, prompt: str, negative_prompt: str, clip_skip: int = 1) -> PromptPair:
@@ -499,9 +503,19 @@ class Engine:
         table = self.networks.table(m.pipe.tokenizer, m.pipe.text_encoder)
         return encode_prompt_pair(m.pipe.tokenizer, m.pipe.text_encoder, prompt, negative_prompt, clip_skip, table)
 
-    def encode_schedule(self, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1) -> ScheduledPrompts:
-        """Like :meth:`encode_prompts`, for every text A1111's prompt editing and alternation make of them."""
+    def encode_schedule(
+        self, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1, prompt_2: str = ""
+    ) -> ScheduledPrompts:
+        """Like :meth:`encode_prompts`, for every text A1111's prompt editing and alternation make of them.
+
+        An SDXL model encodes through both its text encoders (``prompts/dual.py``; ``prompt_2`` goes
+        to the second one), with pooled embeddings, as A1111 does.
+        """
         m = self.load()
+        if m.family.is_sdxl:
+            from lanskap.prompts.dual import DualEncoder, encode_dual_schedules
+
+            return encode_dual_schedules(DualEncoder.of(m.pipe), prompt, negative_prompt, steps, prompt_2 or None)
         self._check_clip_skip(clip_skip)
         tok, te = m.pipe.tokenizer, m.pipe.text_encoder
         return encode_prompt_schedules(tok, te, prompt, negative_prompt, steps, clip_skip, self.networks.table(tok, te))
@@ -559,12 +573,14 @@ class Engine:
         req = replace(seeded, width=prep.width, height=prep.height)
         assert req.width is not None and req.height is not None and req.seed is not None
         prompt, tag_loras, hypernet_tags = extract_network_tags(req.prompt)
+        if m.family.is_sdxl:
+            sdxl.check(req, m.name, bool(hypernet_tags))
         applied = self._apply_loras([*tag_loras, *req.loras])
         hypernets = self.networks.hypernets(hypernet_tags, text_width(m.pipe.text_encoder), m.name)
         sampler = get_sampler(req.scheduler)
         # A1111 schedules prompt edits over twice the steps for samplers that call the model twice a step.
         schedule_steps = req.steps * (2 if sampler.second_order else 1)
-        embeds = self.encode_schedule(prompt, req.negative_prompt, schedule_steps, req.clip_skip)
+        embeds = self.encode_schedule(prompt, req.negative_prompt, schedule_steps, req.clip_skip, req.prompt_2)
         seeds = req.seeds
         size = 1 if sampler.batch_noise else req.batch_size
         effective = req.steps if req.mode == "txt2img" else min(int(req.steps * prep.strength), req.steps)
@@ -580,7 +596,7 @@ class Engine:
             self.upscalers.check(upscaler)  # a bad upscaler file is reported before any step runs
 
             def encode(p: str, n: str, steps: int) -> ScheduledPrompts:
-                return self.encode_schedule(extract_network_tags(p)[0], n, steps, req.clip_skip)
+                return self.encode_schedule(extract_network_tags(p)[0], n, steps, req.clip_skip, req.prompt_2)
 
             run.hires = hires.plan(req.hires, req, sampler, upscaler, encode)
         run.composer = self._composer(req, run.region_embeddings)
@@ -610,7 +626,7 @@ class Engine:
     def _notices(self, run: _Run) -> list[str]:
         req, m, embeds = run.req, run.model, run.embeds
         assert req.width is not None and req.height is not None
-        notes = []
+        notes = sdxl.notices(req) if m.family.is_sdxl else []
         if embeds.chunks > 1:
             notes.append(
                 f"long prompt: {embeds.prompt_tokens} + {embeds.negative_tokens} tokens encoded "
@@ -723,6 +739,8 @@ class Engine:
             "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],  # A1111: fresh noise per seed
             "output_type": "pil",
         }
+        if plan.embeds.pooled:
+            args.update(sdxl.call_args(plan.embeds, n, *plan.crop))
         out, stopped = self._call(run, pipe, args, plan.sampler, plan.embeds, b, seeds, stops, run.effective, True)
         images.extend(out.images)
         return stopped
@@ -767,9 +785,14 @@ class Engine:
                 p._interrupt, stopped = True, i + 1 < steps
             elif not embeds.static:
                 kwargs["prompt_embeds"] = self._step_embeds(embeds, i + 1, len(batch_seeds), p)
+                pooled = sdxl.step_pooled(embeds, i + 1, len(batch_seeds), p.do_classifier_free_guidance)
+                if pooled is not None:
+                    kwargs["add_text_embeds"] = pooled
             return kwargs
 
-        inputs = ["latents", "prompt_embeds"] if not embeds.static else ["latents"]
+        inputs = ["latents"] if embeds.static else ["latents", "prompt_embeds"]
+        if not embeds.static and embeds.pooled:
+            inputs.append("add_text_embeds")
         controlling = control.patched(pipe.unet) if control is not None else contextlib.nullcontext()
         composing = contextlib.nullcontext()
         if run.composer is not None:
@@ -882,6 +905,8 @@ class Engine:
             "height": req.height,
             "output_type": "pil",
         }
+        if m.family.is_sdxl:
+            args.update(sdxl.call_args(run.embeds, n, req.width, req.height))
         if req.mode == "txt2img":
             # The generators continue past the initial noise, for ancestral samplers' per-step noise.
             args["latents"], args["generator"] = self._initial_latents(seeds, req.height, req.width, req.ensd)
@@ -928,12 +953,15 @@ class Engine:
             "Size": f"{req.width}x{req.height}",
             "Model hash": m.hash,
             "Model": m.name,
+            "VAE": m.vae,
             "Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in loras) or None,
             "TI hashes": ti_hashes(run.embeddings()),
             **hypernet.infotext(run.hypernets),
             "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it skips
             "ENSD": (req.ensd or None) if req.mode == "txt2img" else None,
         }
+        if req.prompt_2:  # lanskap's own key: SDXL's second prompt (diffusers' prompt_2)
+            params["Prompt 2"] = req.prompt_2
         if req.init is not None:
             params["Denoising strength"] = format_number(req.init.strength)
             if req.mask is None:

@@ -67,8 +67,15 @@ def plan(
 def decode(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
     """Latents → pictures with the pipeline's VAE (what the pipeline itself does after its last step)."""
     vae = pipe.vae
-    with torch.inference_mode():
-        pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:  # SDXL's VAE overflows in fp16 (its config says so); the pipelines decode it in fp32 too
+        vae.to(torch.float32)
+    try:
+        with torch.inference_mode():
+            pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    finally:
+        if upcast:
+            vae.to(torch.float16)
     return pipe.image_processor.postprocess(pixels, output_type="pil")
 
 

@@ -108,7 +108,10 @@ def check_compatible(info: LoraInfo, cross_attention_dim: int, model_name: str) 
 
     if info.context_dim is not None and info.context_dim != cross_attention_dim:
         made_for = width_label(info.context_dim)
-        if made_for.endswith("-wide"):
+        hint = (info.base_hint or "").lower()
+        if hint.startswith("sdxl") or "-xl-" in hint:  # the metadata names it where the width can't (tiny models)
+            made_for = "SDXL"
+        elif made_for.endswith("-wide"):
             made_for = f"a model with {info.context_dim}-wide text embeddings"
         this = width_label(cross_attention_dim)
         raise LoraError(

@@ -147,6 +147,7 @@ class GenerationRequest:
 
     prompt: str
     negative_prompt: str = ""
+    prompt_2: str = ""  # SDXL: the second text encoder's prompt (diffusers' prompt_2); empty = the prompt
     seed: int | None = None
     steps: int = 25
     guidance: float = 7.5
@@ -200,7 +201,8 @@ class GenerationRequest:
 
     def validate(self, max_regions: int = MAX_REGIONS) -> GenerationRequest:
         """Raise a LanskapError naming the first bad parameter; return self."""
-        for name, text in (("prompt", self.prompt), ("negative prompt", self.negative_prompt)):
+        for name, text in (("prompt", self.prompt), ("negative prompt", self.negative_prompt),
+                           ("second prompt", self.prompt_2)):  # fmt: skip
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:

@@ -29,6 +29,8 @@ def replay_from_infotext(text: str) -> Replay:
     """Parameters that regenerate the image this infotext describes."""
     p = parse_infotext(text)
     fields: dict[str, Any] = {"prompt": p["Prompt"], "negative_prompt": p["Negative prompt"]}
+    if p.get("Prompt 2"):
+        fields["prompt_2"] = p["Prompt 2"]
     try:
         if "Steps" in p:
             fields["steps"] = int(p["Steps"])

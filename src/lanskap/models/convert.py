@@ -1,10 +1,11 @@
-"""Export a diffusers SD 1.x/2.x folder as one original-layout (LDM) ``.safetensors`` file.
+"""Export a diffusers SD 1.x/2.x or SDXL folder as one original-layout (LDM) ``.safetensors`` file.
 
 A1111, ComfyUI and kohya load single-file checkpoints, and lanskap's own
 single-file loader is tested on such files. diffusers only converts the other
 way, so the inverse mapping is written here, driven by the UNet/VAE configs
 (block count, layers per block), so that it holds for any SD-shaped model. The
-text encoder is written in OpenCLIP layout for SD 2.x and HF-CLIP layout for SD 1.x.
+text encoder is written in OpenCLIP layout for SD 2.x and HF-CLIP layout for SD 1.x; SDXL's two
+encoders go under ``conditioner.embedders`` as SGM names them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from lanskap.errors import LanskapError
 from lanskap.io import atomic_write
-from lanskap.models.family import family_of
+from lanskap.models.family import detect_folder, family_of
 from lanskap.models.safety import read_safetensors_header
 
 _RESNET = [
@@ -34,6 +35,8 @@ _UNET_TOP = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's size-and-pooled-text embedding
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _VAE_ATTN = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")]
 
@@ -121,8 +124,11 @@ def vae_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.
     return out
 
 
-def open_clip_text_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    p = "cond_stage_model.model."
+def open_clip_text_to_ldm(
+    state: dict[str, torch.Tensor], p: str = "cond_stage_model.model."
+) -> dict[str, torch.Tensor]:
+    """An HF CLIP text model in OpenCLIP's names under ``p``; its projection (SDXL's bigG has one,
+    transposed as OpenCLIP keeps it), or the identity where the model has none (SD 2.x)."""
     out: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
@@ -144,14 +150,24 @@ def open_clip_text_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
                 .replace("self_attn.out_proj", "attn.out_proj")
             )
             out[f"{p}transformer.resblocks.{m.group(1)}.{rest}"] = value
-        elif key == "text_model.embeddings.position_ids":
-            continue
+        elif key == "text_projection.weight":
+            out[p + "text_projection"] = value.T.contiguous()
     for layer_kind, parts in qkv.items():
         layer, kind = layer_kind.split(".")
         out[f"{p}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    hidden = out[p + "ln_final.weight"].shape[0]
-    out[p + "text_projection"] = torch.eye(hidden, dtype=out[p + "ln_final.weight"].dtype)
+    if p + "text_projection" not in out:
+        hidden = out[p + "ln_final.weight"].shape[0]
+        out[p + "text_projection"] = torch.eye(hidden, dtype=out[p + "ln_final.weight"].dtype)
     return out
+
+
+def _text_state(folder: Path) -> dict[str, torch.Tensor]:
+    # transformers 5 saves CLIPTextModel keys without the "text_model." prefix older saves have.
+    return {
+        k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v
+        for k, v in _load(folder).items()
+        if not k.endswith("position_ids")
+    }
 
 
 def export_single_file(folder: Path, out: Path, *, prediction_type: str | None = None) -> Path:
@@ -164,11 +180,11 @@ def export_single_file(folder: Path, out: Path, *, prediction_type: str | None =
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
     state = {**unet_to_ldm(_load(folder / "unet"), unet_cfg), **vae_to_ldm(_load(folder / "vae"), vae_cfg)}
-    # transformers 5 saves CLIPTextModel keys without the "text_model." prefix older saves have.
-    text = {
-        k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in _load(folder / "text_encoder").items()
-    }
-    if not family_of(int(unet_cfg["cross_attention_dim"]), prediction_type or "epsilon").open_clip_text:
+    text = _text_state(folder / "text_encoder")
+    if detect_folder(folder) == "sdxl":  # SGM's layout: CLIP-L in HF names, bigG in OpenCLIP's
+        state.update({f"conditioner.embedders.0.transformer.{k}": v for k, v in text.items()})
+        state.update(open_clip_text_to_ldm(_text_state(folder / "text_encoder_2"), "conditioner.embedders.1.model."))
+    elif not family_of(int(unet_cfg["cross_attention_dim"]), prediction_type or "epsilon").open_clip_text:
         # SD 1.x keeps HF CLIP names in LDM files
         state.update({f"cond_stage_model.transformer.{k}": v for k, v in text.items()})
     else:

@@ -20,6 +20,11 @@ SD_PIPELINES = {
     "inpaint": "StableDiffusionInpaintPipeline",
     "depth2img": "StableDiffusionDepth2ImgPipeline",
 }
+XL_PIPELINES = {
+    "txt2img": "StableDiffusionXLPipeline",
+    "img2img": "StableDiffusionXLImg2ImgPipeline",
+    "inpaint": "StableDiffusionXLInpaintPipeline",
+}
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,15 @@ class ModelFamily:
     modelspec: str  # SAI modelspec.architecture, without the "/lora" suffix
     open_clip_text: bool  # single-file checkpoints name the text encoder as OpenCLIP does
     pipelines: dict[str, str] = field(default_factory=lambda: dict(SD_PIPELINES))
+    dual_text: bool = False  # two text encoders (SDXL): hidden states joined, the second one's pooled output
 
     @property
     def is_sd2(self) -> bool:
         return self.kohya_version == "sd_v2"
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.dual_text
 
 
 SD1 = ModelFamily("sd1", "SD 1.x", 768, 512, "epsilon", "sd_v1", "stable-diffusion-v1", open_clip_text=False)
@@ -44,19 +54,26 @@ SD2 = ModelFamily("sd2", "SD 2.x", 1024, 512, "epsilon", "sd_v2", "stable-diffus
 SD2_V = ModelFamily(
     "sd2-v", "SD 2.x 768-v", 1024, 768, "v_prediction", "sd_v2", "stable-diffusion-v2-768-v", open_clip_text=True
 )
-FAMILIES = (SD1, SD2, SD2_V)
-#: Text widths of families lanskap doesn't run yet, for messages about LoRAs made for them.
-OTHER_WIDTHS = {2048: "SDXL", 1280: "the SDXL refiner"}
-#: Architectures recognised on disk that the engine can't run yet (issue #36), with their names.
-UNSUPPORTED = {"sdxl": "an SDXL base model", "sdxl-refiner": "an SDXL refiner"}
+SDXL = ModelFamily(
+    "sdxl", "SDXL", 2048, 1024, "epsilon", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", open_clip_text=False,
+    pipelines=dict(XL_PIPELINES), dual_text=True,
+)  # fmt: skip
+FAMILIES = (SD1, SD2, SD2_V, SDXL)
+#: Text widths of models that only run beside a base, for messages about LoRAs made for them.
+OTHER_WIDTHS = {1280: "the SDXL refiner"}
+#: Architectures recognised on disk that don't run as a base, with their names and what they are for.
+UNSUPPORTED = {"sdxl-refiner": "an SDXL refiner, which runs after an SDXL base (the refiner setting), not alone"}
 
 
-def family_of(text_width: int, prediction_type: str) -> ModelFamily:
-    """The family a loaded model belongs to, from its text width and objective.
+def family_of(text_width: int, prediction_type: str, *, dual_text: bool = False) -> ModelFamily:
+    """The family a loaded model belongs to, from its text encoders, text width and objective.
 
-    CLIP-L's 768 is SD 1.x; every other width (OpenCLIP-H's 1024, and lanskap-mini's and the
-    tiny test models' smaller ones, which are shaped as SD 2.x) is SD 2.x, split by objective.
+    Two text encoders are SDXL (whatever the width: the tiny test SDXL is narrow). CLIP-L's 768
+    is SD 1.x; every other width (OpenCLIP-H's 1024, and lanskap-mini's and the tiny test models'
+    smaller ones, which are shaped as SD 2.x) is SD 2.x, split by objective.
     """
+    if dual_text:
+        return SDXL
     if text_width == SD1.text_width:
         return SD1
     return SD2_V if prediction_type == "v_prediction" else SD2

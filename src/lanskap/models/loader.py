@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lanskap.config import DEFAULT_MODEL, Settings
+from lanskap.config import DEFAULT_MODEL, DEFAULT_SDXL_MODEL, Settings
 from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
 from lanskap.models.builtin import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
@@ -46,6 +46,7 @@ class LoadedModel:
     notices: list[str] = field(default_factory=list)
     speed: SpeedPlan = field(default_factory=SpeedPlan)
     recommended: Recommended | None = None  # a distilled model's few-step settings (models/distilled.py)
+    vae: str | None = None  # the VAE used instead of the model's own, as the infotext names it
 
     @property
     def name(self) -> str:
@@ -67,8 +68,9 @@ class LoadedModel:
 
     @property
     def family(self) -> ModelFamily:
-        """SD 1.x, SD 2.x or SD 2.x 768-v: what the pipelines, LoRA checks and exports go by."""
-        return family_of(self.cross_attention_dim, self.prediction_type)
+        """SD 1.x, SD 2.x, SD 2.x 768-v or SDXL: what the pipelines, LoRA checks and exports go by."""
+        dual = getattr(self.pipe, "text_encoder_2", None) is not None
+        return family_of(self.cross_attention_dim, self.prediction_type, dual_text=dual)
 
     @property
     def inpainting(self) -> bool:
@@ -141,25 +143,24 @@ def probe_v_prediction(unet: Any) -> bool:
 
 
 def _load_folder(folder: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    from lanskap.models.family import detect_folder
 
     validate_weights_dir(folder, settings.allow_pickle)
     use_st = None if settings.allow_pickle else True
+    xl = detect_folder(folder) == "sdxl"
     unet_kwargs: dict[str, Any] = {}
-    if placement.dtype == torch.float16:
-        unet_kwargs["upcast_attention"] = True  # SD 2.1 in fp16 gives black images without it
+    if placement.dtype == torch.float16 and not xl:
+        unet_kwargs["upcast_attention"] = True  # SD 2.1 in fp16 gives black images without it (SDXL doesn't)
     unet = UNet2DConditionModel.from_pretrained(
         str(folder), subfolder="unet", dtype=placement.dtype, use_safetensors=use_st, **unet_kwargs
     )
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder),
-        unet=unet,
-        dtype=placement.dtype,
-        use_safetensors=use_st,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    extra: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if xl:  # no safety checker to drop; its own watermark off (the engine marks every picture once)
+        extra = {"add_watermarker": False}
+    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    pipe = cls.from_pretrained(str(folder), unet=unet, dtype=placement.dtype, use_safetensors=use_st, **extra)
     config_pred = pipe.scheduler.config.get("prediction_type", "epsilon")
     if pred and pred != config_pred:
         notices.append(f"prediction type {pred} declared; the model's scheduler config says {config_pred}")
@@ -167,9 +168,9 @@ def _load_folder(folder: Path, placement: Placement, settings: Settings, pred: s
     return pipe, pred or config_pred
 
 
-def _config_source(settings: Settings) -> str:
+def _config_source(settings: Settings, default: str = DEFAULT_MODEL) -> str:
     """Configs (and tokenizer) for single-file checkpoints; they carry weights only."""
-    spec = settings.model_config or DEFAULT_MODEL
+    spec = settings.model_config or default
     ref = resolve_model_ref(spec, settings)
     if ref.kind == "single_file":
         raise SettingError("the model config must be a diffusers folder or hub id, not a single file", "model_config")
@@ -211,8 +212,11 @@ def _check_input_channels(path: Path, config: Path) -> None:
         )
 
 
-def _load_single_file(path: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
-    from diffusers import StableDiffusionPipeline
+def _load_single_file(
+    path: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str], xl: bool = False
+):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     how = "declared"
     meta: dict[str, str] = {}
@@ -223,35 +227,32 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
         pred, how = _yaml_prediction(path), "from the .yaml beside it"
     if pred is None:
         pred, how = _metadata_prediction(meta), "from its metadata"
-    config = _config_source(settings)
+    config = _config_source(settings, DEFAULT_SDXL_MODEL if xl else DEFAULT_MODEL)
     if path.suffix == ".safetensors":
         _check_input_channels(path, Path(config))
     scheduler_cfg = json.loads((Path(config) / "scheduler" / "scheduler_config.json").read_text())
     from diffusers import DDIMScheduler
 
+    extra: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if xl:
+        extra = {"add_watermarker": False}
+    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path),
-            config=config,
-            dtype=placement.dtype,
-            local_files_only=True,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            scheduler=DDIMScheduler.from_config(scheduler_cfg),
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        pipe = cls.from_single_file(str(path), config=config, dtype=placement.dtype, local_files_only=True,
+                                    scheduler=DDIMScheduler.from_config(scheduler_cfg), **extra)  # fmt: skip
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
         raise LanskapError(f"cannot load checkpoint {path.name}: {str(exc).splitlines()[0][:200]}") from None
-    if (
-        placement.dtype == torch.float16
-    ):  # upcast attention, set on the built modules (the config flag is read only at build)
+    if placement.dtype == torch.float16 and not xl:
+        # upcast attention, set on the built modules (the config flag is read only at build)
         from diffusers.models.attention_processor import Attention
 
         pipe.unet.register_to_config(upcast_attention=True)
         for module in pipe.unet.modules():
             if isinstance(module, Attention):
                 module.upcast_attention = True
-    if pred is None:
+    if pred is None and xl:
+        pred, how = "epsilon", "SDXL architecture"
+    elif pred is None:
         if pipe.unet.config.cross_attention_dim == SD1.text_width:
             pred, how = SD1.prediction_type, "SD 1.x architecture"
         else:
@@ -262,21 +263,31 @@ def _load_single_file(path: Path, placement: Placement, settings: Settings, pred
     return pipe, pred
 
 
-def _refuse_unsupported(name: str, source: Path) -> None:
-    """An architecture recognised on disk but not runnable yet (SDXL) is named in one line, before a
-    loader fails on it with a shape error."""
+MODEL_FAMILIES = ("auto", "sd", "sdxl")
+
+
+def architecture(name: str, source: Path, declared: str = "auto") -> str:
+    """ "sd" or "sdxl": from the folder's configs or the single file's tensor names, or as declared
+    (``model_family``). What doesn't run as a base (the SDXL refiner) is named in one line, and a
+    declaration the configs contradict too, before a loader would fail with a shape error."""
     from lanskap.models.family import UNSUPPORTED, detect_file, detect_folder
 
+    if declared not in MODEL_FAMILIES:
+        raise SettingError(f"model family must be one of {', '.join(MODEL_FAMILIES)}, not {declared!r}", "model_family")
     if source.is_dir():
-        kind = detect_folder(source)
+        kind = detect_folder(source) or "sd"
     elif source.suffix.lower() == ".safetensors":
         kind = detect_file(read_safetensors_header(source))
     else:
-        kind = None
+        kind = "sd"  # a pickled checkpoint (opted in): its names aren't read before loading
     if kind in UNSUPPORTED:
-        raise SettingError(
-            f"{name!r} is {UNSUPPORTED[kind]}; this version of lanskap runs SD 1.x and 2.x models", "model"
-        )
+        raise SettingError(f"{name!r} is {UNSUPPORTED[kind]}", "model")
+    if declared != "auto" and declared != kind:
+        if source.is_dir():
+            raise SettingError(f"{name!r} is an {kind.upper()} model by its configs, not {declared.upper()}",
+                               "model_family")  # fmt: skip
+        kind = declared  # a single file's names can mislead (a merge, an odd export): the person decides
+    return kind
 
 
 def demo_kind(source: Path) -> str | None:
@@ -356,14 +367,19 @@ def load_model(
             )
         else:
             ref, source = _tiny_fallback(exc, settings, notices)
-    _refuse_unsupported(ref.name, source)
+    kind = architecture(ref.name, source, settings.model_family)
     try:
         if ref.kind == "single_file":
-            pipe, pred = _load_single_file(source, placement, settings, pred, notices)
+            pipe, pred = _load_single_file(source, placement, settings, pred, notices, xl=kind == "sdxl")
         else:
             pipe, pred = _load_folder(source, placement, settings, pred, notices)
     except (OSError, ValueError) as exc:
         raise LanskapError(f"cannot load model {ref.name!r}: {str(exc).splitlines()[0][:200]}") from None
+    if settings.vae:
+        from lanskap.models.vae import load_vae
+
+        pipe.vae = load_vae(settings.vae, dict(pipe.vae.config), placement.dtype)
+        notices.append(f"VAE: {settings.vae} (instead of the model's own)")
     speed = make_plan(placement, settings.speed, free_memory_gib(placement.device))
     apply_plan(pipe, speed, placement, settings.cache_dir)
     notices.extend(speed.reasons)
@@ -386,4 +402,5 @@ def load_model(
         notices=list(notices),
         speed=speed,
         recommended=advice,
+        vae=Path(settings.vae).stem if settings.vae else None,
     )

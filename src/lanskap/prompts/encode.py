@@ -178,20 +178,24 @@ def encode_tokenized(text_encoder: CLIPTextModel, tok: TokenizedPrompt, clip_ski
     dtype = text_encoder.dtype
     ids = torch.tensor(tok.ids, device=device)
     with torch.no_grad(), substituted(text_encoder, tok.fixes):
-        z = encode_rows(text_encoder, ids, clip_skip)  # (chunks, 77, dim)
-        # z.device, not the encoder's: with model CPU offload the encoder sits on the CPU between calls.
-        w = torch.tensor(tok.weights, device=z.device, dtype=z.dtype).unsqueeze(-1)
-        if bool((w != 1.0).any()):
-            # A1111 works per chunk: scale, then restore the chunk's mean so that weights
-            # change the emphasis, not the overall magnitude.
-            out = []
-            for row, row_w in zip(z, w, strict=True):
-                before = row.float().mean()
-                scaled = row * row_w
-                after = scaled.float().mean()
-                out.append((scaled.float() * (before / after)).to(z.dtype) if after != 0 else scaled)
-            z = torch.stack(out)
+        z = emphasised(encode_rows(text_encoder, ids, clip_skip), tok.weights)  # (chunks, 77, dim)
     return z.reshape(1, -1, z.shape[-1]).to(dtype)
+
+
+def emphasised(z: torch.Tensor, weights: list[list[float]]) -> torch.Tensor:
+    """A1111's "Original" emphasis on (chunks, 77, dim) hidden states: each token scaled by its
+    weight, then each chunk's mean restored, so weights change the emphasis, not the magnitude."""
+    # z.device, not the encoder's: with model CPU offload the encoder sits on the CPU between calls.
+    w = torch.tensor(weights, device=z.device, dtype=z.dtype).unsqueeze(-1)
+    if not bool((w != 1.0).any()):
+        return z
+    out = []
+    for row, row_w in zip(z, w, strict=True):
+        before = row.float().mean()
+        scaled = row * row_w
+        after = scaled.float().mean()
+        out.append((scaled.float() * (before / after)).to(z.dtype) if after != 0 else scaled)
+    return torch.stack(out)
 
 
 def pad_embeddings(z: torch.Tensor, chunks: int, empty: torch.Tensor) -> torch.Tensor:
@@ -249,6 +253,9 @@ class ScheduledPrompts:
     encodings: int  # distinct texts encoded (each once)
     forms: tuple[int, int] = (1, 1)  # distinct texts the prompt and the negative prompt take
     embeddings: dict[str, Embedding] = field(default_factory=dict)  # those the texts name
+    #: SDXL's pooled text embeddings, in the same (end_step, tensor) form; empty for SD 1.x/2.x.
+    pooled: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    negative_pooled: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
     @property
     def static(self) -> bool:
@@ -257,6 +264,12 @@ class ScheduledPrompts:
     def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond, uncond) for sampler step ``step`` (from 0)."""
         return _pick(self.cond, step), _pick(self.uncond, step)
+
+    def pooled_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """SDXL's (pooled, negative pooled) for sampler step ``step``; None for a single-encoder model."""
+        if not self.pooled:
+            return None
+        return _pick(self.pooled, step), _pick(self.negative_pooled, step)
 
 
 def _pick(entries: list[tuple[int, torch.Tensor]], step: int) -> torch.Tensor:
