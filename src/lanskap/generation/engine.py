@@ -23,7 +23,7 @@ from lanskap import __version__, joblog
 from lanskap.config import Settings, load_settings
 from lanskap.control.units import infotext as control_infotext
 from lanskap.errors import CancelledError, LanskapError, LoraError, OutOfMemoryError
-from lanskap.generation import controlled, hires, hypernet, levers, sdxl
+from lanskap.generation import controlled, hires, hypernet, levers, refiner, sdxl
 from lanskap.generation.compose import Composer, Conditioning
 from lanskap.generation.hires import HiresPlan
 from lanskap.generation.hypernet import ActiveHypernet
@@ -170,6 +170,7 @@ class _Run:
     maps: dict[str, Image.Image] = field(default_factory=dict)
     hypernets: list[ActiveHypernet] = field(default_factory=list)
     region_embeddings: dict[str, Embedding] = field(default_factory=dict)
+    refiner: refiner.RefinerPlan | None = None  # SDXL's refiner, for the last steps
 
     def embeddings(self) -> dict[str, Embedding]:
         """The embeddings the job's prompts named (both passes, and the regions')."""
@@ -227,6 +228,8 @@ class Engine:
         self.post_steps: list[PostStep] = []
         self._upscalers: UpscaleRunner | None = None
         self._controls: Controls | None = None
+        self._refiner: LoadedModel | None = None  # the last SDXL refiner asked for, kept loaded
+        self._refiner_spec = ""
         self.networks = ExtraNetworks(self.settings)  # embeddings and hypernetworks
 
     @property
@@ -298,6 +301,34 @@ class Engine:
                 )
                 self._base_scheduler_config = self._model.pipe.scheduler.config
             return self._model
+
+    def refiner_model(self, spec: str) -> LoadedModel:
+        """The SDXL refiner ``spec`` names, loaded once and kept beside the base until another is asked for."""
+        with self._lock:
+            if self._refiner is None or self._refiner_spec != spec:
+                self._refiner = None
+                self._refiner = load_model(spec, self.placement, self.settings, on_notice=self.on_notice,
+                                           role="refiner")  # fmt: skip
+                self._refiner_spec = spec
+            return self._refiner
+
+    def _refiner_plan(self, req: GenerationRequest, prompt: str, schedule_steps: int) -> refiner.RefinerPlan | None:
+        if not req.refiner or req.refiner_switch_at >= 1.0:
+            return None
+        refiner.check(self.model, req)
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        from lanskap.prompts.dual import DualEncoder, encode_dual_schedules
+
+        rm = self.refiner_model(req.refiner)
+        pipe = rm.pipe
+        if type(pipe) is not StableDiffusionXLImg2ImgPipeline:  # an SDXL base serving as the refiner
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.watermark = None
+        enc = DualEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
+        embeds = encode_dual_schedules(enc, prompt, req.negative_prompt, schedule_steps, req.prompt_2 or None)
+        return refiner.RefinerPlan(rm, pipe, embeds, req.refiner_switch_at)
 
     def use_model(self, spec: str) -> bool:
         """Make ``spec`` the base model (loaded by the next job); True when it changed.
@@ -588,6 +619,7 @@ class Engine:
         pipe = self._pipeline(req.mode)
         run = _Run(start, m, req, prep, applied, embeds, sampler, batches, effective, pipe, list(m.notices))
         run.hypernets = hypernets
+        run.refiner = self._refiner_plan(req, prompt, schedule_steps)
         if req.hires is not None:
             from lanskap.upscale.upscalers import find
 
@@ -699,6 +731,8 @@ class Engine:
             run.notices.append(vae_note)
         args = self._call_args(run, batch_seeds)
         stops = (progress, cancel, skip)
+        if run.refiner is not None:
+            return self._refined(run, b, batch_seeds, args, stops, images)
         if run.hires is None:
             out, stopped = self._call(run, pipe, args, run.sampler, run.embeds, b, batch_seeds, stops, 0)
             images.extend(run.prep.finish(im) for im in out.images)
@@ -709,6 +743,30 @@ class Engine:
             images.extend(hires.decode(pipe, out.images))  # the first pass as it stands: no second pass
             return True
         return self._hires_pass(run, b, batch_seeds, out.images, stops, images)
+
+    def _refined(
+        self,
+        run: _Run,
+        b: int,
+        seeds: list[int],
+        args: dict[str, Any],
+        stops: tuple[ProgressFn | None, threading.Event | None, threading.Event | None],
+        images: list[Image.Image],
+    ) -> bool:
+        """One batch through the base up to the switch, then through the refiner from there."""
+        plan, req = run.refiner, run.req
+        assert plan is not None and req.width is not None and req.height is not None
+        later = plan.steps(req.steps)
+        args = {**args, "denoising_end": plan.switch, "output_type": "latent"}
+        out, stopped = self._call(run, run.pipe, args, run.sampler, run.embeds, b, seeds, stops, later)
+        cancel, skip = stops[1], stops[2]
+        if stopped or (cancel is not None and cancel.is_set()) or (skip is not None and skip.is_set()):
+            images.extend(hires.decode(run.pipe, out.images))  # the base's part as it stands
+            return True
+        refine = refiner.call_args(plan, out.images, args, req.width, req.height)
+        out, stopped = self._call(run, plan.pipe, refine, run.sampler, plan.embeds, b, seeds, stops, req.steps - later)
+        images.extend(run.prep.finish(im) for im in out.images)
+        return stopped
 
     def _hires_pass(
         self,
@@ -976,6 +1034,7 @@ class Engine:
                 params["Outpaint"] = " ".join(map(str, req.mask.outpaint))
         if req.hires is not None:
             params.update(hires.infotext(req.hires, req, sampler))
+        params.update(refiner.infotext(run.refiner))
         params.update(tiling_infotext(req.tiling))
         params.update(levers.infotext(req))
         if m.recommended is not None and req.model_defaults:

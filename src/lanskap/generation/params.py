@@ -163,6 +163,8 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before, ...
     ensd: int = 0  # A1111's eta noise seed delta: sampler noise after the first draw comes from seed + ensd
     hires: HiresFix | None = None  # text-to-image only: a second pass at a larger size
+    refiner: str = ""  # SDXL: the refiner model that takes over the last steps (A1111's refiner_checkpoint)
+    refiner_switch_at: float = 0.8  # the share of the denoising done by the base before the refiner takes over
     tiling: str = ""  # seamless tiling along x, y or xy (A1111's tiling is xy)
     panorama: Panorama | None = None  # denoise the canvas in windows (MultiDiffusion), any size
     regions: Layout | None = None  # prompts by region, over the base prompt
@@ -244,6 +246,8 @@ class GenerationRequest:
         self._validate_composition(max_regions)
         self._validate_control()
         self._validate_levers()
+        if self.refiner:
+            self._validate_refiner()
         if self.hires is not None:
             if self.init is not None:
                 raise LanskapError("hires fix is for text-to-image; for a picture, upscale it (SD upscale) instead")
@@ -278,6 +282,14 @@ class GenerationRequest:
         unknown = set(self.model_defaults) - set(MODEL_DEFAULT_FIELDS)
         if unknown:
             raise LanskapError(f"only {', '.join(MODEL_DEFAULT_FIELDS)} can come from the model, not {sorted(unknown)}")
+
+    def _validate_refiner(self) -> None:
+        if not 0.01 <= self.refiner_switch_at <= 1.0:  # A1111's slider
+            raise LanskapError(f"refiner switch must be between 0.01 and 1, got {self.refiner_switch_at:g}")
+        if self.hires is not None:
+            raise LanskapError("the refiner and the hires fix can't be combined yet; use one of them")
+        if self.mask is not None:
+            raise LanskapError("the refiner runs after text-to-image and image-to-image, not inpainting, yet")
 
     def _validate_init(self, init: InitImage) -> None:
         if not 0.0 <= init.strength <= 1.0:

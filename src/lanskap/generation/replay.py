@@ -31,6 +31,8 @@ def replay_from_infotext(text: str) -> Replay:
     fields: dict[str, Any] = {"prompt": p["Prompt"], "negative_prompt": p["Negative prompt"]}
     if p.get("Prompt 2"):
         fields["prompt_2"] = p["Prompt 2"]
+    if p.get("Refiner"):  # A1111's "name [hash]"
+        fields["refiner"] = p["Refiner"].rsplit(" [", 1)[0]
     try:
         if "Steps" in p:
             fields["steps"] = int(p["Steps"])
@@ -45,9 +47,11 @@ def replay_from_infotext(text: str) -> Replay:
             fields["clip_skip"] = int(p["Clip skip"])
         if "ENSD" in p:
             fields["ensd"] = int(p["ENSD"])
+        if "Refiner switch at" in p:
+            fields["refiner_switch_at"] = float(p["Refiner switch at"])
     except ValueError:
         raise LanskapError(
-            "the image's parameters are malformed (Steps, CFG scale, Seed, Size, Clip skip or ENSD)"
+            "the image's parameters are malformed (Steps, CFG scale, Seed, Size, Clip skip, ENSD or Refiner switch at)"
         ) from None
     # A lanskap image made without the watermark is remade without it, so --from gives the same pixels;
     # images from other programs get lanskap's default.

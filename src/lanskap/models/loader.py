@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lanskap.config import DEFAULT_MODEL, DEFAULT_SDXL_MODEL, Settings
+from lanskap.config import DEFAULT_MODEL, DEFAULT_SDXL_MODEL, DEFAULT_SDXL_REFINER, Settings
 from lanskap.errors import LanskapError, ModelUnavailableError, SettingError
 from lanskap.models.builtin import SIZE as MINI_SIZE
 from lanskap.models.device import Placement
@@ -142,14 +142,22 @@ def probe_v_prediction(unet: Any) -> bool:
     return float((out[:, :4].float() - x[:, :4].float()).mean()) < -1
 
 
-def _load_folder(folder: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str]):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+def _pipeline_class(kind: str) -> Any:
+    import diffusers
 
-    from lanskap.models.family import detect_folder
+    names = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+             "sdxl-refiner": "StableDiffusionXLImg2ImgPipeline"}  # fmt: skip
+    return getattr(diffusers, names[kind])
+
+
+def _load_folder(
+    folder: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str], kind: str = "sd"
+):
+    from diffusers import UNet2DConditionModel
 
     validate_weights_dir(folder, settings.allow_pickle)
     use_st = None if settings.allow_pickle else True
-    xl = detect_folder(folder) == "sdxl"
+    xl = kind != "sd"
     unet_kwargs: dict[str, Any] = {}
     if placement.dtype == torch.float16 and not xl:
         unet_kwargs["upcast_attention"] = True  # SD 2.1 in fp16 gives black images without it (SDXL doesn't)
@@ -159,8 +167,9 @@ def _load_folder(folder: Path, placement: Placement, settings: Settings, pred: s
     extra: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if xl:  # no safety checker to drop; its own watermark off (the engine marks every picture once)
         extra = {"add_watermarker": False}
-    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
-    pipe = cls.from_pretrained(str(folder), unet=unet, dtype=placement.dtype, use_safetensors=use_st, **extra)
+    pipe = _pipeline_class(kind).from_pretrained(
+        str(folder), unet=unet, dtype=placement.dtype, use_safetensors=use_st, **extra
+    )
     config_pred = pipe.scheduler.config.get("prediction_type", "epsilon")
     if pred and pred != config_pred:
         notices.append(f"prediction type {pred} declared; the model's scheduler config says {config_pred}")
@@ -213,11 +222,11 @@ def _check_input_channels(path: Path, config: Path) -> None:
 
 
 def _load_single_file(
-    path: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str], xl: bool = False
+    path: Path, placement: Placement, settings: Settings, pred: str | None, notices: list[str], kind: str = "sd"
 ):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
+    xl = kind != "sd"
     how = "declared"
     meta: dict[str, str] = {}
     if path.suffix == ".safetensors":
@@ -227,7 +236,8 @@ def _load_single_file(
         pred, how = _yaml_prediction(path), "from the .yaml beside it"
     if pred is None:
         pred, how = _metadata_prediction(meta), "from its metadata"
-    config = _config_source(settings, DEFAULT_SDXL_MODEL if xl else DEFAULT_MODEL)
+    default = {"sd": DEFAULT_MODEL, "sdxl": DEFAULT_SDXL_MODEL}.get(kind, DEFAULT_SDXL_REFINER)
+    config = _config_source(settings, default)
     if path.suffix == ".safetensors":
         _check_input_channels(path, Path(config))
     scheduler_cfg = json.loads((Path(config) / "scheduler" / "scheduler_config.json").read_text())
@@ -236,10 +246,11 @@ def _load_single_file(
     extra: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if xl:
         extra = {"add_watermarker": False}
-    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     try:
-        pipe = cls.from_single_file(str(path), config=config, dtype=placement.dtype, local_files_only=True,
-                                    scheduler=DDIMScheduler.from_config(scheduler_cfg), **extra)  # fmt: skip
+        scheduler = DDIMScheduler.from_config(scheduler_cfg)
+        pipe = _pipeline_class(kind).from_single_file(
+            str(path), config=config, dtype=placement.dtype, local_files_only=True, scheduler=scheduler, **extra
+        )
     except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
         raise LanskapError(f"cannot load checkpoint {path.name}: {str(exc).splitlines()[0][:200]}") from None
     if placement.dtype == torch.float16 and not xl:
@@ -266,10 +277,11 @@ def _load_single_file(
 MODEL_FAMILIES = ("auto", "sd", "sdxl")
 
 
-def architecture(name: str, source: Path, declared: str = "auto") -> str:
-    """ "sd" or "sdxl": from the folder's configs or the single file's tensor names, or as declared
-    (``model_family``). What doesn't run as a base (the SDXL refiner) is named in one line, and a
-    declaration the configs contradict too, before a loader would fail with a shape error."""
+def architecture(name: str, source: Path, declared: str = "auto", role: str = "base") -> str:
+    """ "sd", "sdxl" or (as a refiner) "sdxl-refiner": from the folder's configs or the single file's
+    tensor names, or as declared (``model_family``). What doesn't run in ``role`` (the SDXL refiner as
+    a base, an SD model as a refiner) is named in one line, and a declaration the configs contradict
+    too, before a loader would fail with a shape error."""
     from lanskap.models.family import UNSUPPORTED, detect_file, detect_folder
 
     if declared not in MODEL_FAMILIES:
@@ -280,6 +292,10 @@ def architecture(name: str, source: Path, declared: str = "auto") -> str:
         kind = detect_file(read_safetensors_header(source))
     else:
         kind = "sd"  # a pickled checkpoint (opted in): its names aren't read before loading
+    if role == "refiner":
+        if kind == "sd":
+            raise SettingError(f"{name!r} is not an SDXL model; the refiner must be an SDXL refiner or base", "refiner")
+        return kind
     if kind in UNSUPPORTED:
         raise SettingError(f"{name!r} is {UNSUPPORTED[kind]}", "model")
     if declared != "auto" and declared != kind:
@@ -342,6 +358,7 @@ def load_model(
     *,
     prediction_type: str | None = None,
     on_notice: Callable[[str], None] | None = None,
+    role: str = "base",
 ) -> LoadedModel:
     """Resolve and load a base model; if it can't be had, fall back as ``settings.fallback`` says.
 
@@ -355,6 +372,8 @@ def load_model(
         ref = resolve_model_ref(spec, settings)
         source = fetch_hub_model(ref.location, settings) if ref.kind == "hub" else ref.path
     except ModelUnavailableError as exc:
+        if role == "refiner":  # no stand-in for a refiner: the job says what is missing
+            raise ModelUnavailableError(str(exc).replace("base model", "refiner", 1), "refiner") from None
         if settings.fallback == "none":
             raise
         if settings.fallback == "mini":
@@ -367,12 +386,12 @@ def load_model(
             )
         else:
             ref, source = _tiny_fallback(exc, settings, notices)
-    kind = architecture(ref.name, source, settings.model_family)
+    kind = architecture(ref.name, source, settings.model_family if role == "base" else "auto", role)
     try:
         if ref.kind == "single_file":
-            pipe, pred = _load_single_file(source, placement, settings, pred, notices, xl=kind == "sdxl")
+            pipe, pred = _load_single_file(source, placement, settings, pred, notices, kind)
         else:
-            pipe, pred = _load_folder(source, placement, settings, pred, notices)
+            pipe, pred = _load_folder(source, placement, settings, pred, notices, kind)
     except (OSError, ValueError) as exc:
         raise LanskapError(f"cannot load model {ref.name!r}: {str(exc).splitlines()[0][:200]}") from None
     if settings.vae:

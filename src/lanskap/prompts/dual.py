@@ -9,7 +9,8 @@ prompt is all zeros, hidden states and pooled alike (A1111's ``force_zero_embedd
 ``force_zeros_for_empty_prompt``). A1111 ignores the clip skip for SDXL (its ``sdxl_clip_l_skip``
 is off by default), and so does lanskap.
 
-A second prompt (diffusers' ``prompt_2``) goes to bigG only; CLIP-L keeps the first.
+A second prompt (diffusers' ``prompt_2``) goes to bigG only; CLIP-L keeps the first. SDXL's
+refiner has bigG alone; its encodings are that half (``DualEncoder`` without a first encoder).
 For a prompt of up to 75 tokens with no weights the result is exactly diffusers' own
 ``encode_prompt``, so short prompts give the stock pipeline's pixels.
 """
@@ -29,10 +30,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DualEncoder:
-    """SDXL's two tokenizers and text encoders (a loaded pipeline's, or a trainer's)."""
+    """SDXL's two tokenizers and text encoders (a loaded pipeline's, or a trainer's); the refiner's
+    first pair is None."""
 
-    tokenizer: CLIPTokenizer
-    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer | None
+    text_encoder: CLIPTextModel | None
     tokenizer_2: CLIPTokenizer
     text_encoder_2: CLIPTextModelWithProjection
 
@@ -61,19 +63,22 @@ def _hidden(encoder: torch.nn.Module, tok: TokenizedPrompt) -> tuple[torch.Tenso
 def encode_dual(enc: DualEncoder, text: str, text_2: str | None = None, *, zero: bool = False) -> DualEncoding:
     """One text through both encoders (``text_2`` to the second when given); ``zero`` gives A1111's
     all-zero encoding of an empty negative prompt, in the same shape."""
-    tok_1 = tokenize_prompt(enc.tokenizer, text)
     tok_2 = tokenize_prompt(enc.tokenizer_2, text_2 or text)
     with torch.no_grad():
-        z1, _ = _hidden(enc.text_encoder, tok_1)
         z2, pooled = _hidden(enc.text_encoder_2, tok_2)
-        chunks = max(tok_1.chunks, tok_2.chunks)
-        if tok_1.chunks != tok_2.chunks:  # a longer second prompt: each side padded with its own empty chunk
-            z1 = pad_embeddings(z1, chunks, _hidden(enc.text_encoder, tokenize_prompt(enc.tokenizer, ""))[0])
-            z2 = pad_embeddings(z2, chunks, _hidden(enc.text_encoder_2, tokenize_prompt(enc.tokenizer_2, ""))[0])
-    hidden = torch.cat([z1, z2.to(z1.dtype)], dim=-1)
+        if enc.tokenizer is None or enc.text_encoder is None:  # the refiner: bigG alone
+            hidden, chunks, tokens = z2, tok_2.chunks, tok_2.token_count
+        else:
+            tok_1 = tokenize_prompt(enc.tokenizer, text)
+            z1, _ = _hidden(enc.text_encoder, tok_1)
+            chunks, tokens = max(tok_1.chunks, tok_2.chunks), tok_1.token_count
+            if tok_1.chunks != tok_2.chunks:  # a longer second prompt: each side padded with its own empty chunk
+                z1 = pad_embeddings(z1, chunks, _hidden(enc.text_encoder, tokenize_prompt(enc.tokenizer, ""))[0])
+                z2 = pad_embeddings(z2, chunks, _hidden(enc.text_encoder_2, tokenize_prompt(enc.tokenizer_2, ""))[0])
+            hidden = torch.cat([z1, z2.to(z1.dtype)], dim=-1)
     if zero:
         hidden, pooled = torch.zeros_like(hidden), torch.zeros_like(pooled)
-    return DualEncoding(hidden, pooled, chunks, tok_1.token_count)
+    return DualEncoding(hidden, pooled, chunks, tokens)
 
 
 def encode_dual_schedules(
