@@ -1,11 +1,14 @@
-"""Generation speed: lanskap's engine against the stock diffusers StableDiffusionPipeline, side by side.
+"""Generation speed: lanskap's engine against the stock diffusers pipeline, side by side.
 
-Both run in one invocation on the full SD 2.1 architecture (the real weights with --model,
-otherwise random weights of the same shapes: speed doesn't depend on the weight values), with
-the same prompt, size and number of steps.
+Both run in one invocation on the full SD 2.1 architecture, or SDXL 1.0's with --family sdxl
+(the real weights with --model, otherwise random weights of the same shapes: speed doesn't depend
+on the weight values), with the same prompt, size and number of steps. The stock pipeline is
+StableDiffusionPipeline, or StableDiffusionXLPipeline (its own invisible watermark off, as
+lanskap's is here).
 
     python benchmarks/generate.py                                          # CUDA: 512 and 768 px, 25 steps
     python benchmarks/generate.py --device cpu --sizes 512 --steps 3 --warmup-steps 1
+    python benchmarks/generate.py --family sdxl --sizes 1024 --steps 25 --dtype fp16   # SDXL on a GPU
 
 Variants, each in its own process so that its peak memory is its own:
   stock            StableDiffusionPipeline.from_pretrained(model).to(device) with its defaults
@@ -101,15 +104,20 @@ class StepClock:
 
 def run_stock(args: argparse.Namespace, size: int, steps: int, clock: StepClock, lora: str | None) -> Image.Image:
     """The stock pipeline, loaded once per process (cached on the function)."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     pipe = getattr(run_stock, "pipe", None)
     if pipe is None:
         # dtype fp32: what the hub's SD 2.1 weights load as by default (the random stand-in is stored
-        # in fp16 to save disk, which would otherwise make the stock pipeline fp16 on its own).
-        pipe = StableDiffusionPipeline.from_pretrained(
-            args.model, dtype=torch.float32, safety_checker=None, requires_safety_checker=False
-        )
+        # in fp16 to save disk, which would otherwise make the stock pipeline fp16 on its own);
+        # --dtype fp16 for both sides on a GPU, as SDXL is usually run there.
+        dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+        if args.family == "sdxl":
+            pipe = StableDiffusionXLPipeline.from_pretrained(args.model, dtype=dtype, add_watermarker=False)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                args.model, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
         pipe = pipe.to(args.device)
         pipe.set_progress_bar_config(disable=True)
         if lora:
@@ -143,6 +151,8 @@ def run_lanskap(
     engine = getattr(run_lanskap, "engine", None)
     if engine is None:
         setting_values = {k: v for k, v in overrides.items() if k not in REQUEST_KEYS}
+        if args.dtype and "dtype" not in setting_values:
+            setting_values["dtype"] = args.dtype
         settings = load_settings(model=args.model, device=args.device, **setting_values)
         engine = Engine(settings=settings)
         engine.load()
@@ -218,8 +228,12 @@ def unet_flops(model: str, size: int) -> float:
         unet = UNet2DConditionModel.from_config(config)
         x = torch.empty(2, unet.config.in_channels, size // 8, size // 8)
         cond = torch.empty(2, 77, unet.config.cross_attention_dim)
+        extra = {}
+        if unet.config.addition_embed_type == "text_time":  # SDXL: the pooled text and six size numbers
+            pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+            extra = {"added_cond_kwargs": {"text_embeds": torch.empty(2, pooled), "time_ids": torch.empty(2, 6)}}
         with FlopCounterMode(display=False) as counter:
-            unet(x, torch.tensor([500]), encoder_hidden_states=cond)
+            unet(x, torch.tensor([500]), encoder_hidden_states=cond, **extra)
     return float(counter.get_total_flops())
 
 
@@ -232,6 +246,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="diffusers folder (default: SD 2.1's architecture with random weights)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--family", choices=("sd21", "sdxl"), default="sd21", help="the random stand-in's architecture")
+    ap.add_argument("--dtype", choices=("fp16", "fp32"), help="both sides' precision [each one's default]")
     ap.add_argument("--sizes", default="512,768", help="square sizes in px, comma-separated")
     ap.add_argument("--steps", type=int, default=25, help="timed denoising steps per image")
     ap.add_argument("--warmup-steps", type=int, default=2, help="an untimed image with this many steps first")
@@ -254,11 +270,13 @@ def main() -> None:
     if unknown or "stock" not in names:
         sys.exit(f"unknown variant(s) {unknown}" if unknown else "the stock variant is needed for the ratio")
     if not args.model:
-        from lanskap.models.reference import build_random_sd21
+        from lanskap.models.reference import build_random_sd21, build_random_sdxl
 
-        cache = Path(os.environ.get("LANSKAP_BENCH_CACHE", Path(tempfile.gettempdir()) / "lanskap-sd21-random"))
-        print(f"building SD 2.1-shaped random model in {cache} (first run only) …", flush=True)
-        args.model = str(build_random_sd21(cache))
+        build, label = (build_random_sdxl, "SDXL") if args.family == "sdxl" else (build_random_sd21, "SD 2.1")
+        default = Path(tempfile.gettempdir()) / f"lanskap-{args.family}-random"
+        cache = Path(os.environ.get("LANSKAP_BENCH_CACHE", default))
+        print(f"building {label}-shaped random model in {cache} (first run only) …", flush=True)
+        args.model = str(build(cache))
     images = Path(tempfile.mkdtemp(prefix="lanskap-bench-"))
     results: dict[str, dict] = {}
     for name in names:
@@ -266,7 +284,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--variant", name, "--model", args.model, "--device", args.device,
                "--sizes", ",".join(map(str, args.sizes)), "--steps", str(args.steps),
                "--warmup-steps", str(args.warmup_steps), "--seed", str(args.seed), "--images", str(images),
-               "--follow", str(args.follow)]  # fmt: skip
+               "--follow", str(args.follow), "--family", args.family]  # fmt: skip
+        if args.dtype:
+            cmd += ["--dtype", args.dtype]
         if args.lora:
             cmd += ["--lora", args.lora]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANSKAP_HOME": str(images / "home")}

@@ -760,3 +760,46 @@ def test_training_page_trains_an_embedding_and_offers_it_in_generate(app_env: Pa
     assert "Embedding ready: write ap-style" in _texts(at)
     assert (app_env / "embeddings" / "ap-style.safetensors").is_file()
     assert "ap-style" in _app().selectbox(key="g_embedding").options
+
+
+def test_an_sdxl_base_shows_its_family_size_second_prompt_and_refiner(
+    tiny_sdxl: Path, tiny_sdxl_refiner: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an SDXL base the form takes SDXL's size, offers the second prompt and the refiner, records
+    both, and "use these settings" restores them."""
+    import shutil
+
+    from lanskap.gallery import Gallery
+    from lanskap.ui.common import service
+
+    shutil.copytree(tiny_sdxl_refiner, isolated_home / "models" / "tiny-xl-refiner")
+    monkeypatch.setenv("LANSKAP_MODEL", str(tiny_sdxl))
+    monkeypatch.setenv("LANSKAP_UI_PRELOAD", "0")
+    service.clear()
+    try:
+        at = _app()
+        assert (at.number_input(key="g_width").value, at.number_input(key="g_height").value) == (1216, 832)
+        assert "SDXL · 1024 px" in _texts(at)
+        at.text_area(key="g_prompt").input("a castle on a hill")
+        at.text_area(key="g_prompt_2").input("an oil painting, warm light")
+        assert "tiny-xl-refiner" in at.selectbox(key="g_refiner").options
+        at.selectbox(key="g_refiner").set_value("tiny-xl-refiner").run()
+        at.slider(key="g_refiner_switch").set_value(0.5)
+        _small(at)
+        at.button(key="go-txt2img").click().run()
+        _wait_idle()
+        at.run()
+        (entry,), _ = Gallery(isolated_home).query()
+        assert 'Prompt 2: "an oil painting, warm light"' in entry.infotext
+        assert "Refiner: tiny-xl-refiner [" in entry.infotext and "Refiner switch at: 0.5" in entry.infotext
+        at.text_area(key="g_prompt_2").input("")
+        at.selectbox(key="g_refiner").set_value("(none)").run()
+        at.switch_page("views/gallery.py").run()
+        at.button(key=f"open-{entry.id}").click().run()
+        at.button(key="v-use").click().run()
+        assert at.text_area(key="g_prompt_2").value == "an oil painting, warm light"
+        assert at.selectbox(key="g_refiner").value == "tiny-xl-refiner"
+        assert at.slider(key="g_refiner_switch").value == pytest.approx(0.5)
+    finally:
+        service().queue.shutdown()
+        service.clear()

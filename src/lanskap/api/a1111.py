@@ -13,6 +13,7 @@ import binascii
 import io
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageOps
@@ -74,6 +75,9 @@ TXT2IMG_FIELDS = {
     "token_merging",
     "token_merging_downsample",
     "alwayson_scripts",
+    "refiner_checkpoint",
+    "refiner_switch_at",
+    "prompt_2",
 }
 IMG2IMG_FIELDS = TXT2IMG_FIELDS | {
     "init_images",
@@ -143,6 +147,10 @@ class Txt2ImgBody(BaseModel):
     override_settings_restore_afterwards: bool = True
     styles: list[str] = Field(default_factory=list)
     tiling: bool | None = None  # A1111's seamless tiling (both axes)
+    # SDXL: A1111's refiner (a checkpoint title or name; None, "" or "None": no refiner).
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = Field(None, ge=0.01, le=1)
+    prompt_2: str = Field("", description="lanskap's own: SDXL's second text encoder's prompt (diffusers' prompt_2)")
     # lanskap's own: panoramas and regional prompts (generation/panorama.py, regions.py).
     panorama: PanoramaBody | None = None
     regions: list[RegionBody] | None = Field(None, max_length=64)
@@ -258,7 +266,7 @@ def build_request(
     """A lanskap GenerationRequest from an A1111 body, within the server's limits."""
     from lanskap.generation.params import GenerationRequest
 
-    if len(body.prompt) > limits.max_prompt_chars or len(body.negative_prompt) > limits.max_prompt_chars:
+    if max(len(body.prompt), len(body.negative_prompt), len(body.prompt_2)) > limits.max_prompt_chars:
         raise LanskapError(f"prompt too long: at most {limits.max_prompt_chars} characters")
     images = body.batch_size * body.n_iter
     if images > limits.max_images:
@@ -276,6 +284,7 @@ def build_request(
         regions=_regions(body),
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
+        prompt_2=body.prompt_2,
         seed=None if body.seed == -1 else body.seed,
         steps=body.steps,
         guidance=body.cfg_scale,
@@ -469,6 +478,9 @@ def _extra_params(req: GenerationRequest) -> dict[str, Any]:
     from lanskap.generation import levers
 
     extra.update(levers.infotext(req))
+    if req.refiner:
+        extra["Refiner"] = Path(req.refiner).name
+        extra["Refiner switch at"] = req.refiner_switch_at
     if req.hires is not None:
         h = req.hires
         if h.resize_x or h.resize_y:

@@ -77,7 +77,9 @@ async def _generate(
     ratio = effective.token_merging_for(init is not None)
     levers = {"token_merging": ratio} if ratio and body.token_merging is None else {}
     control = await _control(state, body, init)
-    wanted = replace(wanted, clip_skip=effective.clip_skip, ensd=effective.ensd, **control, **levers).validate()
+    refine = _refiner(state, body)
+    wanted = replace(wanted, clip_skip=effective.clip_skip, ensd=effective.ensd, **control, **levers, **refine)
+    wanted = wanted.validate()
     wanted, unknown = apply_styles(wanted, body.styles, service.settings.home, strict=False)
     warnings += [f"style {name!r} not found; the image was made without it" for name in unknown]
     job = service.submit_generation(wanted, source="api", fmt=effective.fmt, model=effective.model)
@@ -87,6 +89,17 @@ async def _generate(
         info = {"interrupted": True, "warnings": [*notes, *warnings, "interrupted"]}
         return {"images": [], "parameters": echo.model_dump(exclude={"init_images", "mask"}), "info": _json(info)}
     return a1111.response(echo, job.result, [*notes, *warnings], started, maps=not effective.no_detectmap)
+
+
+def _refiner(state: ServerState, body: a1111.Txt2ImgBody) -> dict[str, Any]:
+    """A1111's refiner fields: an installed model's title or name (None, "" or "None": none), switching
+    at 0.8 (A1111's slider default) unless the request says."""
+    title = body.refiner_checkpoint
+    if title is None or title.strip() in ("", "None"):
+        return {}
+    spec = state.service.check_model(state.options.model_name(title))
+    switch = 0.8 if body.refiner_switch_at is None else body.refiner_switch_at
+    return {"refiner": spec, "refiner_switch_at": switch}
 
 
 async def _control(state: ServerState, body: a1111.Txt2ImgBody, init: InitImage | None) -> dict[str, Any]:

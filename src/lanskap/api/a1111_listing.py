@@ -83,6 +83,7 @@ async def sd_models(state: StateDep) -> list[dict[str, Any]]:
             "sha256": None,
             "filename": name,  # names, never server paths
             "config": None,
+            "family": state.service.model_family(name),  # lanskap's own: SD 1.x, SD 2.x, SDXL, …
         }
         for name in state.service.models()
     ]

@@ -137,7 +137,7 @@ class A1111Options:
         return values
 
     # -- changing ------------------------------------------------------------------------------
-    def _model_name(self, value: Any) -> str:
+    def model_name(self, value: Any) -> str:
         """A1111 accepts a title, a model name, or a name with its extension."""
         text = str(value).strip()
         for name, title in self.model_titles().items():
@@ -155,7 +155,7 @@ class A1111Options:
         notes: list[str] = []
         for key, value in changes.items():
             if key == "sd_model_checkpoint":
-                clean[key] = self._model_name(value)
+                clean[key] = self.model_name(value)
             elif key == "CLIP_stop_at_last_layers":
                 clean[key] = _int(key, value, 1, MAX_CLIP_SKIP)
             elif key == "eta_noise_seed_delta":

@@ -383,7 +383,7 @@ class Engine:
             dtype=self.placement.dtype_name,
             levers=f"{m.speed.summary()}; speed {self.settings.speed_level}" if m else None,
             loras_cached=[i.name for i in self._adapters.values()],
-            family=m.family.label if m else None,
+            family=m.family.label if m else self._family_spec(),
             demo=m.demo if m else self._demo_spec(),
             recommended=asdict(m.recommended) if m and m.recommended else None,
             depth=m.depth if m else None,
@@ -404,6 +404,18 @@ class Engine:
             return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
         except (OSError, ValueError, KeyError, TypeError, LanskapError):
             return None  # a hub id, a single file or an unusual folder: known once it is loaded
+
+    def _family_spec(self) -> str | None:
+        """Before loading: "SDXL" when the configured folder's configs say so (the web app shows the
+        SDXL fields and sizes at once); other families are told apart once loaded."""
+        from pathlib import Path
+
+        from lanskap.models.family import SDXL, detect_folder
+
+        try:
+            return SDXL.label if self.model_spec and detect_folder(Path(self.model_spec)) == "sdxl" else None
+        except OSError:
+            return None
 
     def _demo_spec(self) -> str | None:
         """Before loading: whether the configured model names a demonstration model."""
@@ -606,6 +618,9 @@ class Engine:
         prompt, tag_loras, hypernet_tags = extract_network_tags(req.prompt)
         if m.family.is_sdxl:
             sdxl.check(req, m.name, bool(hypernet_tags))
+        unused_prompt_2 = bool(req.prompt_2) and not m.family.is_sdxl
+        if unused_prompt_2:  # one text encoder: nothing to send a second prompt to, and nothing recorded
+            req = replace(req, prompt_2="")
         applied = self._apply_loras([*tag_loras, *req.loras])
         hypernets = self.networks.hypernets(hypernet_tags, text_width(m.pipe.text_encoder), m.name)
         sampler = get_sampler(req.scheduler)
@@ -620,6 +635,8 @@ class Engine:
         run = _Run(start, m, req, prep, applied, embeds, sampler, batches, effective, pipe, list(m.notices))
         run.hypernets = hypernets
         run.refiner = self._refiner_plan(req, prompt, schedule_steps)
+        if unused_prompt_2:
+            run.notices.append(f"the second prompt is for SDXL's second text encoder; {m.name} has one: not used")
         if req.hires is not None:
             from lanskap.upscale.upscalers import find
 

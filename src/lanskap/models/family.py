@@ -108,3 +108,24 @@ def width_label(text_width: int) -> str:
         if fam.text_width == text_width:
             return fam.label.split(" 768")[0]
     return OTHER_WIDTHS.get(text_width, f"{text_width}-wide")
+
+
+def label_on_disk(path: Path, header: dict[str, object] | None = None) -> str | None:
+    """A model's family as people say it, read from its configs (a folder) or its tensor names (a
+    single file's ``header``) without loading it: for model lists. None when neither tells."""
+    if path.is_dir():
+        kind = detect_folder(path)
+        try:
+            text = json.loads((path / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+            scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            text, scheduler = {}, {}
+        if kind == "sd" and text:
+            return family_of(int(text.get("hidden_size", 0)), str(scheduler.get("prediction_type", "epsilon"))).label
+    elif header is not None:
+        kind = detect_file(header)
+        if kind == "sd":
+            return SD2.label if any(str(k).startswith("cond_stage_model.model.") for k in header) else SD1.label
+    else:
+        return None
+    return {"sdxl": SDXL.label, "sdxl-refiner": "SDXL refiner"}.get(kind or "")

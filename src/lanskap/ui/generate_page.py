@@ -34,12 +34,14 @@ from lanskap.ui.control_section import UNITS_KEY, control_section, depth_tab
 from lanskap.ui.control_section import prefill as prefill_control
 from lanskap.ui.jobs_panel import cancel_all, forget_finished, jobs_panel, remember, session_jobs
 from lanskap.ui.panorama_tab import PANORAMA_TAB, panorama_tab, prefill_composition, region_editor, regions_request
+from lanskap.ui.sdxl_section import fit_sdxl_size, prefill_sdxl, sdxl_fields, sdxl_inputs
 from lanskap.ui.upscale_tab import UPSCALE_TAB, hires_controls, hires_request, prefill_hires, upscale_results
 from lanskap.ui.viewer import clickable_image, open_viewer, sharp, show_viewer
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from lanskap.generation.engine import EngineInfo
     from lanskap.generation.upscale_params import UpscaleRequest
     from lanskap.service.queue import Job
     from lanskap.service.service import GenerationOutput, Service
@@ -105,6 +107,7 @@ def prefill(params: dict[str, Any]) -> None:
     prefill_hires(params)
     prefill_composition(params)
     prefill_control(params)
+    prefill_sdxl(service(), params)
 
 
 def _sampler_label(name: str | None) -> str:
@@ -144,6 +147,7 @@ def _request(**extra: Any) -> GenerationRequest:
         "cache_start": None if s.get("g_cache_start") is None else float(s["g_cache_start"]),
         "token_merging": None if s.get("g_tome") is None else float(s["g_tome"]),
         "control": s.get(UNITS_KEY, ()),  # the open tab's ControlNet units (ui/control_section.py)
+        **sdxl_fields(service()),  # the second prompt and the refiner (ui/sdxl_section.py)
     }
     request = GenerationRequest(**{**fields, **extra})
     if s.get("g_speed", SERVER_SPEED) != SERVER_SPEED:
@@ -217,10 +221,11 @@ def _fit_distilled(recommended: dict[str, Any] | None) -> None:
     s["g_distilled_fitted"] = True
 
 
-def _inputs(svc: Service, native: int | None) -> None:
+def _inputs(svc: Service, info: EngineInfo) -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    _fit_size(native)
+    _fit_size(info.native_size)
+    fit_sdxl_size(info, (DEFAULTS["g_width"], DEFAULTS["g_height"]))
     loras = [NO_LORA, *svc.lora_names()]
     if st.session_state["g_lora"] not in loras:
         st.session_state["g_lora"] = NO_LORA
@@ -236,6 +241,7 @@ def _inputs(svc: Service, native: int | None) -> None:
         **keep,
     )
     st.text_area("Negative prompt", key="g_negative", height=80, help="What to avoid.", **keep)
+    sdxl_inputs(svc, info, keep)
     styles = try_action(lambda: list(load_styles(svc.settings.home)))
     if styles:
         st.session_state["g_styles"] = [n for n in st.session_state["g_styles"] if n in styles]
@@ -608,7 +614,7 @@ def page() -> None:
     left, right = st.columns([5, 4], gap="large")
     with left:
         _fit_distilled(info.recommended)
-        _inputs(svc, info.native_size)
+        _inputs(svc, info)
         action = _modes()
     with right:
         c = st.columns([3, 2], vertical_alignment="center")

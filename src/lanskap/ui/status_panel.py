@@ -29,6 +29,9 @@ def status_panel() -> None:
         st.caption(f":material/memory_alt: GPU {_mb(mem['gpu_used_mb'])} / {_mb(mem['gpu_total_mb'])}")
     loaded = f"loaded [{model['model_hash']}]" if model["loaded"] else "not loaded"
     st.caption(f":material/deployed_code: {model['model']} · {loaded}")
+    if model.get("family"):
+        size = f" · {model['native_size']} px" if model.get("native_size") else ""
+        st.caption(f":material/category: {model['family']}{size}")
     if model.get("levers"):
         st.caption(f":material/speed: {model['levers']}")
     running = queue["running"]
