@@ -222,3 +222,16 @@ def controlnet_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str,
     for key, value in unet_to_ldm(shared, config).items():
         out[key.removeprefix("model.diffusion_model.")] = value
     return {f"control_model.{k}": v for k, v in out.items()}
+
+
+def kohya_sgm_unet(peft: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """peft UNet LoRA tensors (``….lora_A.weight``) under kohya's SDXL names, which follow SGM's UNet
+    (``lora_unet_input_blocks_4_1_…``), not diffusers' (``down_blocks.1.attentions.0…``): kohya trains
+    SDXL on the original layout, and A1111 and ComfyUI read its files. No ``.alpha`` entries."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in peft.items():
+        module, _, leaf = key.partition(".lora_")
+        sgm = next(iter(unet_to_ldm({f"{module}.weight": value}, config)))
+        name = "lora_unet_" + sgm.removeprefix("model.diffusion_model.").removesuffix(".weight").replace(".", "_")
+        out[f"{name}.{'lora_down' if leaf.startswith('A') else 'lora_up'}.weight"] = value
+    return out

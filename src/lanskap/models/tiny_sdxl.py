@@ -10,7 +10,6 @@ aesthetic score instead of the target size), as SDXL's refiner does.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from lanskap.models.tokenizer import write_clip_tokenizer
 
@@ -96,6 +95,8 @@ def make_tiny_sdxl_lora(base: Path, out: Path, *, rank: int = 4, seed: int = 1, 
     from safetensors.torch import save_file
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from lanskap.models.convert import kohya_sgm_unet
+
     parts = {
         "unet": UNet2DConditionModel.from_pretrained(str(Path(base) / "unet")),
         "text_encoder": CLIPTextModel.from_pretrained(str(Path(base) / "text_encoder")),
@@ -117,7 +118,9 @@ def make_tiny_sdxl_lora(base: Path, out: Path, *, rank: int = 4, seed: int = 1, 
                 key = f"text_model.{key}"  # transformers 5 drops the level kohya's names keep
             named[f"{prefix}.{key}"] = value
     kohya = convert_state_dict_to_kohya({k: v for k, v in named.items() if not k.startswith("unet.")})
-    kohya.update(_sgm_unet_keys({k[5:]: v for k, v in named.items() if k.startswith("unet.")}, parts["unet"].config))
+    unet = kohya_sgm_unet({k[5:]: v for k, v in named.items() if k.startswith("unet.")}, dict(parts["unet"].config))
+    kohya.update(unet)
+    kohya.update({f"{k.split('.')[0]}.alpha": torch.tensor(0.0) for k in unet})  # set to the rank below
     tensors = {k: (torch.tensor(float(rank)) if k.endswith(".alpha") else v.contiguous()) for k, v in kohya.items()}
     meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(rank),
             "ss_base_model_version": "sdxl_base_v1-0",
@@ -127,21 +130,4 @@ def make_tiny_sdxl_lora(base: Path, out: Path, *, rank: int = 4, seed: int = 1, 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         save_file(tensors, str(Path(tmp) / out.name), metadata=meta)
         Path(tmp, out.name).replace(out)
-    return out
-
-
-def _sgm_unet_keys(peft: dict[str, Any], config: Any) -> dict[str, Any]:
-    """peft UNet LoRA tensors under kohya's SDXL names, which follow SGM's UNet (``input_blocks.4.1…``),
-    not diffusers' (``down_blocks.1.attentions.0…``): kohya trains SDXL on the original layout."""
-    import torch
-
-    from lanskap.models.convert import unet_to_ldm
-
-    out: dict[str, Any] = {}
-    for key, value in peft.items():
-        module, _, leaf = key.partition(".lora_")
-        sgm = next(iter(unet_to_ldm({f"{module}.weight": value}, dict(config))))
-        name = "lora_unet_" + sgm.removeprefix("model.diffusion_model.").removesuffix(".weight").replace(".", "_")
-        out[f"{name}.{'lora_down' if leaf.startswith('A') else 'lora_up'}.weight"] = value
-        out[f"{name}.alpha"] = torch.tensor(0.0)  # set to the rank by the caller
     return out

@@ -55,17 +55,25 @@ def attach_lora(unet: UNet2DConditionModel, text_encoder: CLIPTextModel | None, 
     if not lora_parameters(unet):
         raise LanskapError(f"none of the LoRA targets ({', '.join(cfg.unet_targets())}) exist in this model's UNet")
     if text_encoder is not None:
-        try:
-            text_encoder.add_adapter(config(list(TEXT_ENCODER_TARGETS)))
-        except ValueError as exc:
-            if "version of peft" in str(exc).lower():  # transformers refuses this peft release
-                raise LanskapError(version_clash(str(exc))) from None
-            raise LanskapError(
-                f"this model's text encoder has no {'/'.join(TEXT_ENCODER_TARGETS)} layers: {exc}"
-            ) from None
-    for module in (unet, text_encoder):
-        for p in lora_parameters(module) if module is not None else []:
-            p.requires_grad_(True)
+        attach_text_lora(text_encoder, cfg)
+    for p in lora_parameters(unet):
+        p.requires_grad_(True)
+
+
+def attach_text_lora(text_encoder: CLIPTextModel, cfg: TrainConfig) -> None:
+    """A trainable LoRA on a text encoder's attention (SDXL's second encoder gets one the same way)."""
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout, init_lora_weights="gaussian",
+                      target_modules=list(TEXT_ENCODER_TARGETS))  # fmt: skip
+    try:
+        text_encoder.add_adapter(lora)
+    except ValueError as exc:
+        if "version of peft" in str(exc).lower():  # transformers refuses this peft release
+            raise LanskapError(version_clash(str(exc))) from None
+        raise LanskapError(f"this model's text encoder has no {'/'.join(TEXT_ENCODER_TARGETS)} layers: {exc}") from None
+    for p in lora_parameters(text_encoder):
+        p.requires_grad_(True)
 
 
 def version_clash(detail: str) -> str:
@@ -100,28 +108,32 @@ def load_peft_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def save_diffusers(
-    out_dir: Path, unet_state: dict[str, torch.Tensor], te_state: dict[str, torch.Tensor] | None, cfg: TrainConfig
+    out_dir: Path,
+    unet_state: dict[str, torch.Tensor],
+    te_state: dict[str, torch.Tensor] | None,
+    cfg: TrainConfig,
+    te2_state: dict[str, torch.Tensor] | None = None,
+    sdxl: bool = False,
 ) -> Path:
-    """``pytorch_lora_weights.safetensors``, written to a temp folder and renamed into place."""
-    from diffusers import StableDiffusionPipeline
+    """``pytorch_lora_weights.safetensors``, written to a temp folder and renamed into place
+    (SDXL's with its second text encoder's part, as diffusers' SDXL pipeline saves it)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"r": cfg.rank, "lora_alpha": cfg.alpha, "target_modules": cfg.unet_targets()}
+    te_meta = {"r": cfg.rank, "lora_alpha": cfg.alpha, "target_modules": list(TEXT_ENCODER_TARGETS)}
+    # peft naming (lora_A/lora_B) as is: diffusers' old-format converter renames only the
+    # attention keys, and a file mixing both namings loses the attention part on load.
+    parts = {"unet_lora_layers": unet_state, "text_encoder_lora_layers": te_state or None,
+             "unet_lora_adapter_metadata": meta,
+             "text_encoder_lora_adapter_metadata": te_meta if te_state else None}  # fmt: skip
+    if sdxl:
+        parts["text_encoder_2_lora_layers"] = te2_state or None
+        parts["text_encoder_2_lora_adapter_metadata"] = te_meta if te2_state else None
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".lora.") as tmp:
-        StableDiffusionPipeline.save_lora_weights(
-            tmp,
-            # peft naming (lora_A/lora_B) as is: diffusers' old-format converter renames only the
-            # attention keys, and a file mixing both namings loses the attention part on load.
-            unet_lora_layers=unet_state,
-            text_encoder_lora_layers=te_state or None,
-            safe_serialization=True,
-            unet_lora_adapter_metadata=meta,
-            text_encoder_lora_adapter_metadata=(
-                {"r": cfg.rank, "lora_alpha": cfg.alpha, "target_modules": list(TEXT_ENCODER_TARGETS)}
-                if te_state
-                else None
-            ),
+        (StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline).save_lora_weights(
+            tmp, safe_serialization=True, **parts
         )
         dest = out_dir / DIFFUSERS_FILE
         Path(tmp, DIFFUSERS_FILE).replace(dest)
@@ -133,16 +145,30 @@ def to_kohya(
     te_state: dict[str, torch.Tensor] | None,
     alpha: float,
     dtype: torch.dtype = torch.float16,
+    te2_state: dict[str, torch.Tensor] | None = None,
+    sdxl_unet: dict | None = None,
 ) -> dict[str, torch.Tensor]:
-    """peft tensors → kohya keys (``lora_unet_…``, ``lora_te_…``) with ``.alpha`` entries."""
+    """peft tensors → kohya keys (``lora_unet_…``, ``lora_te_…``) with ``.alpha`` entries.
+
+    For SDXL (``sdxl_unet``: its UNet config) as kohya's sdxl_train_network writes them: the UNet in
+    SGM's block names, the encoders as ``lora_te1_`` (CLIP-L) and ``lora_te2_`` (bigG).
+    """
     from diffusers.utils import convert_state_dict_to_kohya
 
-    named = {f"unet.{k}": v for k, v in unet_state.items()}
+    from lanskap.models.convert import kohya_sgm_unet
+
+    named = {} if sdxl_unet is not None else {f"unet.{k}": v for k, v in unet_state.items()}
     named.update({f"text_encoder.{_with_text_model(k)}": v for k, v in (te_state or {}).items()})
-    kohya = convert_state_dict_to_kohya(named)
+    named.update({f"text_encoder_2.{_with_text_model(k)}": v for k, v in (te2_state or {}).items()})
+    kohya = convert_state_dict_to_kohya(named) if named else {}
+    if sdxl_unet is not None:
+        unet = kohya_sgm_unet(unet_state, sdxl_unet)
+        kohya.update(unet)
+        kohya.update({f"{k.split('.')[0]}.alpha": torch.tensor(float(alpha)) for k in unet})
     out: dict[str, torch.Tensor] = {}
     for key, value in kohya.items():
-        key = key.replace("lora_te1_", "lora_te_", 1)
+        if sdxl_unet is None:
+            key = key.replace("lora_te1_", "lora_te_", 1)
         if key.endswith(".alpha"):
             value = torch.tensor(float(alpha))
         out[key] = value.detach().to("cpu", dtype if value.is_floating_point() else value.dtype).contiguous()

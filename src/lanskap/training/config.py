@@ -49,7 +49,7 @@ class TrainConfig:
     model: str | None = setting(  # None: the configured base model (SD 2.1 by default)
         None, "Base model: hub id or path [the configured one].", aliases=("--pretrained-model-name-or-path",)
     )
-    preset: str | None = setting(None, "default (about 50 images) or thesis (the thesis's run).")
+    preset: str | None = setting(None, "default (about 50 images), thesis (the thesis's run) or lean (SDXL, 16-24 GB).")
     image_column: str = setting("image", "CSV column with image paths.")
     caption_column: str | None = setting(None, "Caption column [text, caption or captions].")
     # images
@@ -302,6 +302,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "snr_gamma": None,
         "gradient_checkpointing": False,
         "dataloader_num_workers": 8,
+    },
+    # Memory-lean, for SDXL on 16-24 GB cards (as kohya's SDXL LoRA guidance and diffusers' SDXL example
+    # run it): every activation recomputed, the VAE and text encoders run once before training and
+    # leave the GPU, 8-bit AdamW where bitsandbytes and CUDA are (optimizer auto), mixed precision.
+    "lean": {
+        "gradient_checkpointing": True,
+        "cache_latents": True,
+        "center_crop": True,
+        "cache_text_embeddings": True,
+        "train_text_encoder": False,
+        "optimizer": "auto",
+        "train_batch_size": 1,
+        "mixed_precision": "auto",
     },
 }
 

@@ -68,6 +68,26 @@ class Session:
             self.events(event)
 
 
+@dataclass(frozen=True)
+class TextCond:
+    """A batch's text conditioning: hidden states, and SDXL's pooled text (None for SD 1.x/2.x)."""
+
+    hidden: torch.Tensor  # (batch, 77 · chunks, width)
+    pooled: torch.Tensor | None = None  # (batch, projection width)
+
+    def to(self, dtype: torch.dtype) -> TextCond:
+        return TextCond(self.hidden.to(dtype), None if self.pooled is None else self.pooled.to(dtype))
+
+    def unet_kwargs(self, latents: torch.Tensor) -> dict[str, object]:
+        """SDXL's extra UNet inputs: the pooled text and A1111's size conditioning for these latents
+        (original and target size the picture's, crop (0, 0)), as generation will ask."""
+        if self.pooled is None:
+            return {}
+        h, w = latents.shape[2] * 8, latents.shape[3] * 8
+        ids = torch.tensor([h, w, 0, 0, h, w], device=latents.device, dtype=self.pooled.dtype)
+        return {"added_cond_kwargs": {"text_embeds": self.pooled, "time_ids": ids.repeat(latents.shape[0], 1)}}
+
+
 @dataclass
 class Networks:
     """The base model's parts as training uses them, with the optimizer and the noise schedule."""
@@ -82,6 +102,8 @@ class Networks:
     lr_scheduler: LRScheduler
     noise_scheduler: DDPMScheduler
     trainable: list[torch.nn.Parameter]
+    text_encoder_2: torch.nn.Module | None = None  # SDXL's bigG (with its projection)
+    tokenizer_2: CLIPTokenizer | None = None
 
     @property
     def prediction_type(self) -> str:
@@ -101,8 +123,9 @@ class TrainData:
     stream: Stream
     aug: Augment
     tokens: CaptionTokens
+    tokens_2: CaptionTokens | None = None  # SDXL's second tokenizer (it pads with "!", not EOS)
     latent_cache: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)
-    text_cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    text_cache: dict[str, TextCond] = field(default_factory=dict)
     eval_views: list[tuple[torch.Tensor, str]] = field(default_factory=list)  # fixed-noise loss inputs
     prior_latents: list[torch.Tensor] = field(default_factory=list)  # DreamBooth's class pictures, encoded
 

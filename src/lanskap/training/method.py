@@ -46,6 +46,10 @@ class TrainingMethod(Protocol):
         """Add the trainable parameters to the base model's modules."""
         ...
 
+    def attach_second(self, text_encoder_2: CLIPTextModel) -> None:
+        """SDXL's second text encoder: add what trains there too (after ``attach``)."""
+        ...
+
     def caption(self, text: str) -> str:
         """A training caption (or validation prompt) as this method trains on it."""
         ...
@@ -100,6 +104,9 @@ class BaseMethod:
 
     def embeddings(self) -> list[Embedding]:
         return []
+
+    def attach_second(self, text_encoder_2: CLIPTextModel) -> None:
+        return None
 
     def resume_settings(self) -> dict[str, Any]:
         return self.cfg.method_settings()

@@ -136,19 +136,28 @@ def prepare_networks(session: Session, model: LoadedModel, method: TrainingMetho
 
     pipe = model.pipe
     unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    for module in (unet, vae, text_encoder):
+    text_encoder_2 = getattr(pipe, "text_encoder_2", None)  # SDXL's bigG
+    encoders = [text_encoder] if text_encoder_2 is None else [text_encoder, text_encoder_2]
+    for module in (unet, vae, *encoders):
         module.requires_grad_(False)
+    if text_encoder_2 is not None:
+        _check_sdxl(method, model.name)
+        if vae.dtype == torch.float16 and vae.config.force_upcast:
+            vae.to(torch.float32)  # SDXL's VAE overflows in fp16 (its config says so): encode in fp32
     set_seed(cfg.seed)  # the trained parameters' initial values
     method.attach(unet, text_encoder, pipe.tokenizer)
+    if text_encoder_2 is not None:
+        method.attach_second(text_encoder_2)
     with_te = method.trains_text_encoder
     if session.mixed != "no":
         from diffusers.training_utils import cast_training_params
 
-        cast_training_params([unet, text_encoder] if with_te else [unet], dtype=torch.float32)
+        cast_training_params([unet, *encoders] if with_te else [unet], dtype=torch.float32)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if with_te:
-            text_encoder.gradient_checkpointing_enable()
+            for encoder in encoders:
+                encoder.gradient_checkpointing_enable()
     if session.on_cuda and cfg.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -166,7 +175,11 @@ def prepare_networks(session: Session, model: LoadedModel, method: TrainingMetho
         power=cfg.lr_power,
     )
     accelerator = session.accelerator
-    if with_te:
+    if with_te and text_encoder_2 is not None:
+        unet, text_encoder, text_encoder_2, optimizer = accelerator.prepare(
+            unet, text_encoder, text_encoder_2, optimizer
+        )
+    elif with_te:
         unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
     elif method.trains_unet:
         unet, optimizer = accelerator.prepare(unet, optimizer)
@@ -184,7 +197,15 @@ def prepare_networks(session: Session, model: LoadedModel, method: TrainingMetho
         lr_scheduler=lr_scheduler,
         noise_scheduler=noise_scheduler,
         trainable=[p for g in groups for p in g["params"]],
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=getattr(pipe, "tokenizer_2", None),
     )
+
+
+def _check_sdxl(method: TrainingMethod, model_name: str) -> None:
+    """SDXL trains LoRAs so far; the other methods say so in one line before anything is attached."""
+    if method.name != "lora":
+        raise LanskapError(f"{method.name} trains SD 1.x and 2.x models so far; {model_name} is SDXL (train a LoRA)")
 
 
 def _optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:

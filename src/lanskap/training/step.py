@@ -35,9 +35,9 @@ def _predict(run: TrainRun, latents: torch.Tensor, captions: list[str]) -> tuple
     noise = add_noise_offset(noise, run.cfg.noise_offset, gen)
     t = torch.randint(0, nets.timesteps_total, (latents.shape[0],), generator=gen, device=latents.device).long()
     noisy = nets.noise_scheduler.add_noise(latents, noise, t)
-    hidden = encode_captions(run, captions)
+    cond = encode_captions(run, captions)
     target = training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type)
-    return nets.unet(noisy, t, hidden, return_dict=False)[0], target, t
+    return nets.unet(noisy, t, cond.hidden, **cond.unet_kwargs(noisy), return_dict=False)[0], target, t
 
 
 def micro_loss(run: TrainRun, batch: dict[str, Any]) -> torch.Tensor:
@@ -47,8 +47,9 @@ def micro_loss(run: TrainRun, batch: dict[str, Any]) -> torch.Tensor:
             cache = run.data.latent_cache
             latents = _sample(run, torch.stack([cache[(i, f)] for i, f in zip(idx, batch["flipped"], strict=True)]))
         else:
-            pixels = batch["pixels"].to(run.session.device, run.session.weight_dtype)
+            pixels = batch["pixels"].to(run.session.device, nets.vae.dtype)
             latents = nets.vae.encode(pixels).latent_dist.sample(run.generator) * nets.vae.config.scaling_factor
+        latents = latents.to(run.session.weight_dtype)  # an SDXL VAE kept in fp32 hands fp32 latents
     pred, target, t = _predict(run, latents, [run.data.records[i].caption for i in idx])
     weights = min_snr_weights(nets.noise_scheduler, t, cfg.snr_gamma, nets.prediction_type) if cfg.snr_gamma else None
     loss = diffusion_loss(pred, target, weights)
@@ -116,3 +117,5 @@ def train_mode(run: TrainRun) -> None:
     run.nets.unet.train()
     if run.method.trains_text_encoder:
         run.nets.text_encoder.train()
+        if run.nets.text_encoder_2 is not None:
+            run.nets.text_encoder_2.train()

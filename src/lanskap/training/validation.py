@@ -12,7 +12,7 @@ import torch
 
 from lanskap.io import atomic_write
 from lanskap.training.context import TrainRun
-from lanskap.training.data import EVAL_TIMESTEPS, encode_captions
+from lanskap.training.data import EVAL_TIMESTEPS, encode_captions, text_encoders
 from lanskap.training.events import TrainEvent
 from lanskap.training.loss import diffusion_loss, training_target
 
@@ -28,6 +28,9 @@ def render_validation(run: TrainRun, at: int) -> None:
     on_gpu_again = cfg.cache_latents and session.on_cuda
     if on_gpu_again:
         nets.vae.to(session.device)
+    encoders_back = bool(run.data.text_cache) and session.on_cuda  # cached captions: encoders wait on the CPU
+    for encoder in text_encoders(nets) if encoders_back else []:
+        encoder.to(session.device)
     if run.engine is None:
         run.engine = Engine.from_loaded(run.model, run.settings)
         run.engine.networks.extra = {e.name: e for e in run.method.embeddings()}  # the vectors in training
@@ -58,6 +61,8 @@ def render_validation(run: TrainRun, at: int) -> None:
         nets.raw_te.train(run.method.trains_text_encoder and was_training)
         if on_gpu_again:
             nets.vae.to("cpu")
+        for encoder in text_encoders(nets) if encoders_back else []:
+            encoder.to("cpu")
     if run.tracker is not None and shots:
         import numpy as np
 
@@ -77,12 +82,13 @@ def evaluation_loss(run: TrainRun, at: int) -> None:
     try:
         with torch.no_grad():
             for latents, caption in run.data.eval_views:
-                hidden = encode_captions(run, [caption]).to(session.weight_dtype)
+                cond = encode_captions(run, [caption]).to(session.weight_dtype)
                 for k in range(EVAL_TIMESTEPS):
                     t = torch.tensor([int((k + 0.5) * nets.timesteps_total / EVAL_TIMESTEPS)], device=session.device)
                     noise = torch.randn(latents.shape, generator=gen).to(session.device, latents.dtype)
                     noisy = nets.noise_scheduler.add_noise(latents, noise, t)
-                    pred = nets.raw_unet(noisy, t, hidden, return_dict=False)[0]
+                    noisy = noisy.to(session.weight_dtype)
+                    pred = nets.raw_unet(noisy, t, cond.hidden, **cond.unet_kwargs(noisy), return_dict=False)[0]
                     target = training_target(nets.noise_scheduler, latents, noise, t, nets.prediction_type)
                     total_loss += float(diffusion_loss(pred, target))
                     n += 1
