@@ -250,3 +250,36 @@ def test_cli_refiner_round_trip(tiny_sdxl: Path, tiny_sdxl_refiner: Path, tmp_pa
                     "--out", str(again))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(sorted(again.glob("*.png"))[0])))
+
+
+def test_every_sampler_runs_on_sdxl_and_the_watermark_holds(xl: Engine) -> None:
+    from lanskap.generation.schedulers import SAMPLERS
+    from lanskap.generation.watermark import check_watermark
+
+    seen = set()
+    for sampler in SAMPLERS:
+        out = xl.generate(GenerationRequest("a castle", scheduler=sampler.label, **{**SMALL, "steps": 3}))
+        assert out.images[0].size == (64, 64) and f"Sampler: {sampler.name}" in out.infotexts[0]
+        seen.add(px(out).tobytes())
+    assert len(seen) > len(SAMPLERS) // 2, "the samplers make their own pictures"
+    marked = xl.generate(GenerationRequest("a castle", **{**SMALL, "width": 256, "height": 256, "watermark": True}))
+    assert "Watermark: SDV2" in marked.infotexts[0] and check_watermark(marked.images[0]).message == "SDV2"
+
+
+def test_evaluation_runs_unchanged_on_an_sdxl_base_and_its_lora(tiny_sdxl: Path, tmp_path: Path) -> None:
+    from lanskap.config import Settings
+    from lanskap.evaluation import EvalConfig, evaluate
+    from lanskap.models.tiny import make_tiny
+    from lanskap.models.tiny_sdxl import make_tiny_sdxl_lora
+    from test_evaluation import write_split
+
+    tiny_clip = make_tiny(tmp_path / "clip", "clip")
+    data = write_split(tmp_path / "data", n=2)
+    lora = make_tiny_sdxl_lora(tiny_sdxl, tmp_path / "xl-style.safetensors")
+    cfg = EvalConfig(out=tmp_path / "report", data=data, clip_model=str(tiny_clip), metrics=("cmmd", "clip_score"),
+                     loras=(LoraSpec(str(lora), 1.0),),
+                     request_fields={"steps": 2, "width": 64, "height": 64})  # fmt: skip
+    report = evaluate(cfg, Settings(home=tmp_path / "home", model=str(tiny_sdxl))).report
+    assert report["generation"]["generated"] == {"base": 2, "lora": 2}
+    assert {"base", "lora"} <= set(report["metrics"]) and "value" in report["metrics"]["lora"]["cmmd"]
+    assert report["models"]["base"]["name"] == "tiny-sdxl"
