@@ -7,6 +7,11 @@ gradient accumulation 4, fp16 mixed precision on CUDA (fp32 on CPU).
 
     python benchmarks/train.py                                   # CUDA: 768 px
     python benchmarks/train.py --device cpu --resolution 256 --accum 1 --steps 2 --warmup 1
+    python benchmarks/train.py --family sdxl --resolution 1024 --variants example,lanskap,lanskap-lean   # SDXL, GPU
+
+With --family sdxl the architecture is SDXL 1.0's and the example is diffusers'
+train_text_to_image_lora_sdxl.py: VAE in fp32 and both text encoders every step, the pooled text
+and size ids into the UNet, no gradient checkpointing; lanskap-lean is the lean preset.
 
 Variants, each in its own process so peak memory is its own:
   example          the loop of diffusers' train_text_to_image_lora.py: VAE and text encoder
@@ -51,6 +56,7 @@ LANSKAP_VARIANTS: dict[str, dict[str, object]] = {
     "lanskap-ti": {"method": "textual-inversion", "token": "<bench>", "vectors": 4, "cache_text_embeddings": False},
     "lanskap-dreambooth": {"method": "dreambooth", **DREAMBOOTH},
     "lanskap-dreambooth-full": {"method": "dreambooth", "full": True, **DREAMBOOTH},
+    "lanskap-lean": {"preset": "lean"},  # SDXL's memory-lean preset (the values below it still apply)
 }
 VARIANTS = ("example", *LANSKAP_VARIANTS)
 DEFAULT_VARIANTS = "example,lanskap,lanskap-fast,lanskap-uncached"
@@ -143,13 +149,88 @@ def run_example(args: argparse.Namespace, data: Path) -> list[float]:
     return times[args.warmup - 1 :] if args.warmup else times
 
 
+def run_example_sdxl(args: argparse.Namespace, data: Path) -> list[float]:
+    """diffusers' train_text_to_image_lora_sdxl.py, reduced to its training step: the VAE (fp32, as
+    the script keeps SDXL's) and both text encoders run every step; the UNet gets the pooled text
+    and the six size numbers."""
+    import random
+
+    from accelerate import Accelerator
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    from lanskap.data.augment import Augment, augment
+    from lanskap.training.batches import to_tensor
+
+    mp = "fp16" if args.device == "cuda" else "no"
+    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=args.accum, cpu=args.device == "cpu")
+    dtype = torch.float16 if mp == "fp16" else torch.float32
+    m = args.model
+    noise_scheduler = DDPMScheduler.from_pretrained(m, subfolder="scheduler")
+    unet = UNet2DConditionModel.from_pretrained(m, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(m, subfolder="vae")
+    pipe = StableDiffusionXLPipeline.from_pretrained(m, unet=unet, vae=vae, add_watermarker=False)
+    encoders = (pipe.text_encoder, pipe.text_encoder_2)
+    for mod in (unet, *encoders):
+        mod.requires_grad_(False)
+        mod.to(accelerator.device, dtype=dtype)
+    vae.requires_grad_(False)
+    vae.to(accelerator.device, dtype=torch.float32)
+    targets = ["to_k", "to_q", "to_v", "to_out.0"]
+    unet.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian", target_modules=targets))
+    if mp == "fp16":
+        cast_training_params(unet, dtype=torch.float32)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    files = sorted(data.glob("*.png"))
+    aug = Augment(args.resolution, random_crop=True, flip=True)
+    rng = random.Random(0)
+    times, tick, micro = [], None, 0
+    total = (args.warmup + args.steps) * args.accum
+    size = args.resolution
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=accelerator.device, dtype=dtype)
+    unet.train()
+    while micro < total:
+        with accelerator.accumulate(unet):
+            view, _ = augment(Image.open(files[micro % len(files)]), aug, rng)
+            pixels = to_tensor(view)[None].to(accelerator.device, torch.float32)
+            latents = (vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor).to(dtype)
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), device=latents.device).long()
+            noisy = noise_scheduler.add_noise(latents, noise, t)
+            with torch.no_grad():
+                hidden, _, pooled, _ = pipe.encode_prompt("a fantasy landscape", device=accelerator.device,
+                                                          do_classifier_free_guidance=False)  # fmt: skip
+            cond = {"text_embeds": pooled, "time_ids": time_ids}
+            pred = unet(noisy, t, hidden, added_cond_kwargs=cond, return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+        micro += 1
+        if accelerator.sync_gradients:
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if tick is not None:
+                times.append(now - tick)
+            tick = now
+    return times[args.warmup - 1 :] if args.warmup else times
+
+
 def run_lanskap(args: argparse.Namespace, data: Path, overrides: dict[str, object]) -> list[float]:
     from lanskap.config import Settings
     from lanskap.training import build_config, train
 
     out = Path(tempfile.mkdtemp(prefix="lanskap-bench-"))
+    overrides = dict(overrides)
+    preset = str(overrides.pop("preset", "thesis"))
     cfg = build_config(
-        "thesis",
+        preset,
         None,
         {
             "data": str(data),
@@ -181,7 +262,7 @@ def child(args: argparse.Namespace) -> None:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if args.variant == "example":
-        times = run_example(args, data)
+        times = run_example_sdxl(args, data) if args.family == "sdxl" else run_example(args, data)
     else:
         times = run_lanskap(args, data, LANSKAP_VARIANTS[args.variant])
     print(json.dumps({"variant": args.variant, "times": times, "peak_gib": peak_memory_gib(args.device)}))
@@ -191,6 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a diffusers SD 2.1 folder; default: random weights, SD 2.1 shapes")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--family", choices=("sd21", "sdxl"), default="sd21", help="the random stand-in's architecture")
     ap.add_argument("--resolution", type=int, default=768)
     ap.add_argument("--accum", type=int, default=4, help="gradient accumulation steps (thesis: 4)")
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
@@ -203,16 +285,18 @@ def main() -> None:
         child(args)
         return
     if not args.model:
-        from lanskap.models.reference import build_random_sd21
+        from lanskap.models.reference import build_random_sd21, build_random_sdxl
 
-        cache = Path(os.environ.get("LANSKAP_BENCH_CACHE", Path(tempfile.gettempdir()) / "lanskap-sd21-random"))
-        print(f"building SD 2.1-shaped random model in {cache} (first run only) …", flush=True)
-        args.model = str(build_random_sd21(cache))
+        build, label = (build_random_sdxl, "SDXL") if args.family == "sdxl" else (build_random_sd21, "SD 2.1")
+        default = Path(tempfile.gettempdir()) / f"lanskap-{args.family}-random"
+        cache = Path(os.environ.get("LANSKAP_BENCH_CACHE", default))
+        print(f"building {label}-shaped random model in {cache} (first run only) …", flush=True)
+        args.model = str(build(cache))
     results = {}
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--device", args.device,
                "--resolution", str(args.resolution), "--accum", str(args.accum), "--steps", str(args.steps),
-               "--warmup", str(args.warmup)]  # fmt: skip
+               "--warmup", str(args.warmup), "--family", args.family]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
         if proc.returncode or line is None:

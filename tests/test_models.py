@@ -298,7 +298,9 @@ def test_the_models_folder_scan_keeps_the_folder_rules_at_every_depth(
     settings = load_settings()
     assert installed_models(settings) == ["lanskap-mini", "good", "linked-inside"]
     out = main_cli(capsys, "models", "list")
-    assert out.returncode == 0 and out.stdout.split() == ["lanskap-mini", "good", "linked-inside"]
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    assert out.returncode == 0 and [r[0] for r in rows] == ["lanskap-mini", "good", "linked-inside"]
+    assert rows[1][1] == "SD 2.x 768-v", "each with its family, read from its configs"
     assert "skipped leaky: unet/" in out.stderr and "a link that leads out of the folder" in out.stderr
     assert "skipped outside.safetensors: a link that leads out" in out.stderr
     assert "skipped stuck.safetensors: a FIFO, not a file" in out.stderr

@@ -283,3 +283,39 @@ def test_evaluation_runs_unchanged_on_an_sdxl_base_and_its_lora(tiny_sdxl: Path,
     assert report["generation"]["generated"] == {"base": 2, "lora": 2}
     assert {"base", "lora"} <= set(report["metrics"]) and "value" in report["metrics"]["lora"]["cmmd"]
     assert report["models"]["base"]["name"] == "tiny-sdxl"
+
+
+def test_the_hires_fix_runs_on_sdxl_with_the_pooled_text_and_its_size(xl: Engine) -> None:
+    from lanskap.generation.params import HiresFix
+
+    seen: list[list[float]] = []
+    unet = xl.model.pipe.unet
+    hook = unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["added_cond_kwargs"]["time_ids"][0].tolist()),
+                                          with_kwargs=True)  # fmt: skip
+    try:
+        out = xl.generate(GenerationRequest("a castle", hires=HiresFix(scale=1.5, denoise=0.5), **SMALL))
+    finally:
+        hook.remove()
+    assert out.images[0].size == (96, 96) and "Hires upscale: 1.5" in out.infotexts[0]
+    assert [64, 64, 0, 0, 64, 64] in seen and [96, 96, 0, 0, 96, 96] in seen, "each pass is told its own size"
+
+
+def test_batches_outpainting_and_an_inpaint_with_the_refiner(xl: Engine, tiny_sdxl_refiner: Path) -> None:
+    from lanskap import outpaint_inputs
+
+    batch = xl.generate(GenerationRequest("a castle", num_images=3, batch_size=2, **SMALL))
+    assert batch.seeds == [5, 6, 7] and len(batch.images) == 3
+    alone = xl.generate(GenerationRequest("a castle", **{**SMALL, "seed": 6}))
+    assert np.abs(np.asarray(batch.images[1], dtype=np.int16) - px(alone)).max() <= 2, "a batch image remade alone"
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    init, mask = outpaint_inputs(picture, right=32)
+    wide = xl.generate(GenerationRequest("a castle", init=init, mask=mask, **{**SMALL, "width": 96}))
+    assert wide.images[0].size == (96, 64) and "Outpaint: 0 32 0 0" in wide.infotexts[0]
+    hole = Image.new("L", (64, 64), 0)
+    hole.paste(255, (16, 16, 48, 48))
+    refined = xl.generate(GenerationRequest("a castle", init=InitImage(picture, 1.0), mask=InpaintMask(hole, blur=0),
+                                            refiner=str(tiny_sdxl_refiner), refiner_switch_at=0.5,
+                                            **{**SMALL, "steps": 4}))  # fmt: skip
+    assert "Refiner switch at: 0.5" in refined.infotexts[0]
+    kept = np.asarray(refined.images[0], dtype=np.int16)[:8, :8]
+    assert np.abs(kept - np.asarray(picture, dtype=np.int16)[:8, :8]).max() <= 2, "outside the mask stays"

@@ -89,14 +89,14 @@ def samplers_cmd() -> None:
 
 @app.command("list")
 def list_cmd() -> None:
-    """List the base models a server may switch to (the models folder), and what was passed over."""
+    """List the base models a server may switch to (the models folder) with their families, and what was passed over."""
     from lanskap.config import load_settings
-    from lanskap.models.resolve import MINI_NAME, scan_models
+    from lanskap.models.resolve import MINI_NAME, family_label, scan_models
 
     settings = load_settings()
     names, skipped = scan_models(settings)
     for name in [MINI_NAME, *names]:
-        typer.echo(name)
+        typer.echo(f"{name}\t{family_label(name, settings) or 'unknown'}")
     for s in skipped:
         typer.echo(f"skipped {s.rel}: {s.reason}", err=True)
     typer.echo(f"{len(names)} in {settings.models_dir}, plus the built-in {MINI_NAME}", err=True)

@@ -316,16 +316,10 @@ class Engine:
         if not req.refiner or req.refiner_switch_at >= 1.0:
             return None
         refiner.check(self.model, req)
-        from diffusers import StableDiffusionXLImg2ImgPipeline
-
         from lanskap.prompts.dual import DualEncoder, encode_dual_schedules
 
         rm = self.refiner_model(req.refiner)
-        pipe = rm.pipe
-        if type(pipe) is not StableDiffusionXLImg2ImgPipeline:  # an SDXL base serving as the refiner
-            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.watermark = None
+        pipe = refiner.pipeline(rm, req.mode)
         enc = DualEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
         embeds = encode_dual_schedules(enc, prompt, req.negative_prompt, schedule_steps, req.prompt_2 or None)
         return refiner.RefinerPlan(rm, pipe, embeds, req.refiner_switch_at)
@@ -353,6 +347,7 @@ class Engine:
                 return False
             self._model = None
             self._controls = None  # ControlNets and depth networks go with the base they were loaded for
+            self._refiner, self._refiner_spec = None, ""  # and so does an SDXL refiner
             self._pipes.clear()
             self._adapters.clear()
             self._fused = None

@@ -288,8 +288,6 @@ class GenerationRequest:
             raise LanskapError(f"refiner switch must be between 0.01 and 1, got {self.refiner_switch_at:g}")
         if self.hires is not None:
             raise LanskapError("the refiner and the hires fix can't be combined yet; use one of them")
-        if self.mask is not None:
-            raise LanskapError("the refiner runs after text-to-image and image-to-image, not inpainting, yet")
 
     def _validate_init(self, init: InitImage) -> None:
         if not 0.0 <= init.strength <= 1.0:

@@ -43,11 +43,27 @@ class RefinerPlan:
         return total - round(total * self.switch)
 
 
+#: The refiner's pipeline for each mode the base runs (inpainting: its latents, repainted under the mask).
+PIPELINES = {"txt2img": "StableDiffusionXLImg2ImgPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
+             "inpaint": "StableDiffusionXLInpaintPipeline"}  # fmt: skip
+
+
 def check(base: LoadedModel, req: GenerationRequest) -> None:
     if not base.family.is_sdxl:
         raise LanskapError(f"the refiner takes over from an SDXL base; {base.name} is {base.family.label}")
-    if req.mode not in ("txt2img", "img2img"):
-        raise LanskapError("the refiner runs after text-to-image and image-to-image only")
+    if req.mode not in PIPELINES:
+        raise LanskapError(f"the refiner doesn't run after {req.mode}")
+
+
+def pipeline(refiner: LoadedModel, mode: str) -> Any:
+    """The refiner's pipeline for the base's mode, sharing the refiner's loaded parts."""
+    import diffusers
+
+    cls = getattr(diffusers, PIPELINES[mode])
+    pipe = refiner.pipe if type(refiner.pipe) is cls else cls.from_pipe(refiner.pipe)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.watermark = None  # lanskap marks every picture once
+    return pipe
 
 
 def call_args(plan: RefinerPlan, latents: Any, base_args: dict[str, Any], width: int, height: int) -> dict[str, Any]:
@@ -56,7 +72,11 @@ def call_args(plan: RefinerPlan, latents: Any, base_args: dict[str, Any], width:
     cond, uncond = plan.embeds.at(0)
     pooled = plan.embeds.pooled_at(0)
     assert pooled is not None
+    extra = {k: base_args[k] for k in ("mask_image", "strength") if k in base_args}
+    if "mask_image" in extra:  # the inpainting pipeline takes its size from these, not from the latents
+        extra.update(width=width, height=height)
     return {
+        **extra,
         "image": latents,
         "denoising_start": plan.switch,
         "num_inference_steps": base_args["num_inference_steps"],

@@ -147,3 +147,19 @@ def fetch_hub_model(repo: str, settings: Settings) -> Path:
     finally:
         dlogging.set_verbosity(previous)
     return Path(folder)
+
+
+def family_label(spec: str, settings: Settings) -> str | None:
+    """A model's family as people say it (SD 2.x, SDXL, …), from its configs or tensor names without
+    loading it; None when that can't be told (a hub id not fetched yet, an unreadable file)."""
+    from lanskap.models.family import label_on_disk
+    from lanskap.models.safety import read_safetensors_header
+
+    try:
+        ref = resolve_model_ref(spec, settings)
+        if ref.kind == "hub":
+            return None
+        header = read_safetensors_header(ref.path) if ref.kind == "single_file" else None
+        return label_on_disk(ref.path, header)
+    except (LanskapError, OSError):
+        return None

@@ -187,22 +187,13 @@ class Service:
     def model_family(self, name: str) -> str | None:
         """An installed model's family from its configs or tensor names, without loading it (None: unknown,
         as for a hub id not yet fetched)."""
-        from lanskap.models.family import label_on_disk
-        from lanskap.models.resolve import resolve_model_ref
-        from lanskap.models.safety import read_safetensors_header
+        from lanskap.models.resolve import family_label
 
         info = self.engine.info()
         spec = self.models().get(name, name)
         if info.loaded and spec == self.engine.model_spec:
             return info.family
-        try:
-            ref = resolve_model_ref(spec, self.settings)
-            if ref.kind == "hub":
-                return None
-            header = read_safetensors_header(ref.path) if ref.kind == "single_file" else None
-            return label_on_disk(ref.path, header)
-        except LanskapError:
-            return None
+        return family_label(spec, self.settings)
 
     def check_model(self, name: str) -> str:
         """What the engine loads for an installed model's name, or a one-line error listing the names."""
