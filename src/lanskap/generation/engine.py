@@ -520,11 +520,11 @@ class Engine:
         m = self.model
         if m.inpainting:
             kind = "inpaint"  # a 9-channel UNet runs every mode through the inpainting pipeline
+        if kind not in m.family.pipelines:
+            raise LanskapError(f"{m.name} is {m.family.label}, which has no {kind} pipeline")
         cls = getattr(diffusers, m.family.pipelines[kind])
         if type(m.pipe) is cls:
             return m.pipe
-        if kind not in m.family.pipelines:
-            raise LanskapError(f"{m.name} is {m.family.label}, which has no {kind} pipeline")
         if kind not in self._pipes:
             # depth2img gets its depth map from the engine (controlled.depth_map), never its own estimator
             extra = {"depth_estimator": None, "feature_extractor": None} if kind == "depth2img" else {}
@@ -773,7 +773,7 @@ class Engine:
         out, stopped = self._call(run, run.pipe, args, run.sampler, run.embeds, b, seeds, stops, later)
         cancel, skip = stops[1], stops[2]
         if stopped or (cancel is not None and cancel.is_set()) or (skip is not None and skip.is_set()):
-            images.extend(hires.decode(run.pipe, out.images))  # the base's part as it stands
+            images.extend(run.prep.finish(im) for im in hires.decode(run.pipe, out.images))  # the base's part
             return True
         refine = refiner.call_args(plan, out.images, args, req.width, req.height)
         out, stopped = self._call(run, plan.pipe, refine, run.sampler, plan.embeds, b, seeds, stops, req.steps - later)
