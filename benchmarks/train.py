@@ -88,9 +88,6 @@ def run_example(args: argparse.Namespace, data: Path) -> list[float]:
     from peft import LoraConfig
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from lanskap.data.augment import Augment, augment
-    from lanskap.training.batches import to_tensor
-
     mp = "fp16" if args.device == "cuda" else "no"
     accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=args.accum, cpu=args.device == "cpu")
     dtype = torch.float16 if mp == "fp16" else torch.float32
@@ -110,7 +107,30 @@ def run_example(args: argparse.Namespace, data: Path) -> list[float]:
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
     unet, optimizer = accelerator.prepare(unet, optimizer)
+
+    def loss_of(pixels: torch.Tensor) -> torch.Tensor:
+        latents = vae.encode(pixels.to(dtype)).latent_dist.sample() * vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), device=latents.device).long()
+        noisy = noise_scheduler.add_noise(latents, noise, t)
+        ids = tokenizer(
+            "a fantasy landscape", max_length=77, padding="max_length", truncation=True, return_tensors="pt"
+        ).input_ids.to(accelerator.device)
+        hidden = text_encoder(ids, return_dict=False)[0]
+        target = noise_scheduler.get_velocity(latents, noise, t)
+        pred = unet(noisy, t, hidden, return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    return timed_steps(args, data, accelerator, unet, optimizer, params, loss_of)
+
+
+def timed_steps(args: argparse.Namespace, data: Path, accelerator, unet, optimizer, params, loss_of) -> list[float]:  # type: ignore[no-untyped-def]
+    """The example scripts' loop (accumulate, clip, step), timed per optimizer step; ``loss_of`` takes
+    one augmented picture's pixels (fp32, on the device) and returns its loss."""
     import random
+
+    from lanskap.data.augment import Augment, augment
+    from lanskap.training.batches import to_tensor
 
     files = sorted(data.glob("*.png"))
     aug = Augment(args.resolution, random_crop=True, flip=True)
@@ -121,18 +141,7 @@ def run_example(args: argparse.Namespace, data: Path) -> list[float]:
     while micro < total:
         with accelerator.accumulate(unet):
             view, _ = augment(Image.open(files[micro % len(files)]), aug, rng)
-            pixels = to_tensor(view)[None].to(accelerator.device, dtype)
-            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-            noise = torch.randn_like(latents)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), device=latents.device).long()
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-            ids = tokenizer(
-                "a fantasy landscape", max_length=77, padding="max_length", truncation=True, return_tensors="pt"
-            ).input_ids.to(accelerator.device)
-            hidden = text_encoder(ids, return_dict=False)[0]
-            target = noise_scheduler.get_velocity(latents, noise, t)
-            pred = unet(noisy, t, hidden, return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+            loss = loss_of(to_tensor(view)[None].to(accelerator.device, torch.float32))
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, 1.0)
@@ -153,15 +162,10 @@ def run_example_sdxl(args: argparse.Namespace, data: Path) -> list[float]:
     """diffusers' train_text_to_image_lora_sdxl.py, reduced to its training step: the VAE (fp32, as
     the script keeps SDXL's) and both text encoders run every step; the UNet gets the pooled text
     and the six size numbers."""
-    import random
-
     from accelerate import Accelerator
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
-
-    from lanskap.data.augment import Augment, augment
-    from lanskap.training.batches import to_tensor
 
     mp = "fp16" if args.device == "cuda" else "no"
     accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=args.accum, cpu=args.device == "cpu")
@@ -184,42 +188,22 @@ def run_example_sdxl(args: argparse.Namespace, data: Path) -> list[float]:
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    files = sorted(data.glob("*.png"))
-    aug = Augment(args.resolution, random_crop=True, flip=True)
-    rng = random.Random(0)
-    times, tick, micro = [], None, 0
-    total = (args.warmup + args.steps) * args.accum
     size = args.resolution
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=accelerator.device, dtype=dtype)
-    unet.train()
-    while micro < total:
-        with accelerator.accumulate(unet):
-            view, _ = augment(Image.open(files[micro % len(files)]), aug, rng)
-            pixels = to_tensor(view)[None].to(accelerator.device, torch.float32)
-            latents = (vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor).to(dtype)
-            noise = torch.randn_like(latents)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), device=latents.device).long()
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-            with torch.no_grad():
-                hidden, _, pooled, _ = pipe.encode_prompt("a fantasy landscape", device=accelerator.device,
-                                                          do_classifier_free_guidance=False)  # fmt: skip
-            cond = {"text_embeds": pooled, "time_ids": time_ids}
-            pred = unet(noisy, t, hidden, added_cond_kwargs=cond, return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
-        micro += 1
-        if accelerator.sync_gradients:
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            if tick is not None:
-                times.append(now - tick)
-            tick = now
-    return times[args.warmup - 1 :] if args.warmup else times
+
+    def loss_of(pixels: torch.Tensor) -> torch.Tensor:
+        latents = (vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor).to(dtype)
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), device=latents.device).long()
+        noisy = noise_scheduler.add_noise(latents, noise, t)
+        with torch.no_grad():
+            hidden, _, pooled, _ = pipe.encode_prompt("a fantasy landscape", device=accelerator.device,
+                                                      do_classifier_free_guidance=False)  # fmt: skip
+        cond = {"text_embeds": pooled, "time_ids": time_ids}
+        pred = unet(noisy, t, hidden, added_cond_kwargs=cond, return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred.float(), noise.float())
+
+    return timed_steps(args, data, accelerator, unet, optimizer, params, loss_of)
 
 
 def run_lanskap(args: argparse.Namespace, data: Path, overrides: dict[str, object]) -> list[float]:

@@ -137,6 +137,7 @@ SERVER_MODEL = typer.Option(None, "--model", "-m", help="Base model: hub id, fol
 SERVER_DEVICE = typer.Option(None, "--device", help="auto, cuda, mps or cpu.")
 SERVER_DTYPE = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16.")
 SERVER_LORA_DIR = typer.Option(None, "--lora-dir", metavar="<path>", help="Extra LoRA folder; repeatable.")
+SERVER_VAE = typer.Option(None, "--vae", help="A VAE instead of the model's: hub id, VAE folder or .safetensors.")
 SERVER_FALLBACK = typer.Option(
     None, "--fallback", help="If SD 2.1 is absent: mini (built-in model) [default], tiny (random), none."
 )

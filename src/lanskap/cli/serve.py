@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from lanskap.cli.options import SERVER_DEVICE, SERVER_DTYPE, SERVER_FALLBACK, SERVER_LORA_DIR, SERVER_MODEL
+from lanskap.cli.options import (
+    SERVER_DEVICE,
+    SERVER_DTYPE,
+    SERVER_FALLBACK,
+    SERVER_LORA_DIR,
+    SERVER_MODEL,
+    SERVER_VAE,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +29,7 @@ def serve(
     dtype: str = SERVER_DTYPE,
     lora_dir: list[Path] = SERVER_LORA_DIR,
     fallback: str = SERVER_FALLBACK,
+    vae: str = SERVER_VAE,
     api_key: list[str] = typer.Option(
         None, "--api-key", metavar="<str>", help="Accept this key (Bearer or X-API-Key); repeatable."
     ),
@@ -47,7 +55,13 @@ def serve(
 
     # A server never loads pickles, whatever the config file or environment says.
     settings = load_settings(
-        model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None, allow_pickle=False
+        model=model,
+        device=device,
+        dtype=dtype,
+        fallback=fallback,
+        lora_dirs=lora_dir or None,
+        allow_pickle=False,
+        vae=vae,
     )
     keys = list(api_key or [])
     if os.environ.get("LANSKAP_API_KEY"):

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from lanskap.cli.options import SERVER_DEVICE, SERVER_DTYPE, SERVER_FALLBACK, SERVER_LORA_DIR, SERVER_MODEL
+from lanskap.cli.options import (
+    SERVER_DEVICE,
+    SERVER_DTYPE,
+    SERVER_FALLBACK,
+    SERVER_LORA_DIR,
+    SERVER_MODEL,
+    SERVER_VAE,
+)
 from lanskap.errors import LanskapError
 from lanskap.netaddr import is_loopback
 
@@ -42,6 +49,7 @@ def ui(
     dtype: str = SERVER_DTYPE,
     lora_dir: list[Path] = SERVER_LORA_DIR,
     fallback: str = SERVER_FALLBACK,
+    vae: str = SERVER_VAE,
     max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait for the GPU before new ones are refused."),
     session_minutes: float = typer.Option(
         720, "--session-minutes", help="How long a login lasts before the app asks again [720]."
@@ -67,7 +75,9 @@ def ui(
         raise LanskapError("--max-queue must be 1 or more")
     if session_minutes <= 0:
         raise LanskapError("--session-minutes must be more than 0")
-    settings = load_settings(model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None)
+    settings = load_settings(
+        model=model, device=device, dtype=dtype, fallback=fallback, lora_dirs=lora_dir or None, vae=vae
+    )
     logins = bool(store_at(settings.home))
     if not is_loopback(host) and not logins:
         raise LanskapError(
@@ -87,6 +97,8 @@ def ui(
         "LANSKAP_UI_LOGIN": "1" if logins or not is_loopback(host) else "0",
         "LANSKAP_UI_SESSION_MINUTES": str(session_minutes),
     }
+    if settings.vae:
+        env["LANSKAP_VAE"] = settings.vae
     if settings.lora_dirs:
         env["LANSKAP_LORA_DIRS"] = os.pathsep.join(str(p) for p in settings.lora_dirs)
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
