@@ -319,3 +319,14 @@ def test_batches_outpainting_and_an_inpaint_with_the_refiner(xl: Engine, tiny_sd
     assert "Refiner switch at: 0.5" in refined.infotexts[0]
     kept = np.asarray(refined.images[0], dtype=np.int16)[:8, :8]
     assert np.abs(kept - np.asarray(picture, dtype=np.int16)[:8, :8]).max() <= 2, "outside the mask stays"
+
+
+def test_cli_makes_a_kohya_lora_for_a_tiny_sdxl(tiny_sdxl: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from safetensors import safe_open
+
+    out = tmp_path / "xl.safetensors"
+    proc = main_cli(capsys, "models", "make-tiny-lora", str(tiny_sdxl), str(out))
+    assert proc.returncode == 0, proc.stderr
+    with safe_open(str(out), "pt") as f:
+        meta, keys = f.metadata(), list(f.keys())
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and any(k.startswith("lora_te2_") for k in keys)

@@ -38,17 +38,20 @@ def make_tiny_lora_cmd(
     rank: int = typer.Option(4, "--rank"),
     seed: int = typer.Option(1, "--seed"),
 ) -> None:
-    """Write a random LoRA for a tiny model (diffusers format)."""
+    """Write a random LoRA for a tiny model (diffusers format; an SDXL one in kohya's, as kohya writes SDXL's)."""
     from lanskap.cli.common import quiet_libraries
+    from lanskap.models.family import detect_folder
     from lanskap.models.tiny import make_tiny_lora
+    from lanskap.models.tiny_sdxl import make_tiny_sdxl_lora
 
     quiet_libraries(True)
-    typer.echo(str(make_tiny_lora(base, out, rank=rank, seed=seed)))
+    make = make_tiny_sdxl_lora if detect_folder(base) == "sdxl" else make_tiny_lora
+    typer.echo(str(make(base, out, rank=rank, seed=seed)))
 
 
 @app.command("to-single-file")
 def to_single_file_cmd(
-    model: Path = typer.Argument(..., help="A diffusers SD 1.x/2.x folder."),
+    model: Path = typer.Argument(..., help="A diffusers SD 1.x/2.x or SDXL folder."),
     out: Path = typer.Argument(..., help="The .safetensors checkpoint to write (A1111/ComfyUI layout)."),
     prediction_type: str = typer.Option(None, "--prediction-type", help="Recorded in the file's metadata."),
 ) -> None:

@@ -193,7 +193,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class Engine:
-    """Text-to-image with SD 2.1 (or any SD 1.x/2.x diffusers model) and LoRAs.
+    """Text-to-image with SD 2.1 (or any SD 1.x/2.x or SDXL diffusers model) and LoRAs.
 
     >>> engine = Engine("path/to/model")          # doctest: +SKIP
     >>> result = engine.generate(GenerationRequest("a castle in the mist", seed=42))  # doctest: +SKIP
