@@ -75,6 +75,7 @@ def _memory(service: Service) -> dict[str, Any]:
 async def sd_models(state: StateDep) -> list[dict[str, Any]]:
     info = state.service.engine.info()
     titles = state.options.model_titles()
+    families = state.service.model_families()
     return [
         {
             "title": titles[name],
@@ -83,9 +84,9 @@ async def sd_models(state: StateDep) -> list[dict[str, Any]]:
             "sha256": None,
             "filename": name,  # names, never server paths
             "config": None,
-            "family": state.service.model_family(name),  # lanskap's own: SD 1.x, SD 2.x, SDXL, …
+            "family": families[name],  # lanskap's own: SD 1.x, SD 2.x, SDXL, …
         }
-        for name in state.service.models()
+        for name in families
     ]
 
 

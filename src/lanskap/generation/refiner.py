@@ -68,10 +68,10 @@ def pipeline(refiner: LoadedModel, mode: str) -> Any:
 
 def call_args(plan: RefinerPlan, latents: Any, base_args: dict[str, Any], width: int, height: int) -> dict[str, Any]:
     """The refiner pipeline's arguments: the base's latents, its sampler settings and generators."""
+    from lanskap.generation import sdxl
+
     n = latents.shape[0]
     cond, uncond = plan.embeds.at(0)
-    pooled = plan.embeds.pooled_at(0)
-    assert pooled is not None
     extra = {k: base_args[k] for k in ("mask_image", "strength") if k in base_args}
     if "mask_image" in extra:  # the inpainting pipeline takes its size from these, not from the latents
         extra.update(width=width, height=height)
@@ -84,11 +84,7 @@ def call_args(plan: RefinerPlan, latents: Any, base_args: dict[str, Any], width:
         "generator": base_args["generator"],  # the same per-image generators, continuing
         "prompt_embeds": cond.expand(n, -1, -1),
         "negative_prompt_embeds": uncond.expand(n, -1, -1),
-        "pooled_prompt_embeds": pooled[0].expand(n, -1),
-        "negative_pooled_prompt_embeds": pooled[1].expand(n, -1),
-        "original_size": (height, width),
-        "target_size": (height, width),
-        "crops_coords_top_left": (0, 0),
+        **sdxl.call_args(plan.embeds, n, width, height),  # the pooled text and A1111's size conditioning
         "aesthetic_score": HIGH_AESTHETIC,
         "negative_aesthetic_score": LOW_AESTHETIC,
         "output_type": "pil",

@@ -184,16 +184,15 @@ class Service:
             names.setdefault(name, name)
         return names
 
-    def model_family(self, name: str) -> str | None:
-        """An installed model's family from its configs or tensor names, without loading it (None: unknown,
-        as for a hub id not yet fetched)."""
+    def model_families(self) -> dict[str, str | None]:
+        """Each installed model's family (name → label), from its configs or tensor names without
+        loading it, in one scan of the models (None: unknown, as for a hub id not yet fetched)."""
         from lanskap.models.resolve import family_label
 
         info = self.engine.info()
-        spec = self.models().get(name, name)
-        if info.loaded and spec == self.engine.model_spec:
-            return info.family
-        return family_label(spec, self.settings)
+        loaded = self.engine.model_spec if info.loaded else None
+        return {name: info.family if spec == loaded else family_label(spec, self.settings)
+                for name, spec in self.models().items()}  # fmt: skip
 
     def check_model(self, name: str) -> str:
         """What the engine loads for an installed model's name, or a one-line error listing the names."""

@@ -34,7 +34,8 @@ def sdxl_inputs(svc: Service, info: EngineInfo, keep: dict[str, Any]) -> None:
     st.text_area("Second prompt (SDXL)", key="g_prompt_2", height=68, help="For SDXL's second text encoder "
                  "(OpenCLIP bigG) only; empty: the prompt above. diffusers' prompt_2.", **keep)  # fmt: skip
     # SDXL models only (a refiner or another base); a hub id not fetched yet can't be told, so it stays
-    names = [NO_REFINER, *(n for n in svc.models() if svc.model_family(n) in ("SDXL", "SDXL refiner", None))]
+    families = svc.model_families()
+    names = [NO_REFINER, *(n for n, family in families.items() if family in ("SDXL", "SDXL refiner", None))]
     if st.session_state["g_refiner"] not in names:
         st.session_state["g_refiner"] = NO_REFINER
     c = st.columns([3, 2])
