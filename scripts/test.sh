@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh --dev) and run the default test set: fast tests plus the
 # end-to-end paths. Extra arguments go to pytest, e.g. scripts/test.sh -m slow
-# The web-app test drives Debian's chromium; when it is missing and apt-get can be
-# used (root), it is installed here. Without it that one test is skipped, unless
-# LANSKAP_REQUIRE_BROWSER=1 (CI) makes it a failure.
+# The web-app test drives Debian's chromium, the gallery's PostgreSQL tests start Debian's
+# postgresql server; when one is missing and apt-get can be used (root), it is installed here.
+# Without it those tests skip, unless LANSKAP_REQUIRE_BROWSER=1 / LANSKAP_REQUIRE_POSTGRES=1
+# (CI) make it a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
@@ -11,6 +12,12 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   echo "installing Debian's chromium for the web-app test" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; the browser test will be skipped" >&2
+fi
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing Debian's postgresql for the PostgreSQL gallery tests" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+    || echo "warning: could not install postgresql; the PostgreSQL tests will be skipped" >&2
 fi
 . .venv/bin/activate
 if [ "$#" -eq 0 ]; then

@@ -30,10 +30,39 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "LANSKAP_LORA_DIRS",
         "LANSKAP_ALLOW_PICKLE",
         "LANSKAP_MODEL_CONFIG",
+        "LANSKAP_GALLERY_URL",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server for the session (tests/pgserver.py); skips with the reason where it can't run."""
+    import pgserver
+
+    why = pgserver.unavailable()
+    if why:
+        if os.environ.get("LANSKAP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here (CI) but {why}")
+        pytest.skip(why)
+    with pgserver.running() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, empty database on the session's server."""
+    return postgres_server.database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery_url(request: pytest.FixtureRequest) -> str | None:
+    """Each gallery test runs on both backends: None is the home's SQLite file."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """The gallery (issue #7, part 1): a real SQLite file in WAL mode shared by processes, the
-generate → gallery path, search and filters, delete, export, and crash consistency."""
+generate → gallery path, search and filters, delete, export, and crash consistency.
+
+The store tests take ``gallery_url`` and run twice: on the home's SQLite file and on a real
+PostgreSQL server (issue #38; tests/pgserver.py)."""
 
 from __future__ import annotations
 
@@ -112,16 +115,19 @@ def test_generate_records_every_image_and_no_gallery_opts_out(
     assert rc != 0 and f"no image {castle.id}" in err and "Traceback" not in err
 
 
-def test_search_filters_and_pages(tmp_path: Path) -> None:
-    g = Gallery(tmp_path / "home")
+def test_search_filters_and_pages(tmp_path: Path, gallery_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if gallery_url:
+        monkeypatch.setenv("LANSKAP_GALLERY_URL", gallery_url)  # the CLI below reads the same gallery
+    g = Gallery(tmp_path / "home", url=gallery_url)
     folder = tmp_path / "out"
     for i in range(7):
         g.add(png(i), folder, "png", record(i, "a castle at dusk" if i % 2 else "a quiet lake, 100% calm"))
     g.add(png(99), folder, "png", record(99, "a castle", width=16, height=8, loras=[{"name": "mist", "scale": 1}]))
-    assert g.query("castle")[1] == 4
+    assert g.query("castle")[1] == 4 and g.query("CASTLE")[1] == 4  # case-blind on both backends
     assert g.query("castle dusk")[1] == 3  # every word must appear
     assert g.query("100%")[1] == 4 and g.query("_")[1] == 0  # LIKE wildcards are literal
-    assert g.query(width=16)[1] == 1 and g.query(lora="mist")[0][0].seed == 99
+    assert g.query(width=16)[1] == 1 and g.query(lora="mist")[0][0].seed == 99 and g.loras() == ["mist"]
+    assert g.sizes() == [(16, 8), (8, 8)] and g.prompts(2)[0] == ("a castle", "")
     page1, total = g.query(limit=3)
     page3, _ = g.query(limit=3, offset=6)
     assert total == 8 and [e.seed for e in page1] == [99, 6, 5] and [e.seed for e in page3] == [1, 0]
@@ -140,8 +146,8 @@ def test_search_filters_and_pages(tmp_path: Path) -> None:
     assert e.path.name == "00010-1.png"
 
 
-def test_download_as_png_and_jpg_keeps_the_parameters(tmp_path: Path) -> None:
-    g = Gallery(tmp_path / "home")
+def test_download_delete_and_export_keep_the_parameters(tmp_path: Path, gallery_url: str | None) -> None:
+    g = Gallery(tmp_path / "home", url=gallery_url)
     from lanskap.generation.output import encode_image
 
     data = encode_image(Image.new("RGB", (32, 24), (10, 120, 200)), "png", "a castle\nSteps: 2, Seed: 3")
@@ -154,24 +160,27 @@ def test_download_as_png_and_jpg_keeps_the_parameters(tmp_path: Path) -> None:
     assert read_infotext(tmp_path / "x.jpg") == "a castle\nSteps: 2, Seed: 3"
     with zipfile.ZipFile(io.BytesIO(zip_bytes([e]))) as zf:
         assert len(zf.namelist()) == 2
+    other = g.add(png(4), tmp_path / "out", "png", record(4))
+    assert g.delete([e.id, 12345]) == 1 and not e.path.exists() and other.path.is_file()
+    assert [x.id for x in g.query()[0]] == [other.id] and g.check() == {"missing_files": [], "unfinished": []}
 
 
-def _writer(home: str, folder: str, start: int, n: int) -> None:
-    g = Gallery(Path(home))
+def _writer(home: str, folder: str, start: int, n: int, url: str | None) -> None:
+    g = Gallery(Path(home), url=url)
     for i in range(n):
         g.add(png(start + i), Path(folder), "png", record(start + i, f"process {start}"))
 
 
-def test_several_processes_write_at_once(tmp_path: Path) -> None:
+def test_several_processes_write_at_once(tmp_path: Path, gallery_url: str | None) -> None:
     home, folder = tmp_path / "home", tmp_path / "shared"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(home), str(folder), k * 100, 8)) for k in range(4)]
+    procs = [ctx.Process(target=_writer, args=(str(home), str(folder), k * 100, 8, gallery_url)) for k in range(4)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    g = Gallery(home)
+    g = Gallery(home, url=gallery_url)
     entries, total = g.query(limit=100)
     assert total == 32 and len({e.path for e in entries}) == 32
     assert sorted(p.name for p in folder.iterdir()) == sorted(e.path.name for e in entries)
@@ -183,15 +192,15 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-def test_repair_finishes_what_a_dead_process_left(tmp_path: Path) -> None:
-    g = Gallery(tmp_path / "home")
+def test_repair_finishes_what_a_dead_process_left(tmp_path: Path, gallery_url: str | None) -> None:
+    g = Gallery(tmp_path / "home", url=gallery_url)
     folder = tmp_path / "out"
     kept = g.add(png(1), folder, "png", record(1))
     doomed = g.add(png(2), folder, "png", record(2))
     dead = _dead_pid()
-    with sqlite3.connect(g.db) as con:
+    with g.store.connect() as con:
         # crashed after the file appeared, before the row was marked ok: keep it
-        # (owner NULL: rows from before writer leases, judged by their PID)
+        # (owner NULL: rows from before writer leases, judged by their PID; none in PostgreSQL)
         con.execute("UPDATE images SET state='pending', owner_pid=?, owner=NULL WHERE id=?", (dead, kept.id))
         # crashed half-way through a delete: finish it
         con.execute("UPDATE images SET state='deleting', owner_pid=?, owner=NULL WHERE id=?", (dead, doomed.id))
@@ -203,14 +212,21 @@ def test_repair_finishes_what_a_dead_process_left(tmp_path: Path) -> None:
         )
         # a live process's pending row is left alone
         con.execute(
+            "INSERT INTO images (path, state, owner_pid, owner, created, prompt, seed, width, height) "
+            "VALUES (?, 'pending', ?, ?, '2026-01-01', 'x', 4, 8, 8)",
+            (str(folder / "00010-4.png"), os.getpid(), g.store.lease()),
+        )
+        # another machine's row, in a folder this one doesn't mount: never judged here
+        con.execute(
             "INSERT INTO images (path, state, owner_pid, created, prompt, seed, width, height) "
-            "VALUES (?, 'pending', ?, '2026-01-01', 'x', 4, 8, 8)",
-            (str(folder / "00010-4.png"), os.getpid()),
+            "VALUES (?, 'pending', ?, '2026-01-01', 'x', 5, 8, 8)",
+            ("/nowhere-shared/out/00001-5.png", dead),
         )
     assert g.repair() == {"kept": 1, "dropped": 1, "deleted": 1}
     assert g.get(kept.id).path.is_file()
     assert not doomed.path.exists()
-    assert g.check()["unfinished"] != []  # only the live one
+    report = g.check()
+    assert len(report["unfinished"]) == 2 and len(report["unseen"]) == 1  # the live writer's and the unseen one
     assert [e.id for e in g.query()[0]] == [kept.id]
 
 
@@ -219,7 +235,7 @@ import io, sys, random
 from pathlib import Path
 from PIL import Image
 from lanskap.gallery import Gallery
-g = Gallery(Path(sys.argv[1]))
+g = Gallery(Path(sys.argv[1]), url=sys.argv[3] or None)
 print("ready", flush=True)
 i = 0
 while True:
@@ -231,17 +247,20 @@ while True:
 """
 
 
-def test_sigkill_never_leaves_a_row_without_a_file_or_a_file_without_a_row(tmp_path: Path) -> None:
+def test_sigkill_never_leaves_a_row_without_a_file_or_a_file_without_a_row(
+    tmp_path: Path, gallery_url: str | None
+) -> None:
     home, folder = tmp_path / "home", tmp_path / "out"
     for delay in (0.3, 0.45, 0.6, 0.75):
         proc = subprocess.Popen(
-            [sys.executable, "-c", KILL_LOOP, str(home), str(folder)], stdout=subprocess.PIPE, text=True
-        )
+            [sys.executable, "-c", KILL_LOOP, str(home), str(folder), gallery_url or ""],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        g = Gallery(home)  # opening repairs what the dead process left
+        g = Gallery(home, url=gallery_url)  # opening repairs what the dead process left
         entries, total = g.query(limit=100000)
         assert g.check() == {"missing_files": [], "unfinished": []}
         files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -358,3 +377,50 @@ def test_grid_layout_follows_a1111() -> None:
     assert [grid_layout(n) for n in (1, 2, 3, 4, 5, 6, 8, 9, 16)] == [
         (1, 1), (2, 1), (2, 2), (2, 2), (3, 2), (3, 2), (3, 3), (3, 3), (4, 4),
     ]  # fmt: skip
+
+
+def test_migrate_copies_every_row_to_postgresql(
+    isolated_home: Path,
+    postgres_url: str,
+    postgres_server,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Every row with its id, path and columns, all or nothing; again is harmless; a conflict copies nothing."""
+    g = Gallery(isolated_home)
+    out = isolated_home / "outputs"
+    mist = [{"name": "mist", "scale": 0.5}]
+    made = [g.add(png(i), out, "png", record(i, f"castle {i}", loras=mist)) for i in range(5)]
+    g.delete([made[1].id])  # a gap in the ids must stay a gap
+    rc, text, err = _cli("gallery", "migrate", "--to", postgres_url)
+    assert rc == 0 and "copied 4 image(s)" in text, err
+    target = Gallery(isolated_home, url=postgres_url)
+    assert target.rows() == g.rows()  # ids, paths, every column
+    rc, text, _ = _cli("gallery", "migrate", "--to", postgres_url)
+    assert rc == 0 and "copied 0" in text and "4 were there already" in text
+    assert target.add(png(9), out, "png", record(9)).id == made[-1].id + 1  # ids go on after the copied ones
+    monkeypatch.setenv("LANSKAP_GALLERY_URL", postgres_url)
+    rc, text, _ = _cli("gallery", "list", "--lora", "mist", "--json")
+    assert rc == 0 and [i["id"] for i in json.loads(text)["images"]] == [e.id for e in reversed(made) if e != made[1]]
+    monkeypatch.delenv("LANSKAP_GALLERY_URL")
+
+    # A target that holds another file under one of the ids: a one-line error, and nothing copied.
+    other = postgres_server.database()
+    Gallery(isolated_home, url=other).add(png(7), isolated_home / "elsewhere", "png", record(7))
+    rc, _, err = _cli("gallery", "migrate", "--to", other)
+    assert rc != 0 and "conflicts with" in err and "nothing was copied" in err and "Traceback" not in err
+    assert Gallery(isolated_home, url=other).query()[1] == 1
+
+
+def test_an_unreachable_or_wrong_gallery_url_is_one_line(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    monkeypatch.setenv("LANSKAP_GALLERY_URL", f"postgresql://me:s3cret@127.0.0.1:{port}/gallery")
+    rc, _, err = _cli("gallery", "list")
+    assert rc != 0 and "can't be reached" in err and "s3cret" not in err and "***" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    monkeypatch.setenv("LANSKAP_GALLERY_URL", "mysql://x/y")
+    rc, _, err = _cli("gallery", "list")
+    assert rc != 0 and "must start with postgresql://" in err

@@ -122,6 +122,9 @@ class Settings:
     depth_model: str = DEFAULT_DEPTH_MODEL
     #: The most regions one request may have (each costs a model call per step).
     max_regions: int = 8
+    #: Where the gallery's rows live: unset for the SQLite file in the home folder, or
+    #: ``postgresql://user:password@host:port/db`` for a gallery that several machines share.
+    gallery_url: str | None = None
 
     @property
     def speed(self) -> SpeedOptions:
@@ -208,6 +211,7 @@ _ENV = {
     "depth_model": "LANSKAP_DEPTH_MODEL",
     "max_regions": "LANSKAP_MAX_REGIONS",
     "speed_level": "LANSKAP_SPEED",
+    "gallery_url": "LANSKAP_GALLERY_URL",
 }
 
 

@@ -16,7 +16,7 @@ def _gallery():  # type: ignore[no-untyped-def]
     from lanskap.config import load_settings
     from lanskap.gallery import Gallery
 
-    return Gallery(load_settings().home)
+    return Gallery.open(load_settings())
 
 
 @app.command("list")
@@ -123,8 +123,8 @@ def check_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
 
     settings = load_settings()
     try:
-        gallery = Gallery(settings.home)
-        report: dict[str, object] = {"database": str(gallery.db), "integrity": gallery.integrity(), **gallery.check()}
+        gallery = Gallery.open(settings)
+        report: dict[str, object] = {"database": gallery.location, "integrity": gallery.integrity(), **gallery.check()}
     except GalleryDamagedError as exc:
         report = {"database": str(settings.home / "gallery.sqlite3"), "integrity": [str(exc)]}
     bad = any(report.get(k) for k in ("integrity", "missing_files", "unfinished"))
@@ -154,6 +154,11 @@ def repair_cmd(
     from lanskap.gallery.rebuild import rebuild
 
     settings = load_settings()
+    if settings.gallery_url:
+        raise LanskapError(
+            "the gallery is in PostgreSQL, which keeps its own pages whole; repair rebuilds an SQLite gallery "
+            "(unset the gallery URL to repair the home folder's)"
+        )
     report = rebuild(settings.home, [settings.outputs, *(folder or [])])
     typer.echo(
         f"gallery rebuilt: {report.copied} images kept from the old database, {report.indexed} indexed from files"
@@ -162,3 +167,26 @@ def repair_cmd(
         typer.echo(f"the old database is kept as {report.old_database}")
     for path in report.skipped[:20]:
         typer.echo(f"skipped (no lanskap infotext): {path}", err=True)
+
+
+@app.command("migrate")
+def migrate_cmd(
+    to: str = typer.Option(..., "--to", metavar="<url>", help="postgresql://user:password@host:port/db"),
+) -> None:
+    """Copy this home's SQLite gallery into PostgreSQL, every row with its id; the files stay where they are.
+
+    Then set LANSKAP_GALLERY_URL (or gallery_url in the config file) to the same URL.
+    """
+    from lanskap.config import load_settings
+    from lanskap.gallery import Gallery
+    from lanskap.gallery.migrate import migrate
+
+    settings = load_settings()
+    source, target = Gallery(settings.home), Gallery(settings.home, url=to)
+    report = migrate(source, target)
+    typer.echo(f"copied {report.copied} image(s) to {target.location}" + (
+        f"; {report.already} were there already" if report.already else ""))  # fmt: skip
+    if report.unfinished:
+        waiting = len(report.unfinished)
+        typer.echo(f"not copied: {waiting} image(s) still being added or deleted; run it again", err=True)
+    typer.echo(f"now set LANSKAP_GALLERY_URL={target.location} (with its password) to use it")

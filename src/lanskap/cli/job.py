@@ -130,7 +130,7 @@ def run_jobs(
     # Every line is checked (LoRAs too, on any process) before time goes into loading the base model.
     requests = [check_generation(r, settings, styles=opts.style) for r in requests]
     folder = ensure_writable_dir(output_folder(settings, mode_folder, opts.out))
-    gallery = None if opts.no_gallery else Gallery(settings.home)
+    gallery = None if opts.no_gallery else Gallery.open(settings)
     mine = shard.take(requests) if shard is not None else requests
     if shard is not None and shard.world > 1:
         from accelerate import PartialState

@@ -75,7 +75,7 @@ def upscale(
     request = UpscaleRequest(upscaler, scale, width, height, not no_crop, upscaler_2, visibility_2, tiled,
                              watermark=not job.no_watermark)  # fmt: skip
     request = check_upscale(request, settings)
-    gallery = None if job.no_gallery else Gallery(settings.home)
+    gallery = None if job.no_gallery else Gallery.open(settings)
     sources = [UpscaleSource(load_rgb(p), p.name, _infotext(p), _gallery_id(gallery, p), p) for p in images]
     check_sizes(request, [s.image for s in sources])
     folder = ensure_writable_dir(output_folder(settings, "upscale", job.out))

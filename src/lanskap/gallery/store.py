@@ -1,9 +1,10 @@
-"""The gallery: every generated image as a file plus a row in one SQLite database.
+"""The gallery: every generated image as a file plus a row in one database.
 
-Several processes (the CLI, the API server, the web app) write at once, so the
-database runs in WAL mode with a busy timeout, and each call uses its own short
-connection. A crash must never leave a row without its file or a file without
-its row, so every change is journalled in the row's ``state``:
+The database is SQLite by default (:mod:`lanskap.gallery.sqlite_db`: one file, WAL, shared by
+the processes of one machine) or PostgreSQL (:mod:`lanskap.gallery.postgres_db`, when the
+``gallery_url`` setting is ``postgresql://…``: shared by many machines, whose image files
+then live on a path they all mount). A crash must never leave a row without its file or a file
+without its row, so every change is journalled in the row's ``state``:
 
 * add: the row is committed as ``pending`` with its final path first; the file
   then appears atomically (written to a temp file, then linked into place), and
@@ -13,10 +14,10 @@ its row, so every change is journalled in the row's ``state``:
 :meth:`Gallery.repair` finishes whatever a dead process left half-done (a
 pending row whose file exists is kept, one without a file is dropped; deleting
 rows are completed). It runs whenever a gallery is opened. Rows of processes
-that are still alive are left alone: each writing process holds an ``flock`` on its
-own lease file in ``.gallery-writers/`` and signs its rows with the lease's name, so a
-writer is known dead when its lease can be locked, also when it ran as another PID in
-another PID namespace (a container's server as PID 1).
+that are still alive are left alone: each writing process holds a lease (an ``flock``,
+or a PostgreSQL advisory lock) and signs its rows with the lease's name. The store never
+trusts a file it can't see: a row whose folder this machine doesn't have (another
+machine's, not shared) is neither judged missing nor deleted here.
 
 A database that is empty or damaged is never taken for an empty gallery: opening it is
 a one-line error, and ``lanskap gallery repair`` (:mod:`lanskap.gallery.rebuild`) builds
@@ -27,50 +28,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
-import sqlite3
-import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanskap.errors import LanskapError
+from lanskap.gallery.sqlite_db import REPAIR_HINT, GalleryDamagedError, SqliteDatabase
 from lanskap.io import atomic_write_bytes
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL DEFAULT 'pending',
-    owner_pid INTEGER NOT NULL,
-    created TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    negative_prompt TEXT NOT NULL DEFAULT '',
-    seed INTEGER NOT NULL,
-    steps INTEGER,
-    guidance REAL,
-    sampler TEXT,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    mode TEXT NOT NULL DEFAULT 'txt2img',
-    model TEXT,
-    model_hash TEXT,
-    loras TEXT NOT NULL DEFAULT '[]',
-    params TEXT NOT NULL DEFAULT '{}',
-    infotext TEXT NOT NULL DEFAULT '',
-    seconds REAL,
-    device TEXT,
-    dtype TEXT,
-    source TEXT NOT NULL DEFAULT 'cli',
-    owner TEXT
-);
-CREATE INDEX IF NOT EXISTS images_created ON images(created);
-CREATE INDEX IF NOT EXISTS images_state ON images(state);
-"""
+if TYPE_CHECKING:
+    from lanskap.config import Settings
+    from lanskap.gallery.postgres_db import PostgresDatabase
+
+__all__ = ["COLUMNS", "REPAIR_HINT", "Entry", "Gallery", "GalleryDamagedError"]
+
 COLUMNS = (
     "id", "path", "created", "prompt", "negative_prompt", "seed", "steps", "guidance", "sampler", "width",
     "height", "mode", "model", "model_hash", "loras", "params", "infotext", "seconds", "device", "dtype", "source",
@@ -109,7 +82,7 @@ class Entry:
         return d
 
 
-def _entry(row: sqlite3.Row) -> Entry:
+def _entry(row: Any) -> Entry:
     d = {k: row[k] for k in COLUMNS}
     d["path"] = Path(d["path"])
     d["loras"] = json.loads(d["loras"])
@@ -117,133 +90,38 @@ def _entry(row: sqlite3.Row) -> Entry:
     return Entry(**d)
 
 
-class GalleryDamagedError(LanskapError):
-    """The gallery database is empty or damaged; its images are still on disk."""
-
-
-#: How a damaged database is put right, said in every message about one.
-REPAIR_HINT = "its images are still on disk; run 'lanskap gallery repair' to rebuild it from them"
-
-_LEASES: dict[Path, tuple[str, int]] = {}  # gallery home -> (this process's lease name, its locked fd)
-
-
-def _lease(home: Path) -> str:
-    """This process's writer lease for the gallery in ``home``: a file it holds an flock on until it exits."""
-    key = Path(home).resolve()
-    if key not in _LEASES:
-        folder = key / ".gallery-writers"
-        folder.mkdir(parents=True, exist_ok=True)
-        name = uuid.uuid4().hex
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _LEASES[key] = (name, fd)
-    return _LEASES[key][0]
-
-
-def _writer_alive(home: Path, owner: str | None, pid: int) -> bool:
-    """Whether the process that left a row half-done still runs: by its lease, else (older rows) by PID."""
-    if not owner:
-        return _alive(pid)
-    if _LEASES.get(Path(home).resolve(), ("", 0))[0] == owner:
-        return True
-    lock = Path(home) / ".gallery-writers" / f"{owner}.lock"
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the probe's lock
-    with contextlib.suppress(OSError):
-        lock.unlink()  # the writer is gone: its lease goes too
-    return False
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def _ensure_wal(con: sqlite3.Connection, patience: float = 30.0) -> None:
-    """Switch a new database to WAL once; it stays WAL in the file for every later connection.
-
-    The switch needs an exclusive lock, and SQLite answers "database is locked" at once instead
-    of calling the busy handler when several processes open a new gallery together, so retry.
-    """
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                con.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 class Gallery:
-    """The gallery database at ``home/gallery.sqlite3``; image files live wherever they were saved."""
+    """The gallery database (``home/gallery.sqlite3``, or PostgreSQL at ``url``); image files live
+    wherever they were saved."""
 
-    def __init__(self, home: Path, db: Path | None = None) -> None:
+    def __init__(self, home: Path, db: Path | None = None, url: str | None = None) -> None:
+        from lanskap.gallery.postgres_db import PostgresDatabase, is_postgres_url
+
         self.home = Path(home)
-        self.db = Path(db) if db is not None else self.home / "gallery.sqlite3"
-        if self.db.is_file() and self.db.stat().st_size == 0:  # SQLite would call it a new, empty gallery
-            raise GalleryDamagedError(f"gallery database {self.db} is empty (0 bytes); {REPAIR_HINT}")
-        self.home.mkdir(parents=True, exist_ok=True)
-        if not self.db.exists():
-            self._create()
-        with self._connect() as con:
-            con.executescript(SCHEMA)
-            if "owner" not in {r[1] for r in con.execute("PRAGMA table_info(images)")}:  # a gallery from before leases
-                con.execute("ALTER TABLE images ADD COLUMN owner TEXT")
+        self.store: SqliteDatabase | PostgresDatabase
+        if url:
+            if not is_postgres_url(url):
+                raise LanskapError(f"the gallery URL must start with postgresql://, not {url.split(':')[0]!r}")
+            self.db: Path | None = None
+            self.store = PostgresDatabase(url)
+        else:
+            self.db = Path(db) if db is not None else self.home / "gallery.sqlite3"
+            self.store = SqliteDatabase(self.home, self.db)
+        self.store.prepare()
         self.repair()
 
-    def _create(self) -> None:
-        """Make the database whole in a temp file and link it into place, so ``gallery.sqlite3`` is
-        never seen empty while another process creates it: an empty one is always damage."""
-        tmp = self.db.with_name(f".{self.db.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        try:
-            con = sqlite3.connect(tmp)
-            try:
-                con.executescript(SCHEMA)
-                con.execute("PRAGMA journal_mode=WAL")
-            finally:
-                con.close()
-            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
-                os.link(tmp, self.db)
-        finally:
-            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
-                leftover.unlink(missing_ok=True)
+    @classmethod
+    def open(cls, settings: Settings) -> Gallery:
+        """The gallery the settings name: PostgreSQL when ``gallery_url`` is set, else the home's SQLite file."""
+        return cls(settings.home, url=settings.gallery_url)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise GalleryDamagedError(f"gallery database {self.db} can't be opened ({exc}); {REPAIR_HINT}") from None
-        try:
-            con.row_factory = sqlite3.Row
-            _ensure_wal(con)
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("PRAGMA busy_timeout=30000")
-            yield con
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.IntegrityError) or "locked" in str(exc):
-                raise  # a name taken by another writer, or a busy database: not damage
-            raise GalleryDamagedError(f"gallery database {self.db} is damaged ({exc}); {REPAIR_HINT}") from None
-        finally:
-            con.close()
+    @property
+    def location(self) -> str:
+        """Where the rows are, for messages: the file, or the URL without its password."""
+        return self.store.label
+
+    def _connect(self) -> Any:
+        return self.store.connect()
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, data: bytes, folder: Path, fmt: str, record: dict[str, Any]) -> Entry:
@@ -282,12 +160,12 @@ class Gallery:
                 try:
                     cur = con.execute(
                         f"INSERT INTO images (path, state, owner_pid, owner, {', '.join(fields)}) "
-                        f"VALUES (?, 'pending', ?, ?, {', '.join('?' * len(fields))})",
-                        (str(path), os.getpid(), _lease(self.home), *fields.values()),
+                        f"VALUES (?, 'pending', ?, ?, {', '.join('?' * len(fields))}) RETURNING id",
+                        (str(path), os.getpid(), self.store.lease(), *fields.values()),
                     )
-                except sqlite3.IntegrityError:  # another process reserved this name first
+                    row_id = cur.fetchone()[0]
+                except self.store.IntegrityError:  # another process reserved this name first
                     continue
-                row_id = cur.lastrowid
             try:
                 atomic_write_bytes(path, data, replace=False)
             except FileExistsError:  # a file not in the gallery holds the name: take the next one
@@ -305,16 +183,25 @@ class Gallery:
             con.execute("DELETE FROM images WHERE id=?", (row_id,))
 
     def delete(self, ids: list[int]) -> int:
-        """Remove each image's file and row; return how many existed."""
+        """Remove each image's file and row; return how many existed.
+
+        A file in a folder this machine can't see is refused, not forgotten: its row stays until a
+        machine that mounts that folder deletes it.
+        """
         done = 0
         for row_id in ids:
             with self._connect() as con:
                 row = con.execute("SELECT path FROM images WHERE id=? AND state='ok'", (row_id,)).fetchone()
                 if row is None:
                     continue
+                if not Path(row["path"]).parent.is_dir():
+                    raise LanskapError(
+                        f"image {row_id} is in {Path(row['path']).parent}, which this machine can't see; "
+                        "delete it from a machine that mounts the shared images folder"
+                    )
                 con.execute(
                     "UPDATE images SET state='deleting', owner_pid=?, owner=? WHERE id=?",
-                    (os.getpid(), _lease(self.home), row_id),
+                    (os.getpid(), self.store.lease(), row_id),
                 )
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(row["path"])
@@ -328,9 +215,11 @@ class Gallery:
         with self._connect() as con:
             rows = con.execute("SELECT id, path, state, owner_pid, owner FROM images WHERE state != 'ok'").fetchall()
         for row in rows:
-            if _writer_alive(self.home, row["owner"], row["owner_pid"]):
-                continue
             path = Path(row["path"])
+            if not path.parent.is_dir():  # another machine's folder: not this machine's to judge
+                continue
+            if self.store.writer_alive(row["owner"], row["owner_pid"]):
+                continue
             with self._connect() as con:
                 if row["state"] == "pending" and path.is_file():
                     con.execute("UPDATE images SET state='ok' WHERE id=? AND state='pending'", (row["id"],))
@@ -388,11 +277,12 @@ class Gallery:
         """
         where, args = ["state='ok'"], []
         for word in (search or "").split():
-            where.append("(prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\')")
+            like = self.store.like
+            where.append(f"(prompt {like} ? ESCAPE '\\' OR negative_prompt {like} ? ESCAPE '\\')")
             pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args += [pattern, pattern]
         if lora:
-            where.append("EXISTS (SELECT 1 FROM json_each(images.loras) WHERE json_extract(value, '$.name') = ?)")
+            where.append(self.store.lora_filter_sql)
             args.append(lora)
         for value, test in (
             (width, "width = ?"),
@@ -427,10 +317,7 @@ class Gallery:
     def loras(self) -> list[str]:
         """Every LoRA name used in the gallery, for the filter."""
         with self._connect() as con:
-            rows = con.execute(
-                "SELECT DISTINCT json_extract(value, '$.name') FROM images, json_each(images.loras) "
-                "WHERE state='ok' ORDER BY 1"
-            ).fetchall()
+            rows = con.execute(self.store.lora_names_sql + "WHERE state='ok' ORDER BY 1").fetchall()
         return [r[0] for r in rows if r[0]]
 
     def prompts(self, limit: int = 100) -> list[tuple[str, str]]:
@@ -447,24 +334,29 @@ class Gallery:
         """Every image size in the gallery, largest first, for the filter."""
         with self._connect() as con:
             rows = con.execute(
-                "SELECT DISTINCT width, height FROM images WHERE state='ok' ORDER BY width * height DESC, width DESC"
+                "SELECT width, height FROM images WHERE state='ok' GROUP BY width, height "
+                "ORDER BY width * height DESC, width DESC"
             ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def check(self) -> dict[str, list]:
-        """Consistency report: ok rows whose file is gone (deleted by hand) and unfinished rows."""
+        """Consistency report: ok rows whose file is gone (deleted by hand), unfinished rows, and rows in
+        folders this machine can't see (another machine's; never taken for missing)."""
         with self._connect() as con:
             rows = con.execute("SELECT id, path, state FROM images").fetchall()
-        return {
-            "missing_files": [r["id"] for r in rows if r["state"] == "ok" and not Path(r["path"]).is_file()],
+        visible = [r for r in rows if Path(r["path"]).parent.is_dir()]
+        report: dict[str, list] = {
+            "missing_files": [r["id"] for r in visible if r["state"] == "ok" and not Path(r["path"]).is_file()],
             "unfinished": [r["id"] for r in rows if r["state"] != "ok"],
         }
+        unseen = [r["id"] for r in rows if r not in visible]
+        if unseen:
+            report["unseen"] = unseen
+        return report
 
     def integrity(self) -> list[str]:
-        """SQLite's own check of every page and index: empty when the file is sound."""
-        with self._connect() as con:
-            found = [r[0] for r in con.execute("PRAGMA integrity_check").fetchall()]
-        return [] if found == ["ok"] else found
+        """The database's own check (SQLite's pages and indexes): empty when it is sound."""
+        return self.store.integrity()
 
     def paths(self) -> set[Path]:
         """Every file the gallery knows, whatever its state."""
@@ -478,7 +370,13 @@ class Gallery:
         fields["params"] = json.dumps(fields.get("params", {}), default=str)
         with self._connect() as con:
             con.execute(
-                f"INSERT OR IGNORE INTO images (path, state, owner_pid, {', '.join(fields)}) "
-                f"VALUES (?, 'ok', ?, {', '.join('?' * len(fields))})",
+                f"INSERT INTO images (path, state, owner_pid, {', '.join(fields)}) "
+                f"VALUES (?, 'ok', ?, {', '.join('?' * len(fields))}) ON CONFLICT DO NOTHING",
                 (str(Path(path).resolve()), os.getpid(), *fields.values()),
             )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every finished row as stored (JSON columns as text), oldest first: what a migration copies."""
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM images WHERE state='ok' ORDER BY id").fetchall()
+        return [{k: r[k] for k in COLUMNS} for r in rows]

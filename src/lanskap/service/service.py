@@ -69,7 +69,7 @@ class Service:
         # LoRAs by name only: the UI and the API never turn a user string into a path.
         self.engine = engine or Engine(settings=settings, prediction_type=prediction_type, allow_lora_paths=False)
         self.start_model = self.engine.model_spec  # always offered, whatever is switched to later
-        self.gallery = Gallery(settings.home)
+        self.gallery = Gallery.open(settings)
         self.queue = JobQueue(max_pending=max_pending)
         self.started = time.time()
 
