@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh --dev) and run the default test set: fast tests plus the
-# end-to-end paths. Extra arguments go to pytest, e.g. scripts/test.sh -m slow
+# end-to-end paths. Extra arguments go to pytest, e.g. scripts/test.sh -m slow, or
+# scripts/test.sh -m scale (the Ray Serve server's tests: one shared server, one process).
 # The web-app test drives Debian's chromium, the gallery's PostgreSQL tests start Debian's
 # postgresql server; when one is missing and apt-get can be used (root), it is installed here.
 # Without it those tests skip, unless LANSKAP_REQUIRE_BROWSER=1 / LANSKAP_REQUIRE_POSTGRES=1
@@ -26,7 +27,7 @@ if [ "$#" -eq 0 ]; then
   # workers overlap instead of fighting. worksteal keeps the long end-to-end tests from
   # queueing behind each other.
   workers="${LANSKAP_TEST_WORKERS:-2}"
-  set -- -m "not slow or e2e" -n "$workers" --dist worksteal
+  set -- -m "(not slow or e2e) and not scale" -n "$workers" --dist worksteal
   # The cores shared out among the workers: torch in each worker (and in the CLI processes its
   # tests start) gets its share, instead of every process spinning a thread on every core.
   # Measured on 2 cores, same tree: 8 min 39 s with one thread each, 8 min 57 s without.

@@ -29,6 +29,7 @@ LAYERS = {
     "api": 8,
     "ui": 8,
     "cli": 8,
+    "scale": 8,  # Ray Serve: the api app in an ingress, Services in replicas; only lanskap serve --replicas imports it
 }
 # The tiny-model kit builds every kind of tiny model (SD, CLIP, BLIP, the FID Inception net, ESRGAN),
 # so it reaches the Inception and RRDBNet architectures; __main__ is the entry point.

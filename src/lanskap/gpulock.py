@@ -26,7 +26,20 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = "gpu.lock"
+#: A scaled server's replicas each own a device: each locks its own file (``gpu-SLOT.lock``),
+#: named by this variable (the GPU ids Ray gave it, or a CPU replica's own name).
+SLOT_VARIABLE = "LANSKAP_GPU_SLOT"
 _held = threading.local()  # the lock files this thread holds, with how deeply
+
+
+def lock_name() -> str:
+    """``gpu.lock``, or ``gpu-SLOT.lock`` in a replica that owns one device (letters, digits, ``-``, ``_``, ``,``)."""
+    slot = os.environ.get(SLOT_VARIABLE, "")
+    if not slot:
+        return LOCK_FILE
+    if not all(c.isalnum() or c in "-_," for c in slot) or len(slot) > 64:
+        raise ValueError(f"{SLOT_VARIABLE} must be a short name of letters, digits, - _ or ,")
+    return f"gpu-{slot}.lock"
 
 
 @contextlib.contextmanager
@@ -37,7 +50,7 @@ def gpu_lock(home: Path, on_wait: Callable[[], None] | None = None, poll: float 
         # others join it in collectives, and waiting on the lock there would deadlock the group.
         yield
         return
-    path = Path(home) / LOCK_FILE
+    path = Path(home) / lock_name()
     depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
     key = str(path.resolve())
     if depth.get(key):

@@ -395,9 +395,15 @@ def img2img_inputs(body: Img2ImgBody, max_pixels: int | None = None) -> tuple[In
 
 
 def response(
-    body: Txt2ImgBody, output: GenerationOutput, warnings: list[str], started: float, maps: bool = True
+    body: Txt2ImgBody,
+    output: GenerationOutput,
+    warnings: list[str],
+    started: float,
+    maps: bool = True,
+    replica: str | None = None,
 ) -> dict[str, Any]:
-    """A1111's ``{"images", "parameters", "info"}``; ``info`` is a JSON string, as A1111 sends it."""
+    """A1111's ``{"images", "parameters", "info"}``; ``info`` is a JSON string, as A1111 sends it
+    (with the ``replica`` that made it, on a scaled server)."""
     result = output.result
     req = result.request
     n = len(result.images)
@@ -441,6 +447,8 @@ def response(
         "interrupted": result.interrupted,
         "skipped_images": [i for i, stopped in enumerate(result.partial) if stopped],
     }
+    if replica:
+        info["replica"] = replica
     images = _response_images(output)
     if maps:  # the ControlNet extension's habit: the preprocessed maps follow the images
         images += [encode_png(m, None) for k, m in result.maps.items() if k.startswith("ControlNet")]

@@ -13,14 +13,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from lanskap.api import a1111
 from lanskap.api.deps import ServerState, ServiceDep, StateDep
 from lanskap.api.schema import COMMON, JOBS
-from lanskap.errors import LanskapError
+from lanskap.errors import LanskapError, QueueFullError
 from lanskap.prompts.styles import apply_styles
 from lanskap.service.queue import Job
+from lanskap.service.service import Service
 
 if TYPE_CHECKING:
     from lanskap.generation.params import InitImage, InpaintMask
@@ -51,6 +52,8 @@ async def _run(state: ServerState, job: Job, request: Request) -> Job:
         tg.cancel_scope.cancel()
     if job.state == "failed":
         state.metrics.errors.labels(f"job_{job.kind}").inc()
+        if job.busy:  # a scaled server had no room, or lost the replica running it: try again
+            raise QueueFullError(job.error or "the server is busy")
         # A problem with the request found while it ran (a clip skip deeper than this model) is the
         # caller's to fix: 422, like the checks made before queueing. Only a crash is a 500.
         raise HTTPException(422 if job.user_error else 500, detail=job.error or "the job failed")
@@ -88,7 +91,9 @@ async def _generate(
     if job.result is None:  # interrupted before it started
         info = {"interrupted": True, "warnings": [*notes, *warnings, "interrupted"]}
         return {"images": [], "parameters": echo.model_dump(exclude={"init_images", "mask"}), "info": _json(info)}
-    return a1111.response(echo, job.result, [*notes, *warnings], started, maps=not effective.no_detectmap)
+    return a1111.response(
+        echo, job.result, [*notes, *warnings], started, maps=not effective.no_detectmap, replica=job.replica
+    )
 
 
 def _refiner(state: ServerState, body: a1111.Txt2ImgBody) -> dict[str, Any]:
@@ -158,9 +163,24 @@ async def png_info(body: a1111.PngInfoBody, state: StateDep) -> dict[str, Any]:
     return {"info": text, "items": items, "parameters": a1111_parameters(text) if text else {}}
 
 
+def _target(service: Service, job_id: str | None) -> Job | None:
+    """The job a progress, interrupt or skip call means: the one named (lanskap's ``job`` parameter,
+    for a server that runs several at once), else the longest-running one (A1111's single job)."""
+    if job_id:
+        job = service.queue.get(job_id)
+        return job if job.active else None
+    return service.queue.current
+
+
+#: lanskap's addition to A1111's progress, interrupt and skip: which job, when several run (a scaled server).
+JOB_PARAM = Query(None, alias="job", description="A job id (from /api/v1/jobs); unset: the longest-running job.")
+
+
 @router.get("/progress")
-async def progress(service: ServiceDep, skip_current_image: bool = False) -> dict[str, Any]:
-    job = service.queue.current
+async def progress(
+    service: ServiceDep, skip_current_image: bool = False, job_id: str | None = JOB_PARAM
+) -> dict[str, Any]:
+    job = _target(service, job_id)
     waiting = len(service.queue.pending())
     if job is None:
         state = {"skipped": False, "interrupted": False, "job": "", "job_count": waiting, "job_timestamp": "0"}
@@ -174,7 +194,7 @@ async def progress(service: ServiceDep, skip_current_image: bool = False) -> dic
             "skipped": job.skip.is_set(),
             "interrupted": job.cancel.is_set(),
             "job": job.id,
-            "job_count": waiting + 1,
+            "job_count": waiting + len(service.queue.running()),
             "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)),
             "job_no": 0,
             "sampling_step": job.step,
@@ -192,18 +212,18 @@ def _preview_b64(job: Job) -> str | None:
 
 
 @router.post("/interrupt")
-async def interrupt(service: ServiceDep) -> dict[str, Any]:
+async def interrupt(service: ServiceDep, job_id: str | None = JOB_PARAM) -> dict[str, Any]:
     """Stop the running job at its next step; its request gets the images so far (A1111's interrupt)."""
-    job = service.queue.current
+    job = _target(service, job_id)
     if job is not None:
         service.queue.cancel(job.id)
     return {}
 
 
 @router.post("/skip")
-async def skip(service: ServiceDep) -> None:
+async def skip(service: ServiceDep, job_id: str | None = JOB_PARAM) -> None:
     """End the current batch as it stands and go on with the next (A1111's skip)."""
-    job = service.queue.current
+    job = _target(service, job_id)
     if job is not None:
         job.skip.set()
 

@@ -257,8 +257,17 @@ async def start_evaluation(body: EvaluationJob, service: ServiceDep) -> dict[str
 @router.get("/jobs", tags=["jobs"])
 async def jobs(service: ServiceDep) -> dict[str, Any]:
     q = service.queue
-    current = [q.current] if q.current is not None else []
-    return {"active": [_job(j) for j in [*current, *q.pending()]], "recent": [_job(j) for j in q.recent(50)]}
+    return {"active": [_job(j) for j in [*q.running(), *q.pending()]], "recent": [_job(j) for j in q.recent(50)]}
+
+
+@router.get("/replicas", tags=["jobs"])
+async def replicas(service: ServiceDep) -> dict[str, Any]:
+    """A scaled server's generation replicas (name, process, machine, device, model, job; none otherwise)
+    and the process that answers HTTP."""
+    import os
+    import socket
+
+    return {"replicas": service.replicas(), "ingress": {"pid": os.getpid(), "host": socket.gethostname()}}
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"], responses=NOT_FOUND)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
@@ -16,14 +17,15 @@ router = APIRouter(tags=["operations"], responses={k: v for k, v in COMMON.items
 
 
 def queue_depth(service: Service) -> float:
-    """Jobs waiting plus the one running: the gauge Prometheus scrapes and ``/health`` reports."""
-    return len(service.queue.pending()) + (1 if service.queue.current is not None else 0)
+    """Jobs waiting plus those running: the gauge Prometheus scrapes and ``/health`` reports."""
+    return len(service.queue.pending()) + len(service.queue.running())
 
 
 @router.get("/health")
 async def health(state: StateDep) -> dict[str, Any]:
     info = state.service.engine.info()
-    return {
+    replicas = await anyio.to_thread.run_sync(state.service.replicas)
+    out = {
         "status": "ok",
         "version": __version__,
         "model": info.model,
@@ -31,6 +33,9 @@ async def health(state: StateDep) -> dict[str, Any]:
         "device": info.device,
         "queue_depth": queue_depth(state.service),
     }
+    if replicas:  # a scaled server: its replicas stand for the model (details: /api/v1/replicas)
+        out.update(replicas=len(replicas), model_loaded=True, device=replicas[0].get("device", info.device))
+    return out
 
 
 router.add_api_route("/health", health, methods=["HEAD"], operation_id="health_head")  # load balancers' probe

@@ -47,6 +47,18 @@ def serve(
         metavar="<str>",
         help="Also answer requests for this host name (a proxy's); repeatable, * for any.",
     ),
+    replicas: str = typer.Option(
+        None,
+        "--replicas",
+        metavar="<N|auto>",
+        help="Serve from N model replicas on Ray Serve (auto: one per GPU); unset: one process, no Ray.",
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        metavar="<address>",
+        help="Join this Ray cluster (ray start --head); implies --replicas auto.",
+    ),
 ) -> None:
     """Serve the HTTP API: /sdapi/v1 (A1111 clients), /api/v1 (gallery, jobs), /docs, /health, /metrics."""
     from lanskap.api.security import ServeConfig, parse_basic_auth
@@ -79,6 +91,12 @@ def serve(
         max_queue=max_queue,
         users=store_at(settings.home),
     ).check()
+    if replicas is not None or ray_address is not None:
+        from lanskap.scale.launch import serve_scaled
+
+        announce = lambda text: typer.secho(text, err=True)  # noqa: E731
+        serve_scaled(settings, cfg, replicas or "auto", ray_address, announce=announce)
+        return
     import uvicorn
 
     from lanskap.api.app import create_app

@@ -48,6 +48,9 @@ class Job:
     result: Any = None
     error: str | None = None
     user_error: bool = False  # the error is the caller's to fix (a LanskapError), not a crash
+    #: Nothing ran for want of room (a scaled server's full queue) or its worker died: the API's 503.
+    busy: bool = False
+    replica: str | None = None  # where it runs, on a scaled server (lanskap serve --replicas)
     params: dict[str, Any] = field(default_factory=dict, repr=False)  # what was asked, for a page that reconnects
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     skip: threading.Event = field(default_factory=threading.Event, repr=False)  # end the current batch only
@@ -109,6 +112,7 @@ class Job:
             "finished": self.finished,
             "elapsed": round(self.elapsed, 3),
             "eta": None if self.eta is None else round(self.eta, 3),
+            **({"replica": self.replica} if self.replica else {}),
         }
 
 
@@ -173,6 +177,11 @@ class JobQueue:
     def pending(self) -> list[Job]:
         with self._cond:
             return list(self._pending)
+
+    def running(self) -> list[Job]:
+        """The jobs running now: at most one here (a scaled server's queue runs one per replica)."""
+        current = self._current
+        return [current] if current is not None else []
 
     def position(self, job: Job) -> int | None:
         """0 while running, 1 for the next in line, …; None when finished."""

@@ -353,6 +353,10 @@ class Service:
         return self._submit("evaluate", f"evaluate → {Path(cfg.out).name}", work)
 
     # -- monitoring ----------------------------------------------------------------------------
+    def replicas(self) -> list[dict[str, Any]]:
+        """The replicas that run this server's jobs: none here, one process does (see lanskap.scale)."""
+        return []
+
     def status(self) -> dict[str, Any]:
         """Device, memory, loaded model and queue, for the status panel and ``/health``."""
         import psutil
