@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up lanskap in ./.venv on a fresh machine.
 #   scripts/setup.sh          runtime install
-#   scripts/setup.sh --dev    also the test tools
+#   scripts/setup.sh --dev    also the test tools (and what --scale adds: the tests cover it)
+#   scripts/setup.sh --scale  also Ray Serve and psycopg (lanskap serve --replicas, a PostgreSQL gallery)
 # Every package is installed at the version constraints.txt pins (the set the tests passed on).
 # LANSKAP_VENV picks another folder, LANSKAP_UNPINNED=1 takes the newest releases instead
 # (scripts/upgrade-check.sh uses both).
@@ -14,6 +15,7 @@ PY=${PYTHON:-python3}
 TORCH_VERSION=${LANSKAP_TORCH_VERSION:-2.13.0}
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--scale" ] && extras="[scale]"
 
 VENV=${LANSKAP_VENV:-.venv}
 pins=(-c constraints.txt)

@@ -424,3 +424,19 @@ def test_an_unreachable_or_wrong_gallery_url_is_one_line(isolated_home: Path, mo
     monkeypatch.setenv("LANSKAP_GALLERY_URL", "mysql://x/y")
     rc, _, err = _cli("gallery", "list")
     assert rc != 0 and "must start with postgresql://" in err
+
+
+def test_a_lost_postgresql_connection_takes_a_new_lease(tmp_path: Path, postgres_url: str) -> None:
+    """A server restart (here: every other connection ended) drops the writer's lease; the next write takes a
+    new one instead of signing rows with a lease nobody holds."""
+    g = Gallery(tmp_path / "home", url=postgres_url)
+    first = g.add(png(1), tmp_path / "out", "png", record(1))
+    lease = g.store.lease()
+    with g.store.connect() as con:
+        ended = con.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+        ).fetchone()[0]
+    assert ended >= 1
+    second = g.add(png(2), tmp_path / "out", "png", record(2))
+    assert g.store.lease() != lease and second.id > first.id and g.check()["unfinished"] == []

@@ -103,13 +103,20 @@ def _clean(value: Any) -> Any:
 
 
 class _Connection:
-    """psycopg's connection with SQLite's ``?`` placeholders, so the store writes its SQL once."""
+    """psycopg's connection with SQLite's ``?`` placeholders, so the store writes its SQL once; a lost
+    server is a one-line error (a name another writer took still raises UniqueViolation)."""
 
-    def __init__(self, con: psycopg.Connection) -> None:
-        self._con = con
+    def __init__(self, con: psycopg.Connection, label: str) -> None:
+        self._con, self._label = con, label
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        return self._con.execute(sql.replace("?", "%s"), [_clean(a) for a in args])
+        import psycopg
+
+        try:
+            return self._con.execute(sql.replace("?", "%s"), [_clean(a) for a in args])
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise LanskapError(f"the gallery database {self._label} failed: {reason}") from None
 
 
 class PostgresDatabase:
@@ -149,7 +156,7 @@ class PostgresDatabase:
         """One short autocommit connection."""
         con = self._open()
         try:
-            yield _Connection(con)
+            yield _Connection(con, self.label)
         finally:
             con.close()
 
@@ -159,7 +166,7 @@ class PostgresDatabase:
         con = self._open()
         try:
             with con.transaction():
-                yield _Connection(con)
+                yield _Connection(con, self.label)
         finally:
             con.close()
 
@@ -171,8 +178,8 @@ class PostgresDatabase:
         """This process's writer lease: an advisory lock its own connection holds until the process ends."""
         with _LEASE_LOCK:
             held = _LEASES.get(self.url)
-            if held is not None and held[1].closed:
-                held = None  # the server dropped it: take a new lease (the old rows' writer is gone)
+            if held is not None and not _holds(held[1]):
+                held = None  # the server dropped it (a restart): take a new lease
             if held is None:
                 name = uuid.uuid4().hex
                 con = self._open()
@@ -200,10 +207,16 @@ class PostgresDatabase:
         return []
 
 
-def drop_lease(url: str) -> None:
-    """Let this process's lease go (a test's "this writer died"; the server does it on exit)."""
-    with _LEASE_LOCK:
-        held = _LEASES.pop(url, None)
-    if held is not None:
+def _holds(con: psycopg.Connection) -> bool:
+    """Whether a lease's connection (and so its advisory lock) is still there: one round trip."""
+    import psycopg
+
+    if con.closed:
+        return False
+    try:
+        con.execute("SELECT 1")
+    except psycopg.Error:
         with contextlib.suppress(Exception):
-            held[1].close()
+            con.close()
+        return False
+    return True
