@@ -160,18 +160,20 @@ def test_a_full_system_answers_503_and_interrupt_reaches_the_right_replica(serve
     status, body, headers = full[0]
     assert status == 503 and "busy" in body["detail"] and int(headers["Retry-After"]) > 0, body
 
-    # Progress and interrupt name a job: the one on the other replica goes on untouched.
-    target = running[0]
+    # Progress, interrupt and skip name a job: each reaches the replica that runs it, and only that job.
+    target, other = running[0], running[1]
     progress = server.get("/sdapi/v1/progress", params={"job": target["id"]})
     assert progress["state"]["job"] == target["id"] and progress["state"]["sampling_step"] > 0
     assert progress["current_image"], "the live preview comes from the replica"
     assert server.post("/sdapi/v1/interrupt?job=" + target["id"]).status_code == 200
+    assert server.post("/sdapi/v1/skip?job=" + other["id"]).status_code == 200
     for t, _ in (first, second, *queued):
         t.join(120)
-    results = {out[0][1]["parameters"]["seed"]: _info(out) for _, out in (first, second)}
-    stopped = next(i for i in results.values() if i["replica"] == target["replica"])
-    other = next(i for i in results.values() if i["replica"] != target["replica"])
+    results = [_info(out) for _, out in (first, second)]
+    stopped = next(i for i in results if i["replica"] == target["replica"])
+    other = next(i for i in results if i["replica"] != target["replica"])
     assert stopped["interrupted"] and not other["interrupted"] and len(other["all_seeds"]) == 2
+    assert other["skipped_images"] == [0, 1], "the skip ended the other job's batch as it stood"
     assert sorted(_info(out)["seed"] for _, out in queued) == [30, 31, 32]
     assert requests.get(server.url + "/sdapi/v1/progress?job=nope", timeout=30).status_code == 422
 
@@ -213,6 +215,11 @@ def test_killing_the_ingress_loses_no_saved_image(server: Server) -> None:
     assert all(state == "ok" and Path(path).is_file() for _, path, state in rows)  # ... its images are not
     server.wait_for("a new ingress", lambda: server.get("/api/v1/replicas")["ingress"]["pid"] != ingress, 180)
     assert server.get("/health")["status"] == "ok"
+    import psycopg
+
+    with psycopg.connect(server.gallery) as con:  # every image of every test exactly once, retries included
+        twice = con.execute("SELECT prompt, seed FROM images GROUP BY prompt, seed HAVING count(*) > 1").fetchall()
+    assert twice == []
 
 
 def test_plain_serve_never_imports_ray_and_a_wrong_count_is_one_line(tmp_path: Path) -> None:

@@ -92,6 +92,10 @@ def serve(
         users=store_at(settings.home),
     ).check()
     if replicas is not None or ray_address is not None:
+        if ray_address:
+            from lanskap.scale.tokens import use_token_if_present
+
+            use_token_if_present()  # before Ray is imported: it reads the mode once
         from lanskap.scale.launch import serve_scaled
 
         announce = lambda text: typer.secho(text, err=True)  # noqa: E731
