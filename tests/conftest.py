@@ -168,3 +168,15 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]
     return lines[0]
+
+
+def stop_gently(proc: subprocess.Popen, timeout: float = 60) -> None:  # type: ignore[type-arg]
+    """Ctrl-C a server (it takes down what it started, Ray included), then kill it if it hangs."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import REPO
+from conftest import REPO, stop_gently
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (scripts/setup.sh --dev installs ray[serve])")
 
@@ -92,12 +92,7 @@ def server(tiny_sd: Path, postgres_server, tmp_path_factory: pytest.TempPathFact
         srv.wait_for("two replicas", lambda: len(srv.replicas()) == 2 and srv.get("/health")["replicas"] == 2, 240)
         yield srv
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_gently(proc)
 
 
 def _generate(srv: Server, body: dict[str, Any], out: list[Any]) -> None:
@@ -144,6 +139,34 @@ def test_two_replicas_share_the_work_and_the_gallery_holds_each_image_once(serve
     assert all(r[2] == "ok" and Path(r[1]).is_file() for r in rows)
     entry = server.get(f"/api/v1/gallery/{made[0]}")  # the ingress reads the same PostgreSQL gallery
     assert entry["seed"] in (1, 2) and entry["width"] == 256
+
+
+@pytest.mark.scale
+def test_upscale_and_dataset_jobs_run_on_a_replica_too(server: Server) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((64, 48), 40).convert("RGB").save(buf, "PNG")
+    body = {"image": base64.b64encode(buf.getvalue()).decode(), "upscaler_1": "Lanczos", "upscaling_resize": 2}
+    r = server.post("/sdapi/v1/extra-single-image", body)
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["image"]))).size == (128, 96)
+    raw = server.home / "incoming" / "raw"
+    raw.mkdir(parents=True)
+    for i in range(3):
+        Image.effect_noise((64, 64), 20 + 15 * i).convert("RGB").save(raw / f"{i}.png")
+        (raw / f"{i}.txt").write_text(f"a landscape number {i}")
+    started = server.post("/api/v1/jobs/dataset", {"source": "raw", "name": "set1", "min_side": 32})
+    assert started.status_code == 202, started.text
+    job = server.wait_for("the dataset job", lambda: (j := server.get(f"/api/v1/jobs/{started.json()['id']}"))
+                          and j["state"] not in ("queued", "running") and j)  # fmt: skip
+    assert job["state"] == "done" and job["result"]["images"] == 3 and job["replica"]
+    assert (server.home / "datasets" / "set1" / "dataset.json").is_file()
+    kinds = {j["kind"]: j.get("replica") for j in server.jobs()["recent"]}
+    assert kinds["upscale"] and kinds["dataset"]
 
 
 @pytest.mark.scale

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import REPO
+from conftest import REPO, stop_gently
 
 pytest.importorskip("ray", reason="Ray is not installed (scripts/setup.sh --dev installs ray[serve])")
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -97,8 +96,4 @@ def test_joining_a_two_machine_cluster_needs_a_shared_gallery_and_uses_both(
             rows = con.execute("SELECT id, path FROM images WHERE state = 'ok'").fetchall()
         assert [row[0] for row in rows] == info["gallery_ids"] and Path(rows[0][1]).is_file()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_gently(proc)

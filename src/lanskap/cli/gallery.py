@@ -135,6 +135,9 @@ def check_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
                            ("unfinished", "unfinished rows")):  # fmt: skip
             for item in report.get(key) or []:  # type: ignore[attr-defined]
                 typer.echo(f"{label}: {item}")
+        if report.get("unseen"):  # another machine's folders: not this machine's to judge
+            typer.echo(f"rows in folders this machine can't see (left to the machines that mount them): "
+                       f"{len(report['unseen'])}")  # type: ignore[arg-type]  # fmt: skip
         typer.echo("gallery ok" if not bad else "run 'lanskap gallery repair' to rebuild it from the image files")
     if bad:
         raise typer.Exit(1)

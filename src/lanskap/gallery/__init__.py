@@ -1,4 +1,4 @@
-"""The gallery every way of generating shares: files plus rows in one SQLite database."""
+"""The gallery every way of generating shares: files plus rows in one database (SQLite, or PostgreSQL)."""
 
 from lanskap.gallery.store import Entry, Gallery
 

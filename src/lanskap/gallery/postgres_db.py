@@ -18,40 +18,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from lanskap.errors import LanskapError
+from lanskap.gallery.schema import statements
 
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id BIGSERIAL PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL DEFAULT 'pending',
-    owner_pid INTEGER NOT NULL,
-    created TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    negative_prompt TEXT NOT NULL DEFAULT '',
-    seed BIGINT NOT NULL,
-    steps INTEGER,
-    guidance DOUBLE PRECISION,
-    sampler TEXT,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    mode TEXT NOT NULL DEFAULT 'txt2img',
-    model TEXT,
-    model_hash TEXT,
-    loras TEXT NOT NULL DEFAULT '[]',
-    params TEXT NOT NULL DEFAULT '{}',
-    infotext TEXT NOT NULL DEFAULT '',
-    seconds DOUBLE PRECISION,
-    device TEXT,
-    dtype TEXT,
-    source TEXT NOT NULL DEFAULT 'cli',
-    owner TEXT
-);
-CREATE INDEX IF NOT EXISTS images_created ON images(created);
-CREATE INDEX IF NOT EXISTS images_state ON images(state);
-"""
 SCHEMA_LOCK = 0x4C414E534B4150  # "LANSKAP": one key for every lanskap schema change
 SCHEMES = ("postgresql", "postgres")
 
@@ -148,7 +119,7 @@ class PostgresDatabase:
         """Create the table once, under a lock, however many writers start together."""
         with self.transaction() as con:
             con.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-            for statement in filter(None, (s.strip() for s in SCHEMA.split(";"))):
+            for statement in statements(postgres=True):
                 con.execute(statement)
 
     @contextlib.contextmanager

@@ -19,37 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lanskap.errors import LanskapError
+from lanskap.gallery.schema import statements
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL DEFAULT 'pending',
-    owner_pid INTEGER NOT NULL,
-    created TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    negative_prompt TEXT NOT NULL DEFAULT '',
-    seed INTEGER NOT NULL,
-    steps INTEGER,
-    guidance REAL,
-    sampler TEXT,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    mode TEXT NOT NULL DEFAULT 'txt2img',
-    model TEXT,
-    model_hash TEXT,
-    loras TEXT NOT NULL DEFAULT '[]',
-    params TEXT NOT NULL DEFAULT '{}',
-    infotext TEXT NOT NULL DEFAULT '',
-    seconds REAL,
-    device TEXT,
-    dtype TEXT,
-    source TEXT NOT NULL DEFAULT 'cli',
-    owner TEXT
-);
-CREATE INDEX IF NOT EXISTS images_created ON images(created);
-CREATE INDEX IF NOT EXISTS images_state ON images(state);
-"""
+SCHEMA = ";\n".join(statements(postgres=False)) + ";\n"
 
 
 class GalleryDamagedError(LanskapError):

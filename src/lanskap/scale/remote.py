@@ -10,7 +10,6 @@ per job copies the board's progress onto it and posts its cancel and skip to the
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
 import threading
@@ -47,7 +46,6 @@ class RemoteQueue(JobQueue):
     def __init__(self, handle: Any, board: Any, max_pending: int, keep: int = 200) -> None:
         super().__init__(max_pending=max_pending, keep=keep)
         self.handle, self.board = handle, board
-        self._ids = itertools.count(1)
         self._calls: dict[str, Any] = {}
 
     def dispatch(self, kind: str, label: str, call: RemoteCall, params: dict[str, Any] | None = None) -> Job:
@@ -128,9 +126,7 @@ class RemoteQueue(JobQueue):
                 return
             except GONE as exc:
                 seen = self._seen(job)
-                # Images are saved after the last step: before it, nothing of this job is in the gallery.
-                unsaved = seen is None or seen.get("step", 0) < max(1, seen.get("total", 0))
-                if attempt == 1 and unsaved and not job.cancel.is_set():  # once more, on another replica
+                if attempt == 1 and _unsaved(job, seen) and not job.cancel.is_set():  # once more, elsewhere
                     log.warning("job %s: its replica died (%s); retrying once", job.id, type(exc).__name__)
                     job.message, job.state, job.replica = "its replica stopped; retrying on another", "queued", None
                     self.board.forget.remote(job.id)
@@ -199,6 +195,13 @@ class RemoteQueue(JobQueue):
         self._finish(job, state, result=result, error=error)
         self._calls.pop(job.id, None)
         self.board.forget.remote(job.id)
+
+
+def _unsaved(job: Job, seen: dict[str, Any] | None) -> bool:
+    """Whether a job whose replica died had saved nothing yet. A generation saves its images after its
+    last step, so before it nothing of it is in the gallery; an upscale saves each picture as it goes
+    and a training run its checkpoints, so those are never sent again."""
+    return job.kind == "generate" and (seen is None or seen.get("step", 0) < max(1, seen.get("total", 0)))
 
 
 class ScaledService(Service):
