@@ -257,6 +257,10 @@ def test_plain_serve_never_imports_ray_and_a_wrong_count_is_one_line(tmp_path: P
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    no_ray = "import sys; sys.modules['ray'] = None; from lanskap.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", no_ray, "serve", "--replicas", "2"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and "needs Ray Serve" in proc.stderr and "Traceback" not in proc.stderr
     for value, needle in (("0", "1 or more"), ("lots", "whole number or auto")):
         proc = subprocess.run([sys.executable, "-m", "lanskap", "serve", "--replicas", value], capture_output=True,
                               text=True, timeout=120)  # fmt: skip

@@ -803,3 +803,23 @@ def test_an_sdxl_base_shows_its_family_size_second_prompt_and_refiner(
     finally:
         service().queue.shutdown()
         service.clear()
+
+
+def test_the_gallery_page_shows_a_postgresql_gallery(
+    app_env: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LANSKAP_GALLERY_URL reaches the web app as it reaches the CLI and the API (issue #38)."""
+    from lanskap.gallery import Gallery
+    from lanskap.ui.common import service
+    from test_gallery import png, record
+
+    monkeypatch.setenv("LANSKAP_GALLERY_URL", postgres_url)
+    service.clear()
+    shared = Gallery(app_env, url=postgres_url)
+    for seed, prompt in ((1, "a castle made on another machine"), (2, "a lake made on another machine")):
+        shared.add(png(seed), app_env / "outputs", "png", record(seed, prompt))
+    at = _app("gallery")
+    assert "2 image(s), newest first" in _texts(at)
+    at.text_input(key="gl_search").input("lake").run()
+    assert "1 image(s)" in _texts(at)
+    assert not (app_env / "gallery.sqlite3").exists(), "nothing went to the home's SQLite file"

@@ -15,6 +15,7 @@ from lanskap.cli.options import (
     SERVER_MODEL,
     SERVER_VAE,
 )
+from lanskap.errors import LanskapError
 
 
 def register(app: typer.Typer) -> None:
@@ -96,7 +97,14 @@ def serve(
             from lanskap.scale.tokens import use_token_if_present
 
             use_token_if_present()  # before Ray is imported: it reads the mode once
-        from lanskap.scale.launch import serve_scaled
+        try:
+            from lanskap.scale.launch import serve_scaled
+        except ImportError as exc:
+            if "ray" not in str(exc).lower():
+                raise
+            raise LanskapError(
+                "serving from replicas needs Ray Serve: scripts/setup.sh --scale (or pip install 'ray[serve]')"
+            ) from None
 
         announce = lambda text: typer.secho(text, err=True)  # noqa: E731
         serve_scaled(settings, cfg, replicas or "auto", ray_address, announce=announce)
