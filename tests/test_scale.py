@@ -226,6 +226,22 @@ def test_killing_a_replica_fails_or_retries_its_job_and_ray_replaces_it(server: 
 
 
 @pytest.mark.scale
+def test_a_job_that_had_saved_work_is_not_sent_again_when_its_replica_dies(server: Server) -> None:
+    """A training run writes as it goes (its run folder, checkpoints): it fails in one clear line instead."""
+    before = {r["name"]: r["pid"] for r in server.replicas()}
+    body = {"dataset": "set1", "name": "doomed", "max_train_steps": 5000, "resolution": 64}
+    started = server.post("/api/v1/jobs/training", body)  # set1: made by the dataset test above
+    assert started.status_code == 202, started.text
+    url = f"/api/v1/jobs/{started.json()['id']}"
+    job = server.wait_for("training steps", lambda: (j := server.get(url))["step"] > 0 and j.get("replica") and j)
+    os.kill(before[job["replica"]], signal.SIGKILL)
+    job = server.wait_for("the job to end", lambda: (j := server.get(url))["state"] not in ("queued", "running") and j)
+    assert job["state"] == "failed" and "the replica running this job stopped" in job["error"], job
+    server.wait_for("a replacement replica", lambda: len(names := {r["name"] for r in server.replicas()}) == 2
+                    and names - set(before), 180)  # fmt: skip
+
+
+@pytest.mark.scale
 def test_killing_the_ingress_loses_no_saved_image(server: Server) -> None:
     count = len(server.rows())
     ingress = server.get("/api/v1/replicas")["ingress"]["pid"]
