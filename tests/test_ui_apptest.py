@@ -820,6 +820,8 @@ def test_the_gallery_page_shows_a_postgresql_gallery(
         shared.add(png(seed), app_env / "outputs", "png", record(seed, prompt))
     at = _app("gallery")
     assert "2 image(s), newest first" in _texts(at)
+    host_db = postgres_url.split("@")[-1]
+    assert f"gallery in PostgreSQL: {host_db}" in _texts(at)  # the sidebar says which database
     at.text_input(key="gl_search").input("lake").run()
     assert "1 image(s)" in _texts(at)
     assert not (app_env / "gallery.sqlite3").exists(), "nothing went to the home's SQLite file"

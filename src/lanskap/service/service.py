@@ -386,6 +386,11 @@ class Service:
             "model": info.to_dict(),
             "queue": self.queue.snapshot(),
             "uptime_s": round(time.time() - self.started, 1),
+            # where the gallery's rows live: the home's SQLite file, or PostgreSQL (its URL without the password)
+            "gallery": {
+                "backend": "sqlite" if self.gallery.db is not None else "postgresql",
+                "location": self.gallery.location,
+            },
         }
 
 

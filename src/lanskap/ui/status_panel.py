@@ -43,3 +43,6 @@ def status_panel() -> None:
     for i, job in enumerate(queue["pending"], 1):
         st.caption(f"{i}. :material/hourglass_top: {job['label']}")
     st.caption(f"queue: {len(queue['pending'])} waiting of {queue['max_pending']} places")
+    gallery = s.get("gallery") or {}
+    if gallery.get("backend") == "postgresql":  # shared with other machines: say which database
+        st.caption(f":material/photo_library: gallery in PostgreSQL: {gallery['location'].split('@')[-1]}")
