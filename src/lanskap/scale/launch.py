@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -118,7 +119,7 @@ def deploy(settings: Settings, cfg: ServeConfig, replicas: str) -> Plan:
 
 
 def serve_scaled(settings: Settings, cfg: ServeConfig, replicas: str, address: str | None,
-                 announce: Any = print) -> None:  # fmt: skip
+                 announce: Callable[[str], None] = print) -> None:  # fmt: skip
     """Run until Ctrl-C or SIGTERM, then take the app and (a local) Ray down."""
     parse_replicas(replicas)  # a wrong count is a one-line error before Ray starts
     start_ray(address)
