@@ -277,8 +277,9 @@ def test_plain_serve_never_imports_ray_and_a_wrong_count_is_one_line(tmp_path: P
     proc = subprocess.run([sys.executable, "-c", no_ray, "serve", "--replicas", "2"], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode != 0 and "needs Ray Serve" in proc.stderr and "Traceback" not in proc.stderr
-    for value, needle in (("0", "1 or more"), ("lots", "whole number or auto")):
-        proc = subprocess.run([sys.executable, "-m", "lanskap", "serve", "--replicas", value], capture_output=True,
+    missing = ["--model", str(tmp_path / "no-such-model"), "--fallback", "none"]  # found out before Ray starts
+    for args, needle in ((["0"], "1 or more"), (["lots"], "whole number or auto"), (["2", *missing], "not found")):
+        proc = subprocess.run([sys.executable, "-m", "lanskap", "serve", "--replicas", *args], capture_output=True,
                               text=True, timeout=120)  # fmt: skip
         assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

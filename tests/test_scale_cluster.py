@@ -60,6 +60,19 @@ def _serve(head: str, home: Path, model: Path, port: int, gallery: str | None) -
 
 
 @pytest.mark.scale
+def test_replicas_that_cannot_start_say_why_in_one_line(tmp_path: Path) -> None:
+    """A model the replicas can't load (here a hub id, offline) ends the server with their own reason.
+    (Ray's forwarded worker log above it shows the replica's trace; lanskap's last line is the message.)"""
+    env = {**os.environ, "LANSKAP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "lanskap", "serve", "--replicas", "1", "--model", "nobody/no-such-model",
+           "--fallback", "none", "--port", str(_port())]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and last.startswith("error: the replicas could not start: "), last
+    assert "nobody/no-such-model" in last
+
+
+@pytest.mark.scale
 def test_joining_a_two_machine_cluster_needs_a_shared_gallery_and_uses_both(
     cluster: str, tiny_sd: Path, postgres_url: str, tmp_path: Path
 ) -> None:

@@ -112,16 +112,30 @@ def deploy(settings: Settings, cfg: ServeConfig, replicas: str) -> Plan:
     app = ingress.bind(settings, shipped, worker.bind(settings, board), board)
     try:
         serve.run(app, name=APP, route_prefix="/")
-    except RuntimeError as exc:  # a replica that can't start (no model, no home folder): Ray says why
-        lines = [line.strip() for line in str(exc).splitlines() if "LanskapError" in line or "Error" in line]
-        raise LanskapError(f"the replicas could not start: {(lines or [str(exc)])[-1][:400]}") from None
+    except RuntimeError as exc:  # a replica that can't start (no model, no home folder): say why
+        raise LanskapError(f"the replicas could not start: {_why_not_started(str(exc))}") from None
     return chosen
+
+
+def _why_not_started(fallback: str) -> str:
+    """The replicas' own one-line error (a LanskapError in their constructor), from Ray Serve's status."""
+    try:
+        deployments = serve.status().applications[APP].deployments.values()
+        messages = "\n".join(d.message for d in deployments if d.message)
+    except Exception:
+        messages = ""
+    found = [line.split("Error: ", 1)[1].strip() for line in messages.splitlines() if "Error: " in line]
+    return (found[-1] if found else " ".join(fallback.split()))[:400]
 
 
 def serve_scaled(settings: Settings, cfg: ServeConfig, replicas: str, address: str | None,
                  announce: Callable[[str], None] = print) -> None:  # fmt: skip
     """Run until Ctrl-C or SIGTERM, then take the app and (a local) Ray down."""
     parse_replicas(replicas)  # a wrong count is a one-line error before Ray starts
+    if settings.fallback == "none":  # a model that isn't there, too (a hub id is fetched by the replicas)
+        from lanskap.models.resolve import resolve_model_ref
+
+        resolve_model_ref(settings.model, settings)
     start_ray(address)
     try:
         chosen = deploy(settings, cfg, replicas)
