@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
@@ -24,7 +23,7 @@ def queue_depth(service: Service) -> float:
 @router.get("/health")
 async def health(state: StateDep) -> dict[str, Any]:
     info = state.service.engine.info()
-    replicas = await anyio.to_thread.run_sync(state.service.replicas)
+    replicas = state.service.replicas()  # kept up to date in the background: no waiting here
     out = {
         "status": "ok",
         "version": __version__,

@@ -10,6 +10,7 @@ per job copies the board's progress onto it and posts its cancel and skip to the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lanskap.scale")
 
 POLL_S = 0.25
+REPLICAS_S = 1.0  # how often the ingress refreshes its list of replicas
 #: Replica failures that end a call without an answer (the process died, or its machine left).
 GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
@@ -211,6 +213,8 @@ class ScaledService(Service):
         super().__init__(settings, max_pending=max_pending)
         self.board = board
         self.queue: RemoteQueue = RemoteQueue(handle, board, max_pending)
+        self._replicas: list[dict[str, Any]] = []
+        threading.Thread(target=self._watch_replicas, name="lanskap-replicas", daemon=True).start()
 
     def _dispatch(self, kind: str, label: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                   params: dict[str, Any] | None = None) -> Job:  # fmt: skip
@@ -219,10 +223,14 @@ class ScaledService(Service):
         return self.queue.dispatch(job_kind, label, call, params)
 
     def replicas(self) -> list[dict[str, Any]]:
-        try:
-            return ray.get(self.board.listing.remote(), timeout=5)
-        except Exception:
-            return []
+        """The replicas as the board listed them at most a couple of seconds ago: /health never waits on Ray."""
+        return list(self._replicas)
+
+    def _watch_replicas(self, every: float = REPLICAS_S) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # the board is restarting: keep the last listing
+                self._replicas = ray.get(self.board.listing.remote(), timeout=5)
+            time.sleep(every)
 
     def submit_generation(self, request: GenerationRequest, *, source: str, fmt: str = "png",
                           folder: str | None = None, record: bool = True, model: str | None = None) -> Job:  # fmt: skip
