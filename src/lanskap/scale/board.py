@@ -56,9 +56,5 @@ class Board:
     def read(self, job_id: str) -> dict[str, Any] | None:
         return self.jobs.get(job_id)
 
-    def heartbeat(self, replica: str) -> None:
-        if replica in self.replicas:
-            self.replicas[replica]["seen"] = time.time()
-
     def forget(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
+from ray.actor import ActorHandle
+from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp
 
 from lanskap.api.security import ServeConfig
@@ -16,7 +17,7 @@ from lanskap.scale.remote import ScaledService
 class Ingress:
     """One replica of it serves HTTP; the jobs it hands out run on the generation replicas."""
 
-    def __init__(self, settings: Settings, cfg: ServeConfig, replicas: Any, board: Any) -> None:
+    def __init__(self, settings: Settings, cfg: ServeConfig, replicas: DeploymentHandle, board: ActorHandle) -> None:
         from lanskap.api.app import create_app
         from lanskap.auth import store_at
 

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.actor import ActorHandle
 from ray.serve.exceptions import BackPressureError, RequestCancelledError
 
 from lanskap.errors import LanskapError
@@ -26,6 +27,8 @@ from lanskap.service.queue import Job, JobQueue
 from lanskap.service.service import Service
 
 if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
+
     from lanskap.config import Settings
     from lanskap.data.prepare import PrepareOptions
     from lanskap.evaluation.run import EvalConfig
@@ -45,7 +48,7 @@ GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 class RemoteQueue(JobQueue):
     """Jobs that run on replicas, with the reading and control methods of :class:`JobQueue`."""
 
-    def __init__(self, handle: Any, board: Any, max_pending: int, keep: int = 200) -> None:
+    def __init__(self, handle: DeploymentHandle, board: ActorHandle, max_pending: int, keep: int = 200) -> None:
         super().__init__(max_pending=max_pending, keep=keep)
         self.handle, self.board = handle, board
         self._calls: dict[str, Any] = {}
@@ -209,7 +212,9 @@ def _unsaved(job: Job, seen: dict[str, Any] | None) -> bool:
 class ScaledService(Service):
     """The ingress's Service: the same checks, with every model job run on a replica."""
 
-    def __init__(self, settings: Settings, *, handle: Any, board: Any, max_pending: int = 16) -> None:
+    def __init__(
+        self, settings: Settings, *, handle: DeploymentHandle, board: ActorHandle, max_pending: int = 16
+    ) -> None:
         super().__init__(settings, max_pending=max_pending)
         self.board = board
         self.queue: RemoteQueue = RemoteQueue(handle, board, max_pending)

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.actor import ActorHandle
 
 from lanskap.config import Settings
 from lanskap.errors import LanskapError
@@ -39,7 +40,7 @@ def _slot(name: str) -> str:
 class GenerationReplica:
     """One Ray Serve replica; :mod:`lanskap.scale.launch` deploys it ``N`` times."""
 
-    def __init__(self, settings: Settings, board: Any, preload: bool = True) -> None:
+    def __init__(self, settings: Settings, board: ActorHandle, preload: bool = True) -> None:
         from lanskap.service import Service
 
         self.name = serve.get_replica_context().replica_id.unique_id
@@ -65,8 +66,9 @@ class GenerationReplica:
         })  # fmt: skip
 
     def _beat(self) -> None:
+        """Register again every few seconds: the listing stays fresh, and a restarted board learns of us."""
         while not self._stop.wait(HEARTBEAT_S):
-            self.board.heartbeat.remote(self.name)
+            self._register()
 
     def run(self, call: RemoteCall) -> RemoteResult:
         """Run one Service call to its end, posting progress; never raises for the job's own failure."""
