@@ -162,19 +162,20 @@ class RemoteQueue(JobQueue):
                 self.board.request.remote(job.id, "skip")
             self._mirror(job)
 
-    def _seen(self, job: Job) -> dict[str, Any] | None:
+    def _entry(self, job: Job) -> dict[str, Any] | None:
+        """The board's entry for a job (its replica's latest post); None when there is none or no board."""
         try:
-            entry = ray.get(self.board.read.remote(job.id), timeout=5)
+            return ray.get(self.board.read.remote(job.id), timeout=5)
         except Exception:
             return None
+
+    def _seen(self, job: Job) -> dict[str, Any] | None:
+        entry = self._entry(job)
         return None if entry is None else entry.get("progress")
 
     def _mirror(self, job: Job) -> None:
         """Copy the replica's latest post onto the ingress's Job."""
-        try:
-            entry = ray.get(self.board.read.remote(job.id), timeout=5)
-        except Exception:
-            return
+        entry = self._entry(job)
         if not entry or not entry.get("progress"):
             return
         seen = entry["progress"]
@@ -239,24 +240,16 @@ class ScaledService(Service):
 
     def submit_generation(self, request: GenerationRequest, *, source: str, fmt: str = "png",
                           folder: str | None = None, record: bool = True, model: str | None = None) -> Job:  # fmt: skip
-        from lanskap.generation.output import check_format
-
-        check_format(fmt)
-        request = self.check_generation(request)  # the seed is fixed here, so the replica makes what was shown
-        if model is not None:
-            self.check_model(model)
+        # Checked here as on a single server (the seed is fixed here, so the replica makes what was shown);
+        # the replica resolves the model's name again, with its own files.
+        request, fmt, _, label = self.generation_checks(request, fmt, model)
         kwargs = {"source": source, "fmt": fmt, "folder": folder, "record": record, "model": model}
-        label = f"{request.task}: {' '.join(request.prompt.split())[:48]}"
         return self._dispatch("generation", label, (request,), kwargs, request.to_dict())
 
     def submit_upscale(self, request: UpscaleRequest, sources: list[UpscaleSource], *, source: str,
                        fmt: str = "png", record: bool = True) -> Job:  # fmt: skip
-        from lanskap.generation.output import check_format
-
-        check_format(fmt)
-        request = self.check_upscale(request, [s.image for s in sources])
-        what = "SD upscale" if request.tiled is not None else f"upscale ({request.upscaler})"
-        return self._dispatch("upscale", f"{what}: {len(sources)} picture(s)", (request, sources),
+        request, fmt, label = self.upscale_checks(request, sources, fmt)
+        return self._dispatch("upscale", label, (request, sources),
                               {"source": source, "fmt": fmt, "record": record},
                               {"mode": "upscale", "upscale": request.to_dict()})  # fmt: skip
 

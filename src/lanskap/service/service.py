@@ -231,13 +231,8 @@ class Service:
 
         ``model`` (an installed model's name, see :meth:`models`) is switched to before this job runs.
         """
-        from lanskap.generation.output import check_format
-
-        fmt = check_format(fmt)
-        request = self.check_generation(request)  # the seed is known (and shown) while waiting
+        request, fmt, model, label = self.generation_checks(request, fmt, model)
         out_dir = output_folder(self.settings, folder or request.task)
-        if model is not None:
-            model = self.check_model(model)
 
         def work(job: Job) -> GenerationOutput:
             if model is not None:
@@ -246,8 +241,19 @@ class Service:
             return run_generation(self.engine, request, out_dir, fmt=fmt, gallery=gallery, source=source,
                                   control=_control(job))  # fmt: skip
 
-        label = f"{request.task}: {_short(request.prompt)}"
         return self._submit("generate", label, work, request.to_dict())
+
+    def generation_checks(
+        self, request: GenerationRequest, fmt: str, model: str | None
+    ) -> tuple[GenerationRequest, str, str | None, str]:
+        """What every way of submitting a generation checks first: the request (its seed fixed, so it is
+        known and shown while waiting), the file format and the model's name; with the job's label."""
+        from lanskap.generation.output import check_format
+
+        fmt = check_format(fmt)
+        request = self.check_generation(request)
+        spec = self.check_model(model) if model is not None else None
+        return request, fmt, spec, f"{request.task}: {_short(request.prompt)}"
 
     def check_upscale(self, request: UpscaleRequest, images: list[Image.Image]) -> UpscaleRequest:
         """Bounds, upscaler and LoRA names, and every result's size, checked before the job waits in line."""
@@ -262,11 +268,9 @@ class Service:
         record: bool = True,
     ) -> Job:  # fmt: skip
         """Queue an upscale (Extras, or SD upscale); its result is an :class:`UpscaleOutput` with gallery ids."""
-        from lanskap.generation.output import check_format
         from lanskap.jobs.upscale import run_upscale
 
-        fmt = check_format(fmt)
-        request = self.check_upscale(request, [s.image for s in sources])
+        request, fmt, label = self.upscale_checks(request, sources, fmt)
         out_dir = output_folder(self.settings, "upscale")
 
         def work(job: Job) -> UpscaleOutput:
@@ -274,9 +278,18 @@ class Service:
             return run_upscale(self.engine, sources, request, out_dir, fmt=fmt, gallery=gallery, source=source,
                                control=_control(job))  # fmt: skip
 
-        what = "SD upscale" if request.tiled is not None else f"upscale ({request.upscaler})"
-        label = f"{what}: {len(sources)} picture(s)"
         return self._submit("upscale", label, work, {"mode": "upscale", "upscale": request.to_dict()})
+
+    def upscale_checks(
+        self, request: UpscaleRequest, sources: list[UpscaleSource], fmt: str
+    ) -> tuple[UpscaleRequest, str, str]:
+        """What every way of submitting an upscale checks first (bounds, names, sizes, format); with its label."""
+        from lanskap.generation.output import check_format
+
+        fmt = check_format(fmt)
+        request = self.check_upscale(request, [s.image for s in sources])
+        what = "SD upscale" if request.tiled is not None else f"upscale ({request.upscaler})"
+        return request, fmt, f"{what}: {len(sources)} picture(s)"
 
     def submit_training(self, cfg: TrainConfig, name: str, *, resume: bool = False) -> Job:
         """Queue a training run in ``$LANSKAP_HOME/training/NAME``; its LoRA, embedding or model is published."""
